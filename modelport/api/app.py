@@ -1,0 +1,204 @@
+"""The ASGI application: routes, the error handler, request ids, metrics and start-up.
+
+Start-up opens and migrates the store, creates the first admin, starts the reconciler,
+and then imports MLflow in the background, so discovery, health and the control plane
+answer within about a second while the registry (seconds to import) comes up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive, Scope, Send
+
+from modelport.api import system
+from modelport.api.control import endpoints, permissions, scim, tokens
+from modelport.api.errors import handle_exception, handle_http_exception
+from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
+from modelport.api.services import Services
+from modelport.config import Settings
+from modelport.control.endpoints import EndpointService
+from modelport.control.identity import IdentityService
+from modelport.control.permissions import AccessControl
+from modelport.control.reconciler import Reconciler
+from modelport.entities.registry_handle import RegistryHandle
+from modelport.errors import ModelportError
+from modelport.gateway.auth import Authenticator
+from modelport.log_format import request_id_var
+from modelport.metrics import Metrics
+from modelport.runtime.logs import LogStore
+from modelport.runtime.preflight import PreflightBackend
+from modelport.store import open_database
+
+__all__ = ["ModelportApp", "build_services"]
+
+log = logging.getLogger("modelport.server")
+
+
+def build_services(settings: Settings) -> tuple[Services, str | None]:
+    """Open the store and wire the services (blocking). Returns them and a new admin token, if any."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.store_url)
+    workspace_id = db.meta_setdefault("workspace_id", str(secrets.randbelow(9 * 10**15) + 10**15))
+    auth = Authenticator(db)
+    identity = IdentityService(db, auth)
+    new_token = identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
+    registry = RegistryHandle()
+    logs = LogStore(settings.logs_path)
+    reconciler = Reconciler(
+        db, PreflightBackend(registry), logs, max_concurrent=settings.max_concurrent_deployments
+    )
+    access = AccessControl(db)
+    services = Services(
+        settings=settings,
+        db=db,
+        auth=auth,
+        identity=identity,
+        endpoints=EndpointService(db, access, reconciler, logs, registry),
+        reconciler=reconciler,
+        registry=registry,
+        metrics=Metrics(),
+        workspace_id=workspace_id,
+    )
+    return services, new_token
+
+
+def _announce_token(token: str, settings: Settings) -> None:
+    path = settings.data_path / "admin-token"
+    print(
+        f"modelport: created the first admin token (shown once, also saved to {path}):\n  {token}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _route_label(scope: Scope) -> str:
+    endpoint = scope.get("endpoint")
+    return getattr(endpoint, "__name__", "unmatched")
+
+
+class ModelportApp:
+    """Top-level ASGI app: request ids and path normalisation, then MLflow or the API routes."""
+
+    def __init__(self, settings: Settings, on_started: Callable[[Services], None] | None = None) -> None:
+        self.settings = settings
+        self._on_started = on_started
+        self.api = Starlette(
+            routes=[*system.routes, *endpoints.routes, *permissions.routes, *tokens.routes, *scim.routes],
+            exception_handlers={
+                HTTPException: handle_http_exception,
+                Exception: handle_exception,
+                ModelportError: handle_exception,
+            },
+            lifespan=self._lifespan,
+        )
+        self.mlflow: MlflowMount | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.api.state.services
+        return services
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        started = time.monotonic()
+        services, new_token = await asyncio.to_thread(build_services, self.settings)
+        self.api.state.services = services
+        if new_token:
+            _announce_token(new_token, self.settings)
+        self.mlflow = MlflowMount(services.auth, services.registry)
+        await services.reconciler.start()
+        services.started = True
+        self._spawn(self._load_registry(services, started))
+        log.info(
+            "control plane up",
+            extra={"seconds": round(time.monotonic() - started, 3), "store": services.db.dialect},
+        )
+        try:
+            yield
+        finally:
+            await services.reconciler.stop()
+            for task in self._background:
+                task.cancel()
+            services.db.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _load_registry(self, services: Services, started: float) -> None:
+        try:
+            registry, wsgi = await asyncio.to_thread(load_registry, self.settings)
+        except Exception as exc:
+            log.exception("model registry failed to load")
+            services.registry.set(None, f"{type(exc).__name__}: {exc}")
+            return
+        if self.mlflow is not None:
+            self.mlflow.app = wsgi
+        services.registry.set(registry)
+        log.info(
+            "ready",
+            extra={
+                "seconds": round(time.monotonic() - started, 3),
+                "registry": "embedded" if wsgi else self.settings.registry_uri,
+            },
+        )
+        if self._on_started is not None:
+            await asyncio.to_thread(self._on_started, services)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            if self.mlflow is not None and self.settings.embedded_registry and is_mlflow_path(scope["path"]):
+                scope["endpoint"] = MlflowMount
+                await self.mlflow(scope, receive, send_with_id)
+            else:
+                await self.api(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = _route_label(scope)
+            services = getattr(self.api.state, "services", None)
+            if services is not None:
+                services.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+                services.metrics.http_latency.labels(scope["method"], route).observe(elapsed)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)

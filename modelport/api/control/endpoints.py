@@ -1,0 +1,178 @@
+"""Routes under /api/2.0/serving-endpoints (compat-api.md §A.1 #1-#16 plus cancel-update)."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelport.api.body import json_object, parse, validate
+from modelport.api.responses import json_response, text_response
+from modelport.api.services import caller_of, services_of
+from modelport.control.openapi import endpoint_openapi
+from modelport.errors import NotImplementedByServer
+from modelport.spec.endpoint import (
+    AiGatewayConfig,
+    CreateEndpoint,
+    EmailNotifications,
+    EndpointCoreConfigInput,
+    PatchTags,
+    PutRateLimits,
+)
+
+BASE = "/api/2.0/serving-endpoints"
+
+
+def _name(request: Request) -> str:
+    return str(request.path_params["name"])
+
+
+async def list_endpoints(request: Request) -> Response:
+    caller = caller_of(request)
+    items = await run_in_threadpool(services_of(request).endpoints.list, caller)
+    return json_response({"endpoints": items})
+
+
+async def create_endpoint(request: Request) -> Response:
+    caller = caller_of(request)
+    body = await parse(request, CreateEndpoint)
+    return json_response(await run_in_threadpool(services_of(request).endpoints.create, caller, body))
+
+
+async def get_endpoint(request: Request) -> Response:
+    caller = caller_of(request)
+    return json_response(await run_in_threadpool(services_of(request).endpoints.get, caller, _name(request)))
+
+
+async def delete_endpoint(request: Request) -> Response:
+    caller = caller_of(request)
+    await run_in_threadpool(services_of(request).endpoints.delete, caller, _name(request))
+    services_of(request).metrics.forget_endpoint(_name(request))
+    return json_response({})
+
+
+async def update_config(request: Request) -> Response:
+    caller = caller_of(request)
+    config = await parse(request, EndpointCoreConfigInput)
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.update_config, caller, _name(request), config))
+
+
+async def cancel_update(request: Request) -> Response:
+    caller = caller_of(request)
+    await json_object(request, required=False)
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.cancel_update, caller, _name(request)))
+
+
+async def put_rate_limits(request: Request) -> Response:
+    caller = caller_of(request)
+    body = await parse(request, PutRateLimits)
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.put_rate_limits, caller, _name(request), body))
+
+
+async def put_ai_gateway(request: Request) -> Response:
+    caller = caller_of(request)
+    body = await parse(request, AiGatewayConfig)
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.put_ai_gateway, caller, _name(request), body))
+
+
+async def patch_tags(request: Request) -> Response:
+    caller = caller_of(request)
+    body = await parse(request, PatchTags)
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.patch_tags, caller, _name(request), body))
+
+
+async def patch_notifications(request: Request) -> Response:
+    caller = caller_of(request)
+    data = await json_object(request, required=False)
+    raw = data.get("email_notifications")
+    notifications = validate(EmailNotifications, raw) if isinstance(raw, dict) else None
+    svc = services_of(request).endpoints
+    return json_response(
+        await run_in_threadpool(svc.patch_notifications, caller, _name(request), notifications)
+    )
+
+
+async def patch_telemetry(request: Request) -> Response:
+    caller = caller_of(request)
+    data = await json_object(request, required=False)
+    svc = services_of(request).endpoints
+    return json_response(
+        await run_in_threadpool(svc.patch_telemetry, caller, _name(request), data.get("telemetry_config"))
+    )
+
+
+async def served_logs(request: Request) -> Response:
+    caller = caller_of(request)
+    svc = services_of(request).endpoints
+    kind = "build" if request.url.path.rstrip("/").endswith("build-logs") else "runtime"
+    result = await run_in_threadpool(
+        svc.logs, caller, _name(request), str(request.path_params["served"]), kind
+    )
+    return json_response(result)
+
+
+async def endpoint_metrics(request: Request) -> Response:
+    caller = caller_of(request)
+    services = services_of(request)
+    endpoint, config = await run_in_threadpool(services.endpoints.snapshot, caller, _name(request))
+    gauges = {
+        "modelport_endpoint_ready": ("1 when a config serves.", 1.0 if endpoint.active_version else 0.0),
+        "modelport_endpoint_config_version": (
+            "Config version that serves (0: none).",
+            float(endpoint.active_version or 0),
+        ),
+        "modelport_endpoint_update_in_progress": (
+            "1 while a config update runs.",
+            1.0 if endpoint.config_update == "IN_PROGRESS" else 0.0,
+        ),
+        "modelport_endpoint_served_entities": (
+            "Served entities in the serving config.",
+            float(len(config.body["served_entities"]) if config else 0),
+        ),
+    }
+    return text_response(services.metrics.render_endpoint(endpoint.name, gauges))
+
+
+async def endpoint_openapi_route(request: Request) -> Response:
+    caller = caller_of(request)
+    services = services_of(request)
+    endpoint, config = await run_in_threadpool(services.endpoints.snapshot, caller, _name(request))
+    server = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+    doc = endpoint_openapi(endpoint, config, server)
+    return Response(orjson.dumps(doc, option=orjson.OPT_INDENT_2), media_type="application/json")
+
+
+async def provisioned_throughput(request: Request) -> Response:
+    caller_of(request)
+    raise NotImplementedByServer(
+        "Provisioned-throughput endpoints (/api/2.0/serving-endpoints/pt) are not available yet in this "
+        "modelport version; create the endpoint with POST /api/2.0/serving-endpoints instead."
+    )
+
+
+routes = [
+    Route(BASE, list_endpoints, methods=["GET"]),
+    Route(BASE, create_endpoint, methods=["POST"]),
+    Route(f"{BASE}/pt", provisioned_throughput, methods=["POST"]),
+    Route(f"{BASE}/pt/{{name}}/config", provisioned_throughput, methods=["PUT"]),
+    Route(f"{BASE}/{{name}}", get_endpoint, methods=["GET"]),
+    Route(f"{BASE}/{{name}}", delete_endpoint, methods=["DELETE"]),
+    Route(f"{BASE}/{{name}}/config", update_config, methods=["PUT"]),
+    Route(f"{BASE}/{{name}}/cancel-update", cancel_update, methods=["POST"]),
+    Route(f"{BASE}/{{name}}/rate-limits", put_rate_limits, methods=["PUT"]),
+    Route(f"{BASE}/{{name}}/ai-gateway", put_ai_gateway, methods=["PUT"]),
+    Route(f"{BASE}/{{name}}/tags", patch_tags, methods=["PATCH"]),
+    Route(f"{BASE}/{{name}}/notifications", patch_notifications, methods=["PATCH"]),
+    Route(f"{BASE}/{{name}}/telemetry-config", patch_telemetry, methods=["PATCH"]),
+    Route(f"{BASE}/{{name}}/served-models/{{served}}/logs", served_logs, methods=["GET"]),
+    Route(f"{BASE}/{{name}}/served-models/{{served}}/build-logs", served_logs, methods=["GET"]),
+    Route(f"{BASE}/{{name}}/metrics", endpoint_metrics, methods=["GET"]),
+    Route(f"{BASE}/{{name}}/openapi", endpoint_openapi_route, methods=["GET"]),
+]

@@ -1,0 +1,94 @@
+"""MLflow's own tracking server (REST API and proxied artifact store) on modelport's port.
+
+The Flask app of ``mlflow.server`` is imported in a thread after start-up (it takes
+seconds), configured through the variables ``mlflow server`` itself sets, and run
+behind a guard that checks the same bearer tokens as the rest of the API. Until it is
+loaded, requests to it wait (up to the registry's start-up limit).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelport.api.errors import error_response
+from modelport.config import Settings
+from modelport.entities.registry_handle import RegistryHandle
+from modelport.errors import ModelportError, TemporarilyUnavailable
+from modelport.gateway.auth import Authenticator
+
+__all__ = ["MLFLOW_PREFIXES", "MlflowMount", "load_registry"]
+
+MLFLOW_PREFIXES = (
+    "/api/2.0/mlflow",
+    "/api/3.0/mlflow",
+    "/api/2.0/mlflow-artifacts",
+    "/ajax-api/",
+    "/get-artifact",
+    "/model-versions/get-artifact",
+    "/version",
+)
+
+
+def is_mlflow_path(path: str) -> bool:
+    return path.startswith(MLFLOW_PREFIXES)
+
+
+def _configure_embedded(settings: Settings) -> None:
+    # mlflow.server reads its configuration from these variables at import time.
+    settings.artifacts_path.mkdir(parents=True, exist_ok=True)
+    os.environ["_MLFLOW_SERVER_FILE_STORE"] = settings.mlflow_backend_uri
+    os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = settings.mlflow_backend_uri
+    os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = "mlflow-artifacts:/"
+    os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "true"
+    os.environ["_MLFLOW_SERVER_ARTIFACT_DESTINATION"] = str(settings.artifacts_path)
+    # Host-header checks guard MLflow servers that have no auth; ours needs a bearer token.
+    os.environ["MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE"] = "true"
+
+
+def load_registry(settings: Settings) -> tuple[Any, Any]:
+    """Import MLflow and build (registry, WSGI app or None). Blocking; run in a thread."""
+    from modelport.entities.registry import ModelRegistry
+
+    if not settings.embedded_registry:
+        if settings.registry_token:
+            os.environ["MLFLOW_TRACKING_TOKEN"] = settings.registry_token
+        return ModelRegistry(settings.registry_uri), None
+    _configure_embedded(settings)
+    from a2wsgi import WSGIMiddleware
+    from mlflow.server import app as flask_app
+    from mlflow.server import handlers
+
+    handlers._get_tracking_store()  # creates/migrates MLflow's database now, not on the first request
+    handlers._get_model_registry_store()
+    registry = ModelRegistry(settings.mlflow_backend_uri, artifact_destination=Path(settings.artifacts_path))
+    return registry, WSGIMiddleware(flask_app, workers=8)
+
+
+class MlflowMount:
+    """ASGI app: authenticate, wait for MLflow to load, pass the request through unchanged."""
+
+    def __init__(self, auth: Authenticator, registry: RegistryHandle) -> None:
+        self._auth = auth
+        self._registry = registry
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        try:
+            self._auth.authenticate(headers.get("authorization"))
+            if self.app is None:
+                await run_in_threadpool(self._registry.get)
+            if self.app is None:
+                raise TemporarilyUnavailable(
+                    "The embedded MLflow registry is off: this server uses the registry given by --registry-uri.",
+                    retry_after=None,
+                )
+        except ModelportError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,46 @@
+"""The services one server process holds, built at start-up and shared by all routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from modelport.config import Settings
+from modelport.control.endpoints import EndpointService
+from modelport.control.identity import IdentityService
+from modelport.control.reconciler import Reconciler
+from modelport.entities.registry_handle import RegistryHandle
+from modelport.gateway.auth import Authenticator, Caller
+from modelport.metrics import Metrics
+from modelport.store import Database
+
+__all__ = ["Services", "caller_of", "services_of"]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    auth: Authenticator
+    identity: IdentityService
+    endpoints: EndpointService
+    reconciler: Reconciler
+    registry: RegistryHandle
+    metrics: Metrics
+    workspace_id: str
+    started: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def caller_of(request: Request) -> Caller:
+    """Authenticate the request (an in-memory cache answers most of these)."""
+    caller: Caller = services_of(request).auth.authenticate(request.headers.get("authorization"))
+    request.state.caller = caller
+    return caller

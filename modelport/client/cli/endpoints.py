@@ -1,0 +1,355 @@
+"""``modelport endpoints ...``: manage and query serving endpoints through the SDK."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from modelport.client.cli.options import (
+    HostOption,
+    OutputFormat,
+    OutputOption,
+    TokenOption,
+    open_client,
+    parse_document,
+    read_document,
+)
+from modelport.client.cli.output import EMPTY, format_ms, render_fields, render_json, render_table
+from modelport.client.sdk import ModelportClient
+from modelport.errors import DeadlineExceeded, InvalidParameterValue
+
+__all__ = ["app", "endpoint_detail", "endpoints_table"]
+
+app = typer.Typer(
+    help="Create, update, inspect and query serving endpoints.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+NameArgument = Annotated[str, typer.Argument(help="Endpoint name.", show_default=False)]
+ServedArgument = Annotated[str, typer.Argument(help="Served entity (or served model) name.")]
+FileOption = Annotated[
+    str,
+    typer.Option(
+        "--file",
+        "-f",
+        help="JSON or YAML file with the request body; '-' reads standard input.",
+        show_default=False,
+    ),
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option("--wait/--no-wait", help="Wait until the config update has finished, showing progress."),
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="Seconds --wait waits before giving up.", min=0)
+]
+
+
+# ---- rendering ---------------------------------------------------------------------------
+def _state(endpoint: dict[str, Any]) -> str:
+    state = endpoint.get("state") or {}
+    return f"{state.get('ready', EMPTY)}/{state.get('config_update', EMPTY)}"
+
+
+def _entity_source(entity: dict[str, Any]) -> str:
+    external = entity.get("external_model")
+    if external:
+        return f"{external.get('provider', '?')}:{external.get('name', '?')}"
+    if entity.get("entity_name"):
+        return str(entity["entity_name"])
+    if entity.get("model_name"):
+        return str(entity["model_name"])
+    return str((entity.get("foundation_model") or {}).get("name", EMPTY))
+
+
+def _entities(config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    config = config or {}
+    return list(config.get("served_entities") or config.get("served_models") or [])
+
+
+def endpoints_table(endpoints: list[dict[str, Any]]) -> str:
+    """The ``endpoints list`` table: one line per endpoint."""
+    rows = [
+        [
+            str(ep.get("name", EMPTY)),
+            _state(ep),
+            ",".join(str(e.get("name", "?")) for e in _entities(ep.get("config"))) or EMPTY,
+            str(ep.get("creator") or EMPTY),
+            format_ms(ep.get("last_updated_timestamp")),
+        ]
+        for ep in endpoints
+    ]
+    return render_table(["NAME", "STATE", "ENTITIES", "CREATOR", "UPDATED"], rows)
+
+
+def _config_block(title: str, config: dict[str, Any]) -> str:
+    traffic = {
+        route.get("served_entity_name") or route.get("served_model_name"): route.get("traffic_percentage")
+        for route in (config.get("traffic_config") or {}).get("routes") or []
+    }
+    rows = []
+    for entity in _entities(config):
+        state = entity.get("state") or {}
+        share = traffic.get(entity.get("name"))
+        rows.append(
+            [
+                str(entity.get("name", EMPTY)),
+                _entity_source(entity),
+                str(entity.get("entity_version") or entity.get("model_version") or EMPTY),
+                f"{share}%" if share is not None else EMPTY,
+                str(state.get("deployment", EMPTY)),
+                str(state.get("deployment_state_message") or ""),
+            ]
+        )
+    headers = ["SERVED ENTITY", "SOURCE", "VERSION", "TRAFFIC", "DEPLOYMENT", "MESSAGE"]
+    heading = f"{title} (version {config.get('config_version', EMPTY)})"
+    return f"{heading}\n{render_table(headers, rows)}"
+
+
+def endpoint_detail(endpoint: dict[str, Any]) -> str:
+    """A described endpoint: its fields, then the active and the pending config."""
+    tags = ", ".join(f"{t.get('key')}={t.get('value', '')}" for t in endpoint.get("tags") or [])
+    fields = [
+        ("NAME", str(endpoint.get("name", EMPTY))),
+        ("ID", str(endpoint.get("id", EMPTY))),
+        ("STATE", _state(endpoint)),
+        ("TASK", str(endpoint.get("task") or EMPTY)),
+        ("CREATOR", str(endpoint.get("creator") or EMPTY)),
+        ("CREATED", format_ms(endpoint.get("creation_timestamp"))),
+        ("UPDATED", format_ms(endpoint.get("last_updated_timestamp"))),
+        ("TAGS", tags or EMPTY),
+    ]
+    blocks = [render_fields(fields)]
+    if endpoint.get("config"):
+        blocks.append(_config_block("CONFIG", endpoint["config"]))
+    if endpoint.get("pending_config"):
+        blocks.append(_config_block("PENDING CONFIG", endpoint["pending_config"]))
+    return "\n\n".join(blocks)
+
+
+def _print_endpoint(endpoint: dict[str, Any], output: OutputFormat) -> None:
+    typer.echo(render_json(endpoint) if output is OutputFormat.json else endpoint_detail(endpoint))
+
+
+class _Progress:
+    """Reports a waited-on update to stderr when its state changes, and every 10 s otherwise."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._last = ""
+        self._last_at = 0.0
+
+    def __call__(self, endpoint: dict[str, Any], elapsed: float) -> None:
+        update = (endpoint.get("state") or {}).get("config_update", "UNKNOWN")
+        entities = [
+            f"{e.get('name', '?')}: {(e.get('state') or {}).get('deployment', '?')}"
+            for e in _entities(endpoint.get("pending_config"))
+        ]
+        status = ", ".join([str(update), *entities])
+        now = time.monotonic()
+        if status != self._last or now - self._last_at >= 10:
+            typer.echo(f"waiting for {self.name}: {status} ({int(elapsed)}s)", err=True)
+            self._last, self._last_at = status, now
+
+
+def _wait(client: ModelportClient, name: str, timeout: float) -> dict[str, Any]:
+    try:
+        return client.wait_for_update(name, timeout=timeout, on_poll=_Progress(name))
+    except TimeoutError as exc:
+        raise DeadlineExceeded(str(exc)) from exc
+
+
+# ---- commands ----------------------------------------------------------------------------
+@app.command("list")
+def list_endpoints(
+    ctx: typer.Context,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List the endpoints you may view."""
+    with open_client(ctx, host, token) as client:
+        endpoints = client.list_endpoints()
+    typer.echo(render_json(endpoints) if output is OutputFormat.json else endpoints_table(endpoints))
+
+
+@app.command("get")
+def get_endpoint(
+    ctx: typer.Context,
+    name: NameArgument,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Show one endpoint with its active and pending config."""
+    with open_client(ctx, host, token) as client:
+        _print_endpoint(client.get_endpoint(name), output)
+
+
+@app.command("create")
+def create_endpoint(
+    ctx: typer.Context,
+    file: FileOption,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 1200.0,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Create an endpoint from a CreateEndpoint body ({"name": ..., "config": {...}})."""
+    body = read_document(file)
+    with open_client(ctx, host, token) as client:
+        endpoint = client.create_endpoint(body)
+        if wait:
+            endpoint = _wait(client, str(endpoint.get("name") or body.get("name")), timeout)
+    _print_endpoint(endpoint, output)
+
+
+@app.command("update-config")
+def update_config(
+    ctx: typer.Context,
+    name: NameArgument,
+    file: FileOption,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 1200.0,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Start a config update ({"served_entities": [...], "traffic_config": {...}})."""
+    config = read_document(file)
+    with open_client(ctx, host, token) as client:
+        endpoint = client.update_config(name, config)
+        if wait:
+            endpoint = _wait(client, name, timeout)
+    _print_endpoint(endpoint, output)
+
+
+@app.command("delete")
+def delete_endpoint(
+    ctx: typer.Context,
+    name: NameArgument,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Delete an endpoint and stop its replicas."""
+    with open_client(ctx, host, token) as client:
+        result = client.delete_endpoint(name)
+    typer.echo(render_json(result) if output is OutputFormat.json else f"Deleted endpoint {name}.")
+
+
+@app.command("cancel-update")
+def cancel_update(
+    ctx: typer.Context,
+    name: NameArgument,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Cancel the config update in progress; the previous config keeps serving."""
+    with open_client(ctx, host, token) as client:
+        _print_endpoint(client.cancel_update(name), output)
+
+
+@app.command("query")
+def query(
+    ctx: typer.Context,
+    name: NameArgument,
+    file: Annotated[
+        str | None,
+        typer.Option("--file", "-f", help="JSON or YAML file with the request; '-' reads stdin."),
+    ] = None,
+    json_body: Annotated[
+        str | None, typer.Option("--json", help="The request as a JSON string.", show_default=False)
+    ] = None,
+    served: Annotated[
+        str | None,
+        typer.Option("--served", help="Query this served entity directly, bypassing the traffic split."),
+    ] = None,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Send one scoring request and print the response (always as JSON)."""
+    if (file is None) == (json_body is None):
+        raise InvalidParameterValue("give the request with exactly one of -f FILE or --json TEXT")
+    body = read_document(file) if file is not None else parse_document(str(json_body), "--json")
+    with open_client(ctx, host, token) as client:
+        typer.echo(render_json(client.query(name, body, served=served)))
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    name: NameArgument,
+    served: ServedArgument,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Print the recent logs of one served entity's replicas."""
+    with open_client(ctx, host, token) as client:
+        text = client.logs(name, served)
+    typer.echo(render_json({"logs": text}) if output is OutputFormat.json else text.rstrip("\n"))
+
+
+@app.command("build-logs")
+def build_logs(
+    ctx: typer.Context,
+    name: NameArgument,
+    served: ServedArgument,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Print the environment build log of one served entity."""
+    with open_client(ctx, host, token) as client:
+        text = client.build_logs(name, served)
+    typer.echo(render_json({"logs": text}) if output is OutputFormat.json else text.rstrip("\n"))
+
+
+@app.command("metrics")
+def metrics(
+    ctx: typer.Context,
+    name: NameArgument,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Print the endpoint's metrics in Prometheus text format."""
+    with open_client(ctx, host, token) as client:
+        text = client.metrics(name)
+    typer.echo(render_json({"metrics": text}) if output is OutputFormat.json else text.rstrip("\n"))
+
+
+@app.command("permissions")
+def permissions(
+    ctx: typer.Context,
+    name: NameArgument,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Show who may view, query or manage the endpoint."""
+    with open_client(ctx, host, token) as client:
+        endpoint_id = str(client.get_endpoint(name).get("id", name))
+        acl = client.get_permissions(endpoint_id)
+    if output is OutputFormat.json:
+        typer.echo(render_json(acl))
+        return
+    rows = []
+    for entry in acl.get("access_control_list") or []:
+        kind, principal = next(
+            ((k, entry[k]) for k in ("user_name", "group_name", "service_principal_name") if entry.get(k)),
+            ("?", EMPTY),
+        )
+        levels = [
+            str(p.get("permission_level")) + (" (inherited)" if p.get("inherited") else "")
+            for p in entry.get("all_permissions") or []
+        ]
+        rows.append([str(principal), kind.removesuffix("_name"), ", ".join(levels) or EMPTY])
+    typer.echo(render_table(["PRINCIPAL", "TYPE", "PERMISSION"], rows))

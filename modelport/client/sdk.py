@@ -1,0 +1,351 @@
+"""The Python SDK: a thin, synchronous httpx client for a modelport server.
+
+One method per REST operation (compat-api.md §A, §B), plus the modelport extensions
+(cancel-update, tokens, a minimal SCIM surface). Methods return the parsed JSON the
+server sent. Every non-2xx answer is raised as the :mod:`modelport.errors` class its
+``error_code`` names, so ``except ResourceDoesNotExist`` works the same on both sides
+of the wire. Transport failures are translated once, here: a refused or broken
+connection becomes :class:`TemporarilyUnavailable`, a timeout :class:`DeadlineExceeded`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from modelport.config import env_value
+from modelport.errors import (
+    DeadlineExceeded,
+    InvalidState,
+    ModelportError,
+    TemporarilyUnavailable,
+    Unauthenticated,
+    error_from_body,
+)
+
+__all__ = ["DEFAULT_HOST", "ModelportClient", "PollCallback"]
+
+DEFAULT_HOST = "http://127.0.0.1:8080"
+
+#: Called after every poll of :meth:`ModelportClient.wait_for_update` with the endpoint
+#: as the server returned it and the seconds waited so far.
+PollCallback = Callable[[dict[str, Any], float], None]
+
+_FAILED_STATES = {"UPDATE_FAILED", "UPDATE_CANCELED"}
+
+
+def _segment(value: str) -> str:
+    """One path segment, percent-encoded so that a name can never change the route."""
+    return quote(value, safe="")
+
+
+def _normalise_host(host: str) -> str:
+    host = host.strip().rstrip("/")
+    if "://" not in host:
+        # The server speaks plain HTTP by default, so a bare host:port means http.
+        host = "http://" + host
+    return host
+
+
+class ModelportClient:
+    """A connection to one modelport server, authenticated with one bearer token.
+
+    The client holds an ``httpx.Client`` (a connection pool); release it with
+    :meth:`close` or by using the client as a context manager. Calls are not retried:
+    the caller decides what to do with :class:`RequestLimitExceeded` or
+    :class:`TemporarilyUnavailable`, whose ``retry_after`` carries the server's hint.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        host = host or env_value("MODELPORT_HOST") or DEFAULT_HOST
+        token = token or env_value("MODELPORT_TOKEN")
+        if not token:
+            raise Unauthenticated(
+                "no API token given: set MODELPORT_TOKEN or pass --token "
+                "(the server writes the first admin token to <data-dir>/admin-token)"
+            )
+        self.host = _normalise_host(host)
+        self._http = httpx.Client(
+            base_url=self.host,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection pool; the client cannot be used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> ModelportClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- transport ---------------------------------------------------------------------
+    @contextmanager
+    def _translated_transport_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"request to {self.host} timed out: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise TemporarilyUnavailable(f"cannot reach modelport server at {self.host}: {exc}") from exc
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        accept: str | None = None,
+    ) -> httpx.Response:
+        headers = {"Accept": accept} if accept else None
+        with self._translated_transport_errors():
+            response = self._http.request(method, path, json=body, headers=headers)
+        if response.is_success:
+            return response
+        try:
+            detail: Any = response.json()
+        except ValueError:
+            detail = response.text
+        raise error_from_body(response.status_code, detail, response.headers.get("retry-after"))
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        response = self._send(method, path, body=body)
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ModelportError(
+                f"{method} {path}: the server answered {response.status_code} with a body that is not JSON"
+            ) from exc
+
+    # ---- serving endpoints (control plane) ------------------------------------------------
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        """All endpoints the caller may view (ServingEndpoint summaries)."""
+        body = self._json("GET", "/api/2.0/serving-endpoints")
+        return list(body.get("endpoints", []))
+
+    def get_endpoint(self, name: str) -> dict[str, Any]:
+        """One endpoint in full (ServingEndpointDetailed)."""
+        return dict(self._json("GET", f"/api/2.0/serving-endpoints/{_segment(name)}"))
+
+    def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an endpoint from a CreateEndpoint body; returns at once (the update runs on)."""
+        return dict(self._json("POST", "/api/2.0/serving-endpoints", body))
+
+    def delete_endpoint(self, name: str) -> dict[str, Any]:
+        """Delete an endpoint and stop its replicas; returns ``{}``."""
+        return dict(self._json("DELETE", f"/api/2.0/serving-endpoints/{_segment(name)}"))
+
+    def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Start a config update (EndpointCoreConfigInput); refused with 409 while one runs."""
+        return dict(self._json("PUT", f"/api/2.0/serving-endpoints/{_segment(name)}/config", config))
+
+    def cancel_update(self, name: str) -> dict[str, Any]:
+        """Cancel the update in progress; the previous config keeps serving (modelport extension)."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/cancel-update"
+        return dict(self._json("POST", path, {}))
+
+    def put_rate_limits(self, name: str, rate_limits: list[dict[str, Any]]) -> dict[str, Any]:
+        """Replace the legacy rate limits; returns ``{"rate_limits": [...]}``."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/rate-limits"
+        return dict(self._json("PUT", path, {"rate_limits": rate_limits}))
+
+    def put_ai_gateway(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the AI gateway config (AiGatewayConfig in, AiGatewayConfig out)."""
+        return dict(self._json("PUT", f"/api/2.0/serving-endpoints/{_segment(name)}/ai-gateway", body))
+
+    def patch_tags(
+        self,
+        name: str,
+        add: list[dict[str, Any]] | None = None,
+        delete: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Add tags (``{"key", "value"}``) and delete tags by key; returns ``{"tags": [...]}``."""
+        body: dict[str, Any] = {}
+        if add is not None:
+            body["add_tags"] = add
+        if delete is not None:
+            body["delete_tags"] = delete
+        return dict(self._json("PATCH", f"/api/2.0/serving-endpoints/{_segment(name)}/tags", body))
+
+    def logs(self, name: str, served: str) -> str:
+        """Recent log lines of one served entity's replicas."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/served-models/{_segment(served)}/logs"
+        return str(self._json("GET", path).get("logs", ""))
+
+    def build_logs(self, name: str, served: str) -> str:
+        """Log of building one served entity's environment."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/served-models/{_segment(served)}/build-logs"
+        return str(self._json("GET", path).get("logs", ""))
+
+    def metrics(self, name: str) -> str:
+        """The endpoint's metrics as Prometheus text."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/metrics"
+        return self._send("GET", path, accept="text/plain").text
+
+    def openapi(self, name: str) -> dict[str, Any]:
+        """The endpoint's OpenAPI document."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/openapi"
+        return dict(json.loads(self._send("GET", path, accept="text/plain").text))
+
+    # ---- permissions (keyed by endpoint id, not name) ------------------------------------
+    def get_permissions(self, endpoint_id: str) -> dict[str, Any]:
+        """ServingEndpointPermissions of one endpoint."""
+        return dict(self._json("GET", f"/api/2.0/permissions/serving-endpoints/{_segment(endpoint_id)}"))
+
+    def set_permissions(self, endpoint_id: str, acl: list[dict[str, Any]]) -> dict[str, Any]:
+        """Replace the access control list."""
+        path = f"/api/2.0/permissions/serving-endpoints/{_segment(endpoint_id)}"
+        return dict(self._json("PUT", path, {"access_control_list": acl}))
+
+    def update_permissions(self, endpoint_id: str, acl: list[dict[str, Any]]) -> dict[str, Any]:
+        """Merge entries into the access control list."""
+        path = f"/api/2.0/permissions/serving-endpoints/{_segment(endpoint_id)}"
+        return dict(self._json("PATCH", path, {"access_control_list": acl}))
+
+    def get_permission_levels(self, endpoint_id: str) -> list[dict[str, Any]]:
+        """The levels that can be granted: ``[{"permission_level", "description"}]``."""
+        path = f"/api/2.0/permissions/serving-endpoints/{_segment(endpoint_id)}/permissionLevels"
+        return list(self._json("GET", path).get("permission_levels", []))
+
+    # ---- data plane ---------------------------------------------------------------------
+    def query(self, name: str, body: dict[str, Any], served: str | None = None) -> dict[str, Any]:
+        """Score a request: through the traffic split, or against one served entity if ``served``."""
+        if served is None:
+            path = f"/serving-endpoints/{_segment(name)}/invocations"
+        else:
+            path = f"/serving-endpoints/{_segment(name)}/served-models/{_segment(served)}/invocations"
+        return dict(self._json("POST", path, body))
+
+    # ---- waiting ------------------------------------------------------------------------
+    def wait_for_update(
+        self,
+        name: str,
+        timeout: float = 1200,
+        poll: float = 0.5,
+        on_poll: PollCallback | None = None,
+    ) -> dict[str, Any]:
+        """Poll the endpoint until its config update has settled; return the settled endpoint.
+
+        Like the Databricks SDK, only ``state.config_update`` is looked at: ``NOT_UPDATING``
+        ends the wait (``state.ready`` may still be ``NOT_READY``). ``UPDATE_FAILED`` and
+        ``UPDATE_CANCELED`` raise :class:`InvalidState` with the server's reason; after
+        ``timeout`` seconds :class:`TimeoutError` is raised.
+        """
+        started = time.monotonic()
+        while True:
+            endpoint = self.get_endpoint(name)
+            elapsed = time.monotonic() - started
+            if on_poll is not None:
+                on_poll(endpoint, elapsed)
+            update = (endpoint.get("state") or {}).get("config_update")
+            if update == "NOT_UPDATING":
+                return endpoint
+            if update in _FAILED_STATES:
+                raise InvalidState(_failure_message(endpoint))
+            if elapsed >= timeout:
+                raise TimeoutError(f"endpoint {name!r} still has config_update={update} after {timeout:g}s")
+            time.sleep(poll)
+
+    # ---- tokens -------------------------------------------------------------------------
+    def create_token(self, lifetime_seconds: int | None = None, comment: str | None = None) -> dict[str, Any]:
+        """A new token for the caller: ``{"token_value", "token_info"}``; the value is shown once."""
+        return dict(self._json("POST", "/api/2.0/token/create", _token_body(lifetime_seconds, comment)))
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """The caller's tokens (``token_info`` objects, never the values)."""
+        return list(self._json("GET", "/api/2.0/token/list").get("token_infos", []))
+
+    def delete_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke one of the caller's tokens."""
+        return dict(self._json("POST", "/api/2.0/token/delete", {"token_id": token_id}))
+
+    def create_token_for(
+        self,
+        principal: str,
+        kind: Literal["user", "service_principal"],
+        lifetime_seconds: int | None = None,
+        comment: str | None = None,
+    ) -> dict[str, Any]:
+        """A token on behalf of another principal (admins only): ``{"token_value", "token_info"}``."""
+        body = _token_body(lifetime_seconds, comment)
+        if kind == "service_principal":
+            body["application_id"] = principal
+        elif kind == "user":
+            body["user_name"] = principal
+        else:
+            raise ValueError(f"kind must be 'user' or 'service_principal', not {kind!r}")
+        return dict(self._json("POST", "/api/2.0/token-management/on-behalf-of/tokens", body))
+
+    # ---- principals (minimal SCIM) ----------------------------------------------------------
+    def create_user(self, user_name: str, admin: bool = False) -> dict[str, Any]:
+        """Create a user; ``admin`` makes it a modelport administrator."""
+        body = {"userName": user_name, "modelport_admin": admin}
+        return dict(self._json("POST", "/api/2.0/preview/scim/v2/Users", body))
+
+    def create_service_principal(
+        self, application_id: str, display_name: str | None = None
+    ) -> dict[str, Any]:
+        """Create a service principal, named by its application id."""
+        body = {"applicationId": application_id, "displayName": display_name or application_id}
+        return dict(self._json("POST", "/api/2.0/preview/scim/v2/ServicePrincipals", body))
+
+    def create_group(self, name: str, members: list[str] | None = None) -> dict[str, Any]:
+        """Create a group whose members are given by user name or application id."""
+        body = {"displayName": name, "members": [{"value": member} for member in members or []]}
+        return dict(self._json("POST", "/api/2.0/preview/scim/v2/Groups", body))
+
+    def me(self) -> dict[str, Any]:
+        """The principal the token belongs to."""
+        return dict(self._json("GET", "/api/2.0/preview/scim/v2/Me"))
+
+
+def _token_body(lifetime_seconds: int | None, comment: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if lifetime_seconds is not None:
+        body["lifetime_seconds"] = lifetime_seconds
+    if comment is not None:
+        body["comment"] = comment
+    return body
+
+
+def _failure_message(endpoint: dict[str, Any]) -> str:
+    """Why an endpoint's config update failed or was cancelled, from its entities' states."""
+    name = endpoint.get("name", "?")
+    update = (endpoint.get("state") or {}).get("config_update")
+    reasons: list[str] = []
+    for section in ("pending_config", "config"):
+        for entity in (endpoint.get(section) or {}).get("served_entities") or []:
+            state = entity.get("state") or {}
+            message = state.get("deployment_state_message")
+            if message and state.get("deployment") != "DEPLOYMENT_READY":
+                reasons.append(f"{entity.get('name', '?')}: {message}")
+        if reasons:
+            break
+    verb = "was cancelled" if update == "UPDATE_CANCELED" else "failed"
+    summary = f"config update of endpoint {name!r} {verb}"
+    return f"{summary}: {'; '.join(reasons)}" if reasons else summary

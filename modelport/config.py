@@ -1,0 +1,159 @@
+"""Settings of the modelport server: declared once here, read once, passed down.
+
+Sources, highest precedence first: a command-line flag of ``modelport serve``, then the
+``MODELPORT_<NAME>`` environment variable, then the default below. Every option is listed
+with its flag and variable in ``docs/configuration.md``. This is the only module that
+reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "SettingSpec", "Settings", "env_value"]
+
+
+def _opt(default: Any, help: str, *, flag: bool = True, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know at start; immutable once built."""
+
+    host: str = _opt("127.0.0.1", "Interface to listen on.")
+    port: int = _opt(8080, "TCP port to listen on (0 picks a free port).")
+    data_dir: str = _opt(
+        "~/.modelport", "Directory for the metadata database, registry, artifacts, logs and tokens."
+    )
+    store: str = _opt(
+        "",
+        "Metadata store URL: empty for SQLite in the data directory, or postgresql://user@host:port/db.",
+    )
+    registry_uri: str = _opt(
+        "",
+        "MLflow tracking/registry URI: empty for the embedded registry served on the same port, "
+        "or the URL of an existing MLflow server.",
+    )
+    registry_token: str = _opt(
+        "", "Bearer token for an external MLflow server given by --registry-uri.", flag=False, secret=True
+    )
+    admin_token: str = _opt(
+        "",
+        "Admin token to create on first start (else one is generated and written to <data-dir>/admin-token).",
+        flag=False,
+        secret=True,
+    )
+    admin_user: str = _opt("admin", "User name of the admin principal created on first start.")
+    log_level: str = _opt("info", "Log level: debug, info, warning or error.")
+    log_format: str = _opt("json", "Log format: json (one object a line) or text.")
+    demo: bool = _opt(False, "Register demo models and create demo endpoints on start.")
+    max_concurrent_deployments: int = _opt(
+        4, "How many endpoint config updates the reconciler works on at once."
+    )
+    workers: int = _opt(1, "Server processes (more than one needs --store postgresql://...).", flag=False)
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def store_url(self) -> str:
+        if self.store:
+            return self.store
+        return f"sqlite:///{self.data_path / 'modelport.db'}"
+
+    @property
+    def embedded_registry(self) -> bool:
+        return not self.registry_uri
+
+    @property
+    def mlflow_backend_uri(self) -> str:
+        """Where the embedded MLflow tracking server keeps its metadata."""
+        return f"sqlite:///{self.data_path / 'mlflow.db'}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.data_path / "artifacts"
+
+    @property
+    def logs_path(self) -> Path:
+        return self.data_path / "logs"
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict with secrets masked, for logging."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata.get("secret") and value else value
+        return out
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Build settings: ``overrides`` (flags; None values ignored) over env over defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            raw = env.get(spec.env_var)
+            if raw is not None and raw != "":
+                values[spec.name] = spec.parse(raw)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One option: its name, type, default, help text and environment variable."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    flag: bool
+    secret: bool
+
+    @property
+    def env_var(self) -> str:
+        return "MODELPORT_" + self.name.upper()
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, raw: str) -> Any:
+        if self.type is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if self.type is int:
+            return int(raw)
+        return raw
+
+
+_TYPES = {"str": str, "int": int, "bool": bool}
+SETTINGS: tuple[SettingSpec, ...] = tuple(
+    SettingSpec(
+        name=f.name,
+        type=_TYPES[f.type] if isinstance(f.type, str) else f.type,  # type: ignore[index]
+        default=f.default,
+        help=f.metadata["help"],
+        flag=f.metadata["flag"],
+        secret=f.metadata["secret"],
+    )
+    for f in dataclasses.fields(Settings)
+)
+
+
+def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Read one client-side variable (``MODELPORT_HOST``, ``MODELPORT_TOKEN``, ...)."""
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    return value if value else None

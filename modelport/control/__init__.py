@@ -1,0 +1,1 @@
+"""Endpoint lifecycle: services behind the control-plane routes and the reconciler."""

@@ -1,0 +1,288 @@
+"""Serving-endpoint operations behind the control-plane routes.
+
+Methods block (database and registry calls): the API runs them in a thread pool. Each
+checks the caller's permission first, validates input completely before writing, and
+returns the JSON-ready shape the Databricks API returns.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from modelport.clock import now_ms
+from modelport.control.endpoint_state import with_entity_states
+from modelport.control.permissions import AccessControl
+from modelport.control.reconciler import Reconciler
+from modelport.control.render import render_detailed, render_summary
+from modelport.entities.registry_handle import RegistryHandle
+from modelport.errors import (
+    InvalidParameterValue,
+    ResourceAlreadyExists,
+    ResourceConflict,
+    ResourceDoesNotExist,
+)
+from modelport.gateway.auth import Caller
+from modelport.runtime.logs import LogStore
+from modelport.spec.endpoint import (
+    AiGatewayConfig,
+    CreateEndpoint,
+    EmailNotifications,
+    EndpointCoreConfigInput,
+    PatchTags,
+    PutRateLimits,
+)
+from modelport.spec.permissions import PermissionLevel
+from modelport.spec.validation import (
+    normalize_ai_gateway,
+    normalize_config,
+    normalize_legacy_rate_limits,
+    normalize_tags,
+    validate_endpoint_name,
+)
+from modelport.store import Database
+from modelport.store.records import ConfigRecord, EndpointRecord
+
+__all__ = ["EndpointService"]
+
+VIEW, QUERY, MANAGE = PermissionLevel.CAN_VIEW, PermissionLevel.CAN_QUERY, PermissionLevel.CAN_MANAGE
+
+
+def _has_external(body: dict[str, Any] | None) -> bool:
+    return bool(body) and any("external_model" in e for e in body["served_entities"])  # type: ignore[index]
+
+
+def _task_of(body: dict[str, Any] | None) -> str | None:
+    if not body:
+        return None
+    for entity in body["served_entities"]:
+        if "external_model" in entity:
+            return str(entity["external_model"]["task"])
+    return None
+
+
+class EndpointService:
+    def __init__(
+        self,
+        db: Database,
+        access: AccessControl,
+        reconciler: Reconciler,
+        logs: LogStore,
+        registry: RegistryHandle,
+    ) -> None:
+        self._db = db
+        self.access = access
+        self._reconciler = reconciler
+        self._logs = logs
+        self._registry = registry
+
+    # ---- helpers ----------------------------------------------------------------------
+    def _find(self, name: str) -> EndpointRecord:
+        endpoint = self._db.endpoints.get(name)
+        if endpoint is None:
+            raise ResourceDoesNotExist(f"Endpoint with name '{name}' does not exist.")
+        return endpoint
+
+    def find_by_id(self, endpoint_id: str) -> EndpointRecord:
+        endpoint = self._db.endpoints.get_by_id(endpoint_id)
+        if endpoint is None:
+            raise ResourceDoesNotExist(f"Serving endpoint with id '{endpoint_id}' does not exist.")
+        return endpoint
+
+    def authorized(
+        self, caller: Caller, name: str, needed: PermissionLevel
+    ) -> tuple[EndpointRecord, PermissionLevel]:
+        endpoint = self._find(name)
+        return endpoint, self.access.require(caller, endpoint, needed)
+
+    def _configs(self, endpoint: EndpointRecord) -> tuple[ConfigRecord | None, ConfigRecord | None]:
+        repo = self._db.endpoints
+        active = repo.get_config(endpoint.id, endpoint.active_version)
+        pending = None
+        if endpoint.pending_version is not None and endpoint.pending_version != endpoint.active_version:
+            pending = repo.get_config(endpoint.id, endpoint.pending_version)
+        return active, pending
+
+    def _detailed(self, endpoint: EndpointRecord, level: PermissionLevel | None) -> dict[str, Any]:
+        fresh = self._db.endpoints.get_by_id(endpoint.id) or endpoint
+        return render_detailed(fresh, *self._configs(fresh), level)
+
+    def _check_registry(self, body: dict[str, Any]) -> None:
+        """Every registered model and version (or alias) named must exist now."""
+        for entity in body["served_entities"]:
+            if "external_model" in entity:
+                continue
+            self._registry.get().lookup(entity["entity_name"], str(entity["entity_version"]))
+
+    def _validated_config(self, config: EndpointCoreConfigInput, name: str) -> dict[str, Any]:
+        if config.name is not None and config.name != name:
+            raise InvalidParameterValue(
+                f"Invalid value for 'config.name': '{config.name}' differs from the endpoint name '{name}'."
+            )
+        body = normalize_config(config, name)
+        self._check_registry(body)
+        return body
+
+    # ---- operations ---------------------------------------------------------------------
+    def create(self, caller: Caller, req: CreateEndpoint) -> dict[str, Any]:
+        name = validate_endpoint_name(req.name)
+        body = self._validated_config(req.config, name) if req.config is not None else None
+        gateway = normalize_ai_gateway(req.ai_gateway, name) if req.ai_gateway is not None else None
+        legacy_limits = normalize_legacy_rate_limits(req.rate_limits) if req.rate_limits else None
+        tags = normalize_tags(req.tags)
+        if self._db.endpoints.get(name) is not None:
+            raise ResourceAlreadyExists(f"Endpoint with name '{name}' already exists.")
+        now = now_ms()
+        endpoint = EndpointRecord(
+            id=secrets.token_hex(16),
+            name=name,
+            creator=caller.name,
+            created_ms=now,
+            updated_ms=now,
+            config_update="IN_PROGRESS" if body else "NOT_UPDATING",
+            pending_version=1 if body else None,
+            description=req.description,
+            route_optimized=bool(req.route_optimized),
+            budget_policy_id=req.budget_policy_id,
+            task=_task_of(body),
+            tags=tags,
+            ai_gateway=gateway,
+            rate_limits=legacy_limits,
+            email_notifications=req.email_notifications.dump() if req.email_notifications else None,
+            telemetry_config=req.telemetry_config,
+        )
+        config = (
+            ConfigRecord(
+                endpoint_id=endpoint.id,
+                version=1,
+                body=body,
+                status="PENDING",
+                creator=caller.name,
+                created_ms=now,
+            )
+            if body
+            else None
+        )
+        self._db.endpoints.create(endpoint, config, caller.id)
+        if body:
+            self._reconciler.submit(endpoint.id, 1)
+        return self._detailed(endpoint, MANAGE)
+
+    def get(self, caller: Caller, name: str) -> dict[str, Any]:
+        endpoint, level = self.authorized(caller, name, VIEW)
+        return render_detailed(endpoint, *self._configs(endpoint), level)
+
+    def list(self, caller: Caller) -> list[dict[str, Any]]:
+        acls = self._db.endpoints.all_acls()
+        out = []
+        for endpoint in self._db.endpoints.list():
+            if self.access.level_from(acls.get(endpoint.id, {}), caller) is None:
+                continue
+            out.append(render_summary(endpoint, *self._configs(endpoint)))
+        return out
+
+    def update_config(self, caller: Caller, name: str, config: EndpointCoreConfigInput) -> dict[str, Any]:
+        endpoint, level = self.authorized(caller, name, MANAGE)
+        body = self._validated_config(config, name)
+        active, pending = self._configs(endpoint)
+        current = active or pending
+        if current is not None and _has_external(current.body) != _has_external(body):
+            verb = "add an external model to" if _has_external(body) else "remove the external model from"
+            raise InvalidParameterValue(
+                f"A config update cannot {verb} endpoint '{name}'; create a new endpoint instead."
+            )
+        version = self._db.endpoints.begin_update(
+            endpoint.id, body, caller.name, now_ms(), _task_of(body) or endpoint.task
+        )
+        if version is None:
+            raise ResourceConflict(
+                f"Endpoint '{name}' already has a config update in progress (version "
+                f"{endpoint.pending_version}). Wait for it to finish, or cancel it with "
+                f"POST /api/2.0/serving-endpoints/{name}/cancel-update."
+            )
+        self._reconciler.submit(endpoint.id, version)
+        return self._detailed(endpoint, level)
+
+    def cancel_update(self, caller: Caller, name: str) -> dict[str, Any]:
+        endpoint, level = self.authorized(caller, name, MANAGE)
+        pending = self._db.endpoints.get_config(endpoint.id, endpoint.pending_version)
+        body = (
+            with_entity_states(pending.body, "DEPLOYMENT_ABORTED", message="Update cancelled by request.")
+            if pending is not None
+            else None
+        )
+        version = self._db.endpoints.cancel_update(endpoint.id, body, now_ms())
+        if version is None:
+            raise ResourceConflict(
+                f"Endpoint '{name}' has no config update in progress to cancel "
+                f"(state: {endpoint.config_update})."
+            )
+        self._reconciler.cancel(endpoint.id)
+        return self._detailed(endpoint, level)
+
+    def delete(self, caller: Caller, name: str) -> None:
+        endpoint, _ = self.authorized(caller, name, MANAGE)
+        self._reconciler.remove(endpoint.id)
+        self._db.endpoints.delete(endpoint.id)
+        self._logs.remove(endpoint.id)
+
+    def patch_tags(self, caller: Caller, name: str, req: PatchTags) -> dict[str, Any]:
+        endpoint, _ = self.authorized(caller, name, MANAGE)
+        add = normalize_tags(req.add_tags, "add_tags")
+        remove = set(req.delete_tags or [])
+        merged = {t["key"]: t for t in endpoint.tags if t["key"] not in remove}
+        merged.update({t["key"]: t for t in add})
+        tags = list(merged.values())
+        self._db.endpoints.update_fields(endpoint.id, tags=tags, updated_ms=now_ms())
+        return {"tags": tags}
+
+    def put_ai_gateway(self, caller: Caller, name: str, req: AiGatewayConfig) -> dict[str, Any]:
+        endpoint, _ = self.authorized(caller, name, MANAGE)
+        gateway = normalize_ai_gateway(req, name)
+        self._db.endpoints.update_fields(endpoint.id, ai_gateway=gateway, updated_ms=now_ms())
+        return gateway
+
+    def put_rate_limits(self, caller: Caller, name: str, req: PutRateLimits) -> dict[str, Any]:
+        endpoint, _ = self.authorized(caller, name, MANAGE)
+        limits = normalize_legacy_rate_limits(req.rate_limits)
+        self._db.endpoints.update_fields(endpoint.id, rate_limits=limits, updated_ms=now_ms())
+        return {"rate_limits": limits}
+
+    def patch_notifications(
+        self, caller: Caller, name: str, notifications: EmailNotifications | None
+    ) -> dict[str, Any]:
+        endpoint, _ = self.authorized(caller, name, MANAGE)
+        value = notifications.dump() if notifications else {}
+        self._db.endpoints.update_fields(endpoint.id, email_notifications=value, updated_ms=now_ms())
+        return {"name": endpoint.name, "email_notifications": value}
+
+    def patch_telemetry(self, caller: Caller, name: str, telemetry: dict[str, Any] | None) -> dict[str, Any]:
+        endpoint, level = self.authorized(caller, name, MANAGE)
+        self._db.endpoints.update_fields(endpoint.id, telemetry_config=telemetry or {}, updated_ms=now_ms())
+        return self._detailed(endpoint, level)
+
+    def _served(self, endpoint: EndpointRecord, served: str) -> None:
+        names = set()
+        for cfg in self._db.endpoints.configs(endpoint.id):
+            names.update(e["name"] for e in cfg.body["served_entities"])
+        if served not in names:
+            raise ResourceDoesNotExist(
+                f"Served model '{served}' does not exist in endpoint '{endpoint.name}'"
+                + (f" (served entities: {', '.join(sorted(names))})." if names else ".")
+            )
+
+    def logs(self, caller: Caller, name: str, served: str, kind: str) -> dict[str, str]:
+        endpoint, _ = self.authorized(caller, name, VIEW)
+        self._served(endpoint, served)
+        return {"logs": self._logs.read(endpoint.id, served, kind)}
+
+    def snapshot(self, caller: Caller, name: str) -> tuple[EndpointRecord, ConfigRecord | None]:
+        """The endpoint and its serving config, for metrics and OpenAPI rendering."""
+        endpoint, _ = self.authorized(caller, name, VIEW)
+        active, pending = self._configs(endpoint)
+        return endpoint, active or pending
+
+    def permissions(self, caller: Caller, endpoint_id: str, needed: PermissionLevel) -> EndpointRecord:
+        endpoint = self.find_by_id(endpoint_id)
+        self.access.require(caller, endpoint, needed)
+        return endpoint

@@ -1,0 +1,256 @@
+"""Principals (users, service principals, groups), the first admin, and API tokens.
+
+Groups ``admins`` and ``users`` always exist: every principal is a member of ``users``;
+members of ``admins`` may do anything. Token values are shown once, at creation; the
+store keeps only their SHA-256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.clock import now_ms
+from modelport.errors import (
+    InvalidParameterValue,
+    PermissionDenied,
+    ResourceAlreadyExists,
+    ResourceDoesNotExist,
+)
+from modelport.gateway.auth import (
+    ADMINS_GROUP,
+    USERS_GROUP,
+    Authenticator,
+    Caller,
+    hash_token,
+    new_token_value,
+)
+from modelport.store import Database
+from modelport.store.records import PrincipalRecord, TokenRecord
+
+__all__ = ["IdentityService", "NewToken"]
+
+log = logging.getLogger("modelport.identity")
+KINDS = ("user", "service_principal", "group")
+MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class NewToken:
+    value: str
+    record: TokenRecord
+
+
+class IdentityService:
+    def __init__(self, db: Database, auth: Authenticator) -> None:
+        self._db = db
+        self._auth = auth
+
+    # ---- first start -------------------------------------------------------------------
+    def bootstrap(self, admin_user: str, admin_token: str | None, data_dir: Path) -> str | None:
+        """Create the built-in groups, the admin user and its first token.
+
+        Returns the generated token value when one was generated (to print once), else None.
+        """
+        repo = self._db.principals
+        for group in (ADMINS_GROUP, USERS_GROUP):
+            if repo.get(group) is None:
+                with contextlib.suppress(ResourceAlreadyExists):
+                    repo.create(
+                        group, "group", display_name=group, is_admin=group == ADMINS_GROUP, now_ms=now_ms()
+                    )
+        admin = repo.get(admin_user)
+        if admin is None:
+            try:
+                admin = self._create(admin_user, "user", display_name=admin_user, admin=True)
+            except ResourceAlreadyExists:
+                admin = repo.get(admin_user)
+        assert admin is not None
+        token_file = data_dir / "admin-token"
+        if admin_token:
+            if self._db.principals.find_token(hash_token(admin_token)) is None:
+                self._store_token(
+                    admin,
+                    admin_token,
+                    comment="admin token from MODELPORT_ADMIN_TOKEN",
+                    lifetime_seconds=None,
+                    created_by=admin.name,
+                )
+            return None
+        if repo.tokens(admin.id) or token_file.exists():
+            return None
+        value = new_token_value()
+        self._store_token(
+            admin, value, comment="first admin token", lifetime_seconds=None, created_by=admin.name
+        )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+        return value
+
+    # ---- principals ----------------------------------------------------------------------
+    def _create(
+        self, name: str, kind: str, *, display_name: str | None, admin: bool = False
+    ) -> PrincipalRecord:
+        repo = self._db.principals
+        record = repo.create(name, kind, display_name=display_name, is_admin=False, now_ms=now_ms())
+        if kind != "group":
+            users = repo.get(USERS_GROUP)
+            assert users is not None
+            repo.set_members(users.id, [record.id], replace=False)
+        if admin:
+            admins = repo.get(ADMINS_GROUP)
+            assert admins is not None
+            repo.set_members(admins.id, [record.id], replace=False)
+        found = repo.get_by_id(record.id)
+        assert found is not None
+        return found
+
+    @staticmethod
+    def require_admin(caller: Caller, what: str) -> None:
+        if not caller.is_admin:
+            raise PermissionDenied(
+                f"Only members of the '{ADMINS_GROUP}' group may {what}; '{caller.name}' is not one."
+            )
+
+    def create_principal(
+        self,
+        caller: Caller,
+        name: str | None,
+        kind: str,
+        *,
+        display_name: str | None = None,
+        groups: list[str] | None = None,
+        members: list[str] | None = None,
+    ) -> PrincipalRecord:
+        self.require_admin(caller, f"create a {kind.replace('_', ' ')}")
+        if kind == "service_principal" and not name:
+            name = str(uuid.uuid4())
+        if not name:
+            field = {"user": "userName", "group": "displayName"}[kind]
+            raise InvalidParameterValue(f"Missing required field '{field}'.")
+        record = self._create(name, kind, display_name=display_name or name)
+        repo = self._db.principals
+        for group_name in groups or []:
+            group = self.find(group_name, "group")
+            repo.set_members(group.id, [record.id], replace=False)
+        if members:
+            repo.set_members(record.id, [self.find(m).id for m in members], replace=False)
+        self._auth.forget()
+        found = repo.get_by_id(record.id)
+        assert found is not None
+        return found
+
+    def find(self, name_or_id: str, kind: str | None = None) -> PrincipalRecord:
+        repo = self._db.principals
+        record = repo.get(name_or_id)
+        if record is None and name_or_id.isdigit():
+            record = repo.get_by_id(int(name_or_id))
+        if record is None or (kind is not None and record.kind != kind):
+            what = (kind or "principal").replace("_", " ")
+            raise ResourceDoesNotExist(f"No {what} named '{name_or_id}' exists.")
+        return record
+
+    def list_principals(self, caller: Caller, kind: str) -> list[PrincipalRecord]:
+        return self._db.principals.list(kind)
+
+    def members(self, group: PrincipalRecord) -> list[PrincipalRecord]:
+        return self._db.principals.members(group.id)
+
+    def change_members(
+        self, caller: Caller, group_ref: str, add: list[str], remove: list[str]
+    ) -> PrincipalRecord:
+        self.require_admin(caller, "change group members")
+        group = self.find(group_ref, "group")
+        repo = self._db.principals
+        if add:
+            repo.set_members(group.id, [self.find(m).id for m in add], replace=False)
+        if remove:
+            repo.remove_members(group.id, [self.find(m).id for m in remove])
+        self._auth.forget()
+        return group
+
+    def delete_principal(self, caller: Caller, ref: str, kind: str) -> None:
+        self.require_admin(caller, f"delete a {kind.replace('_', ' ')}")
+        record = self.find(ref, kind)
+        if record.name in (ADMINS_GROUP, USERS_GROUP):
+            raise InvalidParameterValue(f"The built-in group '{record.name}' cannot be deleted.")
+        if record.id == caller.id:
+            raise InvalidParameterValue("You cannot delete yourself.")
+        self._db.principals.delete(record.id)
+        self._auth.forget()
+
+    # ---- tokens ---------------------------------------------------------------------------
+    def _store_token(
+        self,
+        owner: PrincipalRecord,
+        value: str,
+        *,
+        comment: str | None,
+        lifetime_seconds: int | None,
+        created_by: str,
+    ) -> TokenRecord:
+        if (
+            lifetime_seconds is not None
+            and lifetime_seconds != -1
+            and not 0 < lifetime_seconds <= MAX_LIFETIME_SECONDS
+        ):
+            raise InvalidParameterValue(
+                f"Invalid value for 'lifetime_seconds': {lifetime_seconds}; give a positive number of seconds "
+                f"up to {MAX_LIFETIME_SECONDS}, or leave it out for a token that does not expire."
+            )
+        created = now_ms()
+        expiry = None if lifetime_seconds in (None, -1) else created + int(lifetime_seconds) * 1000  # type: ignore[operator]
+        token_id = secrets.token_hex(16)
+        self._db.principals.add_token(
+            token_id,
+            owner.id,
+            hash_token(value),
+            comment=comment,
+            now_ms=created,
+            expiry_ms=expiry,
+            created_by=created_by,
+        )
+        token = self._db.principals.get_token(token_id)
+        assert token is not None
+        return token
+
+    def create_token(self, caller: Caller, lifetime_seconds: int | None, comment: str | None) -> NewToken:
+        owner = self.find(str(caller.id))
+        value = new_token_value()
+        record = self._store_token(
+            owner, value, comment=comment, lifetime_seconds=lifetime_seconds, created_by=caller.name
+        )
+        return NewToken(value, record)
+
+    def create_token_for(
+        self, caller: Caller, principal: str, kind: str, lifetime_seconds: int | None, comment: str | None
+    ) -> NewToken:
+        self.require_admin(caller, "create tokens on behalf of others")
+        owner = self.find(principal, kind)
+        value = new_token_value()
+        record = self._store_token(
+            owner, value, comment=comment, lifetime_seconds=lifetime_seconds, created_by=caller.name
+        )
+        return NewToken(value, record)
+
+    def list_tokens(self, caller: Caller, *, all_principals: bool = False) -> list[TokenRecord]:
+        if all_principals:
+            self.require_admin(caller, "list every principal's tokens")
+            return self._db.principals.tokens()
+        return self._db.principals.tokens(caller.id)
+
+    def delete_token(self, caller: Caller, token_id: str | None) -> None:
+        if not token_id:
+            raise InvalidParameterValue("Missing required field 'token_id'.")
+        token = self._db.principals.get_token(token_id)
+        if token is None or (token.principal_id != caller.id and not caller.is_admin):
+            raise ResourceDoesNotExist(f"Token with id '{token_id}' does not exist.")
+        digest = self._db.principals.delete_token(token_id)
+        self._auth.forget(digest)

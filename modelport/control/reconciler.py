@@ -1,0 +1,200 @@
+"""The reconciler: drives each endpoint from its stored pending config to a serving one.
+
+Guarantees:
+- One update per endpoint at a time (the store refuses a second one atomically); at most
+  ``max_concurrent`` updates run across endpoints, so model loads don't fight for a small box.
+- The config that serves keeps serving until the new one is fully up; a failed or
+  cancelled update leaves it untouched.
+- Work is idempotent and resumable: on start, every endpoint left ``IN_PROGRESS`` (say by
+  a kill -9) has its pending config deployed again.
+- ``submit``, ``cancel`` and ``remove`` may be called from any thread (the control-plane
+  services run in a thread pool); the work itself runs on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any
+
+from modelport.clock import now_ms
+from modelport.control.endpoint_state import with_entity_states
+from modelport.runtime.base import DeploymentBackend, DeploymentFailed
+from modelport.runtime.logs import LogStore
+from modelport.store import Database
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger("modelport.reconciler")
+
+
+class Reconciler:
+    def __init__(
+        self, db: Database, backend: DeploymentBackend, logs: LogStore, *, max_concurrent: int = 4
+    ) -> None:
+        self._db = db
+        self._backend = backend
+        self._logs = logs
+        self._max_concurrent = max(1, max_concurrent)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}
+
+    # ---- lifecycle (event-loop side) -------------------------------------------------
+    async def start(self) -> None:
+        """Bind to the running loop and resume updates a previous run left in progress."""
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(self._max_concurrent)
+        for endpoint in await asyncio.to_thread(self._db.endpoints.in_progress):
+            if endpoint.pending_version is not None:
+                log.info(
+                    "resuming config update",
+                    extra={"endpoint": endpoint.name, "config_version": endpoint.pending_version},
+                )
+                self._spawn(endpoint.id, endpoint.pending_version)
+
+    async def stop(self) -> None:
+        """Stop working; updates in flight stay IN_PROGRESS in the store and resume next start."""
+        tasks = [task for _, task in self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def idle(self) -> None:
+        """Wait until no update is running (for orderly shutdown and tests of this class)."""
+        while self._tasks:
+            await asyncio.gather(*(t for _, t in list(self._tasks.values())), return_exceptions=True)
+
+    # ---- thread-safe entry points ----------------------------------------------------------
+    def _on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        assert self._loop is not None, "Reconciler.start() has not run"
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            return asyncio.ensure_future(coro)
+        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result()
+
+    def submit(self, endpoint_id: str, version: int) -> None:
+        """Start deploying config ``version`` of the endpoint (already recorded as pending)."""
+
+        async def go() -> None:
+            self._spawn(endpoint_id, version)
+
+        self._on_loop(go())
+
+    def cancel(self, endpoint_id: str) -> None:
+        """Interrupt a running update (the store has already recorded the cancellation)."""
+        self._on_loop(self._interrupt(endpoint_id))
+
+    def remove(self, endpoint_id: str) -> None:
+        """Interrupt any update and stop everything the endpoint runs; blocks until done."""
+
+        async def go() -> None:
+            await self._interrupt(endpoint_id)
+            await self._backend.remove(endpoint_id)
+
+        result = self._on_loop(go())
+        if isinstance(result, asyncio.Future):  # called on the loop itself: nothing to wait for here
+            return
+
+    # ---- work --------------------------------------------------------------------------
+    def _spawn(self, endpoint_id: str, version: int) -> None:
+        current = self._tasks.get(endpoint_id)
+        if current is not None and current[0] == version and not current[1].done():
+            return
+        task = asyncio.get_running_loop().create_task(self._run(endpoint_id, version))
+        self._tasks[endpoint_id] = (version, task)
+        task.add_done_callback(lambda t, eid=endpoint_id: self._forget(eid, t))
+
+    def _forget(self, endpoint_id: str, task: asyncio.Task[None]) -> None:
+        current = self._tasks.get(endpoint_id)
+        if current is not None and current[1] is task:
+            del self._tasks[endpoint_id]
+
+    async def _interrupt(self, endpoint_id: str) -> None:
+        current = self._tasks.pop(endpoint_id, None)
+        if current is None:
+            return
+        version, task = current
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await self._backend.abort(endpoint_id, version)
+
+    async def _run(self, endpoint_id: str, version: int) -> None:
+        assert self._slots is not None
+        db = self._db.endpoints
+        async with self._slots:
+            endpoint = await asyncio.to_thread(db.get_by_id, endpoint_id)
+            cfg = await asyncio.to_thread(db.get_config, endpoint_id, version)
+            if (
+                endpoint is None
+                or cfg is None
+                or endpoint.pending_version != version
+                or endpoint.config_update != "IN_PROGRESS"
+            ):
+                return
+            creating = with_entity_states(cfg.body, "DEPLOYMENT_CREATING")
+            await asyncio.to_thread(db.save_progress, endpoint_id, version, creating)
+            entities = cfg.body["served_entities"]
+            build_logs = {e["name"]: self._logs.build_log(endpoint_id, e["name"]) for e in entities}
+            for e in entities:
+                build_logs[e["name"]].write(
+                    f"Config version {version}: deploying served entity '{e['name']}'."
+                )
+            try:
+                deployed = await self._backend.deploy(endpoint, version, entities, build_logs)
+            except DeploymentFailed as exc:
+                log.warning(
+                    "config update failed",
+                    extra={
+                        "endpoint": endpoint.name,
+                        "config_version": version,
+                        "entity": exc.entity_name,
+                        "reason": exc.message,
+                    },
+                )
+                body = with_entity_states(cfg.body, "", failed=exc.entity_name, message=exc.message)
+                await self._backend.abort(endpoint_id, version)
+                await asyncio.to_thread(
+                    db.finish_update,
+                    endpoint_id,
+                    version,
+                    success=False,
+                    body=body,
+                    message=exc.message,
+                    now_ms=now_ms(),
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a backend bug must not leave the endpoint stuck IN_PROGRESS
+                log.exception("deployment backend error", extra={"endpoint": endpoint.name})
+                message = f"Internal error while deploying: {type(exc).__name__}: {exc}"
+                body = with_entity_states(cfg.body, "", failed=entities[0]["name"], message=message)
+                await asyncio.to_thread(
+                    db.finish_update,
+                    endpoint_id,
+                    version,
+                    success=False,
+                    body=body,
+                    message=message,
+                    now_ms=now_ms(),
+                )
+                return
+            body = with_entity_states(cfg.body, "DEPLOYMENT_READY", entities=deployed)
+            promoted = await asyncio.to_thread(
+                db.finish_update, endpoint_id, version, success=True, body=body, message=None, now_ms=now_ms()
+            )
+            if promoted:
+                for e in entities:
+                    build_logs[e["name"]].write(f"Config version {version} is serving.")
+                log.info("config update done", extra={"endpoint": endpoint.name, "config_version": version})
+                await self._backend.retire(endpoint_id, version)
+            else:
+                await self._backend.abort(endpoint_id, version)

@@ -1,0 +1,140 @@
+"""Stored endpoints → the JSON shapes of compat-api.md §A.3 (ServingEndpointDetailed and friends).
+
+Credentials inside external-model blocks never leave the server: every ``*_plaintext``
+value is replaced by a mask here, the one place that renders configs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from modelport.control.endpoint_state import endpoint_state
+from modelport.spec.permissions import PermissionLevel
+from modelport.store.records import ConfigRecord, EndpointRecord
+
+__all__ = ["MASK", "render_detailed", "render_summary"]
+
+MASK = "[REDACTED]"
+_ENTITY_ONLY_KEYS = ("state",)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (MASK if k.endswith("_plaintext") and v is not None else _mask(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def _entity(entity: dict[str, Any], cfg: ConfigRecord) -> dict[str, Any]:
+    out = _mask(copy.deepcopy(entity))
+    out.setdefault("creator", cfg.creator)
+    out.setdefault("creation_timestamp", cfg.created_ms)
+    out.setdefault("state", {"deployment": "DEPLOYMENT_CREATING", "deployment_state_message": "Creating"})
+    return dict(out)
+
+
+def _served_model(entity: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in entity.items() if k not in ("entity_name", "entity_version")}
+    out["model_name"] = entity.get("entity_name")
+    out["model_version"] = entity.get("entity_version")
+    return out
+
+
+def _config(cfg: ConfigRecord, *, pending: bool) -> dict[str, Any]:
+    entities = [_entity(e, cfg) for e in cfg.body["served_entities"]]
+    out: dict[str, Any] = {
+        "config_version": cfg.version,
+        "served_entities": entities,
+        "traffic_config": copy.deepcopy(cfg.body["traffic_config"]),
+    }
+    if cfg.body.get("legacy_served_models"):
+        out["served_models"] = [_served_model(e) for e in entities if "external_model" not in e]
+    if cfg.body.get("auto_capture_config") is not None:
+        capture = dict(cfg.body["auto_capture_config"])
+        if capture.get("enabled"):
+            table = (
+                f"{capture['catalog_name']}.{capture['schema_name']}.{capture['table_name_prefix']}_payload"
+            )
+            capture["state"] = {"payload_table": {"name": table, "status": "ACTIVE"}}
+        out["auto_capture_config"] = capture
+    if pending:
+        out["start_time"] = cfg.created_ms
+    return out
+
+
+def render_detailed(
+    endpoint: EndpointRecord,
+    active: ConfigRecord | None,
+    pending: ConfigRecord | None,
+    level: PermissionLevel | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": endpoint.name,
+        "id": endpoint.id,
+        "creator": endpoint.creator,
+        "creation_timestamp": endpoint.created_ms,
+        "last_updated_timestamp": endpoint.updated_ms,
+        "state": endpoint_state(endpoint),
+        "tags": copy.deepcopy(endpoint.tags),
+        "route_optimized": endpoint.route_optimized,
+    }
+    if level is not None:
+        out["permission_level"] = level.name
+    if active is not None:
+        out["config"] = _config(active, pending=False)
+    if pending is not None:
+        out["pending_config"] = _config(pending, pending=True)
+    optional = {
+        "task": endpoint.task,
+        "ai_gateway": endpoint.ai_gateway,
+        "rate_limits": endpoint.rate_limits,
+        "description": endpoint.description,
+        "budget_policy_id": endpoint.budget_policy_id,
+        "email_notifications": endpoint.email_notifications,
+        "telemetry_config": endpoint.telemetry_config,
+    }
+    out.update({k: copy.deepcopy(v) for k, v in optional.items() if v is not None})
+    return out
+
+
+def render_summary(
+    endpoint: EndpointRecord, active: ConfigRecord | None, pending: ConfigRecord | None
+) -> dict[str, Any]:
+    """One item of the list response: the fields of ``ServingEndpoint`` only."""
+    out: dict[str, Any] = {
+        "name": endpoint.name,
+        "id": endpoint.id,
+        "creator": endpoint.creator,
+        "creation_timestamp": endpoint.created_ms,
+        "last_updated_timestamp": endpoint.updated_ms,
+        "state": endpoint_state(endpoint),
+        "tags": copy.deepcopy(endpoint.tags),
+    }
+    shown = active or pending
+    if shown is not None:
+        entities = []
+        for e in shown.body["served_entities"]:
+            item = {k: e[k] for k in ("name", "entity_name", "entity_version") if k in e}
+            if "external_model" in e:
+                item["external_model"] = _mask(copy.deepcopy(e["external_model"]))
+            entities.append(item)
+        out["config"] = {"served_entities": entities}
+        if shown.body.get("legacy_served_models"):
+            out["config"]["served_models"] = [
+                {
+                    "name": e["name"],
+                    "model_name": e.get("entity_name"),
+                    "model_version": e.get("entity_version"),
+                }
+                for e in entities
+                if "external_model" not in e
+            ]
+    for key in ("task", "ai_gateway", "description", "budget_policy_id", "telemetry_config"):
+        value = getattr(endpoint, key)
+        if value is not None:
+            out[key] = copy.deepcopy(value)
+    return out

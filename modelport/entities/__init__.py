@@ -1,0 +1,1 @@
+"""What a replica or proxy serves: registered MLflow models (and later LLM engines, providers)."""

@@ -1,0 +1,1 @@
+"""The per-request pipeline: authentication, permissions, (later) limits, routing, guardrails."""

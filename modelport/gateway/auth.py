@@ -1,0 +1,109 @@
+"""Bearer-token authentication with an in-memory cache in front of the store.
+
+Tokens are stored as SHA-256 hashes; the cache maps a hash to the caller for a few
+seconds so the request path does no database read per request. Deleting a token evicts
+it from this process's cache at once; other server processes see the deletion within
+``ttl_seconds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from modelport.clock import now_ms
+from modelport.errors import Unauthenticated
+from modelport.store import Database
+from modelport.store.records import PrincipalRecord
+
+__all__ = ["ADMINS_GROUP", "USERS_GROUP", "Authenticator", "Caller", "hash_token", "new_token_value"]
+
+ADMINS_GROUP = "admins"
+USERS_GROUP = "users"
+TOKEN_PREFIX = "dapi"
+
+
+def new_token_value() -> str:
+    """A fresh token in the Databricks personal-access-token shape (``dapi`` + 32 hex)."""
+    return TOKEN_PREFIX + secrets.token_hex(16)
+
+
+def hash_token(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the principal, its groups, and whether it is an admin."""
+
+    id: int
+    name: str
+    kind: str
+    groups: tuple[str, ...]
+    principal_ids: frozenset[int]
+    token_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMINS_GROUP in self.groups
+
+    @classmethod
+    def of(cls, record: PrincipalRecord, token_id: str | None = None) -> Caller:
+        return cls(
+            id=record.id,
+            name=record.name,
+            kind=record.kind,
+            groups=record.groups,
+            principal_ids=frozenset({record.id, *record.group_ids}),
+            token_id=token_id,
+        )
+
+
+class Authenticator:
+    def __init__(self, db: Database, ttl_seconds: float = 5.0) -> None:
+        self._db = db
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, Caller, int | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """Resolve an ``Authorization`` header to a caller or raise :class:`Unauthenticated`."""
+        if not authorization:
+            raise Unauthenticated(
+                "Missing credentials: send the header 'Authorization: Bearer <token>'. "
+                "The first admin token is in <data-dir>/admin-token."
+            )
+        scheme, _, value = authorization.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value:
+            raise Unauthenticated("Unsupported authorization scheme: use 'Authorization: Bearer <token>'.")
+        digest = hash_token(value)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            caller, expiry_ms = hit[1], hit[2]
+        else:
+            found = self._db.principals.find_token(digest)
+            if found is None:
+                raise Unauthenticated("Invalid access token.")
+            token, principal = found
+            if not principal.active:
+                raise Unauthenticated(f"Principal '{principal.name}' is deactivated.")
+            caller, expiry_ms = Caller.of(principal, token.id), token.expiry_ms
+            with self._lock:
+                self._cache[digest] = (now + self._ttl, caller, expiry_ms)
+        if expiry_ms is not None and expiry_ms <= now_ms():
+            raise Unauthenticated("Access token has expired; create a new one.")
+        return caller
+
+    def forget(self, token_hash: str | None = None) -> None:
+        """Drop one cached token (after a delete) or the whole cache (after group changes)."""
+        with self._lock:
+            if token_hash is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(token_hash, None)

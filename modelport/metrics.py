@@ -1,0 +1,103 @@
+"""Prometheus metrics: server-wide ones for ``/metrics`` and per-endpoint ones.
+
+Per-endpoint metrics carry an ``endpoint`` label; ``render_endpoint`` writes only the
+samples of one endpoint, which is what ``GET /api/2.0/serving-endpoints/{name}/metrics``
+returns. The data plane (replicas, providers) records its requests here too.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def _fmt(value: float) -> str:
+    if value == float("inf"):
+        return "+Inf"
+    return (
+        repr(float(value))
+        if not float(value).is_integer()
+        else str(int(value))
+        if abs(value) < 1e15
+        else repr(value)
+    )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "modelport_http_requests",
+            "HTTP requests answered by the server.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "modelport_http_request_duration_seconds",
+            "Time to answer HTTP requests.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.config_updates = Counter(
+            "modelport_endpoint_config_updates",
+            "Endpoint config updates by result.",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.endpoint_requests = Counter(
+            "modelport_endpoint_requests",
+            "Queries to an endpoint.",
+            ["endpoint", "served_entity", "status"],
+            registry=r,
+        )
+        self.endpoint_latency = Histogram(
+            "modelport_endpoint_request_duration_seconds",
+            "Time to answer queries to an endpoint.",
+            ["endpoint", "served_entity"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.endpoint_in_flight = Gauge(
+            "modelport_endpoint_in_flight_requests",
+            "Queries being answered now.",
+            ["endpoint", "served_entity"],
+            registry=r,
+        )
+
+    def server_text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def forget_endpoint(self, name: str) -> None:
+        for metric in (
+            self.config_updates,
+            self.endpoint_requests,
+            self.endpoint_latency,
+            self.endpoint_in_flight,
+        ):
+            for labels in list(metric._metrics):  # prometheus_client keeps children keyed by label tuple
+                names = metric._labelnames
+                if dict(zip(names, labels, strict=True)).get("endpoint") == name:
+                    metric.remove(*labels)
+
+    def render_endpoint(self, name: str, gauges: dict[str, tuple[str, float]]) -> str:
+        """Prometheus text with this endpoint's samples plus the given state gauges."""
+        lines: list[str] = []
+        for family in self.registry.collect():
+            samples = [s for s in family.samples if s.labels.get("endpoint") == name]
+            if not samples:
+                continue
+            lines.append(f"# HELP {family.name} {family.documentation}")
+            lines.append(f"# TYPE {family.name} {family.type}")
+            for s in samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
+                lines.append(f"{s.name}{{{labels}}} {_fmt(s.value)}")
+        for metric, (help_text, value) in gauges.items():
+            lines.append(f"# HELP {metric} {help_text}")
+            lines.append(f"# TYPE {metric} gauge")
+            lines.append(f'{metric}{{endpoint="{name}"}} {_fmt(value)}')
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""What runs served entities: the deployment backend interface and its implementations."""

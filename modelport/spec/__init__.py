@@ -1,0 +1,1 @@
+"""The API's data model: pydantic wire models and pure validation rules. No I/O."""

@@ -1,0 +1,96 @@
+"""Opening the metadata database: engine set-up, SQLite pragmas, Alembic migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
+
+from modelport.store import schema
+from modelport.store.endpoints import EndpointRepository
+from modelport.store.principals import PrincipalRepository
+
+__all__ = ["Database", "normalize_url", "open_database"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for plain ``postgresql://`` URLs (psycopg2 is not a dependency)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers run beside the writer; FULL makes each commit survive a kill -9 and a
+    # power cut (metadata writes are rare, so the extra fsync costs nothing that matters).
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class Database:
+    """The metadata store: one engine and the repositories built on it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.endpoints = EndpointRepository(engine)
+        self.principals = PrincipalRepository(engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def meta_get(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == key)).first()
+        return None if row is None else str(row[0])
+
+    def meta_setdefault(self, key: str, value: str) -> str:
+        """Store ``value`` under ``key`` unless one is there; return what is stored."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(schema.meta).values(key=key, value=value))
+            return value
+        except IntegrityError:
+            stored = self.meta_get(key)
+            assert stored is not None
+            return stored
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(url: str, *, migrate: bool = True) -> Database:
+    """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``) and migrate the schema."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    db = Database(engine)
+    if migrate:
+        db.migrate()
+    return db

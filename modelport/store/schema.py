@@ -1,0 +1,100 @@
+"""The tables of the metadata store. Changing them needs a migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),  # user | service_principal | group
+    Column("display_name", String(255), nullable=True),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
+    Column("member_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("comment", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expiry_ms", BigInteger, nullable=True),
+    Column("created_by", String(255), nullable=True),
+)
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("creator", String(255), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("route_optimized", Boolean, nullable=False, default=False),
+    Column("budget_policy_id", String(255), nullable=True),
+    Column("task", String(64), nullable=True),
+    Column("tags", JSON, nullable=False),
+    Column("ai_gateway", JSON, nullable=True),
+    Column("rate_limits", JSON, nullable=True),
+    Column("email_notifications", JSON, nullable=True),
+    Column("telemetry_config", JSON, nullable=True),
+    Column("config_update", String(32), nullable=False),
+    Column("active_version", Integer, nullable=True),
+    Column("pending_version", Integer, nullable=True),
+)
+
+endpoint_configs = Table(
+    "endpoint_configs",
+    metadata,
+    Column("endpoint_id", String(32), ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("body", JSON, nullable=False),
+    # PENDING | ACTIVE | FAILED | CANCELED | SUPERSEDED
+    Column("status", String(32), nullable=False),
+    Column("message", Text, nullable=True),
+    Column("creator", String(255), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("finished_ms", BigInteger, nullable=True),
+)
+
+endpoint_acl = Table(
+    "endpoint_acl",
+    metadata,
+    Column("endpoint_id", String(32), ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True),
+    Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
+    Column("level", Integer, nullable=False),
+)
