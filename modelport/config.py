@@ -18,16 +18,17 @@ from typing import Any
 __all__ = ["SETTINGS", "SettingSpec", "Settings", "env_value"]
 
 
-def _opt(default: Any, help: str, *, flag: bool = True, secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "flag": flag, "secret": secret})
+def _opt(default: Any, help: str, *, flag: bool = True, secret: bool = False, env: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag, "secret": secret, "env": env})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs to know at start; immutable once built."""
 
-    host: str = _opt("127.0.0.1", "Interface to listen on.")
-    port: int = _opt(8080, "TCP port to listen on (0 picks a free port).")
+    # MODELPORT_HOST is the clients' server URL, so the server's own address has other names.
+    host: str = _opt("127.0.0.1", "Interface to listen on.", env="MODELPORT_SERVER_HOST")
+    port: int = _opt(8080, "TCP port to listen on (0 picks a free port).", env="MODELPORT_SERVER_PORT")
     data_dir: str = _opt(
         "~/.modelport", "Directory for the metadata database, registry, artifacts, logs and tokens."
     )
@@ -121,10 +122,11 @@ class SettingSpec:
     help: str
     flag: bool
     secret: bool
+    env: str | None = None
 
     @property
     def env_var(self) -> str:
-        return "MODELPORT_" + self.name.upper()
+        return self.env or "MODELPORT_" + self.name.upper()
 
     @property
     def cli_flag(self) -> str:
@@ -147,6 +149,7 @@ SETTINGS: tuple[SettingSpec, ...] = tuple(
         help=f.metadata["help"],
         flag=f.metadata["flag"],
         secret=f.metadata["secret"],
+        env=f.metadata["env"],
     )
     for f in dataclasses.fields(Settings)
 )

@@ -51,7 +51,7 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
     db = open_database(settings.store_url)
     workspace_id = db.meta_setdefault("workspace_id", str(secrets.randbelow(9 * 10**15) + 10**15))
     auth = Authenticator(db)
-    identity = IdentityService(db, auth)
+    identity = IdentityService(db, auth.forget)
     new_token = identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
     registry = RegistryHandle()
     logs = LogStore(settings.logs_path)

@@ -85,7 +85,7 @@ class MlflowMount:
                 await run_in_threadpool(self._registry.get)
             if self.app is None:
                 raise TemporarilyUnavailable(
-                    "The embedded MLflow registry is off: this server uses the registry given by --registry-uri.",
+                    "The embedded MLflow registry is off: this server uses the one given by --registry-uri.",
                     retry_after=None,
                 )
         except ModelportError as exc:

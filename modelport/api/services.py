@@ -12,8 +12,9 @@ from modelport.control.endpoints import EndpointService
 from modelport.control.identity import IdentityService
 from modelport.control.reconciler import Reconciler
 from modelport.entities.registry_handle import RegistryHandle
-from modelport.gateway.auth import Authenticator, Caller
+from modelport.gateway.auth import Authenticator
 from modelport.metrics import Metrics
+from modelport.spec.identity import Caller
 from modelport.store import Database
 
 __all__ = ["Services", "caller_of", "services_of"]

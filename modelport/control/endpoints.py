@@ -22,7 +22,6 @@ from modelport.errors import (
     ResourceConflict,
     ResourceDoesNotExist,
 )
-from modelport.gateway.auth import Caller
 from modelport.runtime.logs import LogStore
 from modelport.spec.endpoint import (
     AiGatewayConfig,
@@ -32,6 +31,7 @@ from modelport.spec.endpoint import (
     PatchTags,
     PutRateLimits,
 )
+from modelport.spec.identity import Caller
 from modelport.spec.permissions import PermissionLevel
 from modelport.spec.validation import (
     normalize_ai_gateway,

@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +23,7 @@ from modelport.errors import (
     ResourceAlreadyExists,
     ResourceDoesNotExist,
 )
-from modelport.gateway.auth import (
-    ADMINS_GROUP,
-    USERS_GROUP,
-    Authenticator,
-    Caller,
-    hash_token,
-    new_token_value,
-)
+from modelport.spec.identity import ADMINS_GROUP, USERS_GROUP, Caller, hash_token, new_token_value
 from modelport.store import Database
 from modelport.store.records import PrincipalRecord, TokenRecord
 
@@ -47,9 +41,10 @@ class NewToken:
 
 
 class IdentityService:
-    def __init__(self, db: Database, auth: Authenticator) -> None:
+    def __init__(self, db: Database, forget: Callable[[str | None], None]) -> None:
+        """``forget(token_hash | None)`` drops cached authentications after a change."""
         self._db = db
-        self._auth = auth
+        self._forget = forget
 
     # ---- first start -------------------------------------------------------------------
     def bootstrap(self, admin_user: str, admin_token: str | None, data_dir: Path) -> str | None:
@@ -142,7 +137,7 @@ class IdentityService:
             repo.set_members(group.id, [record.id], replace=False)
         if members:
             repo.set_members(record.id, [self.find(m).id for m in members], replace=False)
-        self._auth.forget()
+        self._forget(None)
         found = repo.get_by_id(record.id)
         assert found is not None
         return found
@@ -173,7 +168,7 @@ class IdentityService:
             repo.set_members(group.id, [self.find(m).id for m in add], replace=False)
         if remove:
             repo.remove_members(group.id, [self.find(m).id for m in remove])
-        self._auth.forget()
+        self._forget(None)
         return group
 
     def delete_principal(self, caller: Caller, ref: str, kind: str) -> None:
@@ -184,7 +179,7 @@ class IdentityService:
         if record.id == caller.id:
             raise InvalidParameterValue("You cannot delete yourself.")
         self._db.principals.delete(record.id)
-        self._auth.forget()
+        self._forget(None)
 
     # ---- tokens ---------------------------------------------------------------------------
     def _store_token(
@@ -202,7 +197,8 @@ class IdentityService:
             and not 0 < lifetime_seconds <= MAX_LIFETIME_SECONDS
         ):
             raise InvalidParameterValue(
-                f"Invalid value for 'lifetime_seconds': {lifetime_seconds}; give a positive number of seconds "
+                f"Invalid value for 'lifetime_seconds': {lifetime_seconds}; give a positive number of "
+                f"seconds "
                 f"up to {MAX_LIFETIME_SECONDS}, or leave it out for a token that does not expire."
             )
         created = now_ms()
@@ -253,4 +249,4 @@ class IdentityService:
         if token is None or (token.principal_id != caller.id and not caller.is_admin):
             raise ResourceDoesNotExist(f"Token with id '{token_id}' does not exist.")
         digest = self._db.principals.delete_token(token_id)
-        self._auth.forget(digest)
+        self._forget(digest)

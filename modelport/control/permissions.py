@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelport.errors import InvalidParameterValue, PermissionDenied
-from modelport.gateway.auth import ADMINS_GROUP, Caller
+from modelport.spec.identity import ADMINS_GROUP, Caller
 from modelport.spec.permissions import LEVEL_DESCRIPTIONS, AccessControlRequest, PermissionLevel
 from modelport.store import Database
 from modelport.store.records import EndpointRecord
@@ -84,7 +84,8 @@ class AccessControl:
             named = [(f, getattr(acr, f)) for f in _NAME_FIELDS if getattr(acr, f)]
             if len(named) != 1:
                 raise InvalidParameterValue(
-                    f"Invalid value for '{path}': give exactly one of user_name, group_name, service_principal_name."
+                    f"Invalid value for '{path}': give exactly one of user_name, group_name, "
+                    "service_principal_name."
                 )
             field, name = named[0]
             if not acr.permission_level:

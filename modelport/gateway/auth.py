@@ -8,58 +8,27 @@ it from this process's cache at once; other server processes see the deletion wi
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import threading
 import time
-from dataclasses import dataclass
 
 from modelport.clock import now_ms
 from modelport.errors import Unauthenticated
+from modelport.spec.identity import Caller, hash_token
 from modelport.store import Database
 from modelport.store.records import PrincipalRecord
 
-__all__ = ["ADMINS_GROUP", "USERS_GROUP", "Authenticator", "Caller", "hash_token", "new_token_value"]
-
-ADMINS_GROUP = "admins"
-USERS_GROUP = "users"
-TOKEN_PREFIX = "dapi"
+__all__ = ["Authenticator", "caller_from"]
 
 
-def new_token_value() -> str:
-    """A fresh token in the Databricks personal-access-token shape (``dapi`` + 32 hex)."""
-    return TOKEN_PREFIX + secrets.token_hex(16)
-
-
-def hash_token(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a request: the principal, its groups, and whether it is an admin."""
-
-    id: int
-    name: str
-    kind: str
-    groups: tuple[str, ...]
-    principal_ids: frozenset[int]
-    token_id: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMINS_GROUP in self.groups
-
-    @classmethod
-    def of(cls, record: PrincipalRecord, token_id: str | None = None) -> Caller:
-        return cls(
-            id=record.id,
-            name=record.name,
-            kind=record.kind,
-            groups=record.groups,
-            principal_ids=frozenset({record.id, *record.group_ids}),
-            token_id=token_id,
-        )
+def caller_from(record: PrincipalRecord, token_id: str | None = None) -> Caller:
+    return Caller(
+        id=record.id,
+        name=record.name,
+        kind=record.kind,
+        groups=record.groups,
+        principal_ids=frozenset({record.id, *record.group_ids}),
+        token_id=token_id,
+    )
 
 
 class Authenticator:
@@ -93,7 +62,7 @@ class Authenticator:
             token, principal = found
             if not principal.active:
                 raise Unauthenticated(f"Principal '{principal.name}' is deactivated.")
-            caller, expiry_ms = Caller.of(principal, token.id), token.expiry_ms
+            caller, expiry_ms = caller_from(principal, token.id), token.expiry_ms
             with self._lock:
                 self._cache[digest] = (now + self._ttl, caller, expiry_ms)
         if expiry_ms is not None and expiry_ms <= now_ms():

@@ -20,7 +20,7 @@ from modelport.api.responses import json_response
 from modelport.api.services import caller_of, services_of
 from modelport.control.identity import IdentityService
 from modelport.errors import EndpointNotFound, InvalidParameterValue
-from modelport.gateway.auth import ADMINS_GROUP, Caller
+from modelport.spec.identity import ADMINS_GROUP, Caller
 from modelport.store.records import PrincipalRecord
 
 BASE = "/api/2.0/preview/scim/v2"

@@ -28,8 +28,10 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-NameArgument = Annotated[str, typer.Argument(help="Endpoint name.", show_default=False)]
-ServedArgument = Annotated[str, typer.Argument(help="Served entity (or served model) name.")]
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="Endpoint name.", show_default=False)]
+ServedArgument = Annotated[
+    str, typer.Argument(metavar="SERVED", help="Served entity (or served model) name.")
+]
 FileOption = Annotated[
     str,
     typer.Option(
@@ -199,7 +201,10 @@ def create_endpoint(
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Create an endpoint from a CreateEndpoint body ({"name": ..., "config": {...}})."""
+    """Create an endpoint from a request file.
+
+    The file holds a CreateEndpoint body: {"name": ..., "config": {"served_entities": [...]}}.
+    """
     body = read_document(file)
     with open_client(ctx, host, token) as client:
         endpoint = client.create_endpoint(body)
@@ -219,7 +224,10 @@ def update_config(
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Start a config update ({"served_entities": [...], "traffic_config": {...}})."""
+    """Start a config update of an endpoint.
+
+    The file holds the new config: {"served_entities": [...], "traffic_config": {...}}.
+    """
     config = read_document(file)
     with open_client(ctx, host, token) as client:
         endpoint = client.update_config(name, config)
@@ -250,7 +258,10 @@ def cancel_update(
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Cancel the config update in progress; the previous config keeps serving."""
+    """Cancel the config update in progress.
+
+    The previous config keeps serving.
+    """
     with open_client(ctx, host, token) as client:
         _print_endpoint(client.cancel_update(name), output)
 
@@ -274,7 +285,10 @@ def query(
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Send one scoring request and print the response (always as JSON)."""
+    """Send one scoring request.
+
+    The response is printed as JSON whatever --output says.
+    """
     if (file is None) == (json_body is None):
         raise InvalidParameterValue("give the request with exactly one of -f FILE or --json TEXT")
     body = read_document(file) if file is not None else parse_document(str(json_body), "--json")

@@ -24,7 +24,7 @@ __all__ = ["serve", "serve_parameters"]
 
 def _shown_default(spec: SettingSpec) -> str:
     if spec.type is bool:
-        return spec.cli_flag.removeprefix("--") if spec.default else "no-" + spec.cli_flag.removeprefix("--")
+        return "on" if spec.default else "off"
     if spec.default == "":
         return "empty"
     return str(spec.default)

@@ -61,7 +61,11 @@ def create_token(
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Create a token; its value is printed once and cannot be shown again."""
+    """Create an API token.
+
+    Admins can create one on behalf of a user or a service principal. The token value is
+    printed once and cannot be shown again.
+    """
     if for_user is not None and for_service_principal is not None:
         raise InvalidParameterValue("give at most one of --for-user and --for-service-principal")
     with open_client(ctx, host, token) as client:
@@ -103,7 +107,9 @@ def list_tokens(
 @app.command("delete")
 def delete_token(
     ctx: typer.Context,
-    token_id: Annotated[str, typer.Argument(help="Id of the token to revoke.", show_default=False)],
+    token_id: Annotated[
+        str, typer.Argument(metavar="TOKEN_ID", help="Id of the token to revoke.", show_default=False)
+    ],
     host: HostOption = None,
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,

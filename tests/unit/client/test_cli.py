@@ -23,6 +23,7 @@ from modelport.config import SETTINGS, Settings
 
 MakeEndpoint = Callable[..., dict[str, Any]]
 runner = CliRunner()
+ENV_VARS = {spec.name: spec.env_var for spec in SETTINGS}
 
 LIST_BODY = {
     "endpoints": [
@@ -448,8 +449,8 @@ def fake_server_module(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
 def test_serve_passes_flags_over_env_over_defaults(
     fake_server_module: list[Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELPORT_PORT", "9100")
-    monkeypatch.setenv("MODELPORT_LOG_LEVEL", "debug")
+    monkeypatch.setenv(ENV_VARS["port"], "9100")
+    monkeypatch.setenv(ENV_VARS["log_level"], "debug")
 
     result = runner.invoke(app, ["serve", "--port", "9200", "--demo", "--data-dir", "/srv/mp"])
 
@@ -463,7 +464,7 @@ def test_serve_passes_flags_over_env_over_defaults(
 def test_serve_reports_a_bad_environment_value(
     fake_server_module: list[Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELPORT_PORT", "eighty")
+    monkeypatch.setenv(ENV_VARS["port"], "eighty")
 
     result = runner.invoke(app, ["serve"])
 
@@ -472,6 +473,20 @@ def test_serve_reports_a_bad_environment_value(
         "Error: INVALID_PARAMETER_VALUE: invalid setting: invalid literal for int()"
     )
     assert fake_server_module == []
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["endpoints"], ["tokens"], ["serve"]], ids=["root", "endpoints", "tokens", "serve"]
+)
+def test_docs_embed_the_current_help_output(args: list[str]) -> None:
+    docs = (Path(__file__).parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
+
+    result = runner.invoke(app, [*args, "--help"], prog_name="modelport")
+
+    assert result.exit_code == 0
+    assert flat(result.stdout) in flat(docs), (
+        f"docs/cli.md is out of date: paste the output of `modelport {' '.join(args)} --help`"
+    )
 
 
 def test_importing_the_cli_does_not_import_the_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,41 @@
+# modelport: `make run` installs everything and starts the server with demo endpoints;
+# `make test` installs everything and runs the linters and the test suite.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+PORT   ?= 8080
+DATA   ?= $(HOME)/.modelport
+
+.PHONY: install run test lint unit integration format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+
+install: $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[dev]"
+
+run: install
+	$(BIN)/modelport serve --demo --port $(PORT) --data-dir $(DATA) --log-format text
+
+lint: install
+	$(BIN)/ruff check modelport tests
+	$(BIN)/ruff format --check modelport tests
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+test: lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+format: install
+	$(BIN)/ruff format modelport tests
+	$(BIN)/ruff check --fix modelport tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Inference and usage tables (Delta). Filled by the AI-gateway work; empty in the backbone."""
