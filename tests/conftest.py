@@ -15,8 +15,9 @@ PG_ADMIN_URL = os.environ.get("MODELPORT_TEST_PG", "postgresql://postgres@127.0.
 def _pg_admin():  # type: ignore[no-untyped-def]
     import psycopg
 
-    return psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True,
-                           connect_timeout=3)
+    return psycopg.connect(
+        PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True, connect_timeout=3
+    )
 
 
 @pytest.fixture

@@ -24,8 +24,14 @@ def free_port() -> int:
 class ServerProcess:
     """One ``modelport serve`` process; restartable on the same port and data directory."""
 
-    def __init__(self, data_dir: Path, *, store: str | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        store: str | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.store = store
         self.port = free_port()
@@ -41,8 +47,21 @@ class ServerProcess:
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "modelport", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--log-format", "text", *self.extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "modelport",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-format",
+            "text",
+            *self.extra_args,
+        ]
         if self.store:
             args += ["--store", self.store]
         env = {**os.environ, "MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN, **self.env}

@@ -16,6 +16,7 @@ carrying the server's ``error_code``.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,7 +32,7 @@ from modelport.errors import DeadlineExceeded, InvalidParameterValue, ModelportE
 __all__ = ["ModelportDeploymentClient", "run_local", "target_help"]
 
 #: ServedEntityInput fields a deployment ``config`` may set on its served entity.
-ENTITY_OPTIONS = frozenset(
+_ENTITY_OPTIONS = frozenset(
     {
         "name",
         "workload_size",
@@ -47,32 +48,31 @@ ENTITY_OPTIONS = frozenset(
         "instance_profile_arn",
     }
 )
-_ENTITY_INPUT_FIELDS = ENTITY_OPTIONS | {"entity_name", "entity_version", "external_model"}
+_ENTITY_INPUT_FIELDS = _ENTITY_OPTIONS | {"entity_name", "entity_version", "external_model"}
 _PYFUNC_FLAVORS = {None, "python_function", "pyfunc"}
 
 
 def target_help() -> str:
     """Help shown by ``mlflow deployments help -t modelport``."""
-    return (
-        """\
+    options = textwrap.fill(
+        ", ".join(sorted(_ENTITY_OPTIONS)), width=88, initial_indent="  ", subsequent_indent="  "
+    )
+    return f"""\
 Target URI: "modelport". The server is MODELPORT_HOST (default http://127.0.0.1:8080) and
 the token MODELPORT_TOKEN.
 
 Endpoints (same arguments as the "databricks" target):
-  create_endpoint(config={"name": ..., "config": {"served_entities": [...]}})
+  create_endpoint(config={{"name": ..., "config": {{"served_entities": [...]}}}})
   update_endpoint_config(endpoint, config), update_endpoint_tags, update_endpoint_rate_limits,
   update_endpoint_ai_gateway, get_endpoint, list_endpoints, delete_endpoint,
-  predict(endpoint=..., inputs={...})
+  predict(endpoint=..., inputs={{...}})
 
 Deployments: one deployment is one endpoint of the same name serving one registered model
 version. model_uri must be "models:/<registered model>/<version>"; flavor must be
 python_function (or None). config may set these served-entity fields:
-  """
-        + ", ".join(sorted(ENTITY_OPTIONS))
-        + """
+{options}
 create_deployment and update_deployment wait until the config update has finished.
 """
-    )
 
 
 def run_local(
@@ -118,10 +118,10 @@ def _served_entity(model_uri: str, flavor: str | None, config: dict[str, Any] | 
 
 
 def _entity_options(config: dict[str, Any] | None) -> dict[str, Any]:
-    unknown = sorted(set(config or {}) - ENTITY_OPTIONS)
+    unknown = sorted(set(config or {}) - _ENTITY_OPTIONS)
     if unknown:
         raise InvalidParameterValue(
-            f"unknown deployment config keys {unknown}; allowed: {sorted(ENTITY_OPTIONS)}"
+            f"unknown deployment config keys {unknown}; allowed: {sorted(_ENTITY_OPTIONS)}"
         )
     return dict(config or {})
 

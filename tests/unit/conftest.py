@@ -1,0 +1,18 @@
+"""Unit tests run without sockets or child processes: any attempt fails the test."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_network_no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("unit tests must not open sockets or start processes")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
