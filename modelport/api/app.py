@@ -82,6 +82,9 @@ def _announce_token(token: str, settings: Settings) -> None:
     )
 
 
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics", "/.well-known/databricks-config"})
+
+
 def _route_label(scope: Scope) -> str:
     endpoint = scope.get("endpoint")
     return getattr(endpoint, "__name__", "unmatched")
@@ -192,7 +195,9 @@ class ModelportApp:
             if services is not None:
                 services.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
                 services.metrics.http_latency.labels(scope["method"], route).observe(elapsed)
-            log.info(
+            quiet = scope["path"] in _QUIET_PATHS
+            log.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "request",
                 extra={
                     "method": scope["method"],

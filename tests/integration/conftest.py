@@ -28,8 +28,9 @@ def admin_token() -> str:
 @pytest.fixture
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
     """An httpx client with the admin token."""
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                      timeout=60) as client:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ) as client:
         yield client
 
 
@@ -45,7 +46,9 @@ def _clean_endpoints(request: pytest.FixtureRequest) -> Iterator[None]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     listing = httpx.get(f"{server.url}/api/2.0/serving-endpoints", headers=headers, timeout=30).json()
     for endpoint in listing.get("endpoints", []):
-        httpx.delete(f"{server.url}/api/2.0/serving-endpoints/{endpoint['name']}", headers=headers, timeout=30)
+        httpx.delete(
+            f"{server.url}/api/2.0/serving-endpoints/{endpoint['name']}", headers=headers, timeout=30
+        )
 
 
 def log_sklearn_model(tracking_uri: str, token: str, name: str, **kwargs: Any) -> str:
@@ -61,8 +64,9 @@ def log_sklearn_model(tracking_uri: str, token: str, name: str, **kwargs: Any) -
     y = (x[:, 0] > 0.5).astype(int)
     model = LogisticRegression().fit(x, y)
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=name,
-                                        pip_requirements=["scikit-learn"], **kwargs)
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, pip_requirements=["scikit-learn"], **kwargs
+        )
     return str(info.registered_model_version)
 
 

@@ -64,7 +64,12 @@ def serve(**overrides: Any) -> None:
         raise InvalidParameterValue(f"invalid setting: {exc}") from exc
     from modelport.api.server import run
 
-    run(settings)
+    on_started = None
+    if settings.demo:
+        from modelport.client.demo import seed_demo
+
+        on_started = seed_demo
+    run(settings, on_started=on_started)
 
 
 serve.__signature__ = inspect.Signature(serve_parameters())  # type: ignore[attr-defined]

@@ -441,7 +441,7 @@ def fake_server_module(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
         monkeypatch.delenv(spec.env_var, raising=False)
     started: list[Settings] = []
     module = types.ModuleType("modelport.api.server")
-    module.run = started.append  # type: ignore[attr-defined]
+    module.run = lambda settings, on_started=None: started.append(settings)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "modelport.api.server", module)
     return started
 
