@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
 
 import uvicorn
@@ -34,6 +35,11 @@ def run(settings: Settings, on_started: Callable[[Services], None] | None = None
         timeout_graceful_shutdown=15,
         server_header=False,
     )
-    # uvicorn installs SIGTERM/SIGINT handlers: it stops accepting, finishes requests in flight,
-    # then runs the app's shutdown (reconciler stop, store close) before the process exits.
+    # uvicorn catches SIGTERM/SIGINT: it stops accepting, finishes requests in flight and runs
+    # the app's shutdown (reconciler stop, store close). Afterwards it re-raises the signal
+    # through the handler it found installed; these no-op handlers turn that into a normal
+    # return, so a clean shutdown exits with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run()
+    log.info("stopped")

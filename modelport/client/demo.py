@@ -47,8 +47,13 @@ def _register_models(base_url: str, token: str) -> None:
             mlflow.log_metric("train_accuracy", float(model.score(x, y)))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                mlflow.sklearn.log_model(model, name="model", registered_model_name=DEMO_MODEL,
-                                         input_example=x.head(2), pip_requirements=["scikit-learn"])
+                mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    registered_model_name=DEMO_MODEL,
+                    input_example=x.head(2),
+                    pip_requirements=["scikit-learn"],
+                )
     client.set_registered_model_alias(DEMO_MODEL, "champion", "2")
 
 
@@ -57,13 +62,27 @@ def _endpoint_body() -> dict[str, Any]:
         "name": DEMO_ENDPOINT,
         "config": {
             "served_entities": [
-                {"name": "iris-v1", "entity_name": DEMO_MODEL, "entity_version": "1", "workload_size": "Small",
-                 "scale_to_zero_enabled": True},
-                {"name": "iris-v2", "entity_name": DEMO_MODEL, "entity_version": "2", "workload_size": "Small",
-                 "scale_to_zero_enabled": True},
+                {
+                    "name": "iris-v1",
+                    "entity_name": DEMO_MODEL,
+                    "entity_version": "1",
+                    "workload_size": "Small",
+                    "scale_to_zero_enabled": True,
+                },
+                {
+                    "name": "iris-v2",
+                    "entity_name": DEMO_MODEL,
+                    "entity_version": "2",
+                    "workload_size": "Small",
+                    "scale_to_zero_enabled": True,
+                },
             ],
-            "traffic_config": {"routes": [{"served_entity_name": "iris-v1", "traffic_percentage": 80},
-                                          {"served_entity_name": "iris-v2", "traffic_percentage": 20}]},
+            "traffic_config": {
+                "routes": [
+                    {"served_entity_name": "iris-v1", "traffic_percentage": 80},
+                    {"served_entity_name": "iris-v2", "traffic_percentage": 20},
+                ]
+            },
         },
         "tags": [{"key": "demo", "value": "true"}],
     }
@@ -87,8 +106,11 @@ def seed_demo(services: Services) -> None:
                 client.create_endpoint(_endpoint_body())
             client.wait_for_update(DEMO_ENDPOINT, timeout=120)
         log.info("demo ready", extra={"endpoint": DEMO_ENDPOINT, "url": base_url})
-        print(f"modelport: demo endpoint '{DEMO_ENDPOINT}' is ready at {base_url} "
-              f"(try: modelport endpoints list --host {base_url})", flush=True)
+        print(
+            f"modelport: demo endpoint '{DEMO_ENDPOINT}' is ready at {base_url} "
+            f"(try: modelport endpoints list --host {base_url})",
+            flush=True,
+        )
     except (ModelportError, Exception) as exc:  # the server keeps running without its demo
         log.error("demo set-up failed", extra={"error": f"{type(exc).__name__}: {exc}"})
     finally:

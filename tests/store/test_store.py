@@ -152,3 +152,20 @@ def test_delete_endpoint_removes_configs_and_acl(db: Database) -> None:
     assert db.endpoints.get("ep") is None
     assert db.endpoints.configs("e1") == []
     assert db.endpoints.all_acls() == {}
+
+
+def test_schema_head_constant_matches_alembic() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from modelport.store.database import _MIGRATIONS, SCHEMA_HEAD
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
+
+
+def test_migrated_database_records_the_head_revision(db: Database) -> None:
+    from modelport.store.database import SCHEMA_HEAD
+
+    assert db.revision() == SCHEMA_HEAD
