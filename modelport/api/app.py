@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from modelport.api import system
 from modelport.api.control import endpoints, permissions, scim, tokens
-from modelport.api.errors import handle_exception, handle_http_exception
+from modelport.api.errors import handle_exception, handle_http_exception, internal_error_response
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
 from modelport.api.services import Services
 from modelport.config import Settings
@@ -172,12 +172,13 @@ class ModelportApp:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
         token = request_id_var.set(rid)
         status = 500
+        responded = False
         start = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
@@ -188,6 +189,11 @@ class ModelportApp:
                 await self.mlflow(scope, receive, send_with_id)
             else:
                 await self.api(scope, receive, send_with_id)
+        except Exception:
+            # Starlette has logged it and sent the 500 (api/errors.py), then re-raises for the
+            # server to log again; stop it here so each failure is logged once.
+            if not responded:
+                await internal_error_response()(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             route = _route_label(scope)

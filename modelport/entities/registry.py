@@ -93,7 +93,7 @@ class ModelRegistry:
 
     def _versions(self, name: str) -> list[str]:
         found = self._client.search_model_versions(f"name='{name}'", max_results=1000)
-        return sorted((v.version for v in found), key=int)
+        return sorted((str(v.version) for v in found), key=int)
 
     def lookup(self, entity_name: str, entity_version: str) -> ModelVersionRef:
         """Check that the model and version (or alias) exist; raise ResourceDoesNotExist if not."""
@@ -136,7 +136,23 @@ class ModelRegistry:
         uri = self._call(
             "finding the model files", self._client.get_model_version_download_uri, ref.name, ref.version
         )
-        return ResolvedModel(ref=ref, artifact_uri=str(uri), mlmodel=self._read_mlmodel(str(uri)))
+        uri = self._underlying_uri(str(uri))
+        return ResolvedModel(ref=ref, artifact_uri=uri, mlmodel=self._read_mlmodel(uri))
+
+    def _underlying_uri(self, uri: str) -> str:
+        """Turn ``runs:/<run>/<path>`` and ``models:/<logged-model-id>`` into storage URIs."""
+        parsed = urlparse(uri)
+        if parsed.scheme == "runs":
+            run_id, _, path = parsed.path.lstrip("/").partition("/")
+            run = self._call(f"looking up run {run_id}", self._client.get_run, run_id)
+            return f"{run.info.artifact_uri.rstrip('/')}/{path}".rstrip("/")
+        if parsed.scheme == "models" and parsed.path.lstrip("/").startswith("m-"):
+            model_id = parsed.path.lstrip("/").split("/")[0]
+            logged = self._call(
+                f"looking up logged model {model_id}", self._client.get_logged_model, model_id
+            )
+            return str(logged.artifact_location)
+        return uri
 
     def local_path(self, artifact_uri: str) -> Path | None:
         """The local folder behind an artifact URI, when it is on this machine."""
