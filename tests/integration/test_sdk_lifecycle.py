@@ -242,10 +242,8 @@ def test_failed_update_keeps_old_config_serving(
     assert failed.name == "onnx-only-1"
     assert failed.state is not None and failed.state.deployment is not None
     assert failed.state.deployment.value == "DEPLOYMENT_FAILED"
-    assert "python_function" in (failed.state.deployment_state_message or "")
+    failure_message = failed.state.deployment_state_message or ""
     build = w.serving_endpoints.build_logs("life-fail", "onnx-only-1").logs
-    assert "Flavors: onnx" in build
-    assert "FAILED" in build and "python_function" in build
 
     ok = w.serving_endpoints.update_config_and_wait("life-fail", served_entities=[entity("2")], timeout=WAIT)
 
@@ -255,6 +253,10 @@ def test_failed_update_keeps_old_config_serving(
     assert ok.pending_config is None
     assert ok.config is not None and ok.config.config_version == 3
     assert [(e.name, e.entity_version) for e in ok.config.served_entities or []] == [("iris-2", "2")]
+    # The failure names the problem: the model has no python_function flavor.
+    assert "Model 'onnx-only' version 1 has no python_function flavor" in failure_message
+    assert "Flavors: onnx" in build
+    assert "FAILED: Model 'onnx-only' version 1 has no python_function flavor" in build
 
 
 def test_second_config_update_while_in_progress_is_409(
