@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: install run test lint unit integration format clean
+.PHONY: install run test lint unit docs format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ run: install
 	$(BIN)/modelport serve --demo --port $(PORT) --data-dir $(DATA) --log-format text
 
 lint: install
-	$(BIN)/ruff check modelport tests
-	$(BIN)/ruff format --check modelport tests
+	$(BIN)/ruff check modelport tests scripts
+	$(BIN)/ruff format --check modelport tests scripts
 	$(BIN)/lint-imports
 
 unit: install
@@ -32,6 +32,9 @@ unit: install
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
+
+docs: install
+	$(BIN)/python scripts/gen_docs.py
 
 format: install
 	$(BIN)/ruff format modelport tests

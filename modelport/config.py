@@ -57,7 +57,16 @@ class Settings:
     max_concurrent_deployments: int = _opt(
         4, "How many endpoint config updates the reconciler works on at once."
     )
-    workers: int = _opt(1, "Server processes (more than one needs --store postgresql://...).", flag=False)
+    tls_certfile: str = _opt(
+        "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."
+    )
+    tls_keyfile: str = _opt("", "PEM private-key file for --tls-certfile.")
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("--tls-certfile and --tls-keyfile go together; give both or neither.")
+        if self.log_format not in ("json", "text"):
+            raise ValueError(f"--log-format must be json or text, not {self.log_format!r}.")
 
     # ---- derived values -------------------------------------------------------------
     @property

@@ -39,11 +39,12 @@ class ServerProcess:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
+        self.scheme = "https" if "--tls-certfile" in self.extra_args else "http"
         self.ready_seconds: float | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"modelport serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/ready", timeout=2, verify=False).status_code == 200:
                     self.ready_seconds = time.monotonic() - started
                     return self
             except httpx.HTTPError:

@@ -34,6 +34,8 @@ def run(settings: Settings, on_started: Callable[[Services], None] | None = None
         http="httptools",
         timeout_graceful_shutdown=15,
         server_header=False,
+        ssl_certfile=settings.tls_certfile or None,
+        ssl_keyfile=settings.tls_keyfile or None,
     )
     # uvicorn catches SIGTERM/SIGINT: it stops accepting, finishes requests in flight and runs
     # the app's shutdown (reconciler stop, store close). Afterwards it re-raises the signal

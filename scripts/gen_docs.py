@@ -1,0 +1,50 @@
+"""Regenerate the parts of the docs that come from the code.
+
+- docs/cli.md: the ``--help`` blocks under "## Help output";
+- docs/configuration.md: the settings table (from modelport.config.SETTINGS).
+
+Run: .venv/bin/python scripts/gen_docs.py (or `make docs`). Tests fail when these parts are stale.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from modelport.client.cli.main import app
+from modelport.config import SETTINGS
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def cli_help() -> None:
+    path = DOCS / "cli.md"
+    text = path.read_text()
+    runner = CliRunner()
+    for args in ([], ["endpoints"], ["tokens"], ["serve"]):
+        title = " ".join(["modelport", *args, "--help"])
+        out = runner.invoke(app, [*args, "--help"], prog_name="modelport", env={"COLUMNS": "100"}).stdout
+        pattern = re.compile(r"(### `" + re.escape(title) + r"`\n\n```text\n)(.*?)(```)", re.S)
+        text, n = pattern.subn(lambda m, out=out: m.group(1) + out.rstrip() + "\n" + m.group(3), text)
+        assert n == 1, title
+    path.write_text(text)
+
+
+def configuration_table() -> None:
+    path = DOCS / "configuration.md"
+    text = path.read_text()
+    rows = []
+    for s in SETTINGS:
+        flag = f"`{s.cli_flag}`" if s.flag else "(variable only)"
+        default = s.default if s.default != "" else "(empty)"
+        rows.append(f"| `{s.name}` | {flag} | `{s.env_var}` | `{default}` | {s.help} |")
+    header = "| setting | flag | environment variable | default | meaning |\n|---|---|---|---|---|\n"
+    text = re.sub(re.escape(header) + r"(\|.*\|\n)+", header + "\n".join(rows) + "\n", text)
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    cli_help()
+    configuration_table()
