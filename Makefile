@@ -16,8 +16,14 @@ $(BIN)/python:
 $(UV): $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 
+# /opt/wheels holds the CPU build of torch on the project's machines; elsewhere the torch
+# extra is left out rather than pulling gigabytes of CUDA packages from the index.
+COMMA  := ,
+EXTRAS := dev$(if $(wildcard /opt/wheels),$(COMMA)torch,)
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
 install: $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python -e ".[dev]"
+	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) -e ".[$(EXTRAS)]"
 
 run: install
 	$(BIN)/modelport serve --demo --port $(PORT) --data-dir $(DATA) --log-format text

@@ -9,7 +9,9 @@ reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,21 @@ class Settings:
     max_concurrent_deployments: int = _opt(
         4, "How many endpoint config updates the reconciler works on at once."
     )
+    request_timeout: int = _opt(120, "Seconds a query may take before it is answered 504.")
+    scale_to_zero_seconds: int = _opt(
+        1800, "Idle seconds after which a scale-to-zero entity stops its replicas."
+    )
+    replica_concurrency: int = _opt(
+        4, "Concurrent requests counted per replica when sizing an entity (Small = 4 = one replica)."
+    )
+    replica_in_flight: int = _opt(64, "Requests one replica holds at once (its batching window).")
+    queue_limit: int = _opt(64, "Requests that may wait per served entity beyond that; more get 429.")
+    max_replicas: int = _opt(8, "Upper bound on replicas per served entity on this machine.")
+    batching: str = _opt(
+        "auto", "Adaptive batching in replicas: auto (for flavors that can batch), on or off."
+    )
+    max_batch_size: int = _opt(64, "Most rows one batched predict call takes.")
+    max_batch_wait_ms: int = _opt(2, "Longest a replica waits to fill a batch once requests are queued.")
     tls_certfile: str = _opt(
         "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."
     )
@@ -65,6 +82,8 @@ class Settings:
     def __post_init__(self) -> None:
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
             raise ValueError("--tls-certfile and --tls-keyfile go together; give both or neither.")
+        if self.batching not in ("auto", "on", "off"):
+            raise ValueError(f"--batching must be auto, on or off, not {self.batching!r}.")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"--log-format must be json or text, not {self.log_format!r}.")
 
@@ -95,6 +114,18 @@ class Settings:
     @property
     def logs_path(self) -> Path:
         return self.data_path / "logs"
+
+    @property
+    def run_path(self) -> Path:
+        """Sockets of running replicas (emptied at every start). Unix socket paths are limited to
+        about 100 bytes, so this is a short folder in the temp directory, one per data directory."""
+        digest = hashlib.sha1(str(self.data_path).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"modelport-{digest}"
+
+    @property
+    def models_path(self) -> Path:
+        """Local copies of models from a remote registry."""
+        return self.data_path / "models"
 
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict with secrets masked, for logging."""
@@ -169,3 +200,16 @@ def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None
     env = os.environ if environ is None else environ
     value = env.get(name)
     return value if value else None
+
+
+_NOT_INHERITED = (
+    "MODELPORT_ADMIN_TOKEN",
+    "MODELPORT_TOKEN",
+    "MODELPORT_REGISTRY_TOKEN",
+    "MODELPORT_SECRETS_KEY",
+)
+
+
+def inherited_environment() -> dict[str, str]:
+    """The environment replica processes start from: the server's, without modelport's secrets."""
+    return {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}

@@ -84,8 +84,14 @@ class Metrics:
                 if dict(zip(names, labels, strict=True)).get("endpoint") == name:
                     metric.remove(*labels)
 
-    def render_endpoint(self, name: str, gauges: dict[str, tuple[str, float]]) -> str:
-        """Prometheus text with this endpoint's samples plus the given state gauges."""
+    def render_endpoint(
+        self,
+        name: str,
+        gauges: dict[str, tuple[str, float]],
+        entity_gauges: dict[str, tuple[str, dict[str, float]]] | None = None,
+    ) -> str:
+        """Prometheus text with this endpoint's samples plus the given state gauges
+        (``entity_gauges`` carry one value per served entity)."""
         lines: list[str] = []
         for family in self.registry.collect():
             samples = [s for s in family.samples if s.labels.get("endpoint") == name]
@@ -100,4 +106,9 @@ class Metrics:
             lines.append(f"# HELP {metric} {help_text}")
             lines.append(f"# TYPE {metric} gauge")
             lines.append(f'{metric}{{endpoint="{name}"}} {_fmt(value)}')
+        for metric, (help_text, values) in (entity_gauges or {}).items():
+            lines.append(f"# HELP {metric} {help_text}")
+            lines.append(f"# TYPE {metric} gauge")
+            for entity, value in values.items():
+                lines.append(f'{metric}{{endpoint="{name}",served_entity="{entity}"}} {_fmt(value)}')
         return "\n".join(lines) + "\n"

@@ -23,10 +23,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from modelport.api import system
 from modelport.api.control import endpoints, permissions, scim, tokens
+from modelport.api.data import invocations
 from modelport.api.errors import handle_exception, handle_http_exception, internal_error_response
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
 from modelport.api.services import Services
-from modelport.config import Settings
+from modelport.config import Settings, inherited_environment
 from modelport.control.endpoints import EndpointService
 from modelport.control.identity import IdentityService
 from modelport.control.permissions import AccessControl
@@ -34,10 +35,11 @@ from modelport.control.reconciler import Reconciler
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import ModelportError
 from modelport.gateway.auth import Authenticator
+from modelport.gateway.dataplane import DataPlane
 from modelport.log_format import request_id_var
 from modelport.metrics import Metrics
+from modelport.runtime.local import LocalBackend, RuntimeOptions
 from modelport.runtime.logs import LogStore
-from modelport.runtime.preflight import PreflightBackend
 from modelport.store import open_database
 
 __all__ = ["ModelportApp", "build_services"]
@@ -55,8 +57,23 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
     new_token = identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
     registry = RegistryHandle()
     logs = LogStore(settings.logs_path)
+    metrics = Metrics()
+    options = RuntimeOptions(
+        run_dir=settings.run_path,
+        models_dir=settings.models_path,
+        per_replica_concurrency=settings.replica_concurrency,
+        per_replica_in_flight=settings.replica_in_flight,
+        queue_limit=settings.queue_limit,
+        max_replicas=settings.max_replicas,
+        scale_to_zero_seconds=float(settings.scale_to_zero_seconds),
+        batching=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=float(settings.max_batch_wait_ms),
+    )
+    backend = LocalBackend(registry, logs, options, inherited_environment())
+    dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout))
     reconciler = Reconciler(
-        db, PreflightBackend(registry), logs, max_concurrent=settings.max_concurrent_deployments
+        db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
     )
     access = AccessControl(db)
     services = Services(
@@ -64,11 +81,13 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         db=db,
         auth=auth,
         identity=identity,
-        endpoints=EndpointService(db, access, reconciler, logs, registry),
+        endpoints=EndpointService(db, access, reconciler, logs, registry, on_change=dataplane.invalidate),
         reconciler=reconciler,
         registry=registry,
-        metrics=Metrics(),
+        metrics=metrics,
         workspace_id=workspace_id,
+        backend=backend,
+        dataplane=dataplane,
     )
     return services, new_token
 
@@ -97,7 +116,14 @@ class ModelportApp:
         self.settings = settings
         self._on_started = on_started
         self.api = Starlette(
-            routes=[*system.routes, *endpoints.routes, *permissions.routes, *tokens.routes, *scim.routes],
+            routes=[
+                *system.routes,
+                *invocations.routes,
+                *endpoints.routes,
+                *permissions.routes,
+                *tokens.routes,
+                *scim.routes,
+            ],
             exception_handlers={
                 HTTPException: handle_http_exception,
                 Exception: handle_exception,
@@ -121,6 +147,7 @@ class ModelportApp:
         if new_token:
             _announce_token(new_token, self.settings)
         self.mlflow = MlflowMount(services.auth, services.registry)
+        await services.backend.start()
         await services.reconciler.start()
         services.started = True
         self._spawn(self._load_registry(services, started))
@@ -132,6 +159,7 @@ class ModelportApp:
             yield
         finally:
             await services.reconciler.stop()
+            await services.backend.stop()
             for task in self._background:
                 task.cancel()
             services.db.close()

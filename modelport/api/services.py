@@ -13,7 +13,9 @@ from modelport.control.identity import IdentityService
 from modelport.control.reconciler import Reconciler
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.gateway.auth import Authenticator
+from modelport.gateway.dataplane import DataPlane
 from modelport.metrics import Metrics
+from modelport.runtime.local import LocalBackend
 from modelport.spec.identity import Caller
 from modelport.store import Database
 
@@ -31,6 +33,8 @@ class Services:
     registry: RegistryHandle
     metrics: Metrics
     workspace_id: str
+    backend: LocalBackend
+    dataplane: DataPlane
     started: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

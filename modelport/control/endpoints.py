@@ -8,6 +8,7 @@ returns the JSON-ready shape the Databricks API returns.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from modelport.clock import now_ms
@@ -69,12 +70,14 @@ class EndpointService:
         reconciler: Reconciler,
         logs: LogStore,
         registry: RegistryHandle,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self.access = access
         self._reconciler = reconciler
         self._logs = logs
         self._registry = registry
+        self._on_change = on_change
 
     # ---- helpers ----------------------------------------------------------------------
     def _find(self, name: str) -> EndpointRecord:
@@ -164,6 +167,7 @@ class EndpointService:
             else None
         )
         self._db.endpoints.create(endpoint, config, caller.id)
+        self._on_change()
         if body:
             self._reconciler.submit(endpoint.id, 1)
         return self._detailed(endpoint, MANAGE)
@@ -218,12 +222,14 @@ class EndpointService:
                 f"(state: {endpoint.config_update})."
             )
         self._reconciler.cancel(endpoint.id)
+        self._on_change()
         return self._detailed(endpoint, level)
 
     def delete(self, caller: Caller, name: str) -> None:
         endpoint, _ = self.authorized(caller, name, MANAGE)
         self._reconciler.remove(endpoint.id)
         self._db.endpoints.delete(endpoint.id)
+        self._on_change()
         self._logs.remove(endpoint.id)
 
     def patch_tags(self, caller: Caller, name: str, req: PatchTags) -> dict[str, Any]:
@@ -281,6 +287,14 @@ class EndpointService:
         endpoint, _ = self.authorized(caller, name, VIEW)
         active, pending = self._configs(endpoint)
         return endpoint, active or pending
+
+    def write_permissions(
+        self, caller: Caller, endpoint_id: str, entries: list[dict[str, Any]] | None, *, replace: bool
+    ) -> dict[str, Any]:
+        endpoint = self.permissions(caller, endpoint_id, MANAGE)
+        result = self.access.write(endpoint, entries, replace=replace)
+        self._on_change()
+        return result
 
     def permissions(self, caller: Caller, endpoint_id: str, needed: PermissionLevel) -> EndpointRecord:
         endpoint = self.find_by_id(endpoint_id)

@@ -7,7 +7,12 @@ from typing import Any
 
 from modelport.errors import InvalidParameterValue, PermissionDenied
 from modelport.spec.identity import ADMINS_GROUP, Caller
-from modelport.spec.permissions import LEVEL_DESCRIPTIONS, AccessControlRequest, PermissionLevel
+from modelport.spec.permissions import (
+    LEVEL_DESCRIPTIONS,
+    AccessControlRequest,
+    PermissionLevel,
+    effective_level,
+)
 from modelport.store import Database
 from modelport.store.records import EndpointRecord
 
@@ -23,10 +28,7 @@ class AccessControl:
 
     @staticmethod
     def level_from(grants: dict[int, int], caller: Caller) -> PermissionLevel | None:
-        if caller.is_admin:
-            return PermissionLevel.CAN_MANAGE
-        levels = [lvl for pid, lvl in grants.items() if pid in caller.principal_ids]
-        return PermissionLevel(max(levels)) if levels else None
+        return effective_level(grants, caller)
 
     def level(self, caller: Caller, endpoint: EndpointRecord) -> PermissionLevel | None:
         return self.level_from(self._db.endpoints.acl(endpoint.id), caller)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
@@ -32,7 +32,13 @@ log = logging.getLogger("modelport.reconciler")
 
 class Reconciler:
     def __init__(
-        self, db: Database, backend: DeploymentBackend, logs: LogStore, *, max_concurrent: int = 4
+        self,
+        db: Database,
+        backend: DeploymentBackend,
+        logs: LogStore,
+        *,
+        max_concurrent: int = 4,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._backend = backend
@@ -41,12 +47,24 @@ class Reconciler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self._restoring: set[asyncio.Task[None]] = set()
+        self._on_change = on_change
 
     # ---- lifecycle (event-loop side) -------------------------------------------------
     async def start(self) -> None:
         """Bind to the running loop and resume updates a previous run left in progress."""
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(self._max_concurrent)
+        for endpoint in await asyncio.to_thread(self._db.endpoints.list):
+            cfg = await asyncio.to_thread(self._db.endpoints.get_config, endpoint.id, endpoint.active_version)
+            if cfg is not None:
+                entities = cfg.body["served_entities"]
+                logs = {e["name"]: self._logs.build_log(endpoint.id, e["name"]) for e in entities}
+                task = asyncio.get_running_loop().create_task(
+                    self._backend.restore(endpoint, cfg.version, entities, logs)
+                )
+                self._restoring.add(task)
+                task.add_done_callback(self._restoring.discard)
         for endpoint in await asyncio.to_thread(self._db.endpoints.in_progress):
             if endpoint.pending_version is not None:
                 log.info(
@@ -57,7 +75,7 @@ class Reconciler:
 
     async def stop(self) -> None:
         """Stop working; updates in flight stay IN_PROGRESS in the store and resume next start."""
-        tasks = [task for _, task in self._tasks.values()]
+        tasks = [task for _, task in self._tasks.values()] + list(self._restoring)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -170,6 +188,7 @@ class Reconciler:
                     message=exc.message,
                     now_ms=now_ms(),
                 )
+                self._on_change()
                 return
             except asyncio.CancelledError:
                 raise
@@ -186,11 +205,13 @@ class Reconciler:
                     message=message,
                     now_ms=now_ms(),
                 )
+                self._on_change()
                 return
             body = with_entity_states(cfg.body, "DEPLOYMENT_READY", entities=deployed)
             promoted = await asyncio.to_thread(
                 db.finish_update, endpoint_id, version, success=True, body=body, message=None, now_ms=now_ms()
             )
+            self._on_change()
             if promoted:
                 for e in entities:
                     build_logs[e["name"]].write(f"Config version {version} is serving.")

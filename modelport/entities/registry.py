@@ -163,6 +163,16 @@ class ModelRegistry:
             return Path(parsed.path)
         return None
 
+    def download(self, artifact_uri: str, target: Path) -> Path:
+        """Copy a model's files from a remote artifact store into ``target`` (blocking)."""
+        from mlflow.artifacts import download_artifacts
+
+        target.mkdir(parents=True, exist_ok=True)
+        got = download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(target), tracking_uri=self.tracking_uri
+        )
+        return Path(got)
+
     def _read_mlmodel(self, artifact_uri: str) -> dict[str, Any]:
         local = self.local_path(artifact_uri)
         if local is not None:

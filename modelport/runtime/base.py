@@ -41,6 +41,16 @@ class DeploymentBackend(Protocol):
         """
         ...
 
+    async def restore(
+        self,
+        endpoint: EndpointRecord,
+        version: int,
+        entities: list[dict[str, Any]],
+        logs: dict[str, BuildLog],
+    ) -> None:
+        """Bring back what serves config ``version`` after a server restart (no state change)."""
+        ...
+
     async def abort(self, endpoint_id: str, version: int) -> None:
         """Tear down what :meth:`deploy` started for ``version`` (after failure or cancel)."""
         ...

@@ -81,6 +81,15 @@ class PreflightBackend:
             out.append(await asyncio.to_thread(check_entity, registry, entity, logs[entity["name"]]))
         return out
 
+    async def restore(
+        self,
+        endpoint: EndpointRecord,
+        version: int,
+        entities: list[dict[str, Any]],
+        logs: dict[str, BuildLog],
+    ) -> None:
+        return None
+
     async def abort(self, endpoint_id: str, version: int) -> None:
         return None
 

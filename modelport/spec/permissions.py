@@ -6,7 +6,9 @@ from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["LEVEL_DESCRIPTIONS", "AccessControlRequest", "PermissionLevel"]
+from modelport.spec.identity import Caller
+
+__all__ = ["LEVEL_DESCRIPTIONS", "AccessControlRequest", "PermissionLevel", "effective_level"]
 
 
 class PermissionLevel(IntEnum):
@@ -35,3 +37,11 @@ class AccessControlRequest(BaseModel):
     group_name: str | None = None
     service_principal_name: str | None = None
     permission_level: str | None = None
+
+
+def effective_level(grants: dict[int, int], caller: Caller) -> PermissionLevel | None:
+    """The caller's level from an endpoint's grants (principal id → level); admins manage all."""
+    if caller.is_admin:
+        return PermissionLevel.CAN_MANAGE
+    levels = [level for pid, level in grants.items() if pid in caller.principal_ids]
+    return PermissionLevel(max(levels)) if levels else None

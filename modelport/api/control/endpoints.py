@@ -137,7 +137,19 @@ async def endpoint_metrics(request: Request) -> Response:
             float(len(config.body["served_entities"]) if config else 0),
         ),
     }
-    return text_response(services.metrics.render_endpoint(endpoint.name, gauges))
+    sets = services.backend.sets_of(endpoint.id).get(endpoint.active_version or -1, {})
+    stats = {entity: replica_set.stats() for entity, replica_set in sets.items()}
+    entity_gauges = {
+        f"modelport_endpoint_{key}": (help_text, {entity: float(s[key]) for entity, s in stats.items()})
+        for key, help_text in (
+            ("replicas", "Replicas ready to serve."),
+            ("in_flight", "Requests being answered by replicas."),
+            ("queued", "Requests waiting for a free replica."),
+            ("cold_starts", "Starts from zero replicas since the config began serving."),
+            ("restarts", "Replicas replaced after they died."),
+        )
+    }
+    return text_response(services.metrics.render_endpoint(endpoint.name, gauges, entity_gauges))
 
 
 async def endpoint_openapi_route(request: Request) -> Response:

@@ -36,13 +36,10 @@ async def write_permissions(request: Request) -> Response:
     svc = services_of(request).endpoints
     replace = request.method == "PUT"
 
-    def work() -> dict[str, object]:
-        endpoint = svc.permissions(
-            caller, str(request.path_params["endpoint_id"]), PermissionLevel.CAN_MANAGE
-        )
-        return svc.access.write(endpoint, entries, replace=replace)
-
-    return json_response(await run_in_threadpool(work))
+    endpoint_id = str(request.path_params["endpoint_id"])
+    return json_response(
+        await run_in_threadpool(lambda: svc.write_permissions(caller, endpoint_id, entries, replace=replace))
+    )
 
 
 async def permission_levels(request: Request) -> Response:

@@ -1,0 +1,190 @@
+"""The query path: endpoint lookup, CAN_QUERY check, traffic split, replica, answer.
+
+Everything a query needs comes from an in-memory routing table (endpoint → serving
+config version, traffic weights, grants); the table is rebuilt from the store only after
+the control plane changed something (``invalidate``) or every ``refresh_seconds`` (for
+changes made by another server process), never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from modelport.errors import (
+    InvalidState,
+    ModelportError,
+    NotImplementedByServer,
+    PermissionDenied,
+    ResourceDoesNotExist,
+    TemporarilyUnavailable,
+    error_from_body,
+)
+from modelport.metrics import Metrics
+from modelport.runtime import protocol
+from modelport.runtime.replica_set import ReplicaSet, SetClosed
+from modelport.spec.identity import Caller
+from modelport.spec.permissions import PermissionLevel, effective_level
+from modelport.store import Database
+
+__all__ = ["Answer", "DataPlane", "Route"]
+
+
+class ReplicaSource(Protocol):
+    def replica_set(self, endpoint_id: str, version: int, entity: str) -> ReplicaSet | None: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint_id: str
+    name: str
+    version: int | None
+    config_update: str
+    entities: dict[str, dict[str, Any]]
+    names: tuple[str, ...]
+    weights: tuple[int, ...]
+    grants: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: bytes
+    served: str
+
+
+def _build_table(db: Database) -> dict[str, Route]:
+    acls = db.endpoints.all_acls()
+    table: dict[str, Route] = {}
+    for endpoint in db.endpoints.list():
+        cfg = db.endpoints.get_config(endpoint.id, endpoint.active_version)
+        entities: dict[str, dict[str, Any]] = {}
+        names: tuple[str, ...] = ()
+        weights: tuple[int, ...] = ()
+        if cfg is not None:
+            entities = {e["name"]: e for e in cfg.body["served_entities"]}
+            routes = [r for r in cfg.body["traffic_config"]["routes"] if r["traffic_percentage"] > 0]
+            names = tuple(r["served_entity_name"] for r in routes)
+            weights = tuple(int(r["traffic_percentage"]) for r in routes)
+        table[endpoint.name] = Route(
+            endpoint.id,
+            endpoint.name,
+            endpoint.active_version,
+            endpoint.config_update,
+            entities,
+            names,
+            weights,
+            acls.get(endpoint.id, {}),
+        )
+    return table
+
+
+class DataPlane:
+    def __init__(
+        self,
+        db: Database,
+        replicas: ReplicaSource,
+        metrics: Metrics,
+        *,
+        timeout: float,
+        refresh_seconds: float = 2.0,
+    ) -> None:
+        self._db = db
+        self._replicas = replicas
+        self._metrics = metrics
+        self._timeout = timeout
+        self._refresh = refresh_seconds
+        self._table: dict[str, Route] = {}
+        self._built = 0.0
+        self._stale = True
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        """The control plane changed something: rebuild the table before the next query."""
+        self._stale = True
+
+    async def route(self, name: str) -> Route:
+        if self._stale or time.monotonic() - self._built > self._refresh:
+            async with self._lock:
+                if self._stale or time.monotonic() - self._built > self._refresh:
+                    self._stale = False
+                    self._table = await asyncio.to_thread(_build_table, self._db)
+                    self._built = time.monotonic()
+        found = self._table.get(name)
+        if found is None:
+            raise ResourceDoesNotExist(f"Endpoint with name '{name}' does not exist.")
+        return found
+
+    def _choose(self, route: Route, served: str | None) -> str:
+        if served is not None:
+            if served not in route.entities:
+                raise ResourceDoesNotExist(
+                    f"Served model '{served}' is not part of the serving config of endpoint '{route.name}' "
+                    f"(served entities: {', '.join(sorted(route.entities))})."
+                )
+            return served
+        if len(route.names) == 1:
+            return route.names[0]
+        return random.choices(route.names, weights=route.weights)[0]
+
+    async def query(self, caller: Caller, name: str, body: bytes, served: str | None = None) -> Answer:
+        try:
+            return await self._query(caller, name, body, served)
+        except SetClosed:
+            # The config changed under this request: the new table routes to the new replicas.
+            self.invalidate()
+            return await self._query(caller, name, body, served)
+
+    async def _query(self, caller: Caller, name: str, body: bytes, served: str | None) -> Answer:
+        route = await self.route(name)
+        level = effective_level(route.grants, caller)
+        if level is None or level < PermissionLevel.CAN_QUERY:
+            raise PermissionDenied(
+                f"'{caller.name}' does not have CAN_QUERY permission on serving endpoint '{name}'."
+            )
+        if route.version is None:
+            if route.config_update == "IN_PROGRESS":
+                raise TemporarilyUnavailable(
+                    f"Endpoint '{name}' is not ready yet: its first config is still being deployed.",
+                    retry_after=5,
+                )
+            raise InvalidState(
+                f"Endpoint '{name}' has no serving config (state: {route.config_update}); "
+                "update its config first."
+            )
+        entity_name = self._choose(route, served)
+        entity = route.entities[entity_name]
+        if "external_model" in entity:
+            raise NotImplementedByServer(
+                f"Queries to external models ('{entity_name}') are not available yet."
+            )
+        replica_set = self._replicas.replica_set(route.endpoint_id, route.version, entity_name)
+        if replica_set is None:
+            raise TemporarilyUnavailable(
+                f"Served entity '{entity_name}' of endpoint '{name}' is starting.", retry_after=2
+            )
+        started = time.perf_counter()
+        labels = (name, entity_name)
+        gauge = self._metrics.endpoint_in_flight.labels(*labels)
+        gauge.inc()
+        status = "200"
+        try:
+            kind, payload = await replica_set.submit(protocol.PREDICT, body, self._timeout)
+            if kind == protocol.OK:
+                return Answer(payload, entity_name)
+            status = "400" if kind == protocol.CLIENT_ERROR else "500"
+            raise error_from_body(int(status), orjson.loads(payload))
+        except ModelportError as exc:
+            status = str(exc.status)
+            raise
+        except SetClosed:
+            status = "rerouted"
+            raise
+        finally:
+            gauge.dec()
+            self._metrics.endpoint_requests.labels(name, entity_name, status).inc()
+            self._metrics.endpoint_latency.labels(*labels).observe(time.perf_counter() - started)

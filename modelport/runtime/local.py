@@ -1,0 +1,252 @@
+"""Replicas as local processes: the deployment backend used by ``modelport serve``.
+
+A config version's entities get their own replica sets, started beside those of the
+version that serves; the reconciler promotes the version once every set answers, and
+``retire`` then drains and stops the old ones. A supervisor task ticks every set twice a
+second: dead replicas are replaced and the autoscaler's decisions applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelport.entities.registry_handle import RegistryHandle
+from modelport.errors import ModelportError
+from modelport.runtime.autoscaler import band_for
+from modelport.runtime.base import DeploymentFailed
+from modelport.runtime.gpus import gpu_ids
+from modelport.runtime.logs import BuildLog, LogStore
+from modelport.runtime.preflight import check_entity
+from modelport.runtime.replica import ReplicaSpec, ReplicaStartFailed
+from modelport.runtime.replica_set import ReplicaSet
+from modelport.store.records import EndpointRecord
+
+if TYPE_CHECKING:
+    from modelport.entities.registry import ModelRegistry
+
+__all__ = ["LocalBackend", "RuntimeOptions"]
+
+log = logging.getLogger("modelport.runtime")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    run_dir: Path
+    models_dir: Path
+    per_replica_concurrency: int = 4
+    per_replica_in_flight: int = 64
+    queue_limit: int = 64
+    max_replicas: int = 8
+    scale_to_zero_seconds: float = 1800.0
+    batching: str = "auto"
+    max_batch_size: int = 64
+    max_batch_wait_ms: float = 2.0
+    start_timeout: float = 300.0
+
+
+class LocalBackend:
+    """Implements :class:`modelport.runtime.base.DeploymentBackend` with local worker processes."""
+
+    def __init__(
+        self, registry: RegistryHandle, logs: LogStore, options: RuntimeOptions, base_env: dict[str, str]
+    ) -> None:
+        self._registry = registry
+        self._logs = logs
+        self.options = options
+        self._base_env = base_env
+        self._sets: dict[str, dict[int, dict[str, ReplicaSet]]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        shutil.rmtree(self.options.run_dir, ignore_errors=True)
+        self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        sets = [
+            s for versions in self._sets.values() for entities in versions.values() for s in entities.values()
+        ]
+        await asyncio.gather(*(s.close() for s in sets), return_exceptions=True)
+        self._sets.clear()
+        shutil.rmtree(self.options.run_dir, ignore_errors=True)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for versions in list(self._sets.values()):
+                for entities in list(versions.values()):
+                    for replica_set in list(entities.values()):
+                        if replica_set.closed:
+                            continue
+                        try:
+                            await replica_set.tick(now)
+                        except Exception:  # supervision must go on for the others
+                            log.exception("supervisor tick failed", extra={"entity": replica_set.name})
+
+    # ---- lookups (data plane) ---------------------------------------------------------------------
+    def replica_set(self, endpoint_id: str, version: int, entity: str) -> ReplicaSet | None:
+        return self._sets.get(endpoint_id, {}).get(version, {}).get(entity)
+
+    def sets_of(self, endpoint_id: str) -> dict[int, dict[str, ReplicaSet]]:
+        return self._sets.get(endpoint_id, {})
+
+    # ---- preparing an entity -----------------------------------------------------------------------
+    def _prepare(
+        self, registry: ModelRegistry, endpoint: EndpointRecord, entity: dict[str, Any], log_: BuildLog
+    ) -> tuple[dict[str, Any], Path]:
+        deployed = check_entity(registry, entity, log_)
+        resolved = registry.resolve(deployed["entity_name"], str(deployed["entity_version"]))
+        local = registry.local_path(resolved.artifact_uri)
+        if local is None or not local.exists():
+            target = self.options.models_dir / resolved.ref.name / resolved.ref.version
+            if not (target / "MLmodel").exists():
+                log_.write(f"Downloading model files to {target}.")
+                local = registry.download(resolved.artifact_uri, target)
+            else:
+                local = target
+        log_.write(f"Model files at {local}.")
+        return deployed, local
+
+    def _spec(self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path) -> ReplicaSpec:
+        env = dict(self._base_env)
+        env.update(entity.get("environment_vars") or {})
+        env["PYTHONUNBUFFERED"] = "1"
+        env["MODELPORT_ENDPOINT"] = endpoint.name
+        env["MODELPORT_SERVED_ENTITY"] = entity["name"]
+        if str(entity.get("workload_type", "CPU")).startswith(("GPU", "MULTIGPU")):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids())
+        else:
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        opts = self.options
+        return ReplicaSpec(
+            model_path=model_path,
+            run_dir=opts.run_dir,
+            socket_prefix=endpoint.id,
+            log_path=self._logs.runtime_log_path(endpoint.id, entity["name"]),
+            env=env,
+            batching=opts.batching,
+            max_batch_size=opts.max_batch_size,
+            max_batch_wait_ms=opts.max_batch_wait_ms,
+            start_timeout=opts.start_timeout,
+        )
+
+    def _new_set(self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path) -> ReplicaSet:
+        opts = self.options
+        band = band_for(
+            entity,
+            per_replica=opts.per_replica_concurrency,
+            max_replicas=opts.max_replicas,
+            idle_seconds=opts.scale_to_zero_seconds,
+        )
+        return ReplicaSet(
+            entity["name"],
+            self._spec(endpoint, entity, model_path),
+            band,
+            per_replica_in_flight=opts.per_replica_in_flight,
+            queue_limit=opts.queue_limit,
+            cold_start_timeout=opts.start_timeout,
+        )
+
+    async def _bring_up(
+        self, endpoint: EndpointRecord, version: int, entity: dict[str, Any], log_: BuildLog, *, start: bool
+    ) -> dict[str, Any]:
+        if "external_model" in entity:
+            return await asyncio.to_thread(check_entity, self._registry.get(), entity, log_)
+        registry = await asyncio.to_thread(self._registry.get)
+        try:
+            deployed, path = await asyncio.to_thread(self._prepare, registry, endpoint, entity, log_)
+        except ModelportError as exc:
+            raise DeploymentFailed(entity["name"], exc.message) from None
+        replica_set = self._new_set(endpoint, deployed, path)
+        self._sets.setdefault(endpoint.id, {}).setdefault(version, {})[entity["name"]] = replica_set
+        if start:
+            count = max(1, replica_set.band.min_replicas)
+            log_.write(f"Starting {count} replica(s).")
+            started = time.monotonic()
+            try:
+                await replica_set.scale_to(count)
+            except ReplicaStartFailed as exc:
+                log_.write(f"FAILED: {exc.message}. Model server output:\n{exc.output.rstrip()}")
+                last = [line for line in exc.output.strip().splitlines() if line.strip()]
+                detail = f": {last[-1].strip()}" if last else ""
+                raise DeploymentFailed(entity["name"], f"The model failed to load{detail}") from None
+            log_.write(
+                f"{count} replica(s) ready in {time.monotonic() - started:.2f}s "
+                f"(pids {', '.join(str(r.pid) for r in replica_set.ready_replicas)})."
+            )
+        return deployed
+
+    # ---- DeploymentBackend ----------------------------------------------------------------------
+    async def deploy(
+        self,
+        endpoint: EndpointRecord,
+        version: int,
+        entities: list[dict[str, Any]],
+        logs: dict[str, BuildLog],
+    ) -> list[dict[str, Any]]:
+        for entity in entities:
+            wtype = str(entity.get("workload_type", "CPU"))
+            if wtype.startswith(("GPU", "MULTIGPU")) and not gpu_ids():
+                raise DeploymentFailed(
+                    entity["name"],
+                    f"workload_type {wtype} needs a GPU and this machine has none; use workload_type CPU.",
+                )
+        return list(
+            await asyncio.gather(
+                *(self._bring_up(endpoint, version, e, logs[e["name"]], start=True) for e in entities)
+            )
+        )
+
+    async def restore(
+        self,
+        endpoint: EndpointRecord,
+        version: int,
+        entities: list[dict[str, Any]],
+        logs: dict[str, BuildLog],
+    ) -> None:
+        """Rebuild the replica sets of a serving config after a restart (scale-to-zero ones stay at zero)."""
+        for entity in entities:
+            if "external_model" in entity:
+                continue
+            try:
+                await self._bring_up(
+                    endpoint,
+                    version,
+                    entity,
+                    logs[entity["name"]],
+                    start=not entity.get("scale_to_zero_enabled"),
+                )
+            except DeploymentFailed as exc:
+                logs[entity["name"]].write(f"Restoring after restart failed: {exc.message}")
+                log.error("restore failed", extra={"endpoint": endpoint.name, "entity": entity["name"]})
+
+    async def _close_version(self, endpoint_id: str, version: int) -> None:
+        sets = self._sets.get(endpoint_id, {}).pop(version, {})
+        await asyncio.gather(*(s.close() for s in sets.values()), return_exceptions=True)
+
+    async def abort(self, endpoint_id: str, version: int) -> None:
+        await self._close_version(endpoint_id, version)
+
+    async def retire(self, endpoint_id: str, serving_version: int) -> None:
+        # Lookups that began before the switch still reach the old sets; give them a moment.
+        await asyncio.sleep(0.2)
+        for version in [v for v in self._sets.get(endpoint_id, {}) if v != serving_version]:
+            await self._close_version(endpoint_id, version)
+
+    async def remove(self, endpoint_id: str) -> None:
+        for version in list(self._sets.get(endpoint_id, {})):
+            await self._close_version(endpoint_id, version)
+        self._sets.pop(endpoint_id, None)

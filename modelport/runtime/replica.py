@@ -1,0 +1,233 @@
+"""One replica: a worker process serving one model, and the kept-open socket to it.
+
+``ReplicaHandle`` is the only code that touches replica processes and sockets. It starts
+``python -m modelport.runtime.worker`` with the entity's environment, sends its stdout
+and stderr to the entity's runtime log, connects once the model is loaded and then
+multiplexes requests over that one unix-socket connection (answers may arrive in any
+order; each carries its request id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelport.runtime import protocol
+
+__all__ = ["ReplicaDied", "ReplicaHandle", "ReplicaSpec", "ReplicaStartFailed"]
+
+_ids = itertools.count(1)
+
+
+class ReplicaStartFailed(Exception):
+    """The worker exited or never answered while starting; ``output`` is its last output."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.output = output
+
+
+class ReplicaDied(Exception):
+    """The replica went away while a request was in flight."""
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """How to start a replica of one served entity."""
+
+    model_path: Path
+    run_dir: Path
+    socket_prefix: str
+    log_path: Path
+    env: Mapping[str, str]
+    batching: str = "auto"
+    max_batch_size: int = 64
+    max_batch_wait_ms: float = 2.0
+    python: str = sys.executable
+    start_timeout: float = 300.0
+
+
+class ReplicaHandle:
+    def __init__(self, spec: ReplicaSpec, index: int) -> None:
+        self.spec = spec
+        self.index = index
+        self.socket_path = spec.run_dir / f"{spec.socket_prefix}-r{index}-{next(_ids)}.sock"
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+        self._log_fh: int | None = None
+        self.in_flight = 0
+        self.started_at = 0.0
+        self.ready = False
+        self.was_ready = False  # set once the start completed: only such replicas can "die"
+        self.closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None and not self._lost
+
+    @property
+    def _lost(self) -> bool:
+        return self._reader_task is not None and self._reader_task.done()
+
+    def _tail(self, max_bytes: int = 4000) -> str:
+        try:
+            data = self.spec.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-max_bytes:].decode("utf-8", errors="replace")
+
+    async def start(self) -> None:
+        """Start the process and wait until its model is loaded and it answers a ping."""
+        spec = self.spec
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._log_fh = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        offset = os.fstat(self._log_fh).st_size
+        args = [
+            spec.python,
+            "-m",
+            "modelport.runtime.worker",
+            "--socket",
+            str(self.socket_path),
+            "--model-path",
+            str(spec.model_path),
+            "--batching",
+            spec.batching,
+            "--max-batch-size",
+            str(spec.max_batch_size),
+            "--max-batch-wait-ms",
+            str(spec.max_batch_wait_ms),
+        ]
+        self.started_at = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log_fh,
+            stderr=self._log_fh,
+            env=dict(spec.env),
+            start_new_session=True,
+        )
+        deadline = self.started_at + spec.start_timeout
+        while True:
+            if self.process.returncode is not None:
+                raise ReplicaStartFailed(
+                    f"the model server exited with status {self.process.returncode} while loading the model",
+                    self._output_since(offset),
+                )
+            if self.socket_path.exists():
+                try:
+                    self._reader, self._writer = await asyncio.open_unix_connection(str(self.socket_path))
+                    break
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                await self.kill()
+                raise ReplicaStartFailed(
+                    f"the model was not loaded after {spec.start_timeout:.0f}s", self._output_since(offset)
+                )
+            await asyncio.sleep(0.02)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+        await self.ping(timeout=30)
+        self.ready = True
+        self.was_ready = True
+
+    def _output_since(self, offset: int) -> str:
+        try:
+            with self.spec.log_path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read()[-8000:].decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                request_id, kind, payload = await protocol.read_frame(self._reader)
+                fut = self._pending.pop(request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result((kind, payload))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, OSError):
+            pass
+        finally:
+            self.ready = False
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ReplicaDied(f"replica {self.index} (pid {self.pid}) went away"))
+            self._pending.clear()
+
+    async def call(self, kind: int, payload: bytes, timeout: float | None) -> tuple[int, bytes]:
+        """Send one frame and wait for its answer: ``(kind, payload)``."""
+        if self._writer is None or self._lost:
+            raise ReplicaDied(f"replica {self.index} is not connected")
+        request_id = next(_ids)
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = fut
+        self.in_flight += 1
+        try:
+            self._writer.write(protocol.encode(request_id, kind, payload))
+            if timeout is None:
+                return await fut
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.in_flight -= 1
+            self._pending.pop(request_id, None)
+
+    async def ping(self, timeout: float = 5.0) -> bytes:
+        kind, payload = await self.call(protocol.PING, b"", timeout)
+        if kind != protocol.PONG:
+            raise ReplicaDied(f"replica {self.index} answered a ping with kind {kind}")
+        return payload
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, wait ``grace`` seconds for in-flight work, then SIGKILL."""
+        self.closing = True
+        self.ready = False
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                await self.kill()
+        await self._close()
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+            self._writer = None
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task
+        if self._log_fh is not None:
+            os.close(self._log_fh)
+            self._log_fh = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()

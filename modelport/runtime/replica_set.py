@@ -1,0 +1,275 @@
+"""The replicas of one served entity in one config version, and admission to them.
+
+Admission: each ready replica takes up to ``per_replica_in_flight`` requests at once (the
+worker batches what it holds); beyond that, up to ``queue_limit`` requests wait in one
+first-come-first-served queue; beyond that a request is refused at once with 429 and
+``Retry-After`` instead of waiting for seconds. With no replica running (scale-to-zero),
+the first request starts one and waits for the cold start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from modelport.errors import DeadlineExceeded, RequestLimitExceeded, TemporarilyUnavailable
+from modelport.runtime.autoscaler import Band, Load, decide
+from modelport.runtime.replica import ReplicaDied, ReplicaHandle, ReplicaSpec, ReplicaStartFailed
+
+__all__ = ["ReplicaSet", "SetClosed"]
+
+log = logging.getLogger("modelport.runtime")
+
+
+class SetClosed(Exception):
+    """The set is being retired; the caller should look the route up again."""
+
+
+class ReplicaSet:
+    def __init__(
+        self,
+        name: str,
+        spec: ReplicaSpec,
+        band: Band,
+        *,
+        per_replica_in_flight: int = 64,
+        queue_limit: int = 64,
+        cold_start_timeout: float = 300.0,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.band = band
+        self.per_replica_in_flight = per_replica_in_flight
+        self.queue_limit = queue_limit
+        self.cold_start_timeout = cold_start_timeout
+        self.replicas: list[ReplicaHandle] = []
+        self._starting = 0
+        self._index = 0
+        self._active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._peak = 0
+        self.last_request_at = time.monotonic()
+        self._low_since: float | None = None
+        self._ready = asyncio.Event()
+        self._scale_lock = asyncio.Lock()
+        self.cold_starts = 0
+        self.restarts = 0
+        self._on_event = on_event or (lambda _kind, _data: None)
+        self.closed = False
+
+    # ---- state ----------------------------------------------------------------------------
+    @property
+    def ready_replicas(self) -> list[ReplicaHandle]:
+        return [r for r in self.replicas if r.ready and r.alive and not r.closing]
+
+    @property
+    def capacity(self) -> int:
+        return len(self.ready_replicas) * self.per_replica_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return self._active
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    # ---- scaling ---------------------------------------------------------------------------
+    async def scale_to(self, target: int) -> None:
+        """Start or stop replicas until ``target`` run. Start failures raise ReplicaStartFailed."""
+        async with self._scale_lock:
+            live = [r for r in self.replicas if r.alive and not r.closing]
+            if target > len(live):
+                new = [ReplicaHandle(self.spec, self._next_index()) for _ in range(target - len(live))]
+                self.replicas.extend(new)
+                self._starting += len(new)
+                try:
+                    results = await asyncio.gather(*(r.start() for r in new), return_exceptions=True)
+                finally:
+                    self._starting -= len(new)
+                failed = [(r, e) for r, e in zip(new, results, strict=True) if isinstance(e, BaseException)]
+                for r, _ in failed:
+                    self.replicas.remove(r)
+                # Idle time counts from when replicas became available, not from before a slow start.
+                self.last_request_at = max(self.last_request_at, time.monotonic())
+                for r in new:
+                    if r.ready:
+                        self._on_event(
+                            "replica_started", {"pid": r.pid, "seconds": time.monotonic() - r.started_at}
+                        )
+                self._wake()
+                if failed:
+                    raise failed[0][1]
+            elif target < len(live):
+                victims = sorted(live, key=lambda r: r.in_flight)[: len(live) - target]
+                for r in victims:
+                    r.closing = True
+                await asyncio.gather(*(self._drain_and_stop(r) for r in victims))
+                self.replicas = [r for r in self.replicas if r not in victims]
+            if self.ready_replicas:
+                self._ready.set()
+            else:
+                self._ready.clear()
+
+    def _next_index(self) -> int:
+        self._index += 1
+        return self._index
+
+    async def _drain_and_stop(self, replica: ReplicaHandle, grace: float = 30.0) -> None:
+        deadline = time.monotonic() + grace
+        while replica.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await replica.stop()
+
+    async def tick(self, now: float) -> None:
+        """Supervise: replace dead replicas, then apply the autoscaler's decision."""
+        dead = [r for r in self.replicas if r.was_ready and not r.closing and not r.alive]
+        for r in dead:
+            code = r.process.returncode if r.process else None
+            log.warning("replica died", extra={"entity": self.name, "pid": r.pid, "exit": code})
+            self._on_event("replica_died", {"pid": r.pid, "exit": code})
+            self.replicas.remove(r)
+            await r.kill()
+            self.restarts += 1
+        load = Load(
+            replicas=len([r for r in self.replicas if not r.closing]),
+            peak_concurrency=self._peak,
+            last_request_at=self.last_request_at,
+            now=now,
+        )
+        self._peak = self._active + len(self._waiters)
+        decision = decide(self.band, load, self._low_since)
+        self._low_since = decision.low_since
+        if decision.replicas != load.replicas or dead:
+            try:
+                await self.scale_to(decision.replicas)
+            except ReplicaStartFailed as exc:
+                log.error("replica failed to start", extra={"entity": self.name, "reason": exc.message})
+
+    # ---- admission ---------------------------------------------------------------------------
+    def _wake(self) -> None:
+        while self._waiters and self._active < self.capacity:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._active += 1
+                fut.set_result(None)
+
+    async def _admit(self, deadline: float) -> None:
+        if self._active < self.capacity and not self._waiters:
+            self._active += 1
+            return
+        if len(self._waiters) >= self.queue_limit:
+            raise RequestLimitExceeded(
+                f"Served entity '{self.name}' is at its maximum concurrency ({self.capacity} in flight, "
+                f"{len(self._waiters)} queued); retry shortly.",
+                retry_after=1,
+            )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        if not self.ready_replicas and not self._starting and not self.closed:
+            asyncio.get_running_loop().create_task(self._cold_start())
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                self._release()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+            raise DeadlineExceeded(
+                f"Served entity '{self.name}' did not get a free replica in time."
+            ) from None
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+            raise
+
+    def _release(self) -> None:
+        self._active -= 1
+        self._wake()
+
+    async def _cold_start(self) -> None:
+        self.cold_starts += 1
+        started = time.monotonic()
+        try:
+            await self.scale_to(max(1, self.band.min_replicas))
+            self._on_event("cold_start", {"seconds": time.monotonic() - started})
+        except ReplicaStartFailed as exc:
+            log.error("cold start failed", extra={"entity": self.name, "reason": exc.message})
+            while self._waiters:
+                fut = self._waiters.popleft()
+                if not fut.done():
+                    fut.set_exception(
+                        TemporarilyUnavailable(
+                            f"Served entity '{self.name}' could not start: {exc.message}", retry_after=5
+                        )
+                    )
+
+    def _pick(self) -> ReplicaHandle:
+        ready = self.ready_replicas
+        if not ready:
+            raise TemporarilyUnavailable(
+                f"Served entity '{self.name}' has no running replica.", retry_after=1
+            )
+        return min(ready, key=lambda r: r.in_flight)
+
+    async def submit(self, kind: int, body: bytes, timeout: float) -> tuple[int, bytes]:
+        """Send one request to the least busy replica; answers ``(kind, payload)``."""
+        if self.closed:
+            raise SetClosed(self.name)
+        deadline = time.monotonic() + timeout
+        self.last_request_at = time.monotonic()
+        self._peak = max(self._peak, self._active + len(self._waiters) + 1)
+        await self._admit(deadline)
+        try:
+            replica = self._pick()
+            try:
+                return await replica.call(kind, body, max(0.001, deadline - time.monotonic()))
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"The model did not answer within {timeout:g} seconds (request timeout)."
+                ) from None
+            except ReplicaDied:
+                raise TemporarilyUnavailable(
+                    f"The replica of '{self.name}' serving this request stopped; retry the request.",
+                    retry_after=1,
+                ) from None
+        finally:
+            self._release()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "replicas": len(self.ready_replicas),
+            "starting": self._starting,
+            "in_flight": self._active,
+            "queued": len(self._waiters),
+            "cold_starts": self.cold_starts,
+            "restarts": self.restarts,
+        }
+
+    async def close(self) -> None:
+        self.closed = True
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(
+                    TemporarilyUnavailable(f"Served entity '{self.name}' is stopping.", retry_after=1)
+                )
+        self._waiters.clear()
+        await self.scale_to(0)
+        self.closed = True
+
+
+def pong_stats(payload: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(payload or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
