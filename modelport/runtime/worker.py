@@ -93,7 +93,7 @@ class Worker:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal)
-        parent = os.getppid()
+        parent = _PARENT_PID
 
         async def watch_parent() -> None:
             # A server killed with -9 cannot stop its replicas: they notice and stop themselves.
@@ -201,6 +201,9 @@ def _runner() -> asyncio.Runner:
     except ImportError:
         return asyncio.Runner()
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+_PARENT_PID = os.getppid()  # taken at start: the server may die while the model loads
 
 
 def main(argv: Sequence[str] | None = None) -> int:
