@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: install run test lint unit docs format clean
+.PHONY: install run test lint unit docs bench format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ run: install
 	$(BIN)/modelport serve --demo --port $(PORT) --data-dir $(DATA) --log-format text
 
 lint: install
-	$(BIN)/ruff check modelport tests scripts
-	$(BIN)/ruff format --check modelport tests scripts
+	$(BIN)/ruff check modelport tests scripts bench
+	$(BIN)/ruff format --check modelport tests scripts bench
 	$(BIN)/lint-imports
 
 unit: install
@@ -39,12 +39,17 @@ unit: install
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# modelport vs mlflow models serve, Ray Serve and bare references; appends to bench/RESULTS.md.
+bench: $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) -e ".[$(EXTRAS),bench]"
+	$(BIN)/python bench/custom_model.py --out bench/RESULTS.md $(BENCH_ARGS)
+
 docs: install
 	$(BIN)/python scripts/gen_docs.py
 
 format: install
-	$(BIN)/ruff format modelport tests
-	$(BIN)/ruff check --fix modelport tests
+	$(BIN)/ruff format modelport tests scripts bench
+	$(BIN)/ruff check --fix modelport tests scripts bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
