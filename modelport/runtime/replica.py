@@ -114,6 +114,8 @@ class ReplicaHandle:
             str(spec.max_batch_size),
             "--max-batch-wait-ms",
             str(spec.max_batch_wait_ms),
+            "--parent-pid",
+            str(os.getpid()),
         ]
         self.started_at = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(

@@ -58,6 +58,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-batch-size", type=int, default=64, help="Most rows in one batch.")
     parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=0,
+        help="The server's pid: the replica stops when that process is gone (0: the parent at start).",
+    )
+    parser.add_argument(
         "--max-batch-wait-ms",
         type=float,
         default=2.0,
@@ -73,7 +79,9 @@ class Worker:
     that connection closed first). ``stats.in_flight`` counts PREDICTs not answered yet.
     """
 
-    def __init__(self, model: CustomModel, batcher: Batcher) -> None:
+    def __init__(self, model: CustomModel, batcher: Batcher, parent_pid: int = 0) -> None:
+        #: The server; a server killed with -9 cannot stop its replicas, so they watch it.
+        self.parent_pid = parent_pid or os.getppid()
         self.model = model
         self.batcher = batcher
         self.stats: Stats = batcher.stats
@@ -93,7 +101,7 @@ class Worker:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal)
-        parent = _PARENT_PID
+        parent = self.parent_pid
 
         async def watch_parent() -> None:
             # A server killed with -9 cannot stop its replicas: they notice and stop themselves.
@@ -203,9 +211,6 @@ def _runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-_PARENT_PID = os.getppid()  # taken at start: the server may die while the model loads
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Load, serve, drain; the exit status (0, or :data:`EXIT_LOAD_FAILED`)."""
     args = parse_args(argv)
@@ -225,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stderr.flush()
     mode: BatchingMode = args.batching
     batcher = Batcher(model, mode, args.max_batch_size, args.max_batch_wait_ms / 1000.0)
-    worker = Worker(model, batcher)
+    worker = Worker(model, batcher, args.parent_pid)
     with _runner() as runner:
         runner.run(worker.serve(args.socket))
     if worker.stats.in_flight > 0:
