@@ -1,26 +1,22 @@
-"""A deployment backend that checks entities without running them.
+"""Checks run on every served entity before anything starts.
 
-It resolves each registered model version (aliases included), reads its MLmodel file
-and checks that MLflow's pyfunc loader can serve it; external models are accepted as
-validated. Everything it does goes to the entity's build log. The replica runtime
-builds on this: it runs these same checks before it starts processes.
+Resolves each registered model version (aliases included), reads its MLmodel file and
+checks that MLflow's pyfunc loader can serve it; external models are accepted as
+validated. Everything it does goes to the entity's build log.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
-from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import ModelportError
 from modelport.runtime.base import DeploymentFailed
 from modelport.runtime.logs import BuildLog
-from modelport.store.records import EndpointRecord
 
 if TYPE_CHECKING:
     from modelport.entities.registry import ModelRegistry
 
-__all__ = ["PreflightBackend", "check_entity"]
+__all__ = ["check_entity"]
 
 PYFUNC = "python_function"
 
@@ -60,41 +56,3 @@ def check_entity(registry: ModelRegistry, entity: dict[str, Any], log: BuildLog)
     log.write(f"pyfunc loader module {flavors[PYFUNC].get('loader_module', '?')}, logged with Python {py}.")
     log.write("Checks passed.")
     return {**entity, "entity_name": entity["entity_name"], "entity_version": ref.version}
-
-
-class PreflightBackend:
-    """Implements :class:`modelport.runtime.base.DeploymentBackend` with checks only."""
-
-    def __init__(self, registry: RegistryHandle) -> None:
-        self._registry = registry
-
-    async def deploy(
-        self,
-        endpoint: EndpointRecord,
-        version: int,
-        entities: list[dict[str, Any]],
-        logs: dict[str, BuildLog],
-    ) -> list[dict[str, Any]]:
-        out = []
-        for entity in entities:
-            registry = await asyncio.to_thread(self._registry.get)
-            out.append(await asyncio.to_thread(check_entity, registry, entity, logs[entity["name"]]))
-        return out
-
-    async def restore(
-        self,
-        endpoint: EndpointRecord,
-        version: int,
-        entities: list[dict[str, Any]],
-        logs: dict[str, BuildLog],
-    ) -> None:
-        return None
-
-    async def abort(self, endpoint_id: str, version: int) -> None:
-        return None
-
-    async def retire(self, endpoint_id: str, serving_version: int) -> None:
-        return None
-
-    async def remove(self, endpoint_id: str) -> None:
-        return None
