@@ -157,7 +157,6 @@ class LocalBackend:
             band,
             per_replica_in_flight=opts.per_replica_in_flight,
             queue_limit=opts.queue_limit,
-            cold_start_timeout=opts.start_timeout,
         )
 
     async def _bring_up(

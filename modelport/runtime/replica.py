@@ -84,13 +84,6 @@ class ReplicaHandle:
     def _lost(self) -> bool:
         return self._reader_task is not None and self._reader_task.done()
 
-    def _tail(self, max_bytes: int = 4000) -> str:
-        try:
-            data = self.spec.log_path.read_bytes()
-        except OSError:
-            return ""
-        return data[-max_bytes:].decode("utf-8", errors="replace")
-
     async def start(self) -> None:
         """Start the process and wait until its model is loaded and it answers a ping."""
         spec = self.spec

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -40,7 +39,6 @@ class ReplicaSet:
         *,
         per_replica_in_flight: int = 64,
         queue_limit: int = 64,
-        cold_start_timeout: float = 300.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.name = name
@@ -48,7 +46,6 @@ class ReplicaSet:
         self.band = band
         self.per_replica_in_flight = per_replica_in_flight
         self.queue_limit = queue_limit
-        self.cold_start_timeout = cold_start_timeout
         self.replicas: list[ReplicaHandle] = []
         self._starting = 0
         self._index = 0
@@ -265,11 +262,3 @@ class ReplicaSet:
         self._waiters.clear()
         await self.scale_to(0)
         self.closed = True
-
-
-def pong_stats(payload: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(payload or b"{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
