@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "SettingSpec", "Settings", "env_value"]
+__all__ = ["ENV_MANAGERS", "SETTINGS", "SettingSpec", "Settings", "env_value"]
+
+#: Values of ``env_manager`` (the same as ``spec.endpoint.ENV_MANAGERS``, which spec cannot import).
+ENV_MANAGERS = ("local", "uv")
 
 
 def _opt(default: Any, help: str, *, flag: bool = True, secret: bool = False, env: str | None = None) -> Any:
@@ -74,6 +77,12 @@ class Settings:
     )
     max_batch_size: int = _opt(64, "Most rows one batched predict call takes.")
     max_batch_wait_ms: int = _opt(2, "Longest a replica waits to fill a batch once requests are queued.")
+    env_manager: str = _opt(
+        "local",
+        "Where custom-model replicas run: local (the server's Python environment) or uv (a virtual "
+        "environment per model, built with uv from its requirements and cached in <data-dir>/envs). "
+        "A served entity's environment_vars MODELPORT_ENV_MANAGER overrides it.",
+    )
     tls_certfile: str = _opt(
         "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."
     )
@@ -86,6 +95,8 @@ class Settings:
             raise ValueError(f"--batching must be auto, on or off, not {self.batching!r}.")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"--log-format must be json or text, not {self.log_format!r}.")
+        if self.env_manager not in ENV_MANAGERS:
+            raise ValueError(f"--env-manager must be local or uv, not {self.env_manager!r}.")
 
     # ---- derived values -------------------------------------------------------------
     @property
@@ -126,6 +137,11 @@ class Settings:
     def models_path(self) -> Path:
         """Local copies of models from a remote registry."""
         return self.data_path / "models"
+
+    @property
+    def envs_path(self) -> Path:
+        """Per-model virtual environments (``env_manager`` uv), one folder per requirements hash."""
+        return self.data_path / "envs"
 
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict with secrets masked, for logging."""

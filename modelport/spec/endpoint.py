@@ -33,6 +33,13 @@ class WorkloadType(StrEnum):
     MULTIGPU_MEDIUM = "MULTIGPU_MEDIUM"
 
 
+#: ``environment_vars`` key of a served entity (modelport's extension) that says where its
+#: replicas run: ``local`` (the server's Python environment) or ``uv`` (a virtual
+#: environment built from the model's recorded requirements).
+ENV_MANAGER_VAR = "MODELPORT_ENV_MANAGER"
+ENV_MANAGERS = ("local", "uv")
+
+
 class Provider(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"

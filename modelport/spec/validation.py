@@ -14,6 +14,8 @@ from typing import Any
 from modelport.errors import InvalidParameterValue
 from modelport.spec.endpoint import (
     BEDROCK_PROVIDERS,
+    ENV_MANAGER_VAR,
+    ENV_MANAGERS,
     PROVIDER_CONFIG_KEY,
     PROVIDER_CREDENTIAL_PAIRS,
     PROVIDER_REQUIRED_FIELDS,
@@ -257,6 +259,12 @@ def _normalize_entity(entity: ServedEntityInput, path: str) -> dict[str, Any]:
                 raise _bad(f"{path}.environment_vars", f"'{key}' is not a valid environment variable name.")
             if not isinstance(value, str):
                 raise _bad(f"{path}.environment_vars.{key}", "values must be strings.")
+        manager = entity.environment_vars.get(ENV_MANAGER_VAR)
+        if manager is not None and manager not in ENV_MANAGERS:
+            raise _bad(
+                f"{path}.environment_vars.{ENV_MANAGER_VAR}",
+                f"'{manager}' is not one of {', '.join(ENV_MANAGERS)}.",
+            )
         out["environment_vars"] = dict(entity.environment_vars)
     if entity.instance_profile_arn:
         out["instance_profile_arn"] = entity.instance_profile_arn

@@ -137,6 +137,10 @@ def test_case_insensitive_workload_size() -> None:
         (config(served_entities=[entity(workload_type="TPU")]), "'TPU' is not one of CPU"),
         (config(served_entities=[entity(name="bad name!")]), "letters, digits"),
         (config(served_entities=[entity(environment_vars={"1BAD": "x"})]), "'1BAD' is not a valid"),
+        (
+            config(served_entities=[entity(environment_vars={"MODELPORT_ENV_MANAGER": "conda"})]),
+            "environment_vars.MODELPORT_ENV_MANAGER': 'conda' is not one of local, uv",
+        ),
         (config(served_entities=[openai(), entity()]), "only one served entity"),
         (config(served_entities=[openai(provider="acme")]), "'acme' is not a supported provider"),
         (config(served_entities=[openai(task="llm/v1/rerank")]), "'llm/v1/rerank' is not one of"),
