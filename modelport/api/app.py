@@ -69,6 +69,8 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         batching=settings.batching,
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=float(settings.max_batch_wait_ms),
+        env_manager=settings.env_manager,
+        envs_dir=settings.envs_path,
     )
     backend = LocalBackend(registry, logs, options, inherited_environment())
     dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout))

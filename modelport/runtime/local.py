@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,12 @@ from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import ModelportError
 from modelport.runtime.autoscaler import band_for
 from modelport.runtime.base import DeploymentFailed
+from modelport.runtime.environments import (
+    EnvironmentBuilder,
+    EnvironmentBuildFailed,
+    activate,
+    env_manager_of,
+)
 from modelport.runtime.gpus import gpu_ids
 from modelport.runtime.logs import BuildLog, LogStore
 from modelport.runtime.preflight import check_entity
@@ -49,6 +56,10 @@ class RuntimeOptions:
     max_batch_size: int = 64
     max_batch_wait_ms: float = 2.0
     start_timeout: float = 300.0
+    #: Where replicas run unless their entity says (``MODELPORT_ENV_MANAGER``): local or uv.
+    env_manager: str = "local"
+    #: Cache of per-model environments built with uv; None: ``envs`` beside ``models_dir``.
+    envs_dir: Path | None = None
 
 
 class LocalBackend:
@@ -63,6 +74,7 @@ class LocalBackend:
         self._base_env = base_env
         self._sets: dict[str, dict[int, dict[str, ReplicaSet]]] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        self._envs = EnvironmentBuilder(options.envs_dir or options.models_dir.parent / "envs", base_env)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,6 +130,11 @@ class LocalBackend:
             else:
                 local = target
         log_.write(f"Model files at {local}.")
+        if env_manager_of(deployed, self.options.env_manager) == "uv":
+            try:
+                self._envs.ensure(local, log_)
+            except EnvironmentBuildFailed as exc:
+                raise DeploymentFailed(entity["name"], exc.message) from None
         return deployed, local
 
     def _spec(self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path) -> ReplicaSpec:
@@ -126,6 +143,11 @@ class LocalBackend:
         env["PYTHONUNBUFFERED"] = "1"
         env["MODELPORT_ENDPOINT"] = endpoint.name
         env["MODELPORT_SERVED_ENTITY"] = entity["name"]
+        python = sys.executable
+        if env_manager_of(entity, self.options.env_manager) == "uv":
+            env_dir = self._envs.env_dir(model_path)
+            env = activate(env, env_dir, entity.get("environment_vars") or {})
+            python = str(self._envs.python_of(env_dir))
         if str(entity.get("workload_type", "CPU")).startswith(("GPU", "MULTIGPU")):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids())
         else:
@@ -137,6 +159,7 @@ class LocalBackend:
             socket_prefix=endpoint.id,
             log_path=self._logs.runtime_log_path(endpoint.id, entity["name"]),
             env=env,
+            python=python,
             batching=opts.batching,
             max_batch_size=opts.max_batch_size,
             max_batch_wait_ms=opts.max_batch_wait_ms,
