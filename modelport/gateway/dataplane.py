@@ -9,6 +9,7 @@ changes made by another server process), never per request.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from dataclasses import dataclass, field
@@ -100,20 +101,31 @@ class DataPlane:
         self._refresh = refresh_seconds
         self._table: dict[str, Route] = {}
         self._built = 0.0
-        self._stale = True
+        # Bumped by every change; the table is current while it was built at the latest one.
+        self._changes = itertools.count(2)  # next() is atomic: invalidate runs on any thread
+        self._generation = 1
+        self._built_generation = 0
         self._lock = asyncio.Lock()
 
     def invalidate(self) -> None:
         """The control plane changed something: rebuild the table before the next query."""
-        self._stale = True
+        self._generation = next(self._changes)
+
+    def _outdated(self) -> bool:
+        return (
+            self._built_generation != self._generation or time.monotonic() - self._built > self._refresh
+        )
 
     async def route(self, name: str) -> Route:
-        if self._stale or time.monotonic() - self._built > self._refresh:
+        # Queries that arrive while the table is rebuilt wait for it: the old one may name
+        # replica sets that were just retired, or miss an endpoint that was just created.
+        if self._outdated():
             async with self._lock:
-                if self._stale or time.monotonic() - self._built > self._refresh:
-                    self._stale = False
+                if self._outdated():
+                    generation = self._generation
                     self._table = await asyncio.to_thread(_build_table, self._db)
                     self._built = time.monotonic()
+                    self._built_generation = generation
         found = self._table.get(name)
         if found is None:
             raise ResourceDoesNotExist(f"Endpoint with name '{name}' does not exist.")
