@@ -83,6 +83,11 @@ class Settings:
         "environment per model, built with uv from its requirements and cached in <data-dir>/envs). "
         "A served entity's environment_vars MODELPORT_ENV_MANAGER overrides it.",
     )
+    prefork: bool = _opt(
+        True,
+        "Start replicas by forking a process that has imported MLflow already (sub-second starts); "
+        "off: a fresh interpreter for every replica.",
+    )
     tls_certfile: str = _opt(
         "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."
     )

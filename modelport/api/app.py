@@ -71,6 +71,7 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         max_batch_wait_ms=float(settings.max_batch_wait_ms),
         env_manager=settings.env_manager,
         envs_dir=settings.envs_path,
+        prefork=settings.prefork,
     )
     backend = LocalBackend(registry, logs, options, inherited_environment())
     dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout))

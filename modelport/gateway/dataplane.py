@@ -112,9 +112,7 @@ class DataPlane:
         self._generation = next(self._changes)
 
     def _outdated(self) -> bool:
-        return (
-            self._built_generation != self._generation or time.monotonic() - self._built > self._refresh
-        )
+        return self._built_generation != self._generation or time.monotonic() - self._built > self._refresh
 
     async def route(self, name: str) -> Route:
         # Queries that arrive while the table is rebuilt wait for it: the old one may name

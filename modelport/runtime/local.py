@@ -29,6 +29,7 @@ from modelport.runtime.environments import (
     env_manager_of,
 )
 from modelport.runtime.gpus import gpu_ids
+from modelport.runtime.launcher import ZygoteClient
 from modelport.runtime.logs import BuildLog, LogStore
 from modelport.runtime.preflight import check_entity
 from modelport.runtime.replica import ReplicaSpec, ReplicaStartFailed
@@ -60,6 +61,8 @@ class RuntimeOptions:
     env_manager: str = "local"
     #: Cache of per-model environments built with uv; None: ``envs`` beside ``models_dir``.
     envs_dir: Path | None = None
+    #: Fork replicas from a pre-warmed zygote (``runtime/zygote.py``) where that is faithful.
+    prefork: bool = True
 
 
 class LocalBackend:
@@ -75,11 +78,16 @@ class LocalBackend:
         self._sets: dict[str, dict[int, dict[str, ReplicaSet]]] = {}
         self._supervisor: asyncio.Task[None] | None = None
         self._envs = EnvironmentBuilder(options.envs_dir or options.models_dir.parent / "envs", base_env)
+        self._zygote: ZygoteClient | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         shutil.rmtree(self.options.run_dir, ignore_errors=True)
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.options.prefork:
+            self._zygote = ZygoteClient(
+                self.options.run_dir / "zygote.sock", self._logs.zygote_log_path(), self._base_env
+            )
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def stop(self) -> None:
@@ -92,6 +100,8 @@ class LocalBackend:
         ]
         await asyncio.gather(*(s.close() for s in sets), return_exceptions=True)
         self._sets.clear()
+        if self._zygote is not None:
+            await self._zygote.close()
         shutil.rmtree(self.options.run_dir, ignore_errors=True)
 
     async def _supervise(self) -> None:
@@ -164,6 +174,7 @@ class LocalBackend:
             max_batch_size=opts.max_batch_size,
             max_batch_wait_ms=opts.max_batch_wait_ms,
             start_timeout=opts.start_timeout,
+            zygote=self._zygote,
         )
 
     def _new_set(self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path) -> ReplicaSet:
@@ -187,6 +198,8 @@ class LocalBackend:
     ) -> dict[str, Any]:
         if "external_model" in entity:
             return await asyncio.to_thread(check_entity, self._registry.get(), entity, log_)
+        if self._zygote is not None:
+            self._zygote.start()  # warms up while the model is resolved and fetched
         registry = await asyncio.to_thread(self._registry.get)
         try:
             deployed, path = await asyncio.to_thread(self._prepare, registry, endpoint, entity, log_)
@@ -207,7 +220,8 @@ class LocalBackend:
                 raise DeploymentFailed(entity["name"], f"The model failed to load{detail}") from None
             log_.write(
                 f"{count} replica(s) ready in {time.monotonic() - started:.2f}s "
-                f"(pids {', '.join(str(r.pid) for r in replica_set.ready_replicas)})."
+                f"(pids {', '.join(str(r.pid) for r in replica_set.ready_replicas)}; "
+                f"{', '.join(sorted({r.start_mode for r in replica_set.ready_replicas}))})."
             )
         return deployed
 

@@ -47,6 +47,10 @@ class LogStore:
     def runtime_log_path(self, endpoint_id: str, served: str) -> Path:
         return self._dir(endpoint_id, served) / "runtime.log"
 
+    def zygote_log_path(self) -> Path:
+        """What the replica zygote (``runtime/zygote.py``) prints."""
+        return self.root / "zygote.log"
+
     def read(self, endpoint_id: str, served: str, kind: str) -> str:
         """The last megabyte of a ``build`` or ``runtime`` log; empty if none was written."""
         path = self._dir(endpoint_id, served) / f"{kind}.log"

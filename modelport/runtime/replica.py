@@ -16,10 +16,11 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelport.runtime import protocol
+from modelport.runtime.launcher import ReplicaProcess, ZygoteClient, launch
 
 __all__ = ["ReplicaDied", "ReplicaHandle", "ReplicaSpec", "ReplicaStartFailed"]
 
@@ -53,6 +54,8 @@ class ReplicaSpec:
     max_batch_wait_ms: float = 2.0
     python: str = sys.executable
     start_timeout: float = 300.0
+    #: Forks replicas from a process that has imported MLflow already; None: always exec.
+    zygote: ZygoteClient | None = field(default=None, compare=False)
 
 
 class ReplicaHandle:
@@ -60,7 +63,8 @@ class ReplicaHandle:
         self.spec = spec
         self.index = index
         self.socket_path = spec.run_dir / f"{spec.socket_prefix}-r{index}-{next(_ids)}.sock"
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: ReplicaProcess | None = None
+        self.start_mode = ""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
@@ -93,10 +97,7 @@ class ReplicaHandle:
             self.socket_path.unlink()
         self._log_fh = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         offset = os.fstat(self._log_fh).st_size
-        args = [
-            spec.python,
-            "-m",
-            "modelport.runtime.worker",
+        argv = [
             "--socket",
             str(self.socket_path),
             "--model-path",
@@ -107,17 +108,15 @@ class ReplicaHandle:
             str(spec.max_batch_size),
             "--max-batch-wait-ms",
             str(spec.max_batch_wait_ms),
-            "--parent-pid",
-            str(os.getpid()),
         ]
         self.started_at = time.monotonic()
-        self.process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log_fh,
-            stderr=self._log_fh,
-            env=dict(spec.env),
-            start_new_session=True,
+        self.process, self.start_mode = await launch(
+            python=spec.python,
+            argv=argv,
+            env=spec.env,
+            log_path=spec.log_path,
+            log_fd=self._log_fh,
+            zygote=spec.zygote,
         )
         deadline = self.started_at + spec.start_timeout
         while True:
