@@ -215,7 +215,14 @@ class ModelportApp:
             await send(message)
 
         try:
-            if self.mlflow is not None and self.settings.embedded_registry and is_mlflow_path(scope["path"]):
+            ready = getattr(self.api.state, "services", None)
+            query = invocations.QUERY_PATH.match(scope["path"]) if scope["method"] == "POST" else None
+            mlflow = self.mlflow is not None and self.settings.embedded_registry
+            if query is not None and ready is not None:
+                scope["endpoint"] = invocations.invocations  # the route label in metrics
+                name, served = query.group(1), query.group(2)
+                await invocations.serve_query(ready, scope, receive, send_with_id, name, served)
+            elif mlflow and is_mlflow_path(scope["path"]):
                 scope["endpoint"] = MlflowMount
                 await self.mlflow(scope, receive, send_with_id)
             else:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from modelport.errors import EndpointNotFound, MethodNotAllowed, ModelportError
 from modelport.log_format import request_id_var
 
-__all__ = ["error_response", "handle_exception", "handle_http_exception"]
+__all__ = ["error_response", "handle_exception", "handle_http_exception", "internal_error_response"]
 
 log = logging.getLogger("modelport.api")
 
