@@ -33,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "Aborted",
+    "BadGateway",
     "BadRequest",
     "Cancelled",
     "DeadlineExceeded",
@@ -172,6 +173,12 @@ class TemporarilyUnavailable(ModelportError):
     """The service cannot answer now; retry after ``retry_after`` seconds."""
 
     error_code, status = "TEMPORARILY_UNAVAILABLE", 503
+
+
+class BadGateway(ModelportError):
+    """An external model provider failed (5xx, unreadable answer, connection refused)."""
+
+    error_code, status = "BAD_GATEWAY", 502
 
 
 class DeadlineExceeded(ModelportError):

@@ -1,0 +1,12 @@
+"""External-model providers, one module each; :data:`PROVIDERS` maps a provider name to its class.
+
+Each module registers its class here when it is written (see ``base.py`` for the contract).
+"""
+
+from __future__ import annotations
+
+from modelport.entities.providers.base import Provider
+
+__all__ = ["PROVIDERS", "Provider"]
+
+PROVIDERS: dict[str, type[Provider]] = {}
