@@ -8,6 +8,7 @@ it from this process's cache at once; other server processes see the deletion wi
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -31,6 +32,19 @@ def caller_from(record: PrincipalRecord, token_id: str | None = None) -> Caller:
     )
 
 
+def _digest(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated(
+            "Missing credentials: send the header 'Authorization: Bearer <token>'. "
+            "The first admin token is in <data-dir>/admin-token."
+        )
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        raise Unauthenticated("Unsupported authorization scheme: use 'Authorization: Bearer <token>'.")
+    return hash_token(value)
+
+
 class Authenticator:
     def __init__(self, db: Database, ttl_seconds: float = 5.0) -> None:
         self._db = db
@@ -40,31 +54,39 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None) -> Caller:
         """Resolve an ``Authorization`` header to a caller or raise :class:`Unauthenticated`."""
-        if not authorization:
-            raise Unauthenticated(
-                "Missing credentials: send the header 'Authorization: Bearer <token>'. "
-                "The first admin token is in <data-dir>/admin-token."
-            )
-        scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() != "bearer" or not value:
-            raise Unauthenticated("Unsupported authorization scheme: use 'Authorization: Bearer <token>'.")
-        digest = hash_token(value)
-        now = time.monotonic()
+        digest = _digest(authorization)
+        hit = self._cached(digest)
+        return self._check(hit if hit is not None else self._lookup(digest))
+
+    async def authenticate_async(self, authorization: str | None) -> Caller:
+        """:meth:`authenticate` for the event loop: a cache miss reads the store in a thread,
+        so one slow lookup does not stall every query in flight."""
+        digest = _digest(authorization)
+        hit = self._cached(digest)
+        return self._check(hit if hit is not None else await asyncio.to_thread(self._lookup, digest))
+
+    def _cached(self, digest: str) -> tuple[Caller, int | None] | None:
         with self._lock:
             hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            caller, expiry_ms = hit[1], hit[2]
-        else:
-            found = self._db.principals.find_token(digest)
-            if found is None:
-                raise Unauthenticated("Invalid access token.")
-            token, principal = found
-            if not principal.active:
-                raise Unauthenticated(f"Principal '{principal.name}' is deactivated.")
-            caller, expiry_ms = caller_from(principal, token.id), token.expiry_ms
-            with self._lock:
-                self._cache[digest] = (now + self._ttl, caller, expiry_ms)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1], hit[2]
+        return None
+
+    def _lookup(self, digest: str) -> tuple[Caller, int | None]:
+        found = self._db.principals.find_token(digest)
+        if found is None:
+            raise Unauthenticated("Invalid access token.")
+        token, principal = found
+        if not principal.active:
+            raise Unauthenticated(f"Principal '{principal.name}' is deactivated.")
+        caller, expiry_ms = caller_from(principal, token.id), token.expiry_ms
+        with self._lock:
+            self._cache[digest] = (time.monotonic() + self._ttl, caller, expiry_ms)
+        return caller, expiry_ms
+
+    @staticmethod
+    def _check(found: tuple[Caller, int | None]) -> Caller:
+        caller, expiry_ms = found
         if expiry_ms is not None and expiry_ms <= now_ms():
             raise Unauthenticated("Access token has expired; create a new one.")
         return caller

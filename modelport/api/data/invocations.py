@@ -93,7 +93,7 @@ async def serve_query(
             if key == b"authorization":
                 authorization = value.decode("latin-1")
                 break
-        caller = services.auth.authenticate(authorization)
+        caller = await services.auth.authenticate_async(authorization)
         body = await _read_body(scope, receive)
         answer = await services.dataplane.query(caller, name, body, served)
     except ModelportError as exc:
