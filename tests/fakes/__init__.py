@@ -1,0 +1,1 @@
+"""Loopback test doubles of external services, speaking their real wire formats."""
