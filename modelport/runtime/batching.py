@@ -4,11 +4,21 @@ A replica predicts one thing at a time, in one predict thread, so that its event
 reading frames. Requests that arrive while the model is busy queue up here; the next turn of
 :meth:`Batcher.run` takes the oldest one and, when batching is on for it, every other queued
 request whose frame can be concatenated with it (same ``ModelInput.key``) up to
-``max_batch_size`` rows. When more requests were already waiting behind the oldest one, the
-loop waits up to ``max_batch_wait`` seconds for the batch to fill; a request that finds the
-queue empty is predicted at once. A batch is predicted with one ``predict`` call and the
-output is split back by row counts (:func:`split_output`); if anything about that goes wrong,
-each request of the batch is predicted alone, so a bad request only fails itself.
+``max_batch_size`` rows. Taking what is already queued costs no time; waiting does. The
+loop waits for the batch to fill (up to ``max_batch_wait`` seconds) only while it is not
+full, more requests were already waiting behind the oldest one when the turn began (a
+request that finds the queue empty is predicted at once), and no queued request with the
+batch's key was left out for lack of room. Such a request starts the next batch, so the
+queue already holds more rows of this key than the batch can take: waiting would leave the
+model idle and delay both batches. (With 40-row requests and batches of 64 rows, every turn
+used to wait out the timer, and throughput fell to less than half of batching off.)
+Requests of other keys queued behind do not stop the wait, since newcomers of the batch's
+key may still join it (stopping for them cost about 15% of throughput with a mix of 1-row
+and 100-row requests: the 1-row batches came out smaller).
+
+A batch is predicted with one ``predict`` call and the output is split back by row counts
+(:func:`split_output`); if anything about that goes wrong, each request of the batch is
+predicted alone, so a bad request only fails itself.
 
 Nothing here knows about sockets: answers go to the ``reply`` callback given with each
 request, on the event loop's thread.
@@ -109,8 +119,9 @@ class Batcher:
     of its ``reply`` (``TemporarilyUnavailable`` when cancelled before its turn); the oldest
     queued request is always part of the next predict call (first come, first served);
     requests that cannot be batched (``key`` ``None``, or batching off) are predicted alone,
-    in arrival order; only one predict runs at a time. ``submit`` and the replies run on the
-    event loop; the model runs in one dedicated thread.
+    in arrival order; only one predict runs at a time; a turn waits at most ``max_batch_wait``
+    before predicting. ``submit`` and the replies run on the event loop; the model runs in
+    one dedicated thread.
     """
 
     def __init__(
@@ -186,9 +197,11 @@ class Batcher:
         return batch
 
     async def _fill(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        """Wait up to ``max_batch_wait`` for requests with the batch's key, until it is full."""
+        """Wait up to ``max_batch_wait`` for requests with the batch's key, until it is full
+        or a queued request with its key does not fit (that one starts the next batch)."""
         deadline = loop.time() + self.max_batch_wait
-        while self._rows(batch) < self.max_batch_size:
+        key = batch[0].key
+        while self._rows(batch) < self.max_batch_size and not self._left_behind(key):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -214,6 +227,10 @@ class Batcher:
                 kept.append(item)
         kept.extend(queue)
         self._queue = kept
+
+    def _left_behind(self, key: Hashable | None) -> bool:
+        """Whether a request with ``key`` is queued (after ``_take_more``: one that did not fit)."""
+        return any(item.key == key for item in self._queue)
 
     @staticmethod
     def _rows(batch: list[_Item]) -> int:

@@ -192,6 +192,34 @@ def test_with_requests_waiting_the_batch_waits_to_fill() -> None:
     assert time.monotonic() - started < 2.0  # full: no need to wait out the timer
 
 
+def _fast(model: FakeModel, inputs: list[ModelInput], **kwargs: Any) -> list[Outcome]:
+    """Serve with a 5 s batch timer, failing if the batcher waited it out."""
+    started = time.monotonic()
+    _, outcomes = serve(model, inputs, max_batch_wait=5.0, **kwargs)
+    assert time.monotonic() - started < 2.0, "the batch waited for its timer"
+    return outcomes
+
+
+def test_no_wait_when_a_queued_request_does_not_fit_the_batch() -> None:
+    model = FakeModel()
+    outcomes = _fast(model, [frame(1, 2), frame(3, 4)], max_batch_size=3)
+    assert model.calls == [("alone", [1, 2]), ("alone", [3, 4])]
+    assert outcomes == [b"[10,20]", b"[30,40]"]
+
+
+def test_a_request_that_does_not_fit_ends_the_wait() -> None:
+    model = FakeModel()
+    _fast(model, [frame(1), frame(2)], max_batch_size=4, late=[(0.05, frame(3)), (0.1, frame(4, 5))])
+    assert model.calls == [("together", [1, 2, 3]), ("alone", [4, 5])]
+
+
+def test_other_keys_queued_behind_do_not_stop_the_wait() -> None:
+    model = FakeModel()
+    inputs = [frame(1, key="a"), frame(2, key="b"), frame(3, 4, 5, key=None)]
+    serve(model, inputs, max_batch_wait=0.5, late=[(0.05, frame(6, key="a"))])
+    assert model.calls == [("together", [1, 6]), ("alone", [2]), ("alone", [3, 4, 5])]
+
+
 def test_stopping_answers_the_running_and_the_queued_requests() -> None:
     class Slow(FakeModel):
         def predict(self, inp: ModelInput) -> bytes:
