@@ -6,7 +6,9 @@ Each module registers its class here when it is written (see ``base.py`` for the
 from __future__ import annotations
 
 from modelport.entities.providers.base import Provider
+from modelport.entities.providers.cohere import CohereProvider
 
 __all__ = ["PROVIDERS", "Provider"]
 
 PROVIDERS: dict[str, type[Provider]] = {}
+PROVIDERS["cohere"] = CohereProvider

@@ -1,0 +1,1 @@
+"""Providers driven directly against loopback fakes of their APIs."""
