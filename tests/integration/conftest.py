@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,10 @@ import httpx
 import pytest
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+
+#: Endpoints owned by module- or session-scoped fixtures (see :func:`kept_endpoint`):
+#: ``_clean_endpoints`` leaves them alone, and their fixture deletes them when it ends.
+KEPT_ENDPOINTS: set[str] = set()
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +42,8 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture(autouse=True)
 def _clean_endpoints(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Delete every endpoint a test created, so tests don't see each other's."""
+    """Delete every endpoint a test created, so tests don't see each other's (except those
+    in :data:`KEPT_ENDPOINTS`)."""
     yield
     if "server" not in request.fixturenames:
         return
@@ -46,9 +53,39 @@ def _clean_endpoints(request: pytest.FixtureRequest) -> Iterator[None]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     listing = httpx.get(f"{server.url}/api/2.0/serving-endpoints", headers=headers, timeout=30).json()
     for endpoint in listing.get("endpoints", []):
+        if endpoint["name"] in KEPT_ENDPOINTS:
+            continue
         httpx.delete(
             f"{server.url}/api/2.0/serving-endpoints/{endpoint['name']}", headers=headers, timeout=30
         )
+
+
+@contextmanager
+def kept_endpoint(server: ServerProcess, name: str, entities: list[dict[str, Any]]) -> Iterator[str]:
+    """Create endpoint ``name``, wait until it serves, keep it across tests, delete it at exit.
+
+    For module-scoped fixtures: each endpoint starts real replica processes, so a module
+    that queries one model many times shares one endpoint instead of making one per test.
+    """
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        body = {"name": name, "config": {"served_entities": entities}}
+        created = client.post("/api/2.0/serving-endpoints", json=body)
+        assert created.status_code == 200, created.text
+        KEPT_ENDPOINTS.add(name)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                got = client.get(f"/api/2.0/serving-endpoints/{name}").json()
+                if got["state"]["config_update"] != "IN_PROGRESS":
+                    break
+                assert time.monotonic() < deadline, f"endpoint {name} still updating after 180 s"
+                time.sleep(0.2)
+            assert got["state"]["config_update"] == "NOT_UPDATING", got
+            yield name
+        finally:
+            KEPT_ENDPOINTS.discard(name)
+            client.delete(f"/api/2.0/serving-endpoints/{name}")
 
 
 def log_sklearn_model(tracking_uri: str, token: str, name: str, **kwargs: Any) -> str:
