@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from modelport.entities.providers.base import Provider
 from modelport.entities.providers.cohere import CohereProvider
+from modelport.entities.providers.palm import PalmProvider
+from modelport.entities.providers.vertex import VertexProvider
 
 __all__ = ["PROVIDERS", "Provider"]
 
 PROVIDERS: dict[str, type[Provider]] = {}
 PROVIDERS["cohere"] = CohereProvider
+PROVIDERS["google-cloud-vertex-ai"] = VertexProvider
+PROVIDERS["palm"] = PalmProvider

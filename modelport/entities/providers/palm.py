@@ -1,0 +1,134 @@
+"""PaLM (``palm``, block ``palm_config``), served by its successor, the Gemini API.
+
+Google shut the PaLM API down; its key (``palm_api_key``) is a Google AI Studio API key,
+which the Gemini API at ``generativelanguage.googleapis.com`` takes as ``x-goog-api-key``.
+``external_model.name`` must therefore be a Gemini model (``gemini-2.0-flash``,
+``text-embedding-004``); PaLM model ids such as ``chat-bison-001`` are answered 400 by Google.
+
+=====================  =================================================================
+task                   Gemini API call (``{base}/v1beta/models/{model}``)
+=====================  =================================================================
+``llm/v1/chat``        ``:generateContent``; streaming ``:streamGenerateContent?alt=sse``
+``llm/v1/completions`` the same, with each prompt as the only user message
+``llm/v1/embeddings``  ``:batchEmbedContents`` (at most 100 texts a call; Google reports
+                       no token counts, so usage is 0)
+=====================  =================================================================
+
+``base`` is ``https://generativelanguage.googleapis.com``, or ``MODELPORT_PALM_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import httpx
+
+from modelport.config import env_value
+from modelport.entities.providers.base import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    Provider,
+    ProviderContext,
+    credential,
+    embeddings_response,
+    inputs_of,
+    iter_sse,
+    json_of,
+    send,
+)
+from modelport.entities.providers.gemini import chat_answer_from_gemini, chat_to_gemini, chunks_from_gemini
+from modelport.entities.providers.via_chat import (
+    choices_wanted,
+    complete_via_chat,
+    stream_completion_via_chat,
+)
+from modelport.errors import BadGateway, BadRequest, InvalidParameterValue, PermissionDenied
+
+__all__ = ["PalmProvider", "embed_to_gemini_api"]
+
+NAME = "palm"
+DEFAULT_BASE = "https://generativelanguage.googleapis.com"
+BASE_ENV = "MODELPORT_PALM_BASE_URL"
+EMBED_BATCH = 100
+
+
+def embed_to_gemini_api(body: dict[str, Any], model: str, texts: list[str]) -> dict[str, Any]:
+    """The ``:batchEmbedContents`` body; ``extra_params`` (``task_type``, ``title``...) go
+    into every request, ``dimensions`` becomes ``outputDimensionality``."""
+    extra: dict[str, Any] = {}
+    for key, value in (body.get("extra_params") or {}).items():
+        head, *rest = key.split("_")
+        extra[head + "".join(w[:1].upper() + w[1:] for w in rest)] = value
+    if body.get("dimensions") is not None:
+        extra["outputDimensionality"] = body["dimensions"]
+    return {"requests": [{"model": model, "content": {"parts": [{"text": t}]}, **extra} for t in texts]}
+
+
+class PalmProvider(Provider):
+    """Gemini models through the Gemini API (Google AI Studio key)."""
+
+    provider: ClassVar[str] = NAME
+    tasks: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
+    streaming: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS})
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        super().__init__(ctx)
+        base = (env_value(BASE_ENV) or DEFAULT_BASE).rstrip("/")
+        self.model = ctx.model if ctx.model.startswith(("models/", "tunedModels/")) else f"models/{ctx.model}"
+        self.url = f"{base}/v1beta/{self.model}"
+
+    def _headers(self) -> dict[str, str]:
+        key = credential(self.ctx.config, "palm_api_key", self.ctx.resolve)
+        if not key:
+            raise PermissionDenied("The endpoint's palm_config has no palm_api_key.")
+        return {"x-goog-api-key": key, "accept": "application/json"}
+
+    async def _send(self, url: str, payload: dict[str, Any], *, stream: bool = False) -> httpx.Response:
+        headers = {**self._headers(), **({"accept": "text/event-stream"} if stream else {})}
+        try:
+            return await send(self.ctx, NAME, "POST", url, headers=headers, json=payload, stream=stream)
+        except BadRequest as exc:
+            # Google answers a wrong API key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID).
+            if "API key not valid" in str(exc):
+                raise PermissionDenied(f"{exc} (check the palm_api_key configured on the endpoint)") from None
+            raise
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        choices_wanted(body, most=8)
+        response = await self._send(f"{self.url}:generateContent", chat_to_gemini(body))
+        return chat_answer_from_gemini(json_of(NAME, response), self.ctx.endpoint, NAME)
+
+    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        if choices_wanted(body) != 1:
+            raise InvalidParameterValue("Streaming from the Gemini API gives one choice; leave 'n' at 1.")
+        return self._stream(chat_to_gemini(body))
+
+    async def _stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        response = await self._send(f"{self.url}:streamGenerateContent?alt=sse", payload, stream=True)
+        async for chunk in chunks_from_gemini(iter_sse(response), self.ctx.endpoint, NAME):
+            yield chunk
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await complete_via_chat(self.chat, body, self.ctx.endpoint)
+
+    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return stream_completion_via_chat(self.chat_stream, body)
+
+    async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = inputs_of(body)
+        batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
+        answers = await asyncio.gather(*(self._embed(body, batch) for batch in batches))
+        return embeddings_response(self.ctx.endpoint, [v for batch in answers for v in batch], 0)
+
+    async def _embed(self, body: dict[str, Any], texts: list[str]) -> list[list[float]]:
+        payload = embed_to_gemini_api(body, self.model, texts)
+        answer = json_of(NAME, await self._send(f"{self.url}:batchEmbedContents", payload))
+        embeddings = answer.get("embeddings")
+        if not isinstance(embeddings, list) or len(embeddings) != len(texts):
+            raise BadGateway(
+                f"Provider '{NAME}' answered :batchEmbedContents without one embedding per text."
+            )
+        return [e.get("values") or [] for e in embeddings]
