@@ -5,6 +5,7 @@ Each module registers its class here when it is written (see ``base.py`` for the
 
 from __future__ import annotations
 
+from modelport.entities.providers.ai21 import AI21Provider
 from modelport.entities.providers.base import Provider
 from modelport.entities.providers.cohere import CohereProvider
 from modelport.entities.providers.palm import PalmProvider
@@ -16,3 +17,4 @@ PROVIDERS: dict[str, type[Provider]] = {}
 PROVIDERS["cohere"] = CohereProvider
 PROVIDERS["google-cloud-vertex-ai"] = VertexProvider
 PROVIDERS["palm"] = PalmProvider
+PROVIDERS["ai21labs"] = AI21Provider
