@@ -6,6 +6,7 @@ Each module registers its class here when it is written (see ``base.py`` for the
 from __future__ import annotations
 
 from modelport.entities.providers.ai21 import AI21Provider
+from modelport.entities.providers.anthropic import AnthropicProvider
 from modelport.entities.providers.base import Provider
 from modelport.entities.providers.cohere import CohereProvider
 from modelport.entities.providers.palm import PalmProvider
@@ -14,6 +15,7 @@ from modelport.entities.providers.vertex import VertexProvider
 __all__ = ["PROVIDERS", "Provider"]
 
 PROVIDERS: dict[str, type[Provider]] = {}
+PROVIDERS["anthropic"] = AnthropicProvider
 PROVIDERS["cohere"] = CohereProvider
 PROVIDERS["google-cloud-vertex-ai"] = VertexProvider
 PROVIDERS["palm"] = PalmProvider
