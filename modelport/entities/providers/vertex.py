@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import google.auth.exceptions
 import google.auth.transport.requests
+import httpx
 import orjson
 import requests
 from google.oauth2 import service_account
@@ -127,6 +128,13 @@ class TokenSource:
         """A valid access token: the cached one, or a new one."""
         return self._fresh() or await asyncio.to_thread(self._refresh)
 
+    def forget(self, token: str) -> None:
+        """Drop ``token`` if it is still the cached one (Google refused it before its expiry:
+        revoked, or the key was disabled), so the next query gets a new one."""
+        with self._lock:
+            if self.credentials.token == token:
+                self.credentials.token = None
+
 
 class _TimedRequest:
     """google-auth's ``requests`` transport with a timeout on every call (its default is 120 s)."""
@@ -216,19 +224,26 @@ class VertexProvider(Provider):
         )
         self.url = f"{base}/v1/projects/{project}/locations/{region}/{model}"
 
-    async def _headers(self) -> dict[str, str]:
+    async def _post(self, url: str, payload: dict[str, Any], *, stream: bool = False) -> httpx.Response:
+        """POST with a bearer token; a token Google refuses is dropped from the cache."""
         key = credential(self.ctx.config, "private_key", self.ctx.resolve)
         if not key:
             raise PermissionDenied("The endpoint's google_cloud_vertex_ai_config has no private_key.")
-        token = await token_source(key, self.ctx.timeout).token()
-        return {"authorization": f"Bearer {token}", "accept": "application/json"}
+        source = token_source(key, self.ctx.timeout)
+        token = await source.token()
+        headers = {
+            "authorization": f"Bearer {token}",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
+        try:
+            return await send(self.ctx, NAME, "POST", url, headers=headers, json=payload, stream=stream)
+        except PermissionDenied:
+            source.forget(token)
+            raise
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         choices_wanted(body, most=8)
-        payload = chat_to_gemini(body)
-        response = await send(
-            self.ctx, NAME, "POST", f"{self.url}:generateContent", headers=await self._headers(), json=payload
-        )
+        response = await self._post(f"{self.url}:generateContent", chat_to_gemini(body))
         return chat_answer_from_gemini(json_of(NAME, response), self.ctx.endpoint, NAME)
 
     def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -237,9 +252,7 @@ class VertexProvider(Provider):
         return self._stream(chat_to_gemini(body))
 
     async def _stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        headers = {**await self._headers(), "accept": "text/event-stream"}
-        url = f"{self.url}:streamGenerateContent?alt=sse"
-        response = await send(self.ctx, NAME, "POST", url, headers=headers, json=payload, stream=True)
+        response = await self._post(f"{self.url}:streamGenerateContent?alt=sse", payload, stream=True)
         async for chunk in chunks_from_gemini(iter_sse(response), self.ctx.endpoint, NAME):
             yield chunk
 
@@ -258,10 +271,7 @@ class VertexProvider(Provider):
         return embeddings_response(self.ctx.endpoint, vectors, sum(tokens for _, tokens in answers))
 
     async def _embed(self, body: dict[str, Any], texts: list[str]) -> tuple[list[list[float]], int]:
-        payload = embed_to_vertex(body, texts)
-        response = await send(
-            self.ctx, NAME, "POST", f"{self.url}:predict", headers=await self._headers(), json=payload
-        )
+        response = await self._post(f"{self.url}:predict", embed_to_vertex(body, texts))
         predictions = json_of(NAME, response).get("predictions")
         if not isinstance(predictions, list) or len(predictions) != len(texts):
             raise BadGateway(f"Provider '{NAME}' answered :predict without one prediction per input.")

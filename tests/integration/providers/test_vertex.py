@@ -468,11 +468,13 @@ def test_google_errors_become_ours(
     assert "'google-cloud-vertex-ai'" in str(raised.value)
 
 
-def test_a_revoked_token_is_permission_denied(fake: FakeGoogle, config: dict[str, Any]) -> None:
+def test_a_revoked_token_is_refused_once_then_replaced(fake: FakeGoogle, config: dict[str, Any]) -> None:
     _ask(config, "chat", _hi())
     fake.revoke_tokens()
     with pytest.raises(PermissionDenied, match="invalid authentication credentials"):
         _ask(config, "chat", _hi())
+    assert _ask(config, "chat", _hi())["choices"][0]["message"]["content"] == "echo: hi"
+    assert len(fake.token_requests) == 2
 
 
 def test_google_refusing_a_body_is_bad_request_with_googles_message(
