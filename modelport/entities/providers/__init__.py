@@ -8,6 +8,7 @@ from __future__ import annotations
 from modelport.entities.providers.ai21 import AI21Provider
 from modelport.entities.providers.anthropic import AnthropicProvider
 from modelport.entities.providers.base import Provider
+from modelport.entities.providers.bedrock import BedrockProvider
 from modelport.entities.providers.cohere import CohereProvider
 from modelport.entities.providers.palm import PalmProvider
 from modelport.entities.providers.vertex import VertexProvider
@@ -16,6 +17,7 @@ __all__ = ["PROVIDERS", "Provider"]
 
 PROVIDERS: dict[str, type[Provider]] = {}
 PROVIDERS["anthropic"] = AnthropicProvider
+PROVIDERS["amazon-bedrock"] = BedrockProvider
 PROVIDERS["cohere"] = CohereProvider
 PROVIDERS["google-cloud-vertex-ai"] = VertexProvider
 PROVIDERS["palm"] = PalmProvider
