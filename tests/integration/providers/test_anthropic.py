@@ -126,8 +126,11 @@ def test_sdk_sees_the_fakes_errors(fake: FakeAnthropic, sdk: anthropic.Anthropic
         anthropic.Anthropic(base_url=fake.url, api_key="wrong", max_retries=0).messages.create(
             model=MODEL, max_tokens=5, messages=hello
         )
-    for status, error in [(429, anthropic.RateLimitError), (500, anthropic.InternalServerError),
-                          (529, anthropic.OverloadedError)]:  # fmt: skip
+    for status, error in [
+        (429, anthropic.RateLimitError),
+        (500, anthropic.InternalServerError),
+        (529, anthropic.OverloadedError),
+    ]:
         fake.faults.fail(status)
         with pytest.raises(error) as caught:
             sdk.messages.create(model=MODEL, max_tokens=5, messages=hello)
