@@ -100,7 +100,10 @@ def check_body(body: Any, *, bedrock: bool = False) -> None:
         raise Invalid("The request body is not valid JSON.")
     allowed = set(_FIELDS)
     if bedrock:
-        allowed = (allowed - {"model", "stream"}) | {"anthropic_version", "anthropic_beta"}
+        allowed = (allowed - {"model", "stream", "metadata", "service_tier"}) | {
+            "anthropic_version",
+            "anthropic_beta",
+        }
         if body.get("anthropic_version") != "bedrock-2023-05-31":
             raise Invalid("Malformed input request: #: required key [anthropic_version] not found")
     for key in body:

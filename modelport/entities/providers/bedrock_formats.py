@@ -243,7 +243,10 @@ class AnthropicFamily(Family):
     name = "anthropic"
 
     def chat_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return {"anthropic_version": ANTHROPIC_VERSION, **anthropic.messages_request(body)}
+        out = {"anthropic_version": ANTHROPIC_VERSION, **anthropic.messages_request(body)}
+        if "metadata" not in _extra(body):
+            out.pop("metadata", None)  # Bedrock refuses the key that ``user`` becomes
+        return out
 
     def answer(self, data: Any, headers: Mapping[str, str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         choice, usage_ = anthropic.chat_answer(data)

@@ -245,7 +245,7 @@ FAMILIES = [
 def test_chat_body_and_answer_per_family(
     fake: FakeBedrock, family: str, model: str, sent: dict[str, Any], usage: dict[str, int]
 ) -> None:
-    answer = _ask(family, model, "chat", {**HELLO, "max_tokens": 50, "temperature": 0.5})
+    answer = _ask(family, model, "chat", {**HELLO, "max_tokens": 50, "temperature": 0.5, "user": "u-1"})
     assert fake.last == sent
     assert fake.received[-1].path == f"/model/{model}/invoke"
     assert answer["object"] == "chat.completion" and answer["model"] == ENDPOINT
@@ -264,7 +264,9 @@ def test_chat_body_and_answer_per_family(
 def test_stream_chat_per_family(
     fake: FakeBedrock, family: str, model: str, sent: dict[str, Any], usage: dict[str, int]
 ) -> None:
-    chunks = _ask(family, model, "chat_stream", {**HELLO, "max_tokens": 50, "temperature": 0.5})
+    chunks = _ask(
+        family, model, "chat_stream", {**HELLO, "max_tokens": 50, "temperature": 0.5, "user": "u-1"}
+    )
     assert fake.received[-1].path == f"/model/{model}/invoke-with-response-stream"
     assert fake.last == sent  # the stream is the path's business, not the body's
     assert {c["id"] for c in chunks} == {chunks[0]["id"]}
