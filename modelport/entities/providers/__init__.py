@@ -10,6 +10,9 @@ from modelport.entities.providers.anthropic import AnthropicProvider
 from modelport.entities.providers.base import Provider
 from modelport.entities.providers.bedrock import BedrockProvider
 from modelport.entities.providers.cohere import CohereProvider
+from modelport.entities.providers.custom import CustomProvider
+from modelport.entities.providers.databricks import DatabricksProvider
+from modelport.entities.providers.openai import OpenAIProvider
 from modelport.entities.providers.palm import PalmProvider
 from modelport.entities.providers.vertex import VertexProvider
 
@@ -22,3 +25,6 @@ PROVIDERS["cohere"] = CohereProvider
 PROVIDERS["google-cloud-vertex-ai"] = VertexProvider
 PROVIDERS["palm"] = PalmProvider
 PROVIDERS["ai21labs"] = AI21Provider
+PROVIDERS["openai"] = OpenAIProvider
+PROVIDERS["custom"] = CustomProvider
+PROVIDERS["databricks-model-serving"] = DatabricksProvider
