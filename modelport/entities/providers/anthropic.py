@@ -47,7 +47,7 @@ from modelport.entities.providers.base import (
     send,
     usage,
 )
-from modelport.entities.providers.via_chat import complete_via_chat, stream_completion_via_chat
+from modelport.entities.providers.via_chat import complete_via_chat, stream_completion_via_chat, text_of
 from modelport.errors import BadGateway, InvalidParameterValue, ModelportError, PermissionDenied
 
 __all__ = [
@@ -100,19 +100,6 @@ _UNSUPPORTED_FIELDS = (
 
 
 # ---- unified request -> Messages API body ------------------------------------------------------
-def _text_of(content: Any) -> str:
-    """The text of a message's ``content``: a string, or the text parts of a list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    raise InvalidParameterValue("A message's 'content' must be a string or a list of content parts.")
-
-
 def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
@@ -139,7 +126,7 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
             out.append({"type": "text", "text": part})
         elif isinstance(part, dict) and part.get("type") == "image_url":
             out.append(_image_block(part))
-        elif isinstance(part, dict) and part.get("type") == "text":
+        elif isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
             out.append({"type": "text", "text": str(part.get("text", ""))})
         elif isinstance(part, dict):
             out.append(dict(part))
@@ -169,7 +156,7 @@ def _turns(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, A
     for i, m in enumerate(messages):
         role = m["role"]
         if role in ("system", "developer"):
-            system.append(_text_of(m.get("content")))
+            system.append(text_of(m.get("content")))
             continue
         if role == "user":
             turn_role, blocks = "user", _blocks(m.get("content"))
