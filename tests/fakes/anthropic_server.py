@@ -349,12 +349,18 @@ class FakeAnthropic:
     def url(self) -> str:
         return self.server.url
 
-    def __enter__(self) -> FakeAnthropic:
+    def start(self) -> FakeAnthropic:
         self.server.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self.server.stop()
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def reply(self, content: list[dict[str, Any]], stop_reason: str = "end_turn") -> None:
         with self._lock:

@@ -585,12 +585,18 @@ class FakeBedrock:
     def url(self) -> str:
         return self.server.url
 
-    def __enter__(self) -> FakeBedrock:
+    def start(self) -> FakeBedrock:
         self.server.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self.server.stop()
+
+    def __enter__(self) -> FakeBedrock:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def fail(
         self, status: int, message: str | None = None, *, times: int = 1, kind: str | None = None
