@@ -561,8 +561,9 @@ class FakeBedrock:
     """The double; ``with FakeBedrock() as fake:`` serves it at ``fake.url``.
 
     Knobs: :meth:`fail` (the next answers are Bedrock errors), ``faults.slow(s)``,
-    ``stream_exception`` (an exception frame, e.g. ``throttlingException``, after the first
-    chunk of the next streams). ``received`` lists every request, newest last.
+    ``stream_exception`` (an exception frame, e.g. ``throttlingException``, after the second
+    chunk of the next streams), ``corrupt_stream`` (a bit flipped in the second frame).
+    ``received`` lists every request, newest last.
     """
 
     key_id: str = ACCESS_KEY_ID
@@ -572,6 +573,7 @@ class FakeBedrock:
     faults: Faults = field(default_factory=lambda: Faults(error_body))
     received: list[Received] = field(default_factory=list)
     stream_exception: str | None = None
+    corrupt_stream: bool = False
 
     def __post_init__(self) -> None:
         routes = [
@@ -609,6 +611,7 @@ class FakeBedrock:
         self.faults.reset()
         self.received.clear()
         self.stream_exception = None
+        self.corrupt_stream = False
 
     @property
     def last(self) -> Any:
@@ -687,15 +690,17 @@ class FakeBedrock:
         }
         headers = {"x-amzn-requestid": str(uuid.uuid4()), "x-amzn-bedrock-content-type": "application/json"}
         return StreamingResponse(
-            _frames(events, self.stream_exception),
+            _frames(events, self.stream_exception, self.corrupt_stream),
             headers=headers,
             media_type="application/vnd.amazon.eventstream",
         )
 
 
-async def _frames(events: list[dict[str, Any]], exception: str | None) -> AsyncIterator[bytes]:
+async def _frames(events: list[dict[str, Any]], exception: str | None, corrupt: bool) -> AsyncIterator[bytes]:
     for i, event in enumerate(events):
         data = chunk_frame(event)
+        if corrupt and i == 1:  # one flipped payload bit: the message CRC no longer matches
+            data = data[:-5] + bytes([data[-5] ^ 1]) + data[-4:]
         # split a frame across writes now and then, as TCP may
         half = len(data) // 2 if i % 3 == 1 else len(data)
         yield data[:half]

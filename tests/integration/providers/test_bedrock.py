@@ -474,6 +474,12 @@ def test_exception_frames_inside_the_stream_are_raised(fake: FakeBedrock) -> Non
         _ask("anthropic", CLAUDE, "chat_stream", HELLO)
 
 
+def test_a_corrupt_event_stream_is_a_bad_gateway(fake: FakeBedrock) -> None:
+    fake.corrupt_stream = True
+    with pytest.raises(BadGateway, match="malformed event stream"):
+        _ask("anthropic", CLAUDE, "chat_stream", HELLO)
+
+
 def test_stream_refusals_come_before_the_first_chunk(fake: FakeBedrock) -> None:
     fake.fail(429)
     with pytest.raises(RequestLimitExceeded):
