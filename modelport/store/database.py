@@ -12,13 +12,14 @@ from sqlalchemy.pool import NullPool
 from modelport.store import schema
 from modelport.store.endpoints import EndpointRepository
 from modelport.store.principals import PrincipalRepository
+from modelport.store.secrets import SecretRepository
 
 __all__ = ["SCHEMA_HEAD", "Database", "normalize_url", "open_database"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration's revision. A test checks it against Alembic's head, so a new
 #: migration must update it; it lets a start-up on a current schema skip importing Alembic.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 
 def normalize_url(url: str) -> str:
@@ -47,6 +48,7 @@ class Database:
         self.engine = engine
         self.endpoints = EndpointRepository(engine)
         self.principals = PrincipalRepository(engine)
+        self.secrets = SecretRepository(engine)
 
     @property
     def dialect(self) -> str:

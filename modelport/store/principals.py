@@ -114,6 +114,7 @@ class PrincipalRepository:
             conn.execute(
                 delete(schema.endpoint_acl).where(schema.endpoint_acl.c.principal_id == principal_id)
             )
+            conn.execute(delete(schema.secret_acls).where(schema.secret_acls.c.principal_id == principal_id))
             conn.execute(delete(P).where(P.c.id == principal_id))
 
     # ---- tokens ----------------------------------------------------------------------

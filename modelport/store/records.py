@@ -61,3 +61,29 @@ class ConfigRecord:
     created_ms: int
     message: str | None = None
     finished_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class SecretScopeRecord:
+    name: str
+    creator: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """One secret. ``value`` is the encrypted token as stored; metadata listings leave it empty."""
+
+    scope: str
+    key: str
+    last_updated_ms: int
+    value: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class SecretAclRecord:
+    scope: str
+    principal_id: int
+    principal_name: str
+    principal_kind: str
+    permission: int  # 1 READ, 2 WRITE, 3 MANAGE

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -97,4 +98,30 @@ endpoint_acl = Table(
     Column("endpoint_id", String(32), ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True),
     Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
     Column("level", Integer, nullable=False),
+)
+
+secret_scopes = Table(
+    "secret_scopes",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("creator", String(255), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("scope", String(128), ForeignKey("secret_scopes.name", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    # A Fernet token (control/cipher.py); the plain value is never stored.
+    Column("value", LargeBinary, nullable=False),
+    Column("last_updated_ms", BigInteger, nullable=False),
+)
+
+secret_acls = Table(
+    "secret_acls",
+    metadata,
+    Column("scope", String(128), ForeignKey("secret_scopes.name", ondelete="CASCADE"), primary_key=True),
+    Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
+    Column("permission", Integer, nullable=False),  # 1 READ, 2 WRITE, 3 MANAGE
 )
