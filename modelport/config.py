@@ -55,6 +55,13 @@ class Settings:
         flag=False,
         secret=True,
     )
+    secrets_key: str = _opt(
+        "",
+        "Fernet key that encrypts secret values at rest (several, comma-separated: the first "
+        "encrypts, all decrypt). Empty: a key kept in <data-dir>/secrets.key, created on first start.",
+        flag=False,
+        secret=True,
+    )
     admin_user: str = _opt("admin", "User name of the admin principal created on first start.")
     log_level: str = _opt("info", "Log level: debug, info, warning or error.")
     log_format: str = _opt("json", "Log format: json (one object a line) or text.")
