@@ -23,15 +23,18 @@ from starlette.types import Message, Receive, Scope, Send
 
 from modelport.api import system
 from modelport.api.control import endpoints, permissions, scim, tokens
+from modelport.api.control import secrets as secret_routes
 from modelport.api.data import invocations
 from modelport.api.errors import handle_exception, handle_http_exception, internal_error_response
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
 from modelport.api.services import Services
 from modelport.config import Settings, inherited_environment
+from modelport.control.cipher import load_cipher
 from modelport.control.endpoints import EndpointService
 from modelport.control.identity import IdentityService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
+from modelport.control.secrets import SecretService
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import ModelportError
 from modelport.gateway.auth import Authenticator
@@ -52,6 +55,7 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
     settings.data_path.mkdir(parents=True, exist_ok=True)
     db = open_database(settings.store_url)
     workspace_id = db.meta_setdefault("workspace_id", str(secrets.randbelow(9 * 10**15) + 10**15))
+    secret_service = SecretService(db, load_cipher(settings.secrets_key, settings.data_path, db))
     auth = Authenticator(db)
     identity = IdentityService(db, auth.forget)
     new_token = identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
@@ -73,7 +77,9 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         envs_dir=settings.envs_path,
         prefork=settings.prefork,
     )
-    backend = LocalBackend(registry, logs, options, inherited_environment())
+    backend = LocalBackend(
+        registry, logs, options, inherited_environment(), resolve_secret=secret_service.resolve
+    )
     dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout))
     reconciler = Reconciler(
         db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
@@ -84,13 +90,22 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         db=db,
         auth=auth,
         identity=identity,
-        endpoints=EndpointService(db, access, reconciler, logs, registry, on_change=dataplane.invalidate),
+        endpoints=EndpointService(
+            db,
+            access,
+            reconciler,
+            logs,
+            registry,
+            on_change=dataplane.invalidate,
+            secrets=secret_service,
+        ),
         reconciler=reconciler,
         registry=registry,
         metrics=metrics,
         workspace_id=workspace_id,
         backend=backend,
         dataplane=dataplane,
+        secrets=secret_service,
     )
     return services, new_token
 
@@ -125,6 +140,7 @@ class ModelportApp:
                 *endpoints.routes,
                 *permissions.routes,
                 *tokens.routes,
+                *secret_routes.routes,
                 *scim.routes,
             ],
             exception_handlers={

@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from modelport.control.render import MASK, mask_credentials
 from modelport.errors import InvalidParameterValue, MalformedRequest
 
 __all__ = ["MAX_CONTROL_BODY", "json_object", "parse"]
@@ -39,8 +40,11 @@ async def json_object(request: Request, *, required: bool = True) -> dict[str, A
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
-    given = first.get("input")
+    # The input may hold an inline credential (a ``*_plaintext`` field): never echo one.
+    given = mask_credentials(first.get("input"))
     shown = orjson.dumps(given).decode()[:80] if given is not None else "nothing"
+    if any(str(p).endswith("_plaintext") for p in first["loc"]):
+        shown = MASK
     more = len(err.errors()) - 1
     extra = f" ({more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
     return f"Invalid value for '{where}': {first['msg']} (got {shown}).{extra}"

@@ -11,6 +11,7 @@ from modelport.config import Settings
 from modelport.control.endpoints import EndpointService
 from modelport.control.identity import IdentityService
 from modelport.control.reconciler import Reconciler
+from modelport.control.secrets import SecretService
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.dataplane import DataPlane
@@ -35,6 +36,7 @@ class Services:
     workspace_id: str
     backend: LocalBackend
     dataplane: DataPlane
+    secrets: SecretService
     started: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -16,6 +16,7 @@ from modelport.control.endpoint_state import with_entity_states
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
 from modelport.control.render import render_detailed, render_summary
+from modelport.control.secrets import SecretService
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import (
     InvalidParameterValue,
@@ -71,8 +72,11 @@ class EndpointService:
         logs: LogStore,
         registry: RegistryHandle,
         on_change: Callable[[], None] = lambda: None,
+        *,
+        secrets: SecretService,
     ) -> None:
         self._db = db
+        self._secrets = secrets
         self.access = access
         self._reconciler = reconciler
         self._logs = logs
@@ -135,9 +139,14 @@ class EndpointService:
         tags = normalize_tags(req.tags)
         if self._db.endpoints.get(name) is not None:
             raise ResourceAlreadyExists(f"Endpoint with name '{name}' already exists.")
+        endpoint_id = secrets.token_hex(16)
+        stored_keys: list[str] = []
+        if body:
+            self._secrets.check_references(caller, body)
+            body, stored_keys = self._secrets.store_inline_credentials(endpoint_id, body)
         now = now_ms()
         endpoint = EndpointRecord(
-            id=secrets.token_hex(16),
+            id=endpoint_id,
             name=name,
             creator=caller.name,
             created_ms=now,
@@ -166,7 +175,12 @@ class EndpointService:
             if body
             else None
         )
-        self._db.endpoints.create(endpoint, config, caller.id)
+        try:
+            self._db.endpoints.create(endpoint, config, caller.id)
+        except BaseException:
+            if stored_keys:
+                self._secrets.delete_inline_credentials(endpoint_id)
+            raise
         self._on_change()
         if body:
             self._reconciler.submit(endpoint.id, 1)
@@ -195,17 +209,31 @@ class EndpointService:
             raise InvalidParameterValue(
                 f"A config update cannot {verb} endpoint '{name}'; create a new endpoint instead."
             )
+        self._secrets.check_references(caller, body)
+        started = now_ms()
+        body, stored_keys = self._secrets.store_inline_credentials(endpoint.id, body)
         version = self._db.endpoints.begin_update(
-            endpoint.id, body, caller.name, now_ms(), _task_of(body) or endpoint.task
+            endpoint.id, body, caller.name, started, _task_of(body) or endpoint.task
         )
         if version is None:
+            self._secrets.forget_inline_credentials(endpoint.id, stored_keys)
             raise ResourceConflict(
                 f"Endpoint '{name}' already has a config update in progress (version "
                 f"{endpoint.pending_version}). Wait for it to finish, or cancel it with "
                 f"POST /api/2.0/serving-endpoints/{name}/cancel-update."
             )
         self._reconciler.submit(endpoint.id, version)
+        self._prune_credentials(endpoint.id, body, started)
         return self._detailed(endpoint, level)
+
+    def _prune_credentials(self, endpoint_id: str, body: dict[str, Any], started: int) -> None:
+        """Drop stored inline credentials that neither the serving config nor ``body`` uses."""
+        fresh = self._db.endpoints.get_by_id(endpoint_id)
+        if fresh is None:
+            return
+        active = self._db.endpoints.get_config(endpoint_id, fresh.active_version)
+        keep = [body] if active is None else [body, active.body]
+        self._secrets.prune_inline_credentials(endpoint_id, keep, started)
 
     def cancel_update(self, caller: Caller, name: str) -> dict[str, Any]:
         endpoint, level = self.authorized(caller, name, MANAGE)
@@ -229,6 +257,7 @@ class EndpointService:
         endpoint, _ = self.authorized(caller, name, MANAGE)
         self._reconciler.remove(endpoint.id)
         self._db.endpoints.delete(endpoint.id)
+        self._secrets.delete_inline_credentials(endpoint.id)
         self._on_change()
         self._logs.remove(endpoint.id)
 

@@ -13,7 +13,7 @@ from modelport.control.endpoint_state import endpoint_state
 from modelport.spec.permissions import PermissionLevel
 from modelport.store.records import ConfigRecord, EndpointRecord
 
-__all__ = ["MASK", "render_detailed", "render_summary"]
+__all__ = ["MASK", "mask_credentials", "render_detailed", "render_summary"]
 
 MASK = "[REDACTED]"
 _ENTITY_ONLY_KEYS = ("state",)
@@ -27,6 +27,11 @@ def _mask(value: Any) -> Any:
     if isinstance(value, list):
         return [_mask(v) for v in value]
     return value
+
+
+def mask_credentials(value: Any) -> Any:
+    """A copy of ``value`` (any JSON) with every ``*_plaintext`` value masked, for error messages."""
+    return _mask(copy.deepcopy(value))
 
 
 def _entity(entity: dict[str, Any], cfg: ConfigRecord) -> dict[str, Any]:

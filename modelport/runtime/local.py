@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelport.entities.providers.base import SECRET_REF, SecretResolver
 from modelport.entities.registry_handle import RegistryHandle
-from modelport.errors import ModelportError
+from modelport.errors import InvalidState, ModelportError
 from modelport.runtime.autoscaler import band_for
 from modelport.runtime.base import DeploymentFailed
 from modelport.runtime.environments import (
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 __all__ = ["LocalBackend", "RuntimeOptions"]
 
 log = logging.getLogger("modelport.runtime")
+
+
+def _no_secrets(scope: str, key: str) -> str:
+    raise InvalidState(f"Secret {{{{secrets/{scope}/{key}}}}} cannot be resolved: no secret store is set up.")
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,16 @@ class LocalBackend:
     """Implements :class:`modelport.runtime.base.DeploymentBackend` with local worker processes."""
 
     def __init__(
-        self, registry: RegistryHandle, logs: LogStore, options: RuntimeOptions, base_env: dict[str, str]
+        self,
+        registry: RegistryHandle,
+        logs: LogStore,
+        options: RuntimeOptions,
+        base_env: dict[str, str],
+        *,
+        resolve_secret: SecretResolver = _no_secrets,
     ) -> None:
         self._registry = registry
+        self._resolve_secret = resolve_secret
         self._logs = logs
         self.options = options
         self._base_env = base_env
@@ -147,9 +159,18 @@ class LocalBackend:
                 raise DeploymentFailed(entity["name"], exc.message) from None
         return deployed, local
 
+    def _entity_vars(self, entity: dict[str, Any]) -> dict[str, str]:
+        """The entity's ``environment_vars`` with ``{{secrets/scope/key}}`` values resolved (the
+        stored config keeps the references; only the replica's environment holds values)."""
+        out = {}
+        for name, value in (entity.get("environment_vars") or {}).items():
+            ref = SECRET_REF.match(value)
+            out[name] = value if ref is None else self._resolve_secret(ref.group(1), ref.group(2))
+        return out
+
     def _spec(self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path) -> ReplicaSpec:
         env = dict(self._base_env)
-        env.update(entity.get("environment_vars") or {})
+        env.update(self._entity_vars(entity))
         env["PYTHONUNBUFFERED"] = "1"
         env["MODELPORT_ENDPOINT"] = endpoint.name
         env["MODELPORT_SERVED_ENTITY"] = entity["name"]
@@ -205,7 +226,11 @@ class LocalBackend:
             deployed, path = await asyncio.to_thread(self._prepare, registry, endpoint, entity, log_)
         except ModelportError as exc:
             raise DeploymentFailed(entity["name"], exc.message) from None
-        replica_set = self._new_set(endpoint, deployed, path)
+        try:
+            replica_set = self._new_set(endpoint, deployed, path)
+        except ModelportError as exc:  # a secret in environment_vars that cannot be resolved
+            log_.write(f"FAILED: {exc.message}")
+            raise DeploymentFailed(entity["name"], exc.message) from None
         self._sets.setdefault(endpoint.id, {}).setdefault(version, {})[entity["name"]] = replica_set
         if start:
             count = max(1, replica_set.band.min_replicas)

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
+from modelport.control.cipher import SecretCipher
 from modelport.control.endpoints import EndpointService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
+from modelport.control.secrets import SecretService
 from modelport.entities.registry import ModelVersionRef
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import InvalidParameterValue, ResourceConflict, ResourceDoesNotExist
@@ -83,7 +86,8 @@ def setup(
     reconciler = Reconciler(db, backend, logs)
     registry = RegistryHandle()
     registry.set(FakeRegistry())  # type: ignore[arg-type]
-    service = EndpointService(db, AccessControl(db), reconciler, logs, registry)
+    secrets = SecretService(db, SecretCipher([Fernet.generate_key()]))
+    service = EndpointService(db, AccessControl(db), reconciler, logs, registry, secrets=secrets)
     return db, backend, reconciler, service
 
 
