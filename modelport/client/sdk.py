@@ -1,22 +1,23 @@
 """The Python SDK: a thin, synchronous httpx client for a modelport server.
 
-One method per REST operation (compat-api.md §A, §B), plus the modelport extensions
-(cancel-update, tokens, a minimal SCIM surface). Methods return the parsed JSON the
-server sent. Every non-2xx answer is raised as the :mod:`modelport.errors` class its
-``error_code`` names, so ``except ResourceDoesNotExist`` works the same on both sides
-of the wire. Transport failures are translated once, here: a refused or broken
+One method per REST operation (compat-api.md §A, §B, and the secrets API), plus the
+modelport extensions (cancel-update, tokens, a minimal SCIM surface). Methods return the
+parsed JSON the server sent. Every non-2xx answer is raised as the :mod:`modelport.errors`
+class its ``error_code`` names, so ``except ResourceDoesNotExist`` works the same on both
+sides of the wire. Transport failures are translated once, here: a refused or broken
 connection becomes :class:`TemporarilyUnavailable`, a timeout :class:`DeadlineExceeded`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -300,6 +301,65 @@ class ModelportClient:
         else:
             raise ValueError(f"kind must be 'user' or 'service_principal', not {kind!r}")
         return dict(self._json("POST", "/api/2.0/token-management/on-behalf-of/tokens", body))
+
+    # ---- secrets ----------------------------------------------------------------------------
+    def create_secret_scope(self, scope: str, initial_manage_principal: str | None = None) -> dict[str, Any]:
+        """Create a scope; the caller (or, with ``"users"``, every user) gets MANAGE on it."""
+        body: dict[str, Any] = {"scope": scope}
+        if initial_manage_principal is not None:
+            body["initial_manage_principal"] = initial_manage_principal
+        return dict(self._json("POST", "/api/2.0/secrets/scopes/create", body))
+
+    def delete_secret_scope(self, scope: str) -> dict[str, Any]:
+        """Delete a scope with its secrets (needs MANAGE)."""
+        return dict(self._json("POST", "/api/2.0/secrets/scopes/delete", {"scope": scope}))
+
+    def list_secret_scopes(self) -> list[dict[str, Any]]:
+        """Every scope: ``{"name", "backend_type"}`` objects."""
+        return list(self._json("GET", "/api/2.0/secrets/scopes/list").get("scopes", []))
+
+    def put_secret(self, scope: str, key: str, value: str | bytes) -> dict[str, Any]:
+        """Create or overwrite a secret (needs WRITE); ``bytes`` are sent base64-encoded."""
+        body: dict[str, Any] = {"scope": scope, "key": key}
+        if isinstance(value, bytes):
+            body["bytes_value"] = base64.b64encode(value).decode("ascii")
+        else:
+            body["string_value"] = value
+        return dict(self._json("POST", "/api/2.0/secrets/put", body))
+
+    def delete_secret(self, scope: str, key: str) -> dict[str, Any]:
+        """Delete a secret (needs WRITE)."""
+        return dict(self._json("POST", "/api/2.0/secrets/delete", {"scope": scope, "key": key}))
+
+    def list_secrets(self, scope: str) -> list[dict[str, Any]]:
+        """Keys and ``last_updated_timestamp`` of a scope's secrets, never values (needs READ)."""
+        path = "/api/2.0/secrets/list?" + urlencode({"scope": scope})
+        return list(self._json("GET", path).get("secrets", []))
+
+    def get_secret(self, scope: str, key: str) -> bytes:
+        """A secret's value (needs READ)."""
+        path = "/api/2.0/secrets/get?" + urlencode({"scope": scope, "key": key})
+        return base64.b64decode(self._json("GET", path).get("value", ""))
+
+    def put_secret_acl(self, scope: str, principal: str, permission: str) -> dict[str, Any]:
+        """Grant READ, WRITE or MANAGE on a scope to a user, group or service principal."""
+        body = {"scope": scope, "principal": principal, "permission": permission}
+        return dict(self._json("POST", "/api/2.0/secrets/acls/put", body))
+
+    def delete_secret_acl(self, scope: str, principal: str) -> dict[str, Any]:
+        """Remove a principal's grant on a scope (needs MANAGE)."""
+        body = {"scope": scope, "principal": principal}
+        return dict(self._json("POST", "/api/2.0/secrets/acls/delete", body))
+
+    def list_secret_acls(self, scope: str) -> list[dict[str, Any]]:
+        """``{"principal", "permission"}`` grants of a scope (needs MANAGE)."""
+        path = "/api/2.0/secrets/acls/list?" + urlencode({"scope": scope})
+        return list(self._json("GET", path).get("items", []))
+
+    def get_secret_acl(self, scope: str, principal: str) -> dict[str, Any]:
+        """One principal's grant on a scope (needs MANAGE)."""
+        path = "/api/2.0/secrets/acls/get?" + urlencode({"scope": scope, "principal": principal})
+        return dict(self._json("GET", path))
 
     # ---- principals (minimal SCIM) ----------------------------------------------------------
     def create_user(self, user_name: str, admin: bool = False) -> dict[str, Any]:

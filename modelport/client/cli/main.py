@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from modelport.client.cli import endpoints, tokens
+from modelport.client.cli import endpoints, secrets, tokens
 from modelport.client.cli.serve import serve
 from modelport.errors import ModelportError
 
@@ -42,6 +42,7 @@ app = typer.Typer(
 )
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(secrets.app, name="secrets")
 app.command("serve", short_help="Start the modelport server.")(serve)
 
 

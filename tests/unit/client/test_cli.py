@@ -476,7 +476,9 @@ def test_serve_reports_a_bad_environment_value(
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["endpoints"], ["tokens"], ["serve"]], ids=["root", "endpoints", "tokens", "serve"]
+    "args",
+    [[], ["endpoints"], ["tokens"], ["secrets"], ["serve"]],
+    ids=["root", "endpoints", "tokens", "secrets", "serve"],
 )
 def test_docs_embed_the_current_help_output(args: list[str]) -> None:
     docs = (Path(__file__).parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")
