@@ -70,6 +70,11 @@ class Settings:
         4, "How many endpoint config updates the reconciler works on at once."
     )
     request_timeout: int = _opt(120, "Seconds a query may take before it is answered 504.")
+    external_timeout: int = _opt(
+        120,
+        "Seconds an external model's provider may take to answer (or between two streamed chunks) "
+        "before the query is answered 504 DEADLINE_EXCEEDED.",
+    )
     scale_to_zero_seconds: int = _opt(
         1800, "Idle seconds after which a scale-to-zero entity stops its replicas."
     )

@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelport.api import system
 from modelport.api.control import endpoints, permissions, scim, tokens
 from modelport.api.control import secrets as secret_routes
-from modelport.api.data import invocations
+from modelport.api.data import invocations, openai_compat
 from modelport.api.errors import handle_exception, handle_http_exception, internal_error_response
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
 from modelport.api.services import Services
@@ -39,6 +39,7 @@ from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import ModelportError
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.dataplane import DataPlane
+from modelport.gateway.external import ExternalPlane
 from modelport.log_format import request_id_var
 from modelport.metrics import Metrics
 from modelport.runtime.local import LocalBackend, RuntimeOptions
@@ -80,7 +81,8 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
     backend = LocalBackend(
         registry, logs, options, inherited_environment(), resolve_secret=secret_service.resolve
     )
-    dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout))
+    external = ExternalPlane(secret_service.resolve, timeout=float(settings.external_timeout))
+    dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout), external=external)
     reconciler = Reconciler(
         db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
     )
@@ -136,6 +138,7 @@ class ModelportApp:
         self.api = Starlette(
             routes=[
                 *system.routes,
+                *openai_compat.routes,
                 *invocations.routes,
                 *endpoints.routes,
                 *permissions.routes,
@@ -179,6 +182,7 @@ class ModelportApp:
         finally:
             await services.reconciler.stop()
             await services.backend.stop()
+            await services.dataplane.aclose()
             for task in self._background:
                 task.cancel()
             services.db.close()
@@ -238,6 +242,10 @@ class ModelportApp:
                 scope["endpoint"] = invocations.invocations  # the route label in metrics
                 name, served = query.group(1), query.group(2)
                 await invocations.serve_query(ready, scope, receive, send_with_id, name, served)
+            elif ready is not None and scope["method"] == "POST" and scope["path"] in openai_compat.PATHS:
+                task = openai_compat.PATHS[scope["path"]]
+                scope["endpoint"] = openai_compat.HANDLERS[task]
+                await openai_compat.serve_openai(ready, scope, receive, send_with_id, task)
             elif mlflow and is_mlflow_path(scope["path"]):
                 scope["endpoint"] = MlflowMount
                 await self.mlflow(scope, receive, send_with_id)

@@ -1,9 +1,10 @@
-"""The query path: endpoint lookup, CAN_QUERY check, traffic split, replica, answer.
+"""The query path: endpoint lookup, CAN_QUERY check, traffic split, replica or provider, answer.
 
 Everything a query needs comes from an in-memory routing table (endpoint → serving
 config version, traffic weights, grants); the table is rebuilt from the store only after
 the control plane changed something (``invalidate``) or every ``refresh_seconds`` (for
-changes made by another server process), never per request.
+changes made by another server process), never per request. Custom models are answered by
+their replica sets, external models by their provider (``gateway/external.py``).
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from typing import Any, Protocol
 
 import orjson
 
+from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from modelport.errors import (
+    InvalidParameterValue,
     InvalidState,
+    MalformedRequest,
     ModelportError,
-    NotImplementedByServer,
     PermissionDenied,
     ResourceDoesNotExist,
     TemporarilyUnavailable,
     error_from_body,
 )
+from modelport.gateway.external import Chunks, ExternalPlane
 from modelport.metrics import Metrics
 from modelport.runtime import protocol
 from modelport.runtime.replica_set import ReplicaSet, SetClosed
@@ -54,8 +58,30 @@ class Route:
 
 @dataclass(frozen=True)
 class Answer:
+    """A JSON ``body``, or for a streamed answer ``stream``: chunks to send as server-sent
+    events, the first of which has arrived. Whoever takes a ``stream`` must ``aclose`` it."""
+
     body: bytes
     served: str
+    stream: Chunks | None = None
+
+
+#: The OpenAI-compatible route of each task (compat-api.md §C).
+OPENAI_ROUTES = {
+    CHAT: "/serving-endpoints/chat/completions",
+    COMPLETIONS: "/serving-endpoints/completions",
+    EMBEDDINGS: "/serving-endpoints/embeddings",
+}
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"Request body is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("Request body must be a JSON object.")
+    return data
 
 
 def _build_table(db: Database) -> dict[str, Route]:
@@ -93,11 +119,13 @@ class DataPlane:
         *,
         timeout: float,
         refresh_seconds: float = 2.0,
+        external: ExternalPlane | None = None,
     ) -> None:
         self._db = db
         self._replicas = replicas
         self._metrics = metrics
         self._timeout = timeout
+        self._external = external
         self._refresh = refresh_seconds
         self._table: dict[str, Route] = {}
         self._built = 0.0
@@ -106,6 +134,11 @@ class DataPlane:
         self._generation = 1
         self._built_generation = 0
         self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        """Close the providers' HTTP pool (at shutdown)."""
+        if self._external is not None:
+            await self._external.aclose()
 
     def invalidate(self) -> None:
         """The control plane changed something: rebuild the table before the next query."""
@@ -124,6 +157,10 @@ class DataPlane:
                     self._table = await asyncio.to_thread(_build_table, self._db)
                     self._built = time.monotonic()
                     self._built_generation = generation
+                    if self._external is not None:
+                        self._external.retain(
+                            (r.endpoint_id, r.version) for r in self._table.values() if r.version is not None
+                        )
         found = self._table.get(name)
         if found is None:
             raise ResourceDoesNotExist(f"Endpoint with name '{name}' does not exist.")
@@ -149,7 +186,8 @@ class DataPlane:
             self.invalidate()
             return await self._query(caller, name, body, served)
 
-    async def _query(self, caller: Caller, name: str, body: bytes, served: str | None) -> Answer:
+    async def _serving(self, caller: Caller, name: str) -> tuple[Route, int]:
+        """The endpoint's route and serving config version, once CAN_QUERY is checked."""
         route = await self.route(name)
         level = effective_level(route.grants, caller)
         if level is None or level < PermissionLevel.CAN_QUERY:
@@ -166,12 +204,39 @@ class DataPlane:
                 f"Endpoint '{name}' has no serving config (state: {route.config_update}); "
                 "update its config first."
             )
+        return route, route.version
+
+    async def query_openai(self, caller: Caller, task: str, body: bytes) -> Answer:
+        """A query of the OpenAI-compatible routes: ``model`` names the endpoint, whose
+        served entities must serve ``task``."""
+        data = _parse(body)
+        name = data.get("model")
+        if not isinstance(name, str) or not name:
+            raise InvalidParameterValue(
+                "Missing required field 'model': the name of the serving endpoint to query."
+            )
+        route, version = await self._serving(caller, name)
+        entity_name = self._choose(route, None)
+        entity = route.entities[entity_name]
+        external = entity.get("external_model")
+        if external is None:
+            raise InvalidParameterValue(
+                f"Endpoint '{name}' serves a custom model, which answers at "
+                f"/serving-endpoints/{name}/invocations, not at {OPENAI_ROUTES[task]}."
+            )
+        if external["task"] != task:
+            raise InvalidParameterValue(
+                f"Endpoint '{name}' serves {external['task']}: send this query to "
+                f"{OPENAI_ROUTES[external['task']]}."
+            )
+        return await self._external_query(route, version, entity_name, entity, data)
+
+    async def _query(self, caller: Caller, name: str, body: bytes, served: str | None) -> Answer:
+        route, version = await self._serving(caller, name)
         entity_name = self._choose(route, served)
         entity = route.entities[entity_name]
         if "external_model" in entity:
-            raise NotImplementedByServer(
-                f"Queries to external models ('{entity_name}') are not available yet."
-            )
+            return await self._external_query(route, version, entity_name, entity, _parse(body))
         replica_set = self._replicas.replica_set(route.endpoint_id, route.version, entity_name)
         if replica_set is None:
             raise TemporarilyUnavailable(
@@ -198,3 +263,73 @@ class DataPlane:
             gauge.dec()
             self._metrics.endpoint_requests.labels(name, entity_name, status).inc()
             self._metrics.endpoint_latency.labels(*labels).observe(time.perf_counter() - started)
+
+    async def _external_query(
+        self, route: Route, version: int, entity_name: str, entity: dict[str, Any], body: dict[str, Any]
+    ) -> Answer:
+        if self._external is None:
+            raise InvalidState(f"This server does not serve external models (served entity '{entity_name}').")
+        started = time.perf_counter()
+        labels = (route.name, entity_name)
+        gauge = self._metrics.endpoint_in_flight.labels(*labels)
+        gauge.inc()
+        status = "200"
+        streaming = False
+        try:
+            provider = self._external.provider(route.endpoint_id, route.name, version, entity)
+            answer = await self._external.answer(provider, body)
+            if isinstance(answer, dict):
+                return Answer(orjson.dumps(answer), entity_name)
+            streaming = True
+            return Answer(b"", entity_name, _Measured(answer, self._metrics, labels, started))
+        except ModelportError as exc:
+            status = str(exc.status)
+            raise
+        except Exception:
+            status = "500"
+            raise
+        finally:
+            if not streaming:
+                gauge.dec()
+                self._metrics.endpoint_requests.labels(*labels, status).inc()
+                self._metrics.endpoint_latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+class _Measured:
+    """A streamed answer, counted in the endpoint's metrics when it ends: the latency is the
+    whole stream's, and a stream closed before its end (the client left) counts as 499."""
+
+    def __init__(self, chunks: Chunks, metrics: Metrics, labels: tuple[str, str], started: float) -> None:
+        self._chunks = chunks
+        self._metrics = metrics
+        self._labels = labels
+        self._started = started
+        self._open = True
+
+    def __aiter__(self) -> _Measured:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._finish("200")
+            raise
+        except ModelportError as exc:
+            self._finish(str(exc.status))
+            raise
+        except Exception:
+            self._finish("500")
+            raise
+
+    def _finish(self, status: str) -> None:
+        if self._open:
+            self._open = False
+            metrics, labels = self._metrics, self._labels
+            metrics.endpoint_in_flight.labels(*labels).dec()
+            metrics.endpoint_requests.labels(*labels, status).inc()
+            metrics.endpoint_latency.labels(*labels).observe(time.perf_counter() - self._started)
+
+    async def aclose(self) -> None:
+        self._finish("499")
+        await self._chunks.aclose()

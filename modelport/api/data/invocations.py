@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from modelport.api.data.streaming import EventStreamResponse, send_events
 from modelport.api.errors import error_response, internal_error_response
 from modelport.api.services import Services, caller_of, services_of
 from modelport.errors import MalformedRequest, ModelportError
+from modelport.gateway.dataplane import Answer
+from modelport.spec.identity import Caller
 
 log = logging.getLogger("modelport.api")
 
@@ -20,7 +24,7 @@ MAX_QUERY_BYTES = 16 * 1024 * 1024
 _TOO_LARGE = f"Request body is larger than the {MAX_QUERY_BYTES // (1024 * 1024)} MB limit of a query."
 
 
-async def _body(request: Request) -> bytes:
+async def request_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_QUERY_BYTES:
         raise MalformedRequest(_TOO_LARGE)
@@ -42,11 +46,13 @@ def _check_body(body: bytes) -> bytes:
 
 async def invocations(request: Request) -> Response:
     caller = caller_of(request)
-    body = await _body(request)
+    body = await request_body(request)
     served = request.path_params.get("served")
     answer = await services_of(request).dataplane.query(
         caller, str(request.path_params["name"]), body, str(served) if served is not None else None
     )
+    if answer.stream is not None:
+        return EventStreamResponse(answer)
     return Response(answer.body, media_type="application/json", headers={"served-model-name": answer.served})
 
 
@@ -87,6 +93,20 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
 async def serve_query(
     services: Services, scope: Scope, receive: Receive, send: Send, name: str, served: str | None
 ) -> None:
+    async def call(caller: Caller, body: bytes) -> Answer:
+        return await services.dataplane.query(caller, name, body, served)
+
+    await serve(services, scope, receive, send, call)
+
+
+async def serve(
+    services: Services,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    call: Callable[[Caller, bytes], Awaitable[Answer]],
+) -> None:
+    """Authenticate, read the body, ``call`` the data plane, send its answer (JSON or SSE)."""
     try:
         authorization = None
         for key, value in scope["headers"]:
@@ -95,13 +115,19 @@ async def serve_query(
                 break
         caller = await services.auth.authenticate_async(authorization)
         body = await _read_body(scope, receive)
-        answer = await services.dataplane.query(caller, name, body, served)
+        answer = await call(caller, body)
     except ModelportError as exc:
-        await error_response(exc)(scope, receive, send)
+        response = error_response(exc)
+        if exc.status == 501:  # the openai client retries 5xx unless told not to
+            response.headers["x-should-retry"] = "false"
+        await response(scope, receive, send)
         return
     except Exception:
         log.exception("unhandled error", extra={"path": scope["path"]})
         await internal_error_response()(scope, receive, send)
+        return
+    if answer.stream is not None:
+        await send_events(receive, send, answer)
         return
     await send(
         {

@@ -1,0 +1,103 @@
+"""Streamed answers as server-sent events (compat-api.md §B.5).
+
+Exactly what mlflow's strict parser accepts: each chunk is one ``data: <json>`` line and a
+blank line, the last event is ``data: [DONE]``; no comments, no ``event:`` or ``id:``
+lines. An error before the first chunk never gets here (the data plane raises it, and it
+becomes an ordinary error response); an error after the stream began is sent as one
+``data: {"error": {"error_code", "message"}}`` event before ``[DONE]`` (the openai client
+raises it as ``APIError``). When the client goes away the stream is closed at once, which
+releases the provider's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from modelport.errors import ModelportError
+from modelport.gateway.dataplane import Answer
+from modelport.gateway.external import Chunks
+from modelport.log_format import request_id_var
+
+__all__ = ["EventStreamResponse", "send_events"]
+
+log = logging.getLogger("modelport.api")
+
+DONE = b"data: [DONE]\n\n"
+
+
+def _event(data: Any) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _pump(send: Send, chunks: Chunks) -> None:
+    try:
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": _event(chunk), "more_body": True})
+    except ModelportError as exc:
+        error = _event({"error": exc.to_body()})
+        await send({"type": "http.response.body", "body": error, "more_body": True})
+    except Exception:
+        log.exception("unhandled error while streaming")
+        rid = request_id_var.get() or "unknown"
+        error = {
+            "error_code": "INTERNAL_ERROR",
+            "message": f"Internal error while streaming the answer (request id {rid}); see the server log.",
+        }
+        await send({"type": "http.response.body", "body": _event({"error": error}), "more_body": True})
+    await send({"type": "http.response.body", "body": DONE, "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def send_events(receive: Receive, send: Send, answer: Answer) -> None:
+    """Send ``answer.stream`` as the response, and close it (always)."""
+    chunks = answer.stream
+    assert chunks is not None
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                    (b"served-model-name", answer.served.encode()),
+                ],
+            }
+        )
+        pump = asyncio.ensure_future(_pump(send, chunks))
+        watch = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, watch):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if pump.done() and not pump.cancelled():
+            pump.result()  # a failure to send, if any
+    finally:
+        await chunks.aclose()
+
+
+class EventStreamResponse(Response):
+    """The Starlette response of a streamed answer (the fast lane calls :func:`send_events`)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(status_code=200, media_type="text/event-stream")
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_events(receive, send, self.answer)
