@@ -137,7 +137,8 @@ class SecretService:
         return found
 
     def _evict(self, scope: str, key: str | None = None) -> None:
-        for cached in [k for k in self._cache if k[0] == scope and (key is None or k[1] == key)]:
+        # list() copies the keys at once: resolve() may add entries from another thread meanwhile.
+        for cached in [k for k in list(self._cache) if k[0] == scope and (key is None or k[1] == key)]:
             self._cache.pop(cached, None)
 
     # ---- scopes -------------------------------------------------------------------------
