@@ -1,0 +1,293 @@
+"""Cohere, Vertex AI, PaLM (Gemini API) and AI21 end to end: a real ``modelport serve`` in front
+of their loopback fakes, queried with the official ``openai`` client.
+
+One server for the module, its ``MODELPORT_*_BASE_URL`` variables pointed at the fakes (the
+Vertex key's ``token_uri`` points at the Google fake, so the server fetches real signed-JWT
+tokens from it), and one endpoint per provider and task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes import cohere_server, vertex_server
+from tests.fakes.ai21_server import FakeAI21
+from tests.fakes.cohere_server import FakeCohere
+from tests.fakes.vertex_server import FakeGoogle
+from tests.serverproc import ADMIN_TOKEN, ServerProcess
+
+pytestmark = pytest.mark.slow
+
+API = "/api/2.0/serving-endpoints"
+HELLO = [{"role": "user", "content": "hello there"}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+CHAT_ENDPOINTS = ("co-chat", "vx-chat", "palm-chat", "ai21-chat")
+
+
+class Fakes:
+    def __init__(self) -> None:
+        self.cohere = FakeCohere().start()
+        self.google = FakeGoogle().start()
+        self.ai21 = FakeAI21().start()
+
+    def reset(self) -> None:
+        self.cohere.reset()
+        self.google.reset()
+        self.ai21.reset()
+
+    def stop(self) -> None:
+        for fake in (self.cohere, self.google, self.ai21):
+            fake.stop()
+
+
+def _endpoints(fakes: Fakes) -> dict[str, dict[str, Any]]:
+    vertex = {
+        "project_id": "proj-1",
+        "region": "us-central1",
+        "private_key_plaintext": json.dumps(fakes.google.new_service_account()),
+    }
+    cohere = {"cohere_api_key_plaintext": cohere_server.API_KEY}
+    return {
+        "co-chat": {
+            "provider": "cohere",
+            "name": "command-r",
+            "task": "llm/v1/chat",
+            "cohere_config": cohere,
+        },
+        "co-embed": {
+            "provider": "cohere",
+            "name": "embed-v4.0",
+            "task": "llm/v1/embeddings",
+            "cohere_config": cohere,
+        },
+        "vx-chat": {
+            "provider": "google-cloud-vertex-ai",
+            "name": "gemini-2.0-flash",
+            "task": "llm/v1/chat",
+            "google_cloud_vertex_ai_config": vertex,
+        },
+        "vx-embed": {
+            "provider": "google-cloud-vertex-ai",
+            "name": "text-embedding-005",
+            "task": "llm/v1/embeddings",
+            "google_cloud_vertex_ai_config": vertex,
+        },
+        "palm-chat": {
+            "provider": "palm",
+            "name": "gemini-2.0-flash",
+            "task": "llm/v1/chat",
+            "palm_config": {"palm_api_key_plaintext": vertex_server.API_KEY},
+        },
+        "ai21-chat": {
+            "provider": "ai21labs",
+            "name": "jamba-mini",
+            "task": "llm/v1/chat",
+            "ai21labs_config": {"ai21labs_api_key_plaintext": "ai21-test-key"},
+        },
+        "ai21-complete": {
+            "provider": "ai21labs",
+            "name": "jamba-mini",
+            "task": "llm/v1/completions",
+            "ai21labs_config": {"ai21labs_api_key_plaintext": "ai21-test-key"},
+        },
+    }
+
+
+def _create(http: httpx.Client, name: str, ext: dict[str, Any]) -> None:
+    body = {"name": name, "config": {"served_entities": [{"name": f"{name}-e", "external_model": ext}]}}
+    created = http.post(API, json=body)
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 30
+    while (state := http.get(f"{API}/{name}").json()["state"])["config_update"] == "IN_PROGRESS":
+        assert time.monotonic() < deadline, f"{name} still updating"
+        time.sleep(0.05)
+    assert state["config_update"] == "NOT_UPDATING", state
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[Fakes]:
+    started = Fakes()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def provider_server(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {
+        "MODELPORT_COHERE_BASE_URL": fakes.cohere.url,
+        "MODELPORT_VERTEX_BASE_URL": fakes.google.url,
+        "MODELPORT_PALM_BASE_URL": fakes.google.url,
+        "MODELPORT_AI21_BASE_URL": fakes.ai21.url,
+    }
+    proc = ServerProcess(tmp_path_factory.mktemp("modelport-providers"), env=env).start()
+    try:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=proc.url, headers=headers, timeout=30) as http:
+            for name, ext in _endpoints(fakes).items():
+                _create(http, name, ext)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def client(provider_server: ServerProcess, fakes: Fakes) -> openai.OpenAI:
+    fakes.reset()
+    return openai.OpenAI(
+        base_url=f"{provider_server.url}/serving-endpoints", api_key=ADMIN_TOKEN, max_retries=0
+    )
+
+
+@pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
+def test_chat(endpoint: str, client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(model=endpoint, messages=HELLO, max_tokens=50)  # type: ignore[arg-type]
+    assert answer.model == endpoint
+    assert answer.choices[0].message.content == "echo: hello there"
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage is not None and answer.usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
+def test_streaming_chat(endpoint: str, client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=endpoint,
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: hello there"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("endpoint", ["co-chat", "vx-chat"])
+def test_tool_calls(endpoint: str, client: openai.OpenAI, fakes: Fakes) -> None:
+    fakes.cohere.tool_call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    fakes.google.function_call = {"name": "get_weather", "args": {"city": "Paris"}}
+    answer = client.chat.completions.create(model=endpoint, messages=HELLO, tools=TOOLS)  # type: ignore[arg-type]
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "embedding_of"),
+    [("co-embed", cohere_server.embedding_of), ("vx-embed", vertex_server.embedding_of)],
+)
+def test_embeddings(endpoint: str, embedding_of: Any, client: openai.OpenAI) -> None:
+    # openai asks for base64 unless told otherwise; the server encodes, the client decodes.
+    answer = client.embeddings.create(model=endpoint, input=["a b", "c"])
+    assert [d.embedding for d in answer.data] == [embedding_of("a b"), embedding_of("c")]
+    assert answer.usage.prompt_tokens == 3
+
+
+def test_completions(client: openai.OpenAI) -> None:
+    answer = client.completions.create(model="ai21-complete", prompt="say this", max_tokens=10)
+    assert answer.choices[0].text == "echo: say this"
+    assert answer.usage is not None and answer.usage.total_tokens == 5
+
+
+def test_the_server_reuses_its_vertex_token(client: openai.OpenAI, fakes: Fakes) -> None:
+    for _ in range(3):
+        client.chat.completions.create(model="vx-chat", messages=HELLO)  # type: ignore[arg-type]
+    client.embeddings.create(model="vx-embed", input="x")
+    # The key is shared by both endpoints; at most the module's first query fetched a token.
+    assert len(fakes.google.token_requests) <= 1
+    assert len({r["headers"]["authorization"] for r in fakes.google.requests}) == 1
+
+
+def test_provider_errors_reach_the_client(client: openai.OpenAI, fakes: Fakes) -> None:
+    fakes.cohere.faults.fail(429, "slow down", headers={"retry-after": "2"})
+    with pytest.raises(openai.RateLimitError, match="slow down"):
+        client.chat.completions.create(model="co-chat", messages=HELLO)  # type: ignore[arg-type]
+    fakes.ai21.faults.fail(401, "Forbidden: Bad or missing API token.")
+    with pytest.raises(openai.PermissionDeniedError, match="Bad or missing API token"):
+        client.chat.completions.create(model="ai21-chat", messages=HELLO)  # type: ignore[arg-type]
+    fakes.google.faults.fail(500, "internal")
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="vx-chat", messages=HELLO)  # type: ignore[arg-type]
+
+
+def test_ai21_has_no_embeddings(provider_server: ServerProcess) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ext = {
+        "provider": "ai21labs",
+        "name": "jamba-mini",
+        "task": "llm/v1/embeddings",
+        "ai21labs_config": {"ai21labs_api_key_plaintext": "k"},
+    }
+    with httpx.Client(base_url=provider_server.url, headers=headers, timeout=30) as http:
+        _create(http, "ai21-embed", ext)
+        try:
+            answer = http.post("/serving-endpoints/ai21-embed/invocations", json={"input": "x"})
+            assert answer.status_code == 501, answer.text
+            assert "'ai21labs' does not support embeddings" in answer.json()["message"]
+        finally:
+            http.delete(f"{API}/ai21-embed")
+
+
+def test_credentials_from_a_secret_scope(provider_server: ServerProcess, fakes: Fakes) -> None:
+    """A Cohere key and a Vertex service-account key stored as secrets and referenced."""
+    fakes.reset()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    key_file = json.dumps(fakes.google.new_service_account())
+    with httpx.Client(base_url=provider_server.url, headers=headers, timeout=30) as http:
+        assert http.post("/api/2.0/secrets/scopes/create", json={"scope": "llm"}).status_code == 200
+        for key, value in (("cohere", cohere_server.API_KEY), ("gcp", key_file)):
+            put = http.post("/api/2.0/secrets/put", json={"scope": "llm", "key": key, "string_value": value})
+            assert put.status_code == 200, put.text
+        cohere: dict[str, Any] = {
+            "provider": "cohere",
+            "name": "command-r",
+            "task": "llm/v1/chat",
+            "cohere_config": {"cohere_api_key": "{{secrets/llm/cohere}}"},
+        }
+        vertex: dict[str, Any] = {
+            "provider": "google-cloud-vertex-ai",
+            "name": "gemini-2.0-flash",
+            "task": "llm/v1/chat",
+            "google_cloud_vertex_ai_config": {
+                "project_id": "proj-2",
+                "region": "europe-west4",
+                "private_key": "{{secrets/llm/gcp}}",
+            },
+        }
+        _create(http, "co-secret", cohere)
+        _create(http, "vx-secret", vertex)
+        try:
+            for name in ("co-secret", "vx-secret"):
+                answer = http.post(f"/serving-endpoints/{name}/invocations", json={"messages": HELLO})
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["choices"][0]["message"]["content"] == "echo: hello there"
+            assert fakes.cohere.requests[-1]["headers"]["authorization"] == f"Bearer {cohere_server.API_KEY}"
+            assert fakes.google.requests[-1]["path"].startswith("/v1/projects/proj-2/locations/europe-west4/")
+            assert len(fakes.google.token_requests) == 1
+        finally:
+            for name in ("co-secret", "vx-secret"):
+                http.delete(f"{API}/{name}")
+            http.post("/api/2.0/secrets/scopes/delete", json={"scope": "llm"})
