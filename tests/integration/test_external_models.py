@@ -345,6 +345,24 @@ def test_a_task_the_provider_cannot_serve_is_501_and_not_retried(http: httpx.Cli
         http.delete(f"{API}/anthropic-embeddings")
 
 
+def test_an_endpoint_that_points_at_itself_is_refused_after_a_few_hops(
+    ext_server: ServerProcess, http: httpx.Client
+) -> None:
+    config = {"databricks_workspace_url": ext_server.url, "databricks_api_token_plaintext": ADMIN_TOKEN}
+    ext = {
+        "provider": "databricks-model-serving",
+        "name": "loop",
+        "task": "llm/v1/chat",
+        "databricks_model_serving_config": config,
+    }
+    create(http, "loop", ext)
+    try:
+        response = http.post("/serving-endpoints/loop/invocations", json={"messages": HELLO})
+        assert "points back at itself" in error_of(response, 400, "BAD_REQUEST")
+    finally:
+        http.delete(f"{API}/loop")
+
+
 # ---- permissions ---------------------------------------------------------------------------------
 def test_can_query_is_enforced_on_every_route(ext_server: ServerProcess, http: httpx.Client) -> None:
     user = f"bob-{uuid.uuid4().hex[:6]}@example.com"

@@ -6,6 +6,10 @@ another modelport server; the query goes to
 ``databricks_api_token`` as the bearer token. Both ends speak the unified schema, so the
 body passes through (our own fields dropped) and so do the answers and the SSE chunks,
 with ``model`` set to this endpoint's name.
+
+An endpoint can point at itself, directly or round a ring of endpoints; each hop adds one
+to ``usage_context.modelport_hops`` (a string, as Databricks' ``usage_context`` values are),
+and a query that has made :data:`MAX_HOPS` hops is refused instead of going round forever.
 """
 
 from __future__ import annotations
@@ -35,9 +39,29 @@ from modelport.entities.providers.base import (
 from modelport.entities.providers.openai import adopt_choices, chunks_of, vectors_of
 from modelport.errors import InvalidState
 
-__all__ = ["DatabricksProvider"]
+__all__ = ["MAX_HOPS", "DatabricksProvider"]
 
 _EMBEDDINGS_DROP = frozenset({"encoding_format"})
+MAX_HOPS = 8
+HOPS = "modelport_hops"
+
+
+def _forwarded(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with the caller's ``usage_context`` and one more hop in it."""
+    context = body.get("usage_context")
+    context = dict(context) if isinstance(context, dict) else {}
+    try:
+        hops = int(context.get(HOPS, 0))
+    except (TypeError, ValueError):
+        hops = 0
+    if hops >= MAX_HOPS:
+        raise InvalidState(
+            f"The query went through {hops} databricks-model-serving endpoints; an endpoint "
+            "probably points back at itself (check databricks_model_serving_config)."
+        )
+    context[HOPS] = str(hops + 1)
+    out["usage_context"] = context
+    return out
 
 
 class DatabricksProvider(Provider):
@@ -68,7 +92,7 @@ class DatabricksProvider(Provider):
         )
 
     def _streamed(self, body: dict[str, Any]) -> dict[str, Any]:
-        out = passthrough(body)
+        out = _forwarded(body, passthrough(body))
         out["stream"] = True
         if isinstance(body.get("stream_options"), dict):
             out["stream_options"] = body["stream_options"]
@@ -82,7 +106,7 @@ class DatabricksProvider(Provider):
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         messages_of(body)
-        response = await self._post(passthrough(body))
+        response = await self._post(_forwarded(body, passthrough(body)))
         return adopt_choices(self.provider, self.ctx.endpoint, json_of(self.provider, response))
 
     def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -91,7 +115,7 @@ class DatabricksProvider(Provider):
 
     async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
         prompts_of(body)
-        response = await self._post(passthrough(body))
+        response = await self._post(_forwarded(body, passthrough(body)))
         return adopt_choices(self.provider, self.ctx.endpoint, json_of(self.provider, response))
 
     def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -100,6 +124,6 @@ class DatabricksProvider(Provider):
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         inputs_of(body)
-        response = await self._post(passthrough(body, drop=_EMBEDDINGS_DROP))
+        response = await self._post(_forwarded(body, passthrough(body, drop=_EMBEDDINGS_DROP)))
         vectors, tokens = vectors_of(self.provider, json_of(self.provider, response))
         return embeddings_response(self.ctx.endpoint, vectors, tokens)
