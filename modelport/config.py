@@ -87,7 +87,9 @@ class Settings:
     batching: str = _opt(
         "auto", "Adaptive batching in replicas: auto (for flavors that can batch), on or off."
     )
-    max_batch_size: int = _opt(64, "Most rows one batched predict call takes.")
+    max_batch_size: int = _opt(
+        1024, "Most rows one batched predict call takes (requests with more rows are predicted alone)."
+    )
     max_batch_wait_ms: int = _opt(2, "Longest a replica waits to fill a batch once requests are queued.")
     env_manager: str = _opt(
         "local",

@@ -59,7 +59,7 @@ class RuntimeOptions:
     max_replicas: int = 8
     scale_to_zero_seconds: float = 1800.0
     batching: str = "auto"
-    max_batch_size: int = 64
+    max_batch_size: int = 1024
     max_batch_wait_ms: float = 2.0
     start_timeout: float = 300.0
     #: Where replicas run unless their entity says (``MODELPORT_ENV_MANAGER``): local or uv.

@@ -50,7 +50,7 @@ class ReplicaSpec:
     log_path: Path
     env: Mapping[str, str]
     batching: str = "auto"
-    max_batch_size: int = 64
+    max_batch_size: int = 1024
     max_batch_wait_ms: float = 2.0
     python: str = sys.executable
     start_timeout: float = 300.0

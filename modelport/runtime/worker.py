@@ -3,7 +3,7 @@
 Started by ``runtime/replica.py`` as::
 
     python -m modelport.runtime.worker --socket PATH --model-path DIR
-        [--batching auto|on|off] [--max-batch-size 64] [--max-batch-wait-ms 2]
+        [--batching auto|on|off] [--max-batch-size 1024] [--max-batch-wait-ms 2]
 
 It loads the model first (a failure prints the traceback to stderr and exits with status
 :data:`EXIT_LOAD_FAILED`), prints ``modelport-worker: loaded <flavors> in <s>s`` to stderr,
@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="Predict concurrent DataFrame requests together: 'auto' for batch-capable flavors.",
     )
-    parser.add_argument("--max-batch-size", type=int, default=64, help="Most rows in one batch.")
+    parser.add_argument("--max-batch-size", type=int, default=1024, help="Most rows in one batch.")
     parser.add_argument(
         "--parent-pid",
         type=int,
