@@ -230,6 +230,23 @@ def test_mlflow_deployments(key: str, databricks: BaseDeploymentClient) -> None:
     assert len(embeddings["data"]) == 2
 
 
+def test_the_databricks_sdk(ext_server: ServerProcess) -> None:
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.service.serving import ChatMessage, ChatMessageRole
+
+    w = WorkspaceClient(host=ext_server.url, token=ADMIN_TOKEN)
+    answer = w.serving_endpoints.query(
+        "azure-chat", messages=[ChatMessage(role=ChatMessageRole.USER, content="hello there")], max_tokens=20
+    )
+    assert answer.served_model_name == "azure-chat-e"
+    assert answer.choices is not None and answer.choices[0].message is not None
+    assert answer.choices[0].message.content == "You said: hello there"
+    assert answer.choices[0].finish_reason == "stop"  # read from finishReason
+    assert answer.usage is not None and answer.usage.total_tokens == 6
+    embedded = w.serving_endpoints.query("custom-embeddings", input=["a", "b"])
+    assert embedded.data is not None and [d.index for d in embedded.data] == [0, 1]
+
+
 # ---- what reaches the provider -------------------------------------------------------------------
 def test_the_provider_gets_its_own_wire_format(http: httpx.Client, fake: FakeOpenAI) -> None:
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
