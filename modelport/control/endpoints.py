@@ -17,6 +17,7 @@ from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
 from modelport.control.render import render_detailed, render_summary
 from modelport.control.secrets import SecretService
+from modelport.entities.providers import check_task
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import (
     InvalidParameterValue,
@@ -26,11 +27,13 @@ from modelport.errors import (
 )
 from modelport.runtime.logs import LogStore
 from modelport.spec.endpoint import (
+    PROVIDER_CONFIG_KEY,
     AiGatewayConfig,
     CreateEndpoint,
     EmailNotifications,
     EndpointCoreConfigInput,
     PatchTags,
+    Provider,
     PutRateLimits,
 )
 from modelport.spec.identity import Caller
@@ -61,6 +64,16 @@ def _task_of(body: dict[str, Any] | None) -> str | None:
         if "external_model" in entity:
             return str(entity["external_model"]["task"])
     return None
+
+
+def _check_tasks(body: dict[str, Any]) -> None:
+    """Every external model's provider must serve its task (for that model id, on Bedrock)."""
+    for i, entity in enumerate(body["served_entities"]):
+        ext = entity.get("external_model")
+        if ext is not None:
+            block = ext.get(PROVIDER_CONFIG_KEY[Provider(ext["provider"])]) or {}
+            path = f"config.served_entities[{i}].external_model"
+            check_task(ext["provider"], ext["task"], block, ext["name"], path)
 
 
 class EndpointService:
@@ -127,6 +140,7 @@ class EndpointService:
                 f"Invalid value for 'config.name': '{config.name}' differs from the endpoint name '{name}'."
             )
         body = normalize_config(config, name)
+        _check_tasks(body)
         self._check_registry(body)
         return body
 

@@ -213,3 +213,34 @@ def test_provider_errors_reach_the_client(client: openai.OpenAI, fakes: Fakes) -
     with pytest.raises(openai.APIStatusError) as no_embeddings:
         client.embeddings.create(model="claude-chat", input="x")
     assert no_embeddings.value.status_code in (400, 501)
+
+
+@pytest.mark.parametrize(
+    ("family", "model", "task", "offers"),
+    [
+        (
+            "anthropic",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "llm/v1/embeddings",
+            "llm/v1/chat, llm/v1/completions",
+        ),
+        ("amazon", "amazon.titan-embed-text-v2:0", "llm/v1/chat", "llm/v1/embeddings"),
+    ],
+)
+def test_a_task_the_bedrock_model_lacks_is_refused_at_create(
+    family: str, model: str, task: str, offers: str, provider_server: ServerProcess
+) -> None:
+    body = {
+        "name": "br-refused",
+        "config": {"served_entities": [{"name": "e", "external_model": _bedrock(family, model, task)}]},
+    }
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    refused = httpx.post(f"{provider_server.url}{API}", json=body, headers=headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json() == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": (
+            "Invalid value for 'config.served_entities[0].external_model.task': provider 'amazon-bedrock' "
+            f"with bedrock_provider '{family}' and model '{model}' does not offer {task}; it offers {offers}."
+        ),
+    }

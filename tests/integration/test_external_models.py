@@ -344,22 +344,25 @@ def test_bodies_that_do_not_fit_the_task_are_400(http: httpx.Client, client: ope
         client.chat.completions.create(model="no-such-endpoint", messages=HELLO)  # type: ignore[arg-type]
 
 
-def test_a_task_the_provider_cannot_serve_is_501_and_not_retried(http: httpx.Client) -> None:
+def test_a_task_the_provider_cannot_serve_is_refused_when_the_config_is_written(http: httpx.Client) -> None:
     ext = {
         "provider": "anthropic",
         "name": "claude-x",
         "task": "llm/v1/embeddings",
         "anthropic_config": {"anthropic_api_key_plaintext": "k"},
     }
-    create(http, "anthropic-embeddings", ext)
-    try:
-        response = http.post("/serving-endpoints/anthropic-embeddings/invocations", json={"input": "x"})
-        assert "Provider 'anthropic' does not support embeddings" in error_of(
-            response, 501, "NOT_IMPLEMENTED"
-        )
-        assert response.headers["x-should-retry"] == "false"  # the openai client retries 5xx otherwise
-    finally:
-        http.delete(f"{API}/anthropic-embeddings")
+    entities = [{"name": "e", "external_model": ext}]
+    created = http.post(API, json={"name": "anthropic-embeddings", "config": {"served_entities": entities}})
+    expected = (
+        "Invalid value for 'config.served_entities[0].external_model.task': provider 'anthropic' does not "
+        "offer llm/v1/embeddings; it offers llm/v1/chat, llm/v1/completions."
+    )
+    assert error_of(created, 400, "INVALID_PARAMETER_VALUE") == expected
+    assert http.get(f"{API}/anthropic-embeddings").status_code == 404
+    # An update is checked the same way, and the serving config stays.
+    update = {"served_entities": [{**entities[0], "external_model": {**ext, "task": "llm/v1/embeddings"}}]}
+    assert error_of(http.put(f"{API}/openai-embeddings/config", json=update), 400, "INVALID_PARAMETER_VALUE")
+    assert http.get(f"{API}/openai-embeddings").json()["config"]["config_version"] == 1
 
 
 def test_an_endpoint_that_points_at_itself_is_refused_after_a_few_hops(

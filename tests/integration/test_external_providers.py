@@ -233,7 +233,7 @@ def test_provider_errors_reach_the_client(client: openai.OpenAI, fakes: Fakes) -
         client.chat.completions.create(model="vx-chat", messages=HELLO)  # type: ignore[arg-type]
 
 
-def test_ai21_has_no_embeddings(provider_server: ServerProcess) -> None:
+def test_ai21_embeddings_are_refused_when_the_endpoint_is_created(provider_server: ServerProcess) -> None:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ext = {
         "provider": "ai21labs",
@@ -241,14 +241,16 @@ def test_ai21_has_no_embeddings(provider_server: ServerProcess) -> None:
         "task": "llm/v1/embeddings",
         "ai21labs_config": {"ai21labs_api_key_plaintext": "k"},
     }
+    body = {"name": "ai21-embed", "config": {"served_entities": [{"name": "e", "external_model": ext}]}}
     with httpx.Client(base_url=provider_server.url, headers=headers, timeout=30) as http:
-        _create(http, "ai21-embed", ext)
-        try:
-            answer = http.post("/serving-endpoints/ai21-embed/invocations", json={"input": "x"})
-            assert answer.status_code == 501, answer.text
-            assert "'ai21labs' does not support embeddings" in answer.json()["message"]
-        finally:
-            http.delete(f"{API}/ai21-embed")
+        refused = http.post(API, json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert (
+            "provider 'ai21labs' does not offer llm/v1/embeddings; it offers llm/v1/chat, llm/v1/completions"
+            in (refused.json()["message"])
+        )
+        assert http.get(f"{API}/ai21-embed").status_code == 404
 
 
 def test_credentials_from_a_secret_scope(provider_server: ServerProcess, fakes: Fakes) -> None:

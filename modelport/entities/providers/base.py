@@ -127,6 +127,13 @@ class Provider:
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
 
+    @classmethod
+    def tasks_for(cls, config: Mapping[str, Any], model: str) -> frozenset[str]:
+        """The tasks this provider serves for upstream ``model`` with ``config`` (its stored
+        block): :attr:`tasks` unless what the provider can do depends on the model. No I/O;
+        the control plane calls it to refuse a config before it is stored."""
+        return cls.tasks
+
     def _unsupported(self, what: str) -> NotImplementedByServer:
         return NotImplementedByServer(
             f"Provider '{self.provider}' does not support {what} (served model '{self.ctx.model}')."

@@ -78,13 +78,19 @@ STREAM_EXCEPTION_STATUS = {
 class BedrockProvider(Provider):
     """One Bedrock model id; the ``bedrock_provider`` picks the body family.
 
-    ``tasks`` lists what some family serves; a family asked for a task it lacks (Claude
-    embeddings, say) answers 501 ``NOT_IMPLEMENTED`` at query time.
+    ``tasks`` lists what some family serves; :meth:`tasks_for` what the family of one model
+    id serves (Claude no embeddings, Titan Embed only embeddings), so that such a config is
+    refused when it is written. A family asked for a task it lacks anyway (a config stored
+    before that check) answers 501 ``NOT_IMPLEMENTED`` at query time.
     """
 
     provider = "amazon-bedrock"
     tasks = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
     streaming = frozenset({CHAT, COMPLETIONS})
+
+    @classmethod
+    def tasks_for(cls, config: Mapping[str, Any], model: str) -> frozenset[str]:
+        return family_for(cls.provider, str(config.get("bedrock_provider") or ""), model).tasks
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)

@@ -41,7 +41,15 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 from modelport.entities.providers import anthropic
-from modelport.entities.providers.base import chat_chunk, messages_of, new_id, usage
+from modelport.entities.providers.base import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    chat_chunk,
+    messages_of,
+    new_id,
+    usage,
+)
 from modelport.entities.providers.via_chat import chat_body_for_prompt
 from modelport.errors import BadGateway, InvalidParameterValue, NotImplementedByServer
 
@@ -198,7 +206,9 @@ class ChunkStream:
 
 # ---- the families ---------------------------------------------------------------------------------
 class Family:
-    """One ``bedrock_provider``: its bodies for one model id. Unsupported tasks raise 501."""
+    """One ``bedrock_provider``: its bodies for one model id. Unsupported tasks raise 501;
+    :attr:`tasks` says which tasks the model id is given bodies for (what the table above
+    says), so that a config asking for another one can be refused when it is written."""
 
     name: ClassVar[str] = ""
 
@@ -206,6 +216,10 @@ class Family:
         self.provider = provider
         self.model_id = model_id
         self.key = model_id.lower()
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        return frozenset({CHAT, COMPLETIONS})
 
     def _unsupported(self, what: str) -> NotImplementedByServer:
         return NotImplementedByServer(
@@ -277,6 +291,10 @@ class AmazonFamily(Family):
     @property
     def embedder(self) -> bool:
         return "embed" in self.key
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        return frozenset({EMBEDDINGS}) if self.embedder else frozenset({CHAT, COMPLETIONS})
 
     def _titan(self, body: Mapping[str, Any], text: str) -> dict[str, Any]:
         _only_one(body, "Titan")
@@ -419,6 +437,10 @@ class CohereFamily(Family):
     @property
     def embedder(self) -> bool:
         return "embed" in self.key
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        return frozenset({EMBEDDINGS}) if self.embedder else frozenset({CHAT, COMPLETIONS})
 
     def _generate(self, body: Mapping[str, Any], prompt: str) -> dict[str, Any]:
         _no_tools(body, "Cohere Command")
