@@ -8,6 +8,7 @@ answer within about a second while the registry (seconds to import) comes up.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import sys
@@ -81,7 +82,11 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
     backend = LocalBackend(
         registry, logs, options, inherited_environment(), resolve_secret=secret_service.resolve
     )
-    external = ExternalPlane(secret_service.resolve, timeout=float(settings.external_timeout))
+    external = ExternalPlane(
+        secret_service.resolve,
+        resolve_async=secret_service.resolve_async,
+        timeout=float(settings.external_timeout),
+    )
     dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout), external=external)
     reconciler = Reconciler(
         db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
@@ -202,6 +207,10 @@ class ModelportApp:
         if self.mlflow is not None:
             self.mlflow.app = wsgi
         services.registry.set(registry)
+        # Everything imported and built so far lives as long as the server: keep it out of
+        # the garbage collector's full passes, which otherwise walk MLflow's and SQLAlchemy's
+        # object graphs and pause every query in flight.
+        gc.freeze()
         log.info(
             "ready",
             extra={

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import stat
@@ -228,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flavors = ", ".join(model.flavors)
     print(f"modelport-worker: loaded {flavors} in {time.perf_counter() - started:.2f}s", file=sys.stderr)
     sys.stderr.flush()
+    gc.freeze()  # the model and the libraries stay: keep them out of full GC passes
     mode: BatchingMode = args.batching
     batcher = Batcher(model, mode, args.max_batch_size, args.max_batch_wait_ms / 1000.0)
     worker = Worker(model, batcher, args.parent_pid)

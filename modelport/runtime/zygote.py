@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import selectors
@@ -211,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parent = os.getppid()
     started = time.perf_counter()
     loaded = _preload()
+    # Children share the preloaded objects copy-on-write; a frozen generation is never
+    # walked by the collector, so those pages stay shared (Python's gc docs advise this).
+    gc.freeze()
     if threading.active_count() != 1:
         # Forking a process with other threads can deadlock the children: refuse to serve.
         names = ", ".join(t.name for t in threading.enumerate())
