@@ -271,6 +271,28 @@ def _normalize_entity(entity: ServedEntityInput, path: str) -> dict[str, Any]:
     return out
 
 
+def _check_external_mix(entities: list[dict[str, Any]], key: str) -> None:
+    """External models may share an endpoint (a traffic split among them) when they all serve
+    one task; an endpoint does not mix them with registered models (Databricks' rules)."""
+    external = [e for e in entities if "external_model" in e]
+    if not external or len(entities) == 1:
+        return
+    if len(external) != len(entities):
+        names = ", ".join(e["name"] for e in external)
+        raise _bad(
+            f"config.{key}",
+            f"external models ({names}) cannot share an endpoint with registered models; "
+            "serve them from an endpoint of their own.",
+        )
+    tasks = {e["external_model"]["task"] for e in external}
+    if len(tasks) > 1:
+        listed = ", ".join(f"'{e['name']}' {e['external_model']['task']}" for e in external)
+        raise _bad(
+            f"config.{key}",
+            f"the external models of one endpoint must all serve the same task ({listed}).",
+        )
+
+
 def _normalize_traffic(cfg: EndpointCoreConfigInput, names: list[str]) -> dict[str, Any]:
     if cfg.traffic_config is None or not cfg.traffic_config.routes:
         if len(names) == 1:
@@ -351,10 +373,7 @@ def normalize_config(cfg: EndpointCoreConfigInput, endpoint_name: str) -> dict[s
             f"served entity names must be unique; '{dupes[0]}' appears more than "
             "once. Give each entity its own 'name'.",
         )
-    if any("external_model" in e for e in entities) and len(entities) > 1:
-        raise _bad(
-            f"config.{key}", "an endpoint that serves an external model can have only one served entity."
-        )
+    _check_external_mix(entities, key)
     out: dict[str, Any] = {"served_entities": entities, "traffic_config": _normalize_traffic(cfg, names)}
     capture = _normalize_table(cfg.auto_capture_config, "config.auto_capture_config", endpoint_name)
     if capture is not None:

@@ -280,6 +280,45 @@ def test_credentials_never_come_back(http: httpx.Client) -> None:
             assert secret not in shown
 
 
+# ---- several external models in one endpoint ----------------------------------------------------
+def create_config(http: httpx.Client, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    created = http.post(API, json={"name": name, "config": config})
+    assert created.status_code == 200, created.text
+    return wait_settled(http, name)
+
+
+def routes(*names: str) -> dict[str, Any]:
+    shares = [100 // len(names) + (1 if i < 100 % len(names) else 0) for i in range(len(names))]
+    return {
+        "routes": [
+            {"served_entity_name": n, "traffic_percentage": p} for n, p in zip(names, shares, strict=True)
+        ]
+    }
+
+
+def test_two_external_models_split_the_traffic(http: httpx.Client, fake: FakeOpenAI) -> None:
+    mini = external_model("openai", "chat", fake, "")
+    big = {**mini, "name": "gpt-4o"}
+    config = {
+        "served_entities": [{"name": "mini", "external_model": mini}, {"name": "big", "external_model": big}],
+        "traffic_config": routes("mini", "big"),
+    }
+    create_config(http, "split", config)
+    try:
+        served = {"mini": 0, "big": 0}
+        for _ in range(200):
+            answer = http.post("/serving-endpoints/split/invocations", json={"messages": HELLO})
+            assert answer.status_code == 200, answer.text
+            served[answer.headers["served-model-name"]] += 1
+        assert 70 <= served["mini"] <= 130, served  # 50/50 over 200: 4 standard deviations
+        upstream = [r.json()["model"] for r in fake.requests if r.path == "/v1/chat/completions"]
+        assert (upstream.count("gpt-4o-mini"), upstream.count("gpt-4o")) == (served["mini"], served["big"])
+        direct = http.post("/serving-endpoints/split/served-models/big/invocations", json={"messages": HELLO})
+        assert direct.headers["served-model-name"] == "big"
+    finally:
+        http.delete(f"{API}/split")
+
+
 # ---- errors --------------------------------------------------------------------------------------
 def test_provider_errors_map_to_the_documented_codes(http: httpx.Client, fake: FakeOpenAI) -> None:
     query = "/serving-endpoints/openai-chat/invocations"

@@ -293,7 +293,7 @@ def test_custom_model_and_external_model_in_one_endpoint(w: WorkspaceClient, iri
             Route(served_entity_name="chat", traffic_percentage=50),
         ],
     )
-    with _invalid("external model", "only one served entity"):
+    with _invalid("external models (chat) cannot share an endpoint with registered models"):
         w.serving_endpoints.create(name="err-x", config=cfg)
 
 

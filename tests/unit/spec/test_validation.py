@@ -71,6 +71,30 @@ def test_external_model_default_name_replaces_dots_and_colons() -> None:
     assert out["served_entities"][0]["name"] == "claude-3-5-latest"
 
 
+def test_external_models_serving_one_task_may_split_the_traffic() -> None:
+    routes = [
+        {"served_entity_name": "a", "traffic_percentage": 50},
+        {"served_entity_name": "b", "traffic_percentage": 50},
+    ]
+    out = normalize_config(
+        config(
+            served_entities=[{"name": "a", **openai()}, {"name": "b", **openai(name="gpt-4o-mini")}],
+            traffic_config={"routes": routes},
+        ),
+        "ep",
+    )
+    assert [(e["name"], e["external_model"]["name"]) for e in out["served_entities"]] == [
+        ("a", "gpt-4o"),
+        ("b", "gpt-4o-mini"),
+    ]
+    assert out["traffic_config"] == {
+        "routes": [
+            {"served_entity_name": "a", "served_model_name": "a", "traffic_percentage": 50},
+            {"served_entity_name": "b", "served_model_name": "b", "traffic_percentage": 50},
+        ]
+    }
+
+
 def test_legacy_served_models_are_normalised_and_flagged() -> None:
     out = normalize_config(
         config(served_models=[{"model_name": "m", "model_version": "1", "scale_to_zero_enabled": True}]), "ep"
@@ -141,7 +165,25 @@ def test_case_insensitive_workload_size() -> None:
             config(served_entities=[entity(environment_vars={"MODELPORT_ENV_MANAGER": "conda"})]),
             "environment_vars.MODELPORT_ENV_MANAGER': 'conda' is not one of local, uv",
         ),
-        (config(served_entities=[openai(), entity()]), "only one served entity"),
+        (
+            config(served_entities=[{"name": "gpt", **openai()}, entity()]),
+            "external models (gpt) cannot share an endpoint with registered models",
+        ),
+        (
+            config(
+                served_entities=[
+                    {"name": "a", **openai()},
+                    {"name": "b", **openai(task="llm/v1/embeddings")},
+                ],
+                traffic_config={
+                    "routes": [
+                        {"served_entity_name": "a", "traffic_percentage": 50},
+                        {"served_entity_name": "b", "traffic_percentage": 50},
+                    ]
+                },
+            ),
+            "must all serve the same task ('a' llm/v1/chat, 'b' llm/v1/embeddings)",
+        ),
         (config(served_entities=[openai(provider="acme")]), "'acme' is not a supported provider"),
         (config(served_entities=[openai(task="llm/v1/rerank")]), "'llm/v1/rerank' is not one of"),
         (config(served_entities=[openai(openai_config=None)]), "openai_config"),
