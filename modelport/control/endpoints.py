@@ -38,6 +38,7 @@ from modelport.spec.endpoint import (
 )
 from modelport.spec.identity import Caller
 from modelport.spec.permissions import PermissionLevel
+from modelport.spec.secrets import keep_masked
 from modelport.spec.validation import (
     normalize_ai_gateway,
     normalize_config,
@@ -156,6 +157,7 @@ class EndpointService:
         endpoint_id = secrets.token_hex(16)
         stored_keys: list[str] = []
         if body:
+            keep_masked(body, [])  # a new endpoint has no stored credential for a mask to keep
             self._secrets.check_references(caller, body)
             body, stored_keys = self._secrets.store_inline_credentials(endpoint_id, body)
         now = now_ms()
@@ -223,7 +225,10 @@ class EndpointService:
             raise InvalidParameterValue(
                 f"A config update cannot {verb} endpoint '{name}'; create a new endpoint instead."
             )
-        self._secrets.check_references(caller, body)
+        # A config read with GET shows stored credentials masked; written back, it keeps them
+        # (the serving config's first, as GET shows that one as 'config').
+        body, kept = keep_masked(body, [c.body for c in (active, pending) if c is not None])
+        self._secrets.check_references(caller, body, kept=kept)
         started = now_ms()
         body, stored_keys = self._secrets.store_inline_credentials(endpoint.id, body)
         version = self._db.endpoints.begin_update(

@@ -1,7 +1,8 @@
 """Stored endpoints → the JSON shapes of compat-api.md §A.3 (ServingEndpointDetailed and friends).
 
 Credentials inside external-model blocks never leave the server: every ``*_plaintext``
-value is replaced by a mask here, the one place that renders configs.
+value is replaced by a mask here, the one place that renders configs. A config written
+back with the mask keeps its stored credential (``spec.secrets.keep_masked``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from typing import Any
 
 from modelport.control.endpoint_state import endpoint_state
 from modelport.spec.permissions import PermissionLevel
+from modelport.spec.secrets import MASK
 from modelport.store.records import ConfigRecord, EndpointRecord
 
 __all__ = ["MASK", "mask_credentials", "render_detailed", "render_summary"]
 
-MASK = "[REDACTED]"
 _ENTITY_ONLY_KEYS = ("state",)
 
 

@@ -22,7 +22,7 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from secrets import token_hex
 from typing import Any
 
@@ -277,12 +277,16 @@ class SecretService:
         return value
 
     # ---- endpoint configs ---------------------------------------------------------------------
-    def check_references(self, caller: Caller, body: dict[str, Any]) -> None:
+    def check_references(
+        self, caller: Caller, body: dict[str, Any], kept: Collection[tuple[str, str]] = ()
+    ) -> None:
         """Every ``{{secrets/...}}`` of an endpoint config must exist and be readable by ``caller``.
 
         A missing scope or key is a 400 naming the field and the reference; a scope the
         caller may not READ is a 403 naming them. Whether a key exists is told only to
-        principals who may read the scope.
+        principals who may read the scope. References in ``kept`` (``(scope, key)``, carried
+        over from the current config in place of a mask) must exist, but need no READ: the
+        caller keeps a credential that is already configured, and never sees it.
         """
         for ref in references_in(body):
             scope = self._db.secrets.get_scope(ref.scope)
@@ -291,7 +295,7 @@ class SecretService:
                     f"Invalid value for '{ref.path}': secret {ref.text} does not exist (no scope "
                     f"'{ref.scope}'). Create the scope and put the secret first."
                 )
-            have = self.permission(caller, ref.scope)
+            have = READ if (ref.scope, ref.key) in kept else self.permission(caller, ref.scope)
             if have is None or have < READ:
                 raise PermissionDenied(
                     f"'{caller.name}' does not have READ permission on secret scope '{ref.scope}', "

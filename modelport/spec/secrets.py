@@ -9,6 +9,7 @@ values) and as values of ``environment_vars``; :func:`references_in` finds them 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from modelport.errors import InvalidParameterValue
 
 __all__ = [
     "ENDPOINT_SCOPE_PREFIX",
+    "MASK",
     "MAX_NAME_LENGTH",
     "MAX_VALUE_BYTES",
     "ScopePermission",
     "SecretReference",
     "endpoint_scope",
+    "keep_masked",
     "parse_reference",
     "plaintext_fields",
     "reference",
@@ -39,6 +42,10 @@ MAX_VALUE_BYTES = 128 * 1024
 #: Scopes the server creates to hold an endpoint's inline (``*_plaintext``) credentials.
 #: No principal is granted anything on them, so only admins and the server can read them.
 ENDPOINT_SCOPE_PREFIX = "modelport-endpoint-"
+#: What a GET shows in place of every ``*_plaintext`` value (``control/render.py``).
+MASK = "[REDACTED]"
+#: Fields of a provider block that say where its credentials are sent.
+_DESTINATION_SUFFIXES = ("_url", "_base")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _REF_RE = re.compile(r"^\{\{secrets/([^/{}]+)/([^/{}]+)\}\}$")
@@ -188,3 +195,88 @@ def replace_plaintext(
             entity = {**entity, "external_model": swap(entity["external_model"], entity["name"], ())}
         entities.append(entity)
     return {**body, "served_entities": entities}
+
+
+def _masked(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k.endswith(_PLAINTEXT) and v == MASK:
+                yield (*path, k)
+            else:
+                yield from _masked(v, (*path, k))
+
+
+def _at(value: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _destination(external: dict[str, Any], block: str) -> dict[str, Any]:
+    fields = external.get(block)
+    if not isinstance(fields, dict):
+        return {}
+    return {k: v for k, v in fields.items() if k.endswith(_DESTINATION_SUFFIXES)}
+
+
+def keep_masked(
+    body: dict[str, Any], current: list[dict[str, Any]]
+) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """``body`` with every ``*_plaintext`` value that is :data:`MASK` replaced by what the same
+    field of the same served entity holds in the first of the ``current`` configs (stored
+    bodies, most relevant first) that has one: a config read with GET and written back
+    unchanged keeps its stored credentials instead of storing the mask as the new one.
+
+    A credential is kept only while it goes where it went: same provider, and the same
+    ``*_url``/``*_base`` fields in the provider block (otherwise a writer could send a
+    credential they cannot read to a server of their choosing). Raises
+    :class:`InvalidParameterValue` naming the field when there is nothing to keep or the
+    destination changed. Returns the new body and the ``(scope, key)`` of each secret
+    reference kept, which the caller keeps without having to be able to read it.
+    """
+    kept: set[tuple[str, str]] = set()
+    entities = []
+    for i, entity in enumerate(body.get("served_entities") or []):
+        external = entity.get("external_model")
+        paths = list(_masked(external, ())) if isinstance(external, dict) else []
+        if not paths:
+            entities.append(entity)
+            continue
+        assert isinstance(external, dict)
+        external = copy.deepcopy(external)
+        olds = [
+            e["external_model"]
+            for cfg in current
+            for e in cfg.get("served_entities") or []
+            if e.get("name") == entity.get("name") and isinstance(e.get("external_model"), dict)
+        ]
+        for path in paths:
+            where = ".".join((f"config.served_entities[{i}].external_model", *path))
+            found = next((old for old in olds if _at(old, path) is not None), None)
+            if found is None:
+                raise InvalidParameterValue(
+                    f"Invalid value for '{where}': '{MASK}' is what a GET shows in place of a stored "
+                    f"credential, and served entity '{entity.get('name')}' has none there to keep. Give "
+                    "the credential itself, or a {{secrets/scope/key}} reference in the field without "
+                    "'_plaintext'."
+                )
+            before, after = _destination(found, path[0]), _destination(external, path[0])
+            changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+            if found.get("provider") != external.get("provider"):
+                changed.insert(0, "provider")
+            if changed:
+                raise InvalidParameterValue(
+                    f"Invalid value for '{where}': '{MASK}' keeps the stored credential only while it "
+                    f"is sent where it was, and {', '.join(changed)} changed. Give the credential again."
+                )
+            value = _at(found, path)
+            parent = _at(external, path[:-1])
+            assert isinstance(parent, dict)
+            parent[path[-1]] = value
+            ref = parse_reference(value)
+            if ref is not None:
+                kept.add(ref)
+        entities.append({**entity, "external_model": external})
+    return {**body, "served_entities": entities}, kept

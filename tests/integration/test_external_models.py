@@ -280,7 +280,7 @@ def test_credentials_never_come_back(http: httpx.Client) -> None:
             assert secret not in shown
 
 
-# ---- several external models in one endpoint ----------------------------------------------------
+# ---- several external models in one endpoint; configs written back ------------------------------
 def create_config(http: httpx.Client, name: str, config: dict[str, Any]) -> dict[str, Any]:
     created = http.post(API, json={"name": name, "config": config})
     assert created.status_code == 200, created.text
@@ -317,6 +317,61 @@ def test_two_external_models_split_the_traffic(http: httpx.Client, fake: FakeOpe
         assert direct.headers["served-model-name"] == "big"
     finally:
         http.delete(f"{API}/split")
+
+
+def test_a_config_read_and_written_back_keeps_its_credentials(
+    ext_server: ServerProcess, http: httpx.Client, fake: FakeOpenAI
+) -> None:
+    """GET shows every *_plaintext credential masked; PUT back unchanged, the stored ones stay."""
+    from databricks.sdk import WorkspaceClient
+
+    names = ("key", "bearer", "entra")
+    entities = [
+        {"name": n, "external_model": external_model(k, "chat", fake, "")}
+        for n, k in zip(names, ("openai", "custom", "entra"), strict=True)
+    ]
+    create_config(http, "written-back", {"served_entities": entities, "traffic_config": routes(*names)})
+
+    def all_authenticate() -> None:
+        for name in names:
+            path = f"/serving-endpoints/written-back/served-models/{name}/invocations"
+            answer = http.post(path, json={"messages": HELLO})
+            assert answer.status_code == 200, answer.text
+            assert fake.last("/chat/completions").headers.get("authorization", "").startswith("Bearer ")
+
+    try:
+        got = http.get(f"{API}/written-back").json()["config"]
+        assert "[REDACTED]" in orjson.dumps(got).decode() and API_KEY not in orjson.dumps(got).decode()
+        put = http.put(
+            f"{API}/written-back/config",
+            json={"served_entities": got["served_entities"], "traffic_config": got["traffic_config"]},
+        )
+        assert put.status_code == 200, put.text
+        assert wait_settled(http, "written-back")["config"]["config_version"] == 2
+        all_authenticate()
+        assert fake.last("/v1/chat/completions").headers["authorization"] == f"Bearer {API_KEY}"
+
+        # The same with the SDK: its GET objects passed straight back to update_config.
+        w = WorkspaceClient(host=ext_server.url, token=ADMIN_TOKEN)
+        endpoint = w.serving_endpoints.get("written-back")
+        assert endpoint.config is not None
+        w.serving_endpoints.update_config(
+            "written-back",
+            served_entities=endpoint.config.served_entities,  # type: ignore[arg-type]
+            traffic_config=endpoint.config.traffic_config,
+        )
+        assert wait_settled(http, "written-back")["config"]["config_version"] == 3
+        all_authenticate()
+
+        # A mask where nothing is stored is refused, and the serving config stays.
+        renamed = [{**got["served_entities"][0], "name": "new-entity"}]
+        refused = http.put(f"{API}/written-back/config", json={"served_entities": renamed})
+        assert "served entity 'new-entity' has none there to keep" in error_of(
+            refused, 400, "INVALID_PARAMETER_VALUE"
+        )
+        assert wait_settled(http, "written-back")["config"]["config_version"] == 3
+    finally:
+        http.delete(f"{API}/written-back")
 
 
 # ---- errors --------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ import pytest
 
 from modelport.errors import InvalidParameterValue
 from modelport.spec.secrets import (
+    MASK,
     ScopePermission,
     SecretReference,
+    keep_masked,
     parse_reference,
     plaintext_fields,
     reference,
@@ -135,3 +137,79 @@ def test_a_plaintext_value_that_is_not_a_string_is_refused_without_echo() -> Non
     with pytest.raises(InvalidParameterValue, match=where) as caught:
         replace_plaintext(body, lambda *_: "never")
     assert "v9" not in caught.value.message
+
+
+# ---- masked credentials written back --------------------------------------------------------
+STORED = "{{secrets/modelport-endpoint-abc/chat.openai_api_key.1a2b3c4d}}"
+
+
+def openai_config_body(name: str = "chat", **block: Any) -> dict[str, Any]:
+    external = {"provider": "openai", "name": "gpt", "task": "llm/v1/chat", "openai_config": block}
+    return {"served_entities": [{"name": name, "external_model": external}]}
+
+
+def test_a_mask_keeps_the_stored_credential_of_the_same_entity_and_field() -> None:
+    current = openai_config_body(openai_api_key_plaintext=STORED, openai_organization="org-1")
+    body = openai_config_body(openai_api_key_plaintext=MASK, openai_organization="org-2")
+    kept, refs = keep_masked(body, [current])
+    assert kept == openai_config_body(openai_api_key_plaintext=STORED, openai_organization="org-2")
+    assert refs == {("modelport-endpoint-abc", "chat.openai_api_key.1a2b3c4d")}
+    assert body["served_entities"][0]["external_model"]["openai_config"]["openai_api_key_plaintext"] == MASK
+
+
+def test_nested_fields_are_kept_too() -> None:
+    def custom(value: str) -> dict[str, Any]:
+        block = {
+            "custom_provider_url": "https://llm.example/v1",
+            "api_key_auth": {"key": "X-Key", "value_plaintext": value},
+        }
+        external = {"provider": "custom", "name": "m", "task": "llm/v1/chat", "custom_provider_config": block}
+        return {"served_entities": [{"name": "c", "external_model": external}]}
+
+    assert keep_masked(custom(MASK), [custom(STORED)])[0] == custom(STORED)
+
+
+def test_the_first_current_config_with_the_field_wins() -> None:
+    active = openai_config_body(openai_api_key_plaintext=STORED)
+    pending = openai_config_body(openai_api_key_plaintext="{{secrets/modelport-endpoint-abc/other}}")
+    kept, _ = keep_masked(openai_config_body(openai_api_key_plaintext=MASK), [active, pending])
+    assert kept == active
+    kept, _ = keep_masked(openai_config_body(openai_api_key_plaintext=MASK), [openai_config_body(), pending])
+    assert kept == pending
+
+
+def test_a_body_without_masks_is_returned_as_it_is() -> None:
+    body = openai_config_body(openai_api_key_plaintext="sk-new")
+    assert keep_masked(body, []) == (body, set())
+
+
+@pytest.mark.parametrize(
+    "current",
+    [
+        [],  # a new endpoint
+        [openai_config_body("other", openai_api_key_plaintext=STORED)],  # a new entity
+        [openai_config_body(openai_api_key="{{secrets/llm/openai}}")],  # the field was not set
+    ],
+)
+def test_a_mask_with_nothing_to_keep_is_refused(current: list[dict[str, Any]]) -> None:
+    with pytest.raises(InvalidParameterValue) as caught:
+        keep_masked(openai_config_body(openai_api_key_plaintext=MASK), current)
+    assert caught.value.message.startswith(
+        "Invalid value for 'config.served_entities[0].external_model.openai_config."
+        "openai_api_key_plaintext': '[REDACTED]' is what a GET shows in place of a stored credential, "
+        "and served entity 'chat' has none there to keep."
+    )
+
+
+def test_a_mask_is_not_kept_when_the_credential_would_go_somewhere_else() -> None:
+    current = openai_config_body(openai_api_key_plaintext=STORED, openai_api_base="https://a.example/v1")
+    moved = openai_config_body(openai_api_key_plaintext=MASK, openai_api_base="https://evil.example/v1")
+    with pytest.raises(InvalidParameterValue, match=r"openai_api_base changed\. Give the credential again\."):
+        keep_masked(moved, [current])
+    added = openai_config_body(openai_api_key_plaintext=MASK)
+    with pytest.raises(InvalidParameterValue, match="openai_api_base changed"):
+        keep_masked(added, [current])
+    other_provider = openai_config_body(openai_api_key_plaintext=STORED)
+    other_provider["served_entities"][0]["external_model"]["provider"] = "custom"
+    with pytest.raises(InvalidParameterValue, match="provider changed"):
+        keep_masked(openai_config_body(openai_api_key_plaintext=MASK), [other_provider])
