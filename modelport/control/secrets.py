@@ -11,13 +11,16 @@ Endpoint credentials given inline (``*_plaintext``) are stored as secrets in a s
 server owns, ``modelport-endpoint-<endpoint id>``, which has an empty ACL (admins only);
 the config keeps a ``{{secrets/...}}`` reference in their place.
 
-Methods block (database calls): the API runs them in a thread pool. No method logs or
-returns a secret value except :meth:`SecretService.get_secret` (to READ holders, as
-Databricks does) and :meth:`SecretService.resolve` (to the server's own data plane).
+Methods block (database calls): the API runs them in a thread pool; the data plane uses
+:meth:`SecretService.resolve_async`, which reads the store in a thread on a cache miss. No
+method logs or returns a secret value except :meth:`SecretService.get_secret` (to READ
+holders, as Databricks does) and :meth:`SecretService.resolve` (to the server's own data
+plane and replicas).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -275,6 +278,14 @@ class SecretService:
             raise InvalidState(f"{what} is not UTF-8 text, so it cannot be used as a credential.") from None
         self._cache[(scope, key)] = (now + self._ttl, value)
         return value
+
+    async def resolve_async(self, scope: str, key: str) -> str:
+        """:meth:`resolve` for the event loop: a cached value is returned at once, a miss
+        reads the store in a worker thread so that queries in flight are not held up."""
+        hit = self._cache.get((scope, key))
+        if hit is not None and hit[0] > self._clock():
+            return hit[1]
+        return await asyncio.to_thread(self.resolve, scope, key)
 
     # ---- endpoint configs ---------------------------------------------------------------------
     def check_references(

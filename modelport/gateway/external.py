@@ -12,6 +12,11 @@ shutdown.
 provider and returns either the answer (a dict in the unified shape) or, for
 ``"stream": true``, an async iterator of chunk dicts whose first chunk has already arrived,
 so that every error before the first byte is an ordinary error response.
+
+Providers look their credentials up synchronously (``base.credential``). So that a secret
+read never blocks the event loop, the plane resolves the ``{{secrets/...}}`` references of
+the entity's provider block with the asynchronous resolver first (from memory, or from the
+store in a worker thread) and hands the provider those values.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -29,6 +34,7 @@ from modelport.entities.providers.base import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    SECRET_REF,
     Provider,
     ProviderContext,
     SecretResolver,
@@ -38,7 +44,10 @@ from modelport.gateway.transport import PooledTransport
 from modelport.spec.endpoint import PROVIDER_CONFIG_KEY
 from modelport.spec.endpoint import Provider as ProviderName
 
-__all__ = ["ChunkStream", "Chunks", "ExternalPlane", "base64_embeddings"]
+__all__ = ["AsyncSecretResolver", "ChunkStream", "Chunks", "ExternalPlane", "base64_embeddings"]
+
+#: ``(scope, key) -> value`` without blocking the event loop.
+AsyncSecretResolver = Callable[[str, str], Awaitable[str]]
 
 #: What the body of each task must hold, and how to say so.
 _NEEDS = {
@@ -67,6 +76,20 @@ def _fits(task: str, body: Mapping[str, Any], endpoint: str) -> bool:
     if stream and task == EMBEDDINGS:
         raise InvalidParameterValue("Embeddings cannot be streamed: leave out 'stream' or set it to false.")
     return stream
+
+
+def _references(value: Any) -> Iterator[tuple[str, str]]:
+    """``(scope, key)`` of every secret reference in a provider block."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+    elif isinstance(value, str):
+        match = SECRET_REF.match(value)
+        if match is not None:
+            yield match.group(1), match.group(2)
 
 
 def base64_embeddings(answer: dict[str, Any]) -> dict[str, Any]:
@@ -161,8 +184,11 @@ class ChunkStream:
 class ExternalPlane:
     """The providers of this server's external served entities (see the module docstring).
 
-    ``resolve`` looks secret references up (``{{secrets/scope/key}}``) at request time;
-    ``timeout`` bounds each wait on a provider (connect, each read, each write).
+    ``resolve`` looks secret references up (``{{secrets/scope/key}}``) at request time.
+    With ``resolve_async`` too, every query first resolves its provider's references with it
+    and the provider gets the values so found (``resolve``, which may block, only answers a
+    reference that is not in the provider's block). ``timeout`` bounds each wait on a
+    provider (connect, each read, each write).
     """
 
     def __init__(
@@ -170,10 +196,15 @@ class ExternalPlane:
         resolve: SecretResolver,
         *,
         timeout: float,
+        resolve_async: AsyncSecretResolver | None = None,
         providers: Mapping[str, type[Provider]] | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self._resolve = resolve
+        self._resolve_async = resolve_async
+        # The latest value each reference resolved to (by a query of this plane); pruned by retain().
+        self._values: dict[tuple[str, str], str] = {}
+        self._refs: dict[Provider, tuple[tuple[str, str], ...]] = {}
         self._timeout = timeout
         self._classes = PROVIDERS if providers is None else providers
         self._http = http or httpx.AsyncClient(
@@ -202,24 +233,42 @@ class ExternalPlane:
             model=str(ext["name"]),
             task=str(ext["task"]),
             config=ext.get(PROVIDER_CONFIG_KEY[ProviderName(name)]) or {},
-            resolve=self._resolve,
+            resolve=self._resolve if self._resolve_async is None else self._resolved,
             http=self._http,
             timeout=self._timeout,
         )
         found = self._providers[key] = cls(ctx)
+        self._refs[found] = tuple(dict.fromkeys(_references(ctx.config)))
         return found
+
+    def _resolved(self, scope: str, key: str) -> str:
+        value = self._values.get((scope, key))
+        return value if value is not None else self._resolve(scope, key)
+
+    async def _resolve_references(self, provider: Provider) -> None:
+        assert self._resolve_async is not None
+        refs = self._refs.get(provider)
+        if refs is None:  # a provider this plane did not build
+            refs = tuple(dict.fromkeys(_references(provider.ctx.config)))
+        for ref in refs:
+            self._values[ref] = await self._resolve_async(*ref)
 
     def retain(self, serving: Iterable[tuple[str, int]]) -> None:
         """Forget the providers of config versions no longer in ``serving`` ((endpoint id, version))."""
         live = set(serving)
         for key in [k for k in self._providers if (k[0], k[1]) not in live]:
-            del self._providers[key]
+            self._refs.pop(self._providers.pop(key), None)
+        used = {ref for refs in self._refs.values() for ref in refs}
+        for ref in [r for r in self._values if r not in used]:
+            del self._values[ref]
 
     async def answer(self, provider: Provider, body: dict[str, Any]) -> dict[str, Any] | ChunkStream:
         """The provider's answer to ``body``: a dict, or for a stream the chunks, the first of
         which has arrived. The caller closes the stream (``aclose``)."""
         ctx = provider.ctx
         stream = _fits(ctx.task, body, ctx.endpoint)
+        if self._resolve_async is not None:
+            await self._resolve_references(provider)
         if ctx.task == CHAT:
             if stream:
                 return await self._stream(provider.chat_stream(body), body)
@@ -245,4 +294,6 @@ class ExternalPlane:
 
     async def aclose(self) -> None:
         self._providers.clear()
+        self._refs.clear()
+        self._values.clear()
         await self._http.aclose()

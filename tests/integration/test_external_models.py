@@ -374,6 +374,37 @@ def test_a_config_read_and_written_back_keeps_its_credentials(
         http.delete(f"{API}/written-back")
 
 
+def test_a_referenced_secret_is_read_per_query(http: httpx.Client) -> None:
+    """The query path resolves references off the event loop: a value put through the secrets
+    API is used by the next query, and a deleted one fails it with a message naming it."""
+    assert http.post("/api/2.0/secrets/scopes/create", json={"scope": "rotating"}).status_code == 200
+
+    def put(value: str) -> None:
+        body = {"scope": "rotating", "key": "openai", "string_value": value}
+        assert http.post("/api/2.0/secrets/put", json=body).status_code == 200
+
+    put(API_KEY)
+    config = {"openai_api_key": "{{secrets/rotating/openai}}"}
+    ext = {"provider": "openai", "name": "gpt-4o-mini", "task": "llm/v1/chat", "openai_config": config}
+    create(http, "rotating", ext)
+    query = "/serving-endpoints/rotating/invocations"
+    try:
+        assert http.post(query, json={"messages": HELLO}).status_code == 200
+        put("sk-revoked")
+        assert "Incorrect API key provided" in error_of(
+            http.post(query, json={"messages": HELLO}), 403, "PERMISSION_DENIED"
+        )
+        put(API_KEY)
+        assert http.post(query, json={"messages": HELLO}).status_code == 200
+        deleted = http.post("/api/2.0/secrets/delete", json={"scope": "rotating", "key": "openai"})
+        assert deleted.status_code == 200
+        message = error_of(http.post(query, json={"messages": HELLO}), 400, "INVALID_STATE")
+        assert "{{secrets/rotating/openai}}" in message and "does not exist" in message
+    finally:
+        http.delete(f"{API}/rotating")
+        http.post("/api/2.0/secrets/scopes/delete", json={"scope": "rotating"})
+
+
 # ---- errors --------------------------------------------------------------------------------------
 def test_provider_errors_map_to_the_documented_codes(http: httpx.Client, fake: FakeOpenAI) -> None:
     query = "/serving-endpoints/openai-chat/invocations"

@@ -3,9 +3,11 @@ secrets key (control/cipher.py). The store is a real SQLite database in a tempor
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,37 @@ def test_put_and_delete_through_the_service_evict_at_once(db: Database, service:
     service.delete_secret(alice, "team", "k")
     with pytest.raises(InvalidState, match=r"Secret \{\{secrets/team/k\}\}.*does not exist"):
         service.resolve("team", "k")
+
+
+def test_resolve_async_reads_the_store_in_a_thread_only_on_a_miss(
+    db: Database, service: SecretService, cipher: SecretCipher, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = user(db, "alice")
+    service.create_scope(alice, "team")
+    put(service, alice, "team", "k", "v1")
+    reads: list[int] = []
+    read = db.secrets.get
+
+    def counted(scope: str, key: str) -> object:
+        reads.append(threading.get_ident())
+        return read(scope, key)
+
+    monkeypatch.setattr(db.secrets, "get", counted)
+
+    async def main() -> list[str]:
+        loop_thread = threading.get_ident()
+        got = [await service.resolve_async("team", "k"), await service.resolve_async("team", "k")]
+        db.secrets.put("team", "k", cipher.encrypt(b"v2"), 2)
+        clock.now += 5.1
+        got.append(await service.resolve_async("team", "k"))
+        assert reads and loop_thread not in reads
+        return got
+
+    assert asyncio.run(main()) == ["v1", "v1", "v2"]
+    assert len(reads) == 2  # the first call and the one after the entry expired
+    service.delete_secret(alice, "team", "k")
+    with pytest.raises(InvalidState, match="does not exist"):
+        asyncio.run(service.resolve_async("team", "k"))
 
 
 def test_resolve_of_a_value_that_is_not_text(db: Database, service: SecretService) -> None:

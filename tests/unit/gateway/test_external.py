@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Provider
+from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Provider, credential
 from modelport.errors import BadGateway, InvalidParameterValue, InvalidState, NotImplementedByServer
 from modelport.gateway.external import ChunkStream, ExternalPlane, base64_embeddings
 
@@ -221,3 +221,66 @@ def test_base64_embeddings_are_little_endian_float32() -> None:
 def test_base64_embeddings_of_an_answer() -> None:
     answer_ = {"data": [{"embedding": [1.0]}, {"embedding": [2.0, 3.0]}]}
     assert [d["embedding"] for d in base64_embeddings(answer_)["data"]] == ["AACAPw==", "AAAAQAAAQEA="]
+
+
+# ---- secret references ---------------------------------------------------------------------------
+class Keyed(Scripted):
+    """Reads its key per request the way the real providers do (``credential``, synchronously)."""
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.seen.append(body)
+        config = self.ctx.config
+        return {"key": credential(config, "openai_api_key", self.ctx.resolve), "org": config["org"]}
+
+
+def keyed_entity() -> dict[str, Any]:
+    block = {"openai_api_key": "{{secrets/llm/openai}}", "org": "{{secrets/llm/org}}"}
+    return {
+        "name": "e1",
+        "external_model": {"provider": "openai", "name": "m", "task": CHAT, "openai_config": block},
+    }
+
+
+def blocking(scope: str, key: str) -> str:
+    raise AssertionError("the blocking resolver ran on the event loop")
+
+
+def test_references_are_resolved_asynchronously_on_every_query_before_the_provider_runs() -> None:
+    values = {("llm", "openai"): "sk-1", ("llm", "org"): "org-1"}
+    asked: list[tuple[str, str]] = []
+
+    async def resolve_async(scope: str, key: str) -> str:
+        asked.append((scope, key))
+        return values[(scope, key)]
+
+    ext = ExternalPlane(blocking, resolve_async=resolve_async, timeout=5.0, providers={"openai": Keyed})
+    hello = {"messages": [{"role": "user", "content": "hi"}]}
+
+    async def main() -> list[Any]:
+        provider = ext.provider("id", "ep", 1, keyed_entity())
+        first = await ext.answer(provider, dict(hello))
+        values[("llm", "openai")] = "sk-2"  # rotated: the next query uses the new value
+        second = await ext.answer(provider, dict(hello))
+        return [first, second]
+
+    assert run(main()) == [
+        {"key": "sk-1", "org": "{{secrets/llm/org}}"},
+        {"key": "sk-2", "org": "{{secrets/llm/org}}"},
+    ]
+    assert asked == [("llm", "openai"), ("llm", "org")] * 2
+
+
+def test_a_reference_that_cannot_be_resolved_fails_the_query_before_the_provider_is_called() -> None:
+    async def missing(scope: str, key: str) -> str:
+        raise InvalidState(f"Secret {{{{secrets/{scope}/{key}}}}} does not exist")
+
+    ext = ExternalPlane(blocking, resolve_async=missing, timeout=5.0, providers={"openai": Keyed})
+
+    async def main() -> Keyed:
+        provider = ext.provider("id", "ep", 1, keyed_entity())
+        with pytest.raises(InvalidState, match="does not exist"):
+            await ext.answer(provider, {"messages": [{"role": "user", "content": "hi"}]})
+        assert isinstance(provider, Keyed)
+        return provider
+
+    assert run(main()).seen == []
