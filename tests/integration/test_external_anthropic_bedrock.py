@@ -1,5 +1,6 @@
 """Anthropic and Amazon Bedrock end to end: a real ``modelport serve`` in front of their
-loopback fakes, queried with the official ``openai`` client and the Databricks invocations path.
+loopback fakes, queried with the official ``openai`` client, the Databricks invocations path
+and ``mlflow.deployments`` ("databricks" target: ``predict`` and ``predict_stream``).
 
 One server for the module, with ``MODELPORT_ANTHROPIC_BASE_URL`` and
 ``MODELPORT_BEDROCK_BASE_URL`` pointed at the fakes (the Bedrock fake verifies every SigV4
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from mlflow.deployments import BaseDeploymentClient, get_deploy_client
 
 from tests.fakes import anthropic_server, bedrock_server
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -75,6 +77,8 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
     ),
 }
 CHAT_ENDPOINTS = ("claude-chat", "br-claude", "br-nova", "br-command-r", "br-jamba")
+COMPLETION_ENDPOINTS = ("claude-complete", "br-titan-complete")
+EMBEDDING_ENDPOINTS = (("br-titan-embed", 1024), ("br-cohere-embed", 1024))
 
 
 class Fakes:
@@ -134,6 +138,16 @@ def client(provider_server: ServerProcess, fakes: Fakes) -> openai.OpenAI:
     )
 
 
+@pytest.fixture
+def databricks(
+    provider_server: ServerProcess, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> BaseDeploymentClient:
+    fakes.reset()
+    monkeypatch.setenv("DATABRICKS_HOST", provider_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", ADMIN_TOKEN)
+    return get_deploy_client("databricks")
+
+
 @pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
 def test_chat(endpoint: str, client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(model=endpoint, messages=HELLO, max_tokens=50)  # type: ignore[arg-type]
@@ -174,19 +188,44 @@ def test_tool_calls_round_trip(endpoint: str, client: openai.OpenAI) -> None:
 
 
 def test_completions(client: openai.OpenAI) -> None:
-    for endpoint in ("claude-complete", "br-titan-complete"):
+    for endpoint in COMPLETION_ENDPOINTS:
         answer = client.completions.create(model=endpoint, prompt="say this", max_tokens=10)
         assert answer.choices[0].text == "You said: say this"
         assert answer.choices[0].finish_reason == "stop"
 
 
-@pytest.mark.parametrize(("endpoint", "dims"), [("br-titan-embed", 1024), ("br-cohere-embed", 1024)])
+@pytest.mark.parametrize(("endpoint", "dims"), EMBEDDING_ENDPOINTS)
 def test_embeddings(endpoint: str, dims: int, client: openai.OpenAI) -> None:
     # openai asks for base64 unless told otherwise; the server encodes, the client decodes.
     answer = client.embeddings.create(model=endpoint, input=["a b", "c"])
     expected = [bedrock_server.vector(t, dims) for t in ("a b", "c")]
     assert [[round(x, 4) for x in d.embedding] for d in answer.data] == expected
     assert answer.usage.prompt_tokens == 3
+
+
+@pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
+def test_mlflow_predict_and_predict_stream_chat(endpoint: str, databricks: BaseDeploymentClient) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"messages": HELLO, "max_tokens": 50})
+    assert answer["choices"][0]["message"]["content"] == "You said: hello there"
+    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"messages": HELLO}))
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "You said: hello there"
+
+
+@pytest.mark.parametrize("endpoint", COMPLETION_ENDPOINTS)
+def test_mlflow_predict_and_predict_stream_completions(
+    endpoint: str, databricks: BaseDeploymentClient
+) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"prompt": "say this", "max_tokens": 10})
+    assert answer["choices"][0]["text"] == "You said: say this"
+    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"prompt": "say this"}))
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "You said: say this"
+
+
+@pytest.mark.parametrize(("endpoint", "dims"), EMBEDDING_ENDPOINTS)
+def test_mlflow_predict_embeddings(endpoint: str, dims: int, databricks: BaseDeploymentClient) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"input": ["a b", "c"]})
+    expected = [bedrock_server.vector(t, dims) for t in ("a b", "c")]
+    assert [[round(x, 4) for x in d["embedding"]] for d in answer["data"]] == expected
 
 
 def test_databricks_invocations_path(provider_server: ServerProcess) -> None:

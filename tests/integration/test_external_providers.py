@@ -1,9 +1,11 @@
 """Cohere, Vertex AI, PaLM (Gemini API) and AI21 end to end: a real ``modelport serve`` in front
-of their loopback fakes, queried with the official ``openai`` client.
+of their loopback fakes, queried with the official ``openai`` client and with
+``mlflow.deployments`` ("databricks" target: ``predict`` and ``predict_stream`` over
+``/invocations``).
 
 One server for the module, its ``MODELPORT_*_BASE_URL`` variables pointed at the fakes (the
 Vertex key's ``token_uri`` points at the Google fake, so the server fetches real signed-JWT
-tokens from it), and one endpoint per provider and task.
+tokens from it), and one endpoint per provider and task the provider offers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from mlflow.deployments import BaseDeploymentClient, get_deploy_client
 
 from tests.fakes import cohere_server, vertex_server
 from tests.fakes.ai21_server import FakeAI21
@@ -41,6 +44,13 @@ TOOLS = [
     }
 ]
 CHAT_ENDPOINTS = ("co-chat", "vx-chat", "palm-chat", "ai21-chat")
+COMPLETION_ENDPOINTS = ("co-complete", "vx-complete", "palm-complete", "ai21-complete")
+#: Embeddings endpoints and the vectors their fake computes (AI21 has no embeddings).
+EMBEDDING_ENDPOINTS = (
+    ("co-embed", cohere_server.embedding_of),
+    ("vx-embed", vertex_server.embedding_of),
+    ("palm-embed", vertex_server.embedding_of),
+)
 
 
 class Fakes:
@@ -73,6 +83,12 @@ def _endpoints(fakes: Fakes) -> dict[str, dict[str, Any]]:
             "task": "llm/v1/chat",
             "cohere_config": cohere,
         },
+        "co-complete": {
+            "provider": "cohere",
+            "name": "command-r",
+            "task": "llm/v1/completions",
+            "cohere_config": cohere,
+        },
         "co-embed": {
             "provider": "cohere",
             "name": "embed-v4.0",
@@ -85,6 +101,12 @@ def _endpoints(fakes: Fakes) -> dict[str, dict[str, Any]]:
             "task": "llm/v1/chat",
             "google_cloud_vertex_ai_config": vertex,
         },
+        "vx-complete": {
+            "provider": "google-cloud-vertex-ai",
+            "name": "gemini-2.0-flash",
+            "task": "llm/v1/completions",
+            "google_cloud_vertex_ai_config": vertex,
+        },
         "vx-embed": {
             "provider": "google-cloud-vertex-ai",
             "name": "text-embedding-005",
@@ -95,6 +117,18 @@ def _endpoints(fakes: Fakes) -> dict[str, dict[str, Any]]:
             "provider": "palm",
             "name": "gemini-2.0-flash",
             "task": "llm/v1/chat",
+            "palm_config": {"palm_api_key_plaintext": vertex_server.API_KEY},
+        },
+        "palm-complete": {
+            "provider": "palm",
+            "name": "gemini-2.0-flash",
+            "task": "llm/v1/completions",
+            "palm_config": {"palm_api_key_plaintext": vertex_server.API_KEY},
+        },
+        "palm-embed": {
+            "provider": "palm",
+            "name": "text-embedding-004",
+            "task": "llm/v1/embeddings",
             "palm_config": {"palm_api_key_plaintext": vertex_server.API_KEY},
         },
         "ai21-chat": {
@@ -157,6 +191,16 @@ def client(provider_server: ServerProcess, fakes: Fakes) -> openai.OpenAI:
     )
 
 
+@pytest.fixture
+def databricks(
+    provider_server: ServerProcess, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> BaseDeploymentClient:
+    fakes.reset()
+    monkeypatch.setenv("DATABRICKS_HOST", provider_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", ADMIN_TOKEN)
+    return get_deploy_client("databricks")
+
+
 @pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
 def test_chat(endpoint: str, client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(model=endpoint, messages=HELLO, max_tokens=50)  # type: ignore[arg-type]
@@ -195,21 +239,49 @@ def test_tool_calls(endpoint: str, client: openai.OpenAI, fakes: Fakes) -> None:
     assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "embedding_of"),
-    [("co-embed", cohere_server.embedding_of), ("vx-embed", vertex_server.embedding_of)],
-)
+@pytest.mark.parametrize(("endpoint", "embedding_of"), EMBEDDING_ENDPOINTS)
 def test_embeddings(endpoint: str, embedding_of: Any, client: openai.OpenAI) -> None:
     # openai asks for base64 unless told otherwise; the server encodes, the client decodes.
     answer = client.embeddings.create(model=endpoint, input=["a b", "c"])
     assert [d.embedding for d in answer.data] == [embedding_of("a b"), embedding_of("c")]
-    assert answer.usage.prompt_tokens == 3
+    if endpoint != "palm-embed":  # the Gemini API does not count embedding tokens
+        assert answer.usage.prompt_tokens == 3
 
 
-def test_completions(client: openai.OpenAI) -> None:
-    answer = client.completions.create(model="ai21-complete", prompt="say this", max_tokens=10)
+@pytest.mark.parametrize("endpoint", COMPLETION_ENDPOINTS)
+def test_completions(endpoint: str, client: openai.OpenAI) -> None:
+    answer = client.completions.create(model=endpoint, prompt="say this", max_tokens=10)
     assert answer.choices[0].text == "echo: say this"
     assert answer.usage is not None and answer.usage.total_tokens == 5
+    streamed = list(client.completions.create(model=endpoint, prompt="say this", stream=True))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == "echo: say this"
+
+
+# ---- mlflow.deployments ("databricks" target) over /invocations -----------------------------------
+@pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
+def test_mlflow_predict_and_predict_stream_chat(endpoint: str, databricks: BaseDeploymentClient) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"messages": HELLO, "max_tokens": 50})
+    assert answer["choices"][0]["message"]["content"] == "echo: hello there"
+    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"messages": HELLO}))
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "echo: hello there"
+
+
+@pytest.mark.parametrize("endpoint", COMPLETION_ENDPOINTS)
+def test_mlflow_predict_and_predict_stream_completions(
+    endpoint: str, databricks: BaseDeploymentClient
+) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"prompt": "say this", "max_tokens": 10})
+    assert answer["choices"][0]["text"] == "echo: say this"
+    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"prompt": "say this"}))
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "echo: say this"
+
+
+@pytest.mark.parametrize(("endpoint", "embedding_of"), EMBEDDING_ENDPOINTS)
+def test_mlflow_predict_embeddings(
+    endpoint: str, embedding_of: Any, databricks: BaseDeploymentClient
+) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"input": ["a b", "c"]})
+    assert [d["embedding"] for d in answer["data"]] == [embedding_of("a b"), embedding_of("c")]
 
 
 def test_the_server_reuses_its_vertex_token(client: openai.OpenAI, fakes: Fakes) -> None:
