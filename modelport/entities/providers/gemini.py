@@ -25,22 +25,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
+import httpx
 import orjson
 
 from modelport.entities.providers.base import (
+    Provider,
     chat_chunk,
     chat_response,
+    iter_sse,
+    json_of,
     messages_of,
     new_id,
     provider_error,
     usage,
 )
-from modelport.entities.providers.via_chat import text_of
+from modelport.entities.providers.via_chat import (
+    choices_wanted,
+    complete_via_chat,
+    stream_completion_via_chat,
+    text_of,
+)
 from modelport.errors import BadGateway, InvalidParameterValue
 
 __all__ = [
+    "GeminiChat",
     "chat_answer_from_gemini",
     "chat_to_gemini",
     "chunks_from_gemini",
@@ -400,3 +410,37 @@ async def chunks_from_gemini(
     if tool_index and finish == "stop":
         finish = "tool_calls"
     yield chat_chunk(id_, model, created, {}, finish or "stop", usage(prompt, completion))
+
+
+class GeminiChat(Provider):
+    """Chat and completions on Gemini's ``:generateContent`` API, for the providers that
+    serve Gemini models (Vertex AI, and palm through the Gemini API). Subclasses set
+    ``url`` (the model's URL, without the method) and ``service`` (how errors name it),
+    and implement :meth:`_post` with their own authentication."""
+
+    service: ClassVar[str] = "Gemini"
+    url: str
+
+    async def _post(self, url: str, payload: dict[str, Any], *, stream: bool = False) -> httpx.Response:
+        raise NotImplementedError
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        choices_wanted(body, most=8)
+        response = await self._post(f"{self.url}:generateContent", chat_to_gemini(body))
+        return chat_answer_from_gemini(json_of(self.provider, response), self.ctx.endpoint, self.provider)
+
+    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        if choices_wanted(body) != 1:
+            raise InvalidParameterValue(f"Streaming from {self.service} gives one choice; leave 'n' at 1.")
+        return self._stream(chat_to_gemini(body))
+
+    async def _stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        response = await self._post(f"{self.url}:streamGenerateContent?alt=sse", payload, stream=True)
+        async for chunk in chunks_from_gemini(iter_sse(response), self.ctx.endpoint, self.provider):
+            yield chunk
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await complete_via_chat(self.chat, body, self.ctx.endpoint)
+
+    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return stream_completion_via_chat(self.chat_stream, body)

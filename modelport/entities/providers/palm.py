@@ -20,7 +20,6 @@ task                   Gemini API call (``{base}/v1beta/models/{model}``)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import httpx
@@ -30,22 +29,15 @@ from modelport.entities.providers.base import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
-    Provider,
     ProviderContext,
     credential,
     embeddings_response,
     inputs_of,
-    iter_sse,
     json_of,
     send,
 )
-from modelport.entities.providers.gemini import chat_answer_from_gemini, chat_to_gemini, chunks_from_gemini
-from modelport.entities.providers.via_chat import (
-    choices_wanted,
-    complete_via_chat,
-    stream_completion_via_chat,
-)
-from modelport.errors import BadGateway, BadRequest, InvalidParameterValue, PermissionDenied
+from modelport.entities.providers.gemini import GeminiChat
+from modelport.errors import BadGateway, BadRequest, PermissionDenied
 
 __all__ = ["PalmProvider", "embed_to_gemini_api"]
 
@@ -67,10 +59,11 @@ def embed_to_gemini_api(body: dict[str, Any], model: str, texts: list[str]) -> d
     return {"requests": [{"model": model, "content": {"parts": [{"text": t}]}, **extra} for t in texts]}
 
 
-class PalmProvider(Provider):
+class PalmProvider(GeminiChat):
     """Gemini models through the Gemini API (Google AI Studio key)."""
 
     provider: ClassVar[str] = NAME
+    service: ClassVar[str] = "the Gemini API"
     tasks: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
     streaming: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS})
 
@@ -86,7 +79,7 @@ class PalmProvider(Provider):
             raise PermissionDenied("The endpoint's palm_config has no palm_api_key.")
         return {"x-goog-api-key": key, "accept": "application/json"}
 
-    async def _send(self, url: str, payload: dict[str, Any], *, stream: bool = False) -> httpx.Response:
+    async def _post(self, url: str, payload: dict[str, Any], *, stream: bool = False) -> httpx.Response:
         headers = {**self._headers(), **({"accept": "text/event-stream"} if stream else {})}
         try:
             return await send(self.ctx, NAME, "POST", url, headers=headers, json=payload, stream=stream)
@@ -96,27 +89,6 @@ class PalmProvider(Provider):
                 raise PermissionDenied(f"{exc} (check the palm_api_key configured on the endpoint)") from None
             raise
 
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        choices_wanted(body, most=8)
-        response = await self._send(f"{self.url}:generateContent", chat_to_gemini(body))
-        return chat_answer_from_gemini(json_of(NAME, response), self.ctx.endpoint, NAME)
-
-    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        if choices_wanted(body) != 1:
-            raise InvalidParameterValue("Streaming from the Gemini API gives one choice; leave 'n' at 1.")
-        return self._stream(chat_to_gemini(body))
-
-    async def _stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        response = await self._send(f"{self.url}:streamGenerateContent?alt=sse", payload, stream=True)
-        async for chunk in chunks_from_gemini(iter_sse(response), self.ctx.endpoint, NAME):
-            yield chunk
-
-    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await complete_via_chat(self.chat, body, self.ctx.endpoint)
-
-    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        return stream_completion_via_chat(self.chat_stream, body)
-
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         texts = inputs_of(body)
         batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
@@ -125,7 +97,7 @@ class PalmProvider(Provider):
 
     async def _embed(self, body: dict[str, Any], texts: list[str]) -> list[list[float]]:
         payload = embed_to_gemini_api(body, self.model, texts)
-        answer = json_of(NAME, await self._send(f"{self.url}:batchEmbedContents", payload))
+        answer = json_of(NAME, await self._post(f"{self.url}:batchEmbedContents", payload))
         embeddings = answer.get("embeddings")
         if not isinstance(embeddings, list) or len(embeddings) != len(texts):
             raise BadGateway(

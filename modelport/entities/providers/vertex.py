@@ -25,7 +25,6 @@ import datetime as dt
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import google.auth.exceptions
@@ -40,21 +39,14 @@ from modelport.entities.providers.base import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
-    Provider,
     ProviderContext,
     credential,
     embeddings_response,
     inputs_of,
-    iter_sse,
     json_of,
     send,
 )
-from modelport.entities.providers.gemini import chat_answer_from_gemini, chat_to_gemini, chunks_from_gemini
-from modelport.entities.providers.via_chat import (
-    choices_wanted,
-    complete_via_chat,
-    stream_completion_via_chat,
-)
+from modelport.entities.providers.gemini import GeminiChat
 from modelport.errors import (
     BadGateway,
     DeadlineExceeded,
@@ -199,10 +191,11 @@ def embed_to_vertex(body: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     return out
 
 
-class VertexProvider(Provider):
+class VertexProvider(GeminiChat):
     """Gemini and text-embedding models on Vertex AI, with service-account OAuth."""
 
     provider: ClassVar[str] = NAME
+    service: ClassVar[str] = "Vertex AI"
     tasks: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
     streaming: ClassVar[frozenset[str]] = frozenset({CHAT, COMPLETIONS})
 
@@ -240,27 +233,6 @@ class VertexProvider(Provider):
         except PermissionDenied:
             source.forget(token)
             raise
-
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        choices_wanted(body, most=8)
-        response = await self._post(f"{self.url}:generateContent", chat_to_gemini(body))
-        return chat_answer_from_gemini(json_of(NAME, response), self.ctx.endpoint, NAME)
-
-    def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        if choices_wanted(body) != 1:
-            raise InvalidParameterValue("Streaming from Vertex AI gives one choice; leave 'n' at 1.")
-        return self._stream(chat_to_gemini(body))
-
-    async def _stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        response = await self._post(f"{self.url}:streamGenerateContent?alt=sse", payload, stream=True)
-        async for chunk in chunks_from_gemini(iter_sse(response), self.ctx.endpoint, NAME):
-            yield chunk
-
-    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await complete_via_chat(self.chat, body, self.ctx.endpoint)
-
-    def completions_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        return stream_completion_via_chat(self.chat_stream, body)
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         texts = inputs_of(body)
