@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: install run test lint unit docs bench format clean
+.PHONY: install run test lint unit docs bench bench-external bench-install format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,16 @@ test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # modelport vs mlflow models serve, Ray Serve and bare references; appends to bench/RESULTS.md.
-bench: $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) -e ".[$(EXTRAS),bench]"
+bench: bench-install
 	$(BIN)/python bench/custom_model.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# modelport vs MLflow's AI gateway and LiteLLM's proxy in front of a loopback OpenAI fake;
+# appends to bench/RESULTS.md (LiteLLM gets a venv of its own under bench/.venvs/).
+bench-external: bench-install
+	$(BIN)/python bench/external_proxy.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+bench-install: $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) -e ".[$(EXTRAS),bench]"
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
