@@ -241,18 +241,13 @@ class EndpointService:
                 f"{endpoint.pending_version}). Wait for it to finish, or cancel it with "
                 f"POST /api/2.0/serving-endpoints/{name}/cancel-update."
             )
+        # Keep what the new config and the configs read above use. Read before the update is
+        # submitted: an external-model update can be promoted before a later read, and the
+        # config serving until then would lose its credentials while still serving.
+        keep = [body, *(c.body for c in (active, pending) if c is not None)]
         self._reconciler.submit(endpoint.id, version)
-        self._prune_credentials(endpoint.id, body, started)
+        self._secrets.prune_inline_credentials(endpoint.id, keep, started)
         return self._detailed(endpoint, level)
-
-    def _prune_credentials(self, endpoint_id: str, body: dict[str, Any], started: int) -> None:
-        """Drop stored inline credentials that neither the serving config nor ``body`` uses."""
-        fresh = self._db.endpoints.get_by_id(endpoint_id)
-        if fresh is None:
-            return
-        active = self._db.endpoints.get_config(endpoint_id, fresh.active_version)
-        keep = [body] if active is None else [body, active.body]
-        self._secrets.prune_inline_credentials(endpoint_id, keep, started)
 
     def cancel_update(self, caller: Caller, name: str) -> dict[str, Any]:
         endpoint, level = self.authorized(caller, name, MANAGE)
