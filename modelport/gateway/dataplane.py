@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from modelport.spec.permissions import PermissionLevel, effective_level
 from modelport.store import Database
 
 __all__ = ["Answer", "DataPlane", "Route"]
+
+log = logging.getLogger("modelport.gateway")
 
 
 class ReplicaSource(Protocol):
@@ -134,33 +137,51 @@ class DataPlane:
         self._generation = 1
         self._built_generation = 0
         self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
         """Close the providers' HTTP pool (at shutdown)."""
         if self._external is not None:
             await self._external.aclose()
 
+    async def _rebuild(self) -> None:
+        """Under ``self._lock``: read the table from the store."""
+        generation = self._generation
+        self._table = await asyncio.to_thread(_build_table, self._db)
+        self._built = time.monotonic()
+        self._built_generation = generation
+        if self._external is not None:
+            serving = ((r.endpoint_id, r.version) for r in self._table.values() if r.version is not None)
+            self._external.retain(serving)
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            async with self._lock:
+                if time.monotonic() - self._built > self._refresh or self._changed():
+                    await self._rebuild()
+        except Exception:
+            log.exception("routing table refresh failed")
+        finally:
+            self._refreshing = None
+
     def invalidate(self) -> None:
         """The control plane changed something: rebuild the table before the next query."""
         self._generation = next(self._changes)
 
-    def _outdated(self) -> bool:
-        return self._built_generation != self._generation or time.monotonic() - self._built > self._refresh
+    def _changed(self) -> bool:
+        return self._built_generation != self._generation
 
     async def route(self, name: str) -> Route:
-        # Queries that arrive while the table is rebuilt wait for it: the old one may name
+        # After a change made here, queries wait for the new table: the old one may name
         # replica sets that were just retired, or miss an endpoint that was just created.
-        if self._outdated():
+        # The periodic refresh (for changes made by other server processes) runs in the
+        # background while queries keep using the current table.
+        if self._changed():
             async with self._lock:
-                if self._outdated():
-                    generation = self._generation
-                    self._table = await asyncio.to_thread(_build_table, self._db)
-                    self._built = time.monotonic()
-                    self._built_generation = generation
-                    if self._external is not None:
-                        self._external.retain(
-                            (r.endpoint_id, r.version) for r in self._table.values() if r.version is not None
-                        )
+                if self._changed():
+                    await self._rebuild()
+        elif time.monotonic() - self._built > self._refresh and self._refreshing is None:
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_in_background())
         found = self._table.get(name)
         if found is None:
             raise ResourceDoesNotExist(f"Endpoint with name '{name}' does not exist.")

@@ -78,3 +78,38 @@ def test_deleted_endpoint_disappears_at_once(tmp_path: Path) -> None:
             await reconciler.stop()
 
     asyncio.run(main())
+
+
+def test_the_periodic_refresh_does_not_hold_up_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        db, backend, reconciler, service = setup(tmp_path)
+        plane = DataPlane(db, backend, Metrics(), timeout=5.0, refresh_seconds=0.1)  # type: ignore[arg-type]
+        service._on_change = plane.invalidate
+        reconciler._on_change = plane.invalidate
+        await reconciler.start()
+        try:
+            await asyncio.to_thread(service.create, ADMIN, body("steady"))
+            await settle(reconciler)
+            await plane.route("steady")
+            built = plane._built
+            build = dataplane._build_table
+
+            def slow_build(db_: object) -> object:
+                time.sleep(0.5)
+                return build(db_)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(dataplane, "_build_table", slow_build)
+            await asyncio.sleep(0.15)  # the table is older than refresh_seconds now
+            started = time.monotonic()
+            assert (await plane.route("steady")).name == "steady"
+            assert time.monotonic() - started < 0.25, "the query waited for the periodic refresh"
+            refreshing = plane._refreshing
+            assert refreshing is not None
+            await refreshing
+            assert plane._built > built
+        finally:
+            await reconciler.stop()
+
+    asyncio.run(main())
