@@ -18,12 +18,15 @@ $(UV): $(BIN)/python
 
 # /opt/wheels holds the CPU build of torch on the project's machines; elsewhere the torch
 # extra is left out rather than pulling gigabytes of CUDA packages from the index.
+# The llm extra needs llama-cpp-python, which PyPI has only as source: scripts/build_llama_wheel.sh
+# builds it once per machine (~10 minutes) into ~/.cache/modelport/wheels, found from there later.
 COMMA  := ,
-EXTRAS := dev$(if $(wildcard /opt/wheels),$(COMMA)torch,)
+EXTRAS := dev,llm$(if $(wildcard /opt/wheels),$(COMMA)torch,)
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 install: $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) -e ".[$(EXTRAS)]"
+	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \
+		--find-links "$$(scripts/build_llama_wheel.sh $(BIN)/python)" -e ".[$(EXTRAS)]"
 
 run: install
 	$(BIN)/modelport serve --demo --port $(PORT) --data-dir $(DATA) --log-format text
@@ -49,7 +52,8 @@ bench-external: bench-install
 	$(BIN)/python bench/external_proxy.py --out bench/RESULTS.md $(BENCH_ARGS)
 
 bench-install: $(UV)
-	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) -e ".[$(EXTRAS),bench]"
+	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \
+		--find-links "$$(scripts/build_llama_wheel.sh $(BIN)/python)" -e ".[$(EXTRAS),bench]"
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
