@@ -102,6 +102,11 @@ class Settings:
         "Start replicas by forking a process that has imported MLflow already (sub-second starts); "
         "off: a fresh interpreter for every replica.",
     )
+    system_endpoints: bool = _opt(
+        True,
+        "Create the system endpoints (modelport-smollm2-135m-instruct, modelport-all-minilm-l6-v2) "
+        "at start-up when their models are installed (the llm extra).",
+    )
     tls_certfile: str = _opt(
         "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."
     )

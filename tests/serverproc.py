@@ -65,7 +65,14 @@ class ServerProcess:
         ]
         if self.store:
             args += ["--store", self.store]
-        env = {**os.environ, "MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN, **self.env}
+        # System endpoints (foundation models) are on by default in modelport; tests that
+        # count or list endpoints get a server without them unless they ask.
+        env = {
+            **os.environ,
+            "MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN,
+            "MODELPORT_SYSTEM_ENDPOINTS": "false",
+            **self.env,
+        }
         log = self.log_path.open("ab")
         started = time.monotonic()
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -36,6 +36,7 @@ from modelport.control.identity import IdentityService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
 from modelport.control.secrets import SecretService
+from modelport.control.system_endpoints import ensure_system_endpoints
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import ModelportError
 from modelport.gateway.auth import Authenticator
@@ -176,6 +177,8 @@ class ModelportApp:
         self.mlflow = MlflowMount(services.auth, services.registry)
         await services.backend.start()
         await services.reconciler.start()
+        if self.settings.system_endpoints:
+            await asyncio.to_thread(ensure_system_endpoints, services.db, services.endpoints.create)
         services.started = True
         self._spawn(self._load_registry(services, started))
         log.info(

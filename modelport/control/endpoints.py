@@ -17,6 +17,8 @@ from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
 from modelport.control.render import render_detailed, render_summary
 from modelport.control.secrets import SecretService
+from modelport.control.system_endpoints import forbid_changes
+from modelport.entities.foundation.catalog import system_model
 from modelport.entities.providers import check_task
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import (
@@ -133,6 +135,14 @@ class EndpointService:
         for entity in body["served_entities"]:
             if "external_model" in entity:
                 continue
+            model = system_model(entity["entity_name"])
+            if model is not None:
+                if model.path() is None:
+                    raise ResourceDoesNotExist(
+                        f"System model '{entity['entity_name']}' is not installed on this server "
+                        f"(package {model.package}, in modelport's llm extra)."
+                    )
+                continue
             self._registry.get().lookup(entity["entity_name"], str(entity["entity_version"]))
 
     def _validated_config(self, config: EndpointCoreConfigInput, name: str) -> dict[str, Any]:
@@ -217,6 +227,7 @@ class EndpointService:
 
     def update_config(self, caller: Caller, name: str, config: EndpointCoreConfigInput) -> dict[str, Any]:
         endpoint, level = self.authorized(caller, name, MANAGE)
+        forbid_changes(endpoint, "reconfigured")
         body = self._validated_config(config, name)
         active, pending = self._configs(endpoint)
         current = active or pending
@@ -251,6 +262,7 @@ class EndpointService:
 
     def cancel_update(self, caller: Caller, name: str) -> dict[str, Any]:
         endpoint, level = self.authorized(caller, name, MANAGE)
+        forbid_changes(endpoint, "reconfigured")
         pending = self._db.endpoints.get_config(endpoint.id, endpoint.pending_version)
         body = (
             with_entity_states(pending.body, "DEPLOYMENT_ABORTED", message="Update cancelled by request.")
@@ -269,6 +281,7 @@ class EndpointService:
 
     def delete(self, caller: Caller, name: str) -> None:
         endpoint, _ = self.authorized(caller, name, MANAGE)
+        forbid_changes(endpoint, "deleted")
         self._reconciler.remove(endpoint.id)
         self._db.endpoints.delete(endpoint.id)
         self._secrets.delete_inline_credentials(endpoint.id)
@@ -335,6 +348,7 @@ class EndpointService:
         self, caller: Caller, endpoint_id: str, entries: list[dict[str, Any]] | None, *, replace: bool
     ) -> dict[str, Any]:
         endpoint = self.permissions(caller, endpoint_id, MANAGE)
+        forbid_changes(endpoint, "re-permissioned")
         result = self.access.write(endpoint, entries, replace=replace)
         self._on_change()
         return result

@@ -127,6 +127,8 @@ def render_summary(
             item = {k: e[k] for k in ("name", "entity_name", "entity_version") if k in e}
             if "external_model" in e:
                 item["external_model"] = _mask(copy.deepcopy(e["external_model"]))
+            if "foundation_model" in e:
+                item["foundation_model"] = copy.deepcopy(e["foundation_model"])
             entities.append(item)
         out["config"] = {"served_entities": entities}
         if shown.body.get("legacy_served_models"):

@@ -240,6 +240,16 @@ class DataPlane:
         entity_name = self._choose(route, None)
         entity = route.entities[entity_name]
         external = entity.get("external_model")
+        replica_set = (
+            None if external else self._replicas.replica_set(route.endpoint_id, version, entity_name)
+        )
+        if replica_set is not None and replica_set.spec.engine is not None:
+            serves = replica_set.spec.engine.task
+            if task != serves and not (serves == CHAT and task == COMPLETIONS):
+                raise InvalidParameterValue(
+                    f"Endpoint '{name}' serves {serves}: send this query to {OPENAI_ROUTES[serves]}."
+                )
+            return await self._foundation_query(route, entity_name, replica_set, body, data)
         if external is None:
             raise InvalidParameterValue(
                 f"Endpoint '{name}' serves a custom model, which answers at "
@@ -263,6 +273,45 @@ class DataPlane:
             raise TemporarilyUnavailable(
                 f"Served entity '{entity_name}' of endpoint '{name}' is starting.", retry_after=2
             )
+        if replica_set.spec.engine is not None:
+            return await self._foundation_query(route, entity_name, replica_set, body, _parse(body))
+        return await self._replica_answer(name, entity_name, replica_set, body)
+
+    async def _foundation_query(
+        self, route: Route, entity_name: str, replica_set: ReplicaSet, body: bytes, data: dict[str, Any]
+    ) -> Answer:
+        """A model served by an engine here: one answer, or a stream of chunks."""
+        if data.get("stream") is not True:
+            return await self._replica_answer(route.name, entity_name, replica_set, body)
+        started = time.perf_counter()
+        labels = (route.name, entity_name)
+        self._metrics.endpoint_in_flight.labels(*labels).inc()
+        status = "200"
+        try:
+            frames = await replica_set.stream(body, self._timeout)
+        except ModelportError as exc:
+            status = str(exc.status)
+            raise
+        except SetClosed:
+            status = "rerouted"
+            raise
+        finally:
+            if status != "200":
+                self._metrics.endpoint_in_flight.labels(*labels).dec()
+                self._metrics.endpoint_requests.labels(*labels, status).inc()
+        chunks = _ReplicaChunks(frames)
+        try:
+            await chunks.peek()
+        except ModelportError as exc:
+            await chunks.aclose()
+            self._metrics.endpoint_in_flight.labels(*labels).dec()
+            self._metrics.endpoint_requests.labels(*labels, str(exc.status)).inc()
+            raise
+        return Answer(b"", entity_name, _Measured(chunks, self._metrics, labels, started))
+
+    async def _replica_answer(
+        self, name: str, entity_name: str, replica_set: ReplicaSet, body: bytes
+    ) -> Answer:
         started = time.perf_counter()
         labels = (name, entity_name)
         gauge = self._metrics.endpoint_in_flight.labels(*labels)
@@ -354,3 +403,44 @@ class _Measured:
     async def aclose(self) -> None:
         self._finish("499")
         await self._chunks.aclose()
+
+
+class _ReplicaChunks:
+    """A replica's STREAM frames as chunks (JSON bytes, sent as they are): CHUNK frames
+    until END; an error frame is raised as the error it names."""
+
+    def __init__(self, frames: Any) -> None:
+        self._frames = frames
+        self._peeked: bytes | None = None
+        self._done = False
+
+    async def peek(self) -> None:
+        """Read the first chunk now, so that an error before any chunk is an error answer."""
+        try:
+            self._peeked = await self._next()
+        except StopAsyncIteration:
+            self._peeked = None
+
+    async def _next(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        kind, payload = await self._frames.__anext__()
+        if kind == protocol.CHUNK:
+            return payload
+        self._done = True
+        if kind == protocol.END:
+            raise StopAsyncIteration
+        status = 400 if kind == protocol.CLIENT_ERROR else 500
+        raise error_from_body(status, orjson.loads(payload))
+
+    def __aiter__(self) -> _ReplicaChunks:
+        return self
+
+    async def __anext__(self) -> bytes:  # type: ignore[override]
+        if self._peeked is not None:
+            chunk, self._peeked = self._peeked, None
+            return chunk
+        return await self._next()
+
+    async def aclose(self) -> None:
+        await self._frames.aclose()

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Band", "Decision", "Load", "band_for", "decide"]
+__all__ = ["Band", "Decision", "Load", "band_for", "band_for_throughput", "decide", "uses_throughput"]
 
 _SIZES = {"Small": (0, 4), "Medium": (8, 16), "Large": (16, 64)}
 
@@ -59,6 +59,42 @@ def band_for(entity: dict[str, Any], *, per_replica: int, max_replicas: int, idl
     if not scale_to_zero:
         lo_replicas = max(1, lo_replicas)
     return Band(lo_replicas, hi_replicas, per_replica, scale_to_zero, idle_seconds)
+
+
+def uses_throughput(entity: dict[str, Any]) -> bool:
+    """Whether the entity sizes its band in tokens/s or model units (foundation models)."""
+    return any(
+        entity.get(k) is not None
+        for k in ("min_provisioned_throughput", "max_provisioned_throughput", "provisioned_model_units")
+    )
+
+
+def band_for_throughput(
+    entity: dict[str, Any],
+    tokens_per_replica: float,
+    *,
+    per_replica: int,
+    max_replicas: int,
+    idle_seconds: float,
+) -> Band:
+    """The band of a foundation model sized in tokens/s: ``min/max_provisioned_throughput``
+    divided by what one replica was measured to generate (``tokens_per_replica``), or
+    ``provisioned_model_units`` replicas (one unit = one replica; ``burst_scaling_enabled``
+    allows twice as many under load)."""
+    scale_to_zero = bool(entity.get("scale_to_zero_enabled"))
+    units = entity.get("provisioned_model_units")
+    if units is not None:
+        lo = int(units)
+        hi = lo * 2 if entity.get("burst_scaling_enabled") else lo
+    else:
+        tps = max(tokens_per_replica, 1.0)
+        lo = math.ceil(int(entity.get("min_provisioned_throughput") or 0) / tps)
+        hi = math.ceil(int(entity.get("max_provisioned_throughput") or 0) / tps)
+    hi = max(1, min(max_replicas, max(lo, hi)))
+    lo = min(hi, lo)
+    if not scale_to_zero:
+        lo = max(1, lo)
+    return Band(lo, hi, per_replica, scale_to_zero, idle_seconds)
 
 
 def decide(band: Band, load: Load, low_since: float | None, *, down_delay: float = 30.0) -> Decision:

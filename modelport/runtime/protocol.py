@@ -8,11 +8,19 @@ Frame: a 13-byte header ``!IQB`` (payload length, request id, kind) then the pay
 Server → replica:
     PREDICT  payload = the client's request body, untouched (JSON bytes)
     PING     payload = b"" (health check)
+    STREAM   payload = a request body whose answer is streamed (foundation models)
+    CANCEL   payload = b""; the request id is that of a STREAM or PREDICT to abandon
+             (the client went away); it gets no answer of its own
 Replica → server:
     OK            payload = the response body to send the client (JSON bytes)
     CLIENT_ERROR  payload = {"error_code", "message"} (bad input: HTTP 400)
     SERVER_ERROR  payload = {"error_code", "message"} (the model raised: HTTP 500)
     PONG          payload = JSON stats {"pid", "in_flight", "batches", "batched_rows", ...}
+    CHUNK         payload = one chunk of a STREAM's answer (JSON bytes); any number of them
+    END           payload = b""; the STREAM's answer is complete
+
+A STREAM ends with END, CLIENT_ERROR or SERVER_ERROR (an error after chunks were sent
+ends the stream with that error).
 """
 
 from __future__ import annotations
@@ -21,7 +29,11 @@ import asyncio
 import struct
 
 __all__ = [
+    "CANCEL",
+    "CHUNK",
     "CLIENT_ERROR",
+    "END",
+    "FINAL",
     "HEADER",
     "MAX_PAYLOAD",
     "OK",
@@ -29,6 +41,7 @@ __all__ = [
     "PONG",
     "PREDICT",
     "SERVER_ERROR",
+    "STREAM",
     "encode",
     "read_frame",
 ]
@@ -38,10 +51,17 @@ MAX_PAYLOAD = 256 * 1024 * 1024
 
 PREDICT = 1
 PING = 2
+STREAM = 3
+CANCEL = 4
 OK = 10
 CLIENT_ERROR = 11
 SERVER_ERROR = 12
 PONG = 13
+CHUNK = 14
+END = 15
+
+#: Answers that end a request (a STREAM's CHUNKs do not).
+FINAL = frozenset({OK, CLIENT_ERROR, SERVER_ERROR, PONG, END})
 
 
 def encode(request_id: int, kind: int, payload: bytes = b"") -> bytes:

@@ -19,10 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
+from modelport.entities.foundation.catalog import EngineSpec
 from modelport.runtime import protocol
 from modelport.runtime.launcher import ReplicaProcess, ZygoteClient, launch
 
-__all__ = ["ReplicaDied", "ReplicaHandle", "ReplicaSpec", "ReplicaStartFailed"]
+__all__ = ["ReplicaDied", "ReplicaHandle", "ReplicaSpec", "ReplicaStartFailed", "ReplicaStream"]
 
 _ids = itertools.count(1)
 
@@ -56,6 +59,71 @@ class ReplicaSpec:
     start_timeout: float = 300.0
     #: Forks replicas from a process that has imported MLflow already; None: always exec.
     zygote: ZygoteClient | None = field(default=None, compare=False)
+    #: A foundation model: the engine the replica runs instead of MLflow's pyfunc loader.
+    engine: EngineSpec | None = None
+    #: What a foundation model's answers carry as ``model`` (the endpoint's name).
+    model_name: str = ""
+
+    def argv(self, socket_path: Path) -> list[str]:
+        if self.engine is not None:
+            e = self.engine
+            return [
+                "--socket",
+                str(socket_path),
+                "--engine",
+                e.engine,
+                "--engine-path",
+                e.path,
+                "--task",
+                e.task,
+                "--model-name",
+                self.model_name,
+                "--engine-options",
+                orjson.dumps(e.options).decode(),
+            ]
+        return [
+            "--socket",
+            str(socket_path),
+            "--model-path",
+            str(self.model_path),
+            "--batching",
+            self.batching,
+            "--max-batch-size",
+            str(self.max_batch_size),
+            "--max-batch-wait-ms",
+            str(self.max_batch_wait_ms),
+        ]
+
+
+class ReplicaStream:
+    """The frames of one STREAM request, as they arrive: iterate for ``(kind, payload)``
+    until a final one; ``aclose`` (always) tells the replica to stop if it has not ended."""
+
+    def __init__(
+        self, handle: ReplicaHandle, request_id: int, queue: asyncio.Queue[tuple[int, bytes] | BaseException]
+    ) -> None:
+        self._handle = handle
+        self._id = request_id
+        self._queue = queue
+        self.ended = False
+
+    def __aiter__(self) -> ReplicaStream:
+        return self
+
+    async def __anext__(self) -> tuple[int, bytes]:
+        if self.ended:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self.ended = True
+            raise item
+        if item[0] in protocol.FINAL:
+            self.ended = True
+        return item
+
+    async def aclose(self) -> None:
+        self._handle._end_stream(self._id, cancel=not self.ended)
+        self.ended = True
 
 
 class ReplicaHandle:
@@ -68,6 +136,7 @@ class ReplicaHandle:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._streams: dict[int, asyncio.Queue[tuple[int, bytes] | BaseException]] = {}
         self._reader_task: asyncio.Task[None] | None = None
         self._log_fh: int | None = None
         self.in_flight = 0
@@ -97,18 +166,7 @@ class ReplicaHandle:
             self.socket_path.unlink()
         self._log_fh = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         offset = os.fstat(self._log_fh).st_size
-        argv = [
-            "--socket",
-            str(self.socket_path),
-            "--model-path",
-            str(spec.model_path),
-            "--batching",
-            spec.batching,
-            "--max-batch-size",
-            str(spec.max_batch_size),
-            "--max-batch-wait-ms",
-            str(spec.max_batch_wait_ms),
-        ]
+        argv = spec.argv(self.socket_path)
         self.started_at = time.monotonic()
         self.process, self.start_mode = await launch(
             python=spec.python,
@@ -155,6 +213,10 @@ class ReplicaHandle:
         try:
             while True:
                 request_id, kind, payload = await protocol.read_frame(self._reader)
+                queue = self._streams.get(request_id)
+                if queue is not None:
+                    queue.put_nowait((kind, payload))
+                    continue
                 fut = self._pending.pop(request_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result((kind, payload))
@@ -166,6 +228,8 @@ class ReplicaHandle:
                 if not fut.done():
                     fut.set_exception(ReplicaDied(f"replica {self.index} (pid {self.pid}) went away"))
             self._pending.clear()
+            for queue in self._streams.values():
+                queue.put_nowait(ReplicaDied(f"replica {self.index} (pid {self.pid}) went away"))
 
     async def call(self, kind: int, payload: bytes, timeout: float | None) -> tuple[int, bytes]:
         """Send one frame and wait for its answer: ``(kind, payload)``."""
@@ -180,9 +244,32 @@ class ReplicaHandle:
             if timeout is None:
                 return await fut
             return await asyncio.wait_for(fut, timeout)
+        except (asyncio.CancelledError, TimeoutError):
+            # The client went away or gave up: a foundation model stops generating for it.
+            if self.spec.engine is not None and self._writer is not None and not self._writer.is_closing():
+                self._writer.write(protocol.encode(request_id, protocol.CANCEL))
+            raise
         finally:
             self.in_flight -= 1
             self._pending.pop(request_id, None)
+
+    def open_stream(self, payload: bytes) -> ReplicaStream:
+        """Send a STREAM request; its frames arrive on the returned stream."""
+        if self._writer is None or self._lost:
+            raise ReplicaDied(f"replica {self.index} is not connected")
+        request_id = next(_ids)
+        queue: asyncio.Queue[tuple[int, bytes] | BaseException] = asyncio.Queue()
+        self._streams[request_id] = queue
+        self.in_flight += 1
+        self._writer.write(protocol.encode(request_id, protocol.STREAM, payload))
+        return ReplicaStream(self, request_id, queue)
+
+    def _end_stream(self, request_id: int, *, cancel: bool) -> None:
+        if self._streams.pop(request_id, None) is None:
+            return
+        self.in_flight -= 1
+        if cancel and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(protocol.encode(request_id, protocol.CANCEL))
 
     async def ping(self, timeout: float = 5.0) -> bytes:
         kind, payload = await self.call(protocol.PING, b"", timeout)

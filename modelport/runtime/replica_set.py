@@ -19,7 +19,13 @@ from typing import Any
 
 from modelport.errors import DeadlineExceeded, RequestLimitExceeded, TemporarilyUnavailable
 from modelport.runtime.autoscaler import Band, Load, decide
-from modelport.runtime.replica import ReplicaDied, ReplicaHandle, ReplicaSpec, ReplicaStartFailed
+from modelport.runtime.replica import (
+    ReplicaDied,
+    ReplicaHandle,
+    ReplicaSpec,
+    ReplicaStartFailed,
+    ReplicaStream,
+)
 
 __all__ = ["ReplicaSet", "SetClosed"]
 
@@ -242,6 +248,30 @@ class ReplicaSet:
         finally:
             self._release()
 
+    async def stream(self, body: bytes, timeout: float) -> ReplicaStream:
+        """Send a STREAM request to the least busy replica and wait for its first frame
+        (an error before any chunk is raised from here). The admission slot is held until
+        the stream is closed, which the caller must do."""
+        if self.closed:
+            raise SetClosed(self.name)
+        deadline = time.monotonic() + timeout
+        self.last_request_at = time.monotonic()
+        self._peak = max(self._peak, self._active + len(self._waiters) + 1)
+        await self._admit(deadline)
+        try:
+            replica = self._pick()
+            frames = replica.open_stream(body)
+        except BaseException:
+            self._release()
+            raise
+        stream = _AdmittedStream(self, frames, self.name)
+        try:
+            await stream.first(max(0.001, deadline - time.monotonic()), timeout)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
     def stats(self) -> dict[str, Any]:
         return {
             "replicas": len(self.ready_replicas),
@@ -262,3 +292,48 @@ class ReplicaSet:
         self._waiters.clear()
         await self.scale_to(0)
         self.closed = True
+
+
+class _AdmittedStream:
+    """A replica's STREAM frames holding an admission slot of the set until closed.
+    Iterating yields ``(kind, payload)`` frames; the first is read by :meth:`first`."""
+
+    def __init__(self, owner: ReplicaSet, frames: ReplicaStream, name: str) -> None:
+        self._owner = owner
+        self._frames = frames
+        self._name = name
+        self._first: tuple[int, bytes] | None = None
+        self._open = True
+
+    async def first(self, wait: float, timeout: float) -> None:
+        try:
+            self._first = await asyncio.wait_for(self._frames.__anext__(), wait)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"The model did not start answering within {timeout:g} seconds (request timeout)."
+            ) from None
+        except ReplicaDied:
+            raise TemporarilyUnavailable(
+                f"The replica of '{self._name}' serving this request stopped; retry the request.",
+                retry_after=1,
+            ) from None
+
+    def __aiter__(self) -> _AdmittedStream:
+        return self
+
+    async def __anext__(self) -> tuple[int, bytes]:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        try:
+            return await self._frames.__anext__()
+        except ReplicaDied:
+            raise TemporarilyUnavailable(
+                f"The replica of '{self._name}' serving this request stopped mid-answer.", retry_after=1
+            ) from None
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            await self._frames.aclose()
+            self._owner._release()

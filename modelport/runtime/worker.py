@@ -214,6 +214,11 @@ def _runner() -> asyncio.Runner:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Load, serve, drain; the exit status (0, or :data:`EXIT_LOAD_FAILED`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--engine" in argv:  # a foundation model: its own worker (runtime/foundation_worker.py)
+        from modelport.runtime import foundation_worker
+
+        return foundation_worker.main(argv)
     args = parse_args(argv)
     from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
 

@@ -246,3 +246,59 @@ class PatchTags(Wire):
 
 class PutRateLimits(Wire):
     rate_limits: list[RateLimit] | None = None
+
+
+class PtServedModel(Wire):
+    """A served entity of a provisioned-throughput endpoint (compat-api.md §A.2)."""
+
+    entity_name: str | None = None
+    entity_version: str | None = None
+    provisioned_model_units: int | None = None
+    name: str | None = None
+    burst_scaling_enabled: bool | None = None
+
+
+class PtEndpointCoreConfig(Wire):
+    served_entities: list[PtServedModel] | None = None
+    traffic_config: TrafficConfig | None = None
+
+
+class CreatePtEndpoint(Wire):
+    name: str | None = None
+    config: PtEndpointCoreConfig | None = None
+    ai_gateway: AiGatewayConfig | None = None
+    budget_policy_id: str | None = None
+    email_notifications: EmailNotifications | None = None
+    tags: list[EndpointTag] | None = None
+
+
+class UpdatePtConfig(Wire):
+    config: PtEndpointCoreConfig | None = None
+
+
+def core_config_of(pt: PtEndpointCoreConfig | None) -> EndpointCoreConfigInput:
+    """A provisioned-throughput config as an ordinary one: each entity sized in model units
+    (one unit is one replica; ``burst_scaling_enabled`` lets load double that)."""
+    from modelport.errors import InvalidParameterValue
+
+    if pt is None or not pt.served_entities:
+        raise InvalidParameterValue("Missing required field 'config.served_entities'.")
+    entities = []
+    for i, e in enumerate(pt.served_entities):
+        if not e.entity_name:
+            raise InvalidParameterValue(f"Missing required field 'config.served_entities[{i}].entity_name'.")
+        if e.provisioned_model_units is None or e.provisioned_model_units < 1:
+            raise InvalidParameterValue(
+                f"'config.served_entities[{i}].provisioned_model_units' must be a positive integer "
+                f"(got {e.provisioned_model_units!r})."
+            )
+        entities.append(
+            ServedEntityInput(
+                name=e.name,
+                entity_name=e.entity_name,
+                entity_version=e.entity_version or "1",
+                provisioned_model_units=e.provisioned_model_units,
+                burst_scaling_enabled=e.burst_scaling_enabled,
+            )
+        )
+    return EndpointCoreConfigInput(served_entities=entities, traffic_config=pt.traffic_config)

@@ -237,6 +237,12 @@ def _normalize_registered(entity: ServedEntityInput, path: str) -> dict[str, Any
             if value < 0:
                 raise _bad(f"{path}.{key}", f"must not be negative (got {value}).")
             out[key] = value
+    lo_t, hi_t = out.get("min_provisioned_throughput"), out.get("max_provisioned_throughput")
+    if lo_t is not None and hi_t is not None and lo_t > hi_t:
+        raise _bad(
+            path,
+            f"'min_provisioned_throughput' ({lo_t}) must not exceed 'max_provisioned_throughput' ({hi_t}).",
+        )
     if entity.burst_scaling_enabled is not None:
         out["burst_scaling_enabled"] = entity.burst_scaling_enabled
     return out

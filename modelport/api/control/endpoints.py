@@ -12,14 +12,16 @@ from modelport.api.body import json_object, parse, validate
 from modelport.api.responses import json_response, text_response
 from modelport.api.services import caller_of, services_of
 from modelport.control.openapi import endpoint_openapi
-from modelport.errors import NotImplementedByServer
 from modelport.spec.endpoint import (
     AiGatewayConfig,
     CreateEndpoint,
+    CreatePtEndpoint,
     EmailNotifications,
     EndpointCoreConfigInput,
     PatchTags,
     PutRateLimits,
+    UpdatePtConfig,
+    core_config_of,
 )
 
 BASE = "/api/2.0/serving-endpoints"
@@ -161,19 +163,34 @@ async def endpoint_openapi_route(request: Request) -> Response:
     return Response(orjson.dumps(doc, option=orjson.OPT_INDENT_2), media_type="application/json")
 
 
-async def provisioned_throughput(request: Request) -> Response:
-    caller_of(request)
-    raise NotImplementedByServer(
-        "Provisioned-throughput endpoints (/api/2.0/serving-endpoints/pt) are not available yet in this "
-        "modelport version; create the endpoint with POST /api/2.0/serving-endpoints instead."
+async def create_pt_endpoint(request: Request) -> Response:
+    """``POST /pt``: an endpoint whose entities are sized in model units (foundation models)."""
+    caller = caller_of(request)
+    pt = await parse(request, CreatePtEndpoint)
+    body = CreateEndpoint(
+        name=pt.name,
+        config=core_config_of(pt.config),
+        ai_gateway=pt.ai_gateway,
+        budget_policy_id=pt.budget_policy_id,
+        email_notifications=pt.email_notifications,
+        tags=pt.tags,
     )
+    return json_response(await run_in_threadpool(services_of(request).endpoints.create, caller, body))
+
+
+async def update_pt_config(request: Request) -> Response:
+    caller = caller_of(request)
+    pt = await parse(request, UpdatePtConfig)
+    config = core_config_of(pt.config)
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.update_config, caller, _name(request), config))
 
 
 routes = [
     Route(BASE, list_endpoints, methods=["GET"]),
     Route(BASE, create_endpoint, methods=["POST"]),
-    Route(f"{BASE}/pt", provisioned_throughput, methods=["POST"]),
-    Route(f"{BASE}/pt/{{name}}/config", provisioned_throughput, methods=["PUT"]),
+    Route(f"{BASE}/pt", create_pt_endpoint, methods=["POST"]),
+    Route(f"{BASE}/pt/{{name}}/config", update_pt_config, methods=["PUT"]),
     Route(f"{BASE}/{{name}}", get_endpoint, methods=["GET"]),
     Route(f"{BASE}/{{name}}", delete_endpoint, methods=["DELETE"]),
     Route(f"{BASE}/{{name}}/config", update_config, methods=["PUT"]),

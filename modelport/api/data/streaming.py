@@ -33,7 +33,8 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _event(data: Any) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"
+    """One event; ``bytes`` are a chunk already encoded as JSON (by a replica)."""
+    return b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + b"\n\n"
 
 
 async def _pump(send: Send, chunks: Chunks) -> None:
