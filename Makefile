@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: install run test lint unit docs bench bench-external bench-install format clean
+.PHONY: install run test lint unit docs bench bench-external bench-foundation bench-install format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench: bench-install
 # appends to bench/RESULTS.md (LiteLLM gets a venv of its own under bench/.venvs/).
 bench-external: bench-install
 	$(BIN)/python bench/external_proxy.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Foundation models: tokens/s and time to first token through modelport vs the engine in-process,
+# embeddings/s at batch 1, 8 and 64; appends to bench/RESULTS.md.
+bench-foundation: bench-install
+	$(BIN)/python bench/foundation.py --out bench/RESULTS.md $(BENCH_ARGS)
 
 bench-install: $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \

@@ -244,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = engine.info
         print(
             f"modelport-worker: loaded {info.engine} ({info.task}, {args.engine_path}) "
-            f"in {time.perf_counter() - started:.2f}s; stats {orjson.dumps(engine.stats()).decode()}",
+            f"in {time.perf_counter() - started:.2f}s; settings {orjson.dumps(info.extra).decode()}; "
+            f"stats {orjson.dumps(engine.stats()).decode()}",
             file=sys.stderr,
         )
         sys.stderr.flush()
