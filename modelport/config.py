@@ -102,10 +102,15 @@ class Settings:
         "Start replicas by forking a process that has imported MLflow already (sub-second starts); "
         "off: a fresh interpreter for every replica.",
     )
+    redis: str = _opt(
+        "",
+        "Redis URL (redis://host:6379/0) for counters shared by several server processes: rate limits "
+        "stay exact across them. Empty: counters in this process.",
+    )
     system_endpoints: bool = _opt(
         True,
-        "Create the system endpoints (modelport-smollm2-135m-instruct, modelport-all-minilm-l6-v2) "
-        "at start-up when their models are installed (the llm extra).",
+        "Create the system endpoints (a small chat LLM and an embedding model) at start-up when "
+        "their models are installed (the llm extra).",
     )
     tls_certfile: str = _opt(
         "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."

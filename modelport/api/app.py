@@ -42,6 +42,7 @@ from modelport.errors import ModelportError
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.dataplane import DataPlane
 from modelport.gateway.external import ExternalPlane
+from modelport.gateway.ratelimit import LocalCounters, RateLimiter, RedisCounters
 from modelport.log_format import request_id_var
 from modelport.metrics import Metrics
 from modelport.runtime.local import LocalBackend, RuntimeOptions
@@ -88,7 +89,10 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         resolve_async=secret_service.resolve_async,
         timeout=float(settings.external_timeout),
     )
-    dataplane = DataPlane(db, backend, metrics, timeout=float(settings.request_timeout), external=external)
+    limiter = RateLimiter(RedisCounters(settings.redis) if settings.redis else LocalCounters())
+    dataplane = DataPlane(
+        db, backend, metrics, timeout=float(settings.request_timeout), external=external, limiter=limiter
+    )
     reconciler = Reconciler(
         db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
     )

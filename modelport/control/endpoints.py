@@ -302,12 +302,14 @@ class EndpointService:
         endpoint, _ = self.authorized(caller, name, MANAGE)
         gateway = normalize_ai_gateway(req, name)
         self._db.endpoints.update_fields(endpoint.id, ai_gateway=gateway, updated_ms=now_ms())
+        self._on_change()  # the data plane applies the new limits and guardrails at once
         return gateway
 
     def put_rate_limits(self, caller: Caller, name: str, req: PutRateLimits) -> dict[str, Any]:
         endpoint, _ = self.authorized(caller, name, MANAGE)
         limits = normalize_legacy_rate_limits(req.rate_limits)
         self._db.endpoints.update_fields(endpoint.id, rate_limits=limits, updated_ms=now_ms())
+        self._on_change()
         return {"rate_limits": limits}
 
     def patch_notifications(

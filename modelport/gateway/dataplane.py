@@ -14,6 +14,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from modelport.errors import (
     error_from_body,
 )
 from modelport.gateway.external import Chunks, ExternalPlane
+from modelport.gateway.ratelimit import RateLimiter, endpoint_limits
 from modelport.metrics import Metrics
 from modelport.runtime import protocol
 from modelport.runtime.replica_set import ReplicaSet, SetClosed
@@ -57,6 +59,11 @@ class Route:
     names: tuple[str, ...]
     weights: tuple[int, ...]
     grants: dict[int, int] = field(default_factory=dict)
+    #: AI gateway: rate limits (ai_gateway and legacy ones, joined), their cache key, fallbacks.
+    limits: tuple[dict[str, Any], ...] = ()
+    fingerprint: Any = None
+    fallback: bool = False
+    gateway: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class Answer:
     body: bytes
     served: str
     stream: Chunks | None = None
+    #: With fallbacks: every served entity tried, in order, with its status (the last answered).
+    fallback_chain: tuple[dict[str, Any], ...] = ()
 
 
 #: The OpenAI-compatible route of each task (compat-api.md §C).
@@ -100,6 +109,7 @@ def _build_table(db: Database) -> dict[str, Route]:
             routes = [r for r in cfg.body["traffic_config"]["routes"] if r["traffic_percentage"] > 0]
             names = tuple(r["served_entity_name"] for r in routes)
             weights = tuple(int(r["traffic_percentage"]) for r in routes)
+        gateway = endpoint.ai_gateway or {}
         table[endpoint.name] = Route(
             endpoint.id,
             endpoint.name,
@@ -109,6 +119,10 @@ def _build_table(db: Database) -> dict[str, Route]:
             names,
             weights,
             acls.get(endpoint.id, {}),
+            limits=tuple(endpoint_limits(gateway, endpoint.rate_limits)),
+            fingerprint=(endpoint.id, endpoint.updated_ms),
+            fallback=bool((gateway.get("fallback_config") or {}).get("enabled")),
+            gateway=gateway,
         )
     return table
 
@@ -123,8 +137,10 @@ class DataPlane:
         timeout: float,
         refresh_seconds: float = 2.0,
         external: ExternalPlane | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._db = db
+        self._limiter = limiter or RateLimiter()
         self._replicas = replicas
         self._metrics = metrics
         self._timeout = timeout
@@ -140,9 +156,10 @@ class DataPlane:
         self._refreshing: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
-        """Close the providers' HTTP pool (at shutdown)."""
+        """Close the providers' HTTP pool and the rate limiter's connections (at shutdown)."""
         if self._external is not None:
             await self._external.aclose()
+        await self._limiter.aclose()
 
     async def _rebuild(self) -> None:
         """Under ``self._lock``: read the table from the store."""
@@ -200,12 +217,19 @@ class DataPlane:
         return random.choices(route.names, weights=route.weights)[0]
 
     async def query(self, caller: Caller, name: str, body: bytes, served: str | None = None) -> Answer:
-        try:
-            return await self._query(caller, name, body, served)
-        except SetClosed:
-            # The config changed under this request: the new table routes to the new replicas.
-            self.invalidate()
-            return await self._query(caller, name, body, served)
+        """A query of ``/serving-endpoints/{name}/invocations`` (``served``: the per-entity route)."""
+        return await self._gatewayed(caller, name, body, served, None, None)
+
+    async def query_openai(self, caller: Caller, task: str, body: bytes) -> Answer:
+        """A query of the OpenAI-compatible routes: ``model`` names the endpoint, whose
+        served entities must serve ``task``."""
+        data = _parse(body)
+        name = data.get("model")
+        if not isinstance(name, str) or not name:
+            raise InvalidParameterValue(
+                "Missing required field 'model': the name of the serving endpoint to query."
+            )
+        return await self._gatewayed(caller, name, body, None, task, data)
 
     async def _serving(self, caller: Caller, name: str) -> tuple[Route, int]:
         """The endpoint's route and serving config version, once CAN_QUERY is checked."""
@@ -227,54 +251,121 @@ class DataPlane:
             )
         return route, route.version
 
-    async def query_openai(self, caller: Caller, task: str, body: bytes) -> Answer:
-        """A query of the OpenAI-compatible routes: ``model`` names the endpoint, whose
-        served entities must serve ``task``."""
-        data = _parse(body)
-        name = data.get("model")
-        if not isinstance(name, str) or not name:
-            raise InvalidParameterValue(
-                "Missing required field 'model': the name of the serving endpoint to query."
-            )
-        route, version = await self._serving(caller, name)
-        entity_name = self._choose(route, None)
+    async def _gatewayed(
+        self,
+        caller: Caller,
+        name: str,
+        body: bytes,
+        served: str | None,
+        task: str | None,
+        data: dict[str, Any] | None,
+    ) -> Answer:
+        """The AI gateway around one query: rate limits, then the served entity the traffic
+        split picks, then (with ``fallback_config.enabled``) the endpoint's other entities in
+        config order while the answer is a 429 or a 5xx."""
+        route, _ = await self._serving(caller, name)
+        limits = route.limits
+        admission = None
+        if limits:
+            admission = await self._limiter.admit(route.name, limits, caller, fingerprint=route.fingerprint)
+        first = self._choose(route, served)
+        order = [first]
+        if route.fallback and served is None:
+            order += [e for e in route.entities if e != first]
+        chain: list[dict[str, Any]] = []
+        for i, entity_name in enumerate(order):
+            try:
+                answer = await self._dispatch_rerouted(name, route, entity_name, body, task, data)
+            except ModelportError as exc:
+                chain.append(
+                    {"served_entity": entity_name, "status_code": exc.status, "error_code": exc.error_code}
+                )
+                retryable = exc.status == 429 or exc.status >= 500
+                if i == len(order) - 1 or not retryable:
+                    raise
+                log.info(
+                    "falling back to the next served entity",
+                    extra={"endpoint": name, "failed": entity_name, "status": exc.status},
+                )
+                continue
+            if chain:
+                chain.append({"served_entity": entity_name, "status_code": 200})
+                answer = Answer(answer.body, answer.served, answer.stream, tuple(chain))
+            if admission is not None and admission.token_keys:
+                await self._count_tokens(admission, answer)
+            return answer
+        raise AssertionError("unreachable: the last entity's failure is raised")
+
+    async def _count_tokens(self, admission: Any, answer: Answer) -> None:
+        if answer.stream is not None:
+            if isinstance(answer.stream, _Measured):
+                answer.stream.on_usage = lambda tokens: self._credit(admission, tokens)
+            return
+        try:
+            used = orjson.loads(answer.body).get("usage") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        tokens = int(
+            used.get("total_tokens") or (used.get("prompt_tokens", 0) + used.get("completion_tokens", 0))
+        )
+        await self._limiter.add_tokens(admission, tokens)
+
+    def _credit(self, admission: Any, tokens: int) -> None:
+        asyncio.get_running_loop().create_task(self._limiter.add_tokens(admission, tokens))
+
+    async def _dispatch_rerouted(
+        self,
+        name: str,
+        route: Route,
+        entity_name: str,
+        body: bytes,
+        task: str | None,
+        data: dict[str, Any] | None,
+    ) -> Answer:
+        try:
+            return await self._dispatch(route, entity_name, body, task, data)
+        except SetClosed:
+            # The config changed under this request: the new table routes to the new replicas.
+            self.invalidate()
+            fresh = await self.route(name)
+            if entity_name not in fresh.entities:
+                entity_name = self._choose(fresh, None)
+            return await self._dispatch(fresh, entity_name, body, task, data)
+
+    async def _dispatch(
+        self, route: Route, entity_name: str, body: bytes, task: str | None, data: dict[str, Any] | None
+    ) -> Answer:
+        """Send the query to one served entity (``task``: the OpenAI route's, None for /invocations)."""
+        name = route.name
+        version = route.version
+        assert version is not None
         entity = route.entities[entity_name]
         external = entity.get("external_model")
-        replica_set = (
-            None if external else self._replicas.replica_set(route.endpoint_id, version, entity_name)
-        )
-        if replica_set is not None and replica_set.spec.engine is not None:
-            serves = replica_set.spec.engine.task
-            if task != serves and not (serves == CHAT and task == COMPLETIONS):
+        if external is not None:
+            if task is not None and external["task"] != task:
                 raise InvalidParameterValue(
-                    f"Endpoint '{name}' serves {serves}: send this query to {OPENAI_ROUTES[serves]}."
+                    f"Endpoint '{name}' serves {external['task']}: send this query to "
+                    f"{OPENAI_ROUTES[external['task']]}."
                 )
-            return await self._foundation_query(route, entity_name, replica_set, body, data)
-        if external is None:
+            return await self._external_query(route, version, entity_name, entity, data or _parse(body))
+        if task is not None and "foundation_model" not in entity:
             raise InvalidParameterValue(
                 f"Endpoint '{name}' serves a custom model, which answers at "
                 f"/serving-endpoints/{name}/invocations, not at {OPENAI_ROUTES[task]}."
             )
-        if external["task"] != task:
-            raise InvalidParameterValue(
-                f"Endpoint '{name}' serves {external['task']}: send this query to "
-                f"{OPENAI_ROUTES[external['task']]}."
-            )
-        return await self._external_query(route, version, entity_name, entity, data)
-
-    async def _query(self, caller: Caller, name: str, body: bytes, served: str | None) -> Answer:
-        route, version = await self._serving(caller, name)
-        entity_name = self._choose(route, served)
-        entity = route.entities[entity_name]
-        if "external_model" in entity:
-            return await self._external_query(route, version, entity_name, entity, _parse(body))
-        replica_set = self._replicas.replica_set(route.endpoint_id, route.version, entity_name)
+        replica_set = self._replicas.replica_set(route.endpoint_id, version, entity_name)
         if replica_set is None:
             raise TemporarilyUnavailable(
                 f"Served entity '{entity_name}' of endpoint '{name}' is starting.", retry_after=2
             )
-        if replica_set.spec.engine is not None:
-            return await self._foundation_query(route, entity_name, replica_set, body, _parse(body))
+        engine = replica_set.spec.engine
+        if engine is not None:
+            if task is not None and task != engine.task and not (engine.task == CHAT and task == COMPLETIONS):
+                route_of = OPENAI_ROUTES[engine.task]
+                raise InvalidParameterValue(
+                    f"Endpoint '{name}' serves {engine.task}: send this query to {route_of}."
+                )
+            return await self._foundation_query(route, entity_name, replica_set, body, data or _parse(body))
         return await self._replica_answer(name, entity_name, replica_set, body)
 
     async def _foundation_query(
@@ -375,13 +466,30 @@ class _Measured:
         self._labels = labels
         self._started = started
         self._open = True
+        #: Called once at the end with the answer's total tokens (token rate limits).
+        self.on_usage: Callable[[int], None] | None = None
+        self.tokens = 0
 
     def __aiter__(self) -> _Measured:
         return self
 
+    def _note_usage(self, chunk: Any) -> None:
+        if isinstance(chunk, bytes):
+            if b'"usage"' not in chunk:
+                return
+            chunk = orjson.loads(chunk)
+        used = chunk.get("usage") if isinstance(chunk, dict) else None
+        if used:
+            self.tokens = int(
+                used.get("total_tokens") or (used.get("prompt_tokens", 0) + used.get("completion_tokens", 0))
+            )
+
     async def __anext__(self) -> dict[str, Any]:
         try:
-            return await self._chunks.__anext__()
+            chunk = await self._chunks.__anext__()
+            if self.on_usage is not None:
+                self._note_usage(chunk)
+            return chunk
         except StopAsyncIteration:
             self._finish("200")
             raise
@@ -395,6 +503,8 @@ class _Measured:
     def _finish(self, status: str) -> None:
         if self._open:
             self._open = False
+            if self.on_usage is not None and self.tokens:
+                self.on_usage(self.tokens)
             metrics, labels = self._metrics, self._labels
             metrics.endpoint_in_flight.labels(*labels).dec()
             metrics.endpoint_requests.labels(*labels, status).inc()

@@ -192,6 +192,14 @@ class LocalBackend:
                 )
                 log_.write(f"FAILED: {message}")
                 raise DeploymentFailed(entity["name"], message)
+            deployed = {
+                **deployed,
+                "foundation_model": {
+                    "name": deployed["entity_name"],
+                    "display_name": f"{deployed['entity_name']} {deployed['entity_version']}",
+                    "description": f"{engine.engine} serving {engine.task}",
+                },
+            }
             return deployed, local, engine
         if env_manager_of(deployed, self.options.env_manager) == "uv":
             try:
@@ -302,7 +310,7 @@ class LocalBackend:
             log_.write(f"FAILED: {exc.message}")
             raise DeploymentFailed(entity["name"], exc.message) from None
         self._sets.setdefault(endpoint.id, {}).setdefault(version, {})[entity["name"]] = replica_set
-        if "foundation_model" in deployed and deployed.get("scale_to_zero_enabled"):
+        if system_model(deployed["entity_name"]) is not None and deployed.get("scale_to_zero_enabled"):
             # A system model ships with modelport: no replica until the first query.
             log_.write("Scale-to-zero: the first query starts a replica.")
             start = False
