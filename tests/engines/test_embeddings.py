@@ -99,7 +99,7 @@ def st_engine():  # type: ignore[no-untyped-def]
         pytest.skip("torch or sentence-transformers is not installed")
     from modelport.entities.foundation.st_embeddings import SentenceTransformersEngine
 
-    return SentenceTransformersEngine(_gt_model_dir(), model_name="all-MiniLM-L6-v2", threads=2)
+    return SentenceTransformersEngine(_gt_model_dir(), name="all-MiniLM-L6-v2", threads=2)
 
 
 # ---- the ONNX engine ------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def test_info(onnx_engine: OnnxEmbeddingEngine) -> None:
 
 def test_the_catalog_folder_means_the_bundled_model() -> None:
     """The system-model catalog names the package's ``model`` folder (which has no ONNX file)."""
-    eng = OnnxEmbeddingEngine(_gt_model_dir(), model_name="modelport-all-minilm-l6-v2", variant="int8")
+    eng = OnnxEmbeddingEngine(_gt_model_dir(), name="modelport-all-minilm-l6-v2", variant="int8")
     assert eng.info.model == "modelport-all-minilm-l6-v2"
     assert eng.info.extra["variant"] == "int8"
 
@@ -228,7 +228,7 @@ def test_user_folder_with_an_onnx_file_and_a_tokenizer(
     ]
     (folder / "modules.json").write_text(json.dumps(modules))
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
-    eng = OnnxEmbeddingEngine.for_model_dir(folder, model_name="cls", threads=1)
+    eng = OnnxEmbeddingEngine.for_model_dir(folder, name="cls", threads=1)
     assert (eng.info.extra["pooling"], eng.info.extra["normalize"], eng.info.context_length) == (
         "cls",
         False,

@@ -279,7 +279,7 @@ def runner() -> Iterator[asyncio.Runner]:
 @pytest.fixture(scope="module")
 def engine(runner: asyncio.Runner) -> Iterator[VllmEngine]:
     lines: list[str] = []
-    eng = VllmEngine("/models/fake-model", model_name="fake-llm", command=fake_command(), output=lines.append)
+    eng = VllmEngine("/models/fake-model", name="fake-llm", command=fake_command(), output=lines.append)
     runner.run(eng.start())
     eng.lines = lines  # type: ignore[attr-defined]
     yield eng
@@ -344,7 +344,7 @@ def test_completions_prompt_cut_at_max_tokens_ends_with_length(
 
 
 def test_json_schema_becomes_response_format() -> None:
-    eng = VllmEngine("/m", model_name="x", command=fake_command(), output=None)  # not started
+    eng = VllmEngine("/m", name="x", command=fake_command(), output=None)  # not started
     _, body = eng.request_body(chat("json please", json_schema={}))
     assert body["response_format"] == {"type": "json_object"}
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -411,7 +411,7 @@ def test_concurrent_requests_all_complete_and_feed_the_throughput(
 
 
 def test_exit_during_start_raises_with_the_output() -> None:
-    eng = VllmEngine("/m", model_name="x", command=fake_command("--fail"), output=None)
+    eng = VllmEngine("/m", name="x", command=fake_command("--fail"), output=None)
     with pytest.raises(VllmStartError) as err:
         asyncio.run(eng.start())
     message = str(err.value)
@@ -422,7 +422,7 @@ def test_exit_during_start_raises_with_the_output() -> None:
 
 def test_not_ready_in_time_raises_and_stops_the_process() -> None:
     eng = VllmEngine(
-        "/m", model_name="x", command=fake_command("--start-delay", "60"), startup_timeout=1.0, output=None
+        "/m", name="x", command=fake_command("--start-delay", "60"), startup_timeout=1.0, output=None
     )
     started = time.monotonic()
     with pytest.raises(VllmStartError, match=r"not ready within 1s"):
@@ -434,7 +434,7 @@ def test_not_ready_in_time_raises_and_stops_the_process() -> None:
 def test_aclose_kills_a_server_that_ignores_sigterm_and_fails_new_requests() -> None:
     async def scenario() -> VllmEngine:
         eng = VllmEngine(
-            "/m", model_name="x", command=fake_command("--ignore-sigterm"), terminate_timeout=0.5, output=None
+            "/m", name="x", command=fake_command("--ignore-sigterm"), terminate_timeout=0.5, output=None
         )
         await eng.start()
         assert (await collect(eng, chat("hi")))[-1] == Usage(1, len(REPLY))
@@ -453,7 +453,7 @@ def test_aclose_kills_a_server_that_ignores_sigterm_and_fails_new_requests() -> 
 
 def test_a_request_in_flight_when_the_engine_closes_ends_with_an_error() -> None:
     async def scenario() -> None:
-        eng = VllmEngine("/m", model_name="x", command=fake_command(), output=None)
+        eng = VllmEngine("/m", name="x", command=fake_command(), output=None)
         await eng.start()
         stream = eng.generate(chat("slow"))
         await anext(stream)
@@ -474,7 +474,7 @@ def test_the_server_stops_when_the_replica_process_dies(tmp_path: Path) -> None:
             f"""
             import asyncio, sys, time
             from modelport.entities.foundation.vllm_engine import VllmEngine
-            eng = VllmEngine("/m", model_name="x", command={fake_command()!r}, output=None)
+            eng = VllmEngine("/m", name="x", command={fake_command()!r}, output=None)
             asyncio.run(eng.start())
             print(eng.base_url, flush=True)
             time.sleep(120)
@@ -506,7 +506,7 @@ def test_default_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: f"/opt/venv/bin/{name}")
     eng = VllmEngine(
         "/models/qwen",
-        model_name="qwen",
+        name="qwen",
         port=8123,
         context_length=4096,
         gpu_memory_utilization=0.8,
@@ -546,9 +546,7 @@ def test_real_vllm_serves_a_small_model() -> None:
     model = os.environ["MODELPORT_VLLM_TEST_MODEL"]
 
     async def scenario() -> None:
-        eng = await VllmEngine.load(
-            model, model_name="test-model", max_model_len=1024, gpu_memory_utilization=0.5
-        )
+        eng = await VllmEngine.load(model, name="test-model", max_model_len=1024, gpu_memory_utilization=0.5)
         try:
             assert eng.info.context_length == 1024
             events = await collect(eng, chat("Count from 1 to 5.", max_tokens=24, temperature=0.0))

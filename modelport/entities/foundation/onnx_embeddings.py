@@ -360,7 +360,7 @@ class OnnxEmbeddingEngine(EmbeddingEngine):
     first use when torch is installed) and falls back to the shipped int8 file; ``"fp32"``
     insists on the export, ``"int8"`` takes the shipped file. Any other ``model_dir`` is a
     user folder (layout in the module docstring; same as :meth:`for_model_dir`).
-    ``model_name`` is what answers carry as ``model`` (default: the model's name).
+    ``name`` is what answers carry as ``model`` (default: the model's name).
     ``threads``: intra-op threads (default :func:`default_threads`). ``batch_size`` and
     ``batch_tokens``: the most texts and padded tokens one inference run takes.
     ``max_seq_length``, ``pooling`` (mean, cls, max) and ``normalize`` override what the
@@ -372,7 +372,7 @@ class OnnxEmbeddingEngine(EmbeddingEngine):
         self,
         model_dir: str | os.PathLike[str] | None = None,
         *,
-        model_name: str | None = None,
+        name: str | None = None,
         threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         variant: Variant = "auto",
@@ -464,7 +464,7 @@ class OnnxEmbeddingEngine(EmbeddingEngine):
         self.info = EngineInfo(
             engine="onnxruntime",
             task=EMBEDDINGS,
-            model=model_name or default_name,
+            model=name or default_name,
             context_length=self._max_len,
             dimensions=dims,
             extra={
@@ -472,6 +472,7 @@ class OnnxEmbeddingEngine(EmbeddingEngine):
                 "onnx_file": str(onnx_file),
                 "threads": self._threads,
                 "batch_size": batch_size,
+                "batch_tokens": batch_tokens,
                 "pooling": self._pooling,
                 "normalize": self._normalize,
             },

@@ -85,7 +85,7 @@ class SentenceTransformersEngine(EmbeddingEngine):
     """A local sentence-transformers model (or MLflow ``sentence_transformers`` model).
 
     The constructor loads the model and runs a warm-up text (seconds: call :meth:`load`
-    from a coroutine). ``model_name`` (what answers carry as ``model``) defaults to the
+    from a coroutine). ``name`` (what answers carry as ``model``) defaults to the
     folder's name; for an MLflow model, the MLflow model folder's name.
     """
 
@@ -93,7 +93,7 @@ class SentenceTransformersEngine(EmbeddingEngine):
         self,
         model_dir: str | os.PathLike[str],
         *,
-        model_name: str | None = None,
+        name: str | None = None,
         threads: int | None = None,
         device: str = "cpu",
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -132,7 +132,7 @@ class SentenceTransformersEngine(EmbeddingEngine):
         self.info = EngineInfo(
             engine="sentence-transformers",
             task=EMBEDDINGS,
-            model=model_name or default_name,
+            model=name or default_name,
             context_length=int(self._model.max_seq_length or 0),
             dimensions=dims,
             extra={

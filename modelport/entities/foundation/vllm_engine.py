@@ -155,7 +155,7 @@ class VllmEngine(GenerationEngine):
     VllmEngine.load(model_dir, ...)``) launches the server and waits for it. ``command``
     replaces the whole command line (each item is ``str.format``-ed with ``host``,
     ``port``, ``model`` and ``name``), for other launchers and tests; ``extra_args`` are
-    appended to the default one. ``model_name`` is the ``--served-model-name`` and what
+    appended to the default one. ``name`` is the ``--served-model-name`` and what
     answers carry as ``model`` (default: the folder's name). ``context_length`` is an alias
     of ``max_model_len`` and ``parallel`` becomes ``--max-num-seqs`` (the options the
     loader passes every engine); ``threads`` is accepted and ignored. ``env`` is added to
@@ -168,7 +168,7 @@ class VllmEngine(GenerationEngine):
         self,
         model_dir: str | os.PathLike[str],
         *,
-        model_name: str | None = None,
+        name: str | None = None,
         task: str = CHAT,
         max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
@@ -202,7 +202,7 @@ class VllmEngine(GenerationEngine):
                 f"gpu_memory_utilization must be in (0, 1]; got {gpu_memory_utilization}."
             )
         self._model_dir = str(model_dir)
-        self._name = model_name or Path(model_dir).name
+        self._name = name or Path(model_dir).name
         self._host = host
         self._port = port or free_port(host)
         values = {"host": host, "port": self._port, "model": self._model_dir, "name": self._name}
