@@ -1,1 +1,13 @@
-"""Inference and usage tables (Delta). Filled by the AI-gateway work; empty in the backbone."""
+"""Inference and usage tables: every query recorded to Delta tables, and SQL over them.
+
+- :mod:`modelport.tables.names`: table names (``<catalog>.<schema>.<prefix>_payload``,
+  ``system.serving.endpoint_usage``) and where they live under the tables root.
+- :mod:`modelport.tables.records`: :class:`~modelport.tables.records.InferenceRecord`,
+  :class:`~modelport.tables.records.UsageRecord`, the Arrow schemas, body clipping to 1 MiB.
+- :mod:`modelport.tables.spool`: the durable local spool a row is appended to before the answer.
+- :mod:`modelport.tables.writer`: :class:`~modelport.tables.writer.TableWriter`, the hot-path
+  ``record_*`` calls and the background flusher to Delta, with crash recovery.
+- :mod:`modelport.tables.query`: DuckDB SQL by three-part names, and usage totals.
+
+Nothing is imported here, so that importing :mod:`modelport.tables.names` stays light.
+"""

@@ -1,0 +1,298 @@
+"""A durable local spool: every recorded row is on disk before the server answers.
+
+The spool is a folder of *segments*, files named ``<seq>.seg`` (``seq`` zero-padded, increasing across
+runs). Exactly one segment, the *active* one, receives appends; :meth:`Spool.seal` closes it and opens
+the next, and the sealed one waits in :meth:`Spool.pending` until the flusher has written its rows to
+Delta and calls :meth:`Spool.mark_flushed`, which deletes it.
+
+Each record is one line of JSON, written by a single ``os.write`` to a file opened with ``O_APPEND``::
+
+    {"t":["inference","main.default.chat_payload","/data/tables/main/default/chat_payload"],"r":{...}}\\n
+
+``t`` names the destination table (:attr:`modelport.tables.names.TableRef.spool_key`), ``r`` is the
+row. Once ``os.write`` has returned, the line is in the kernel's page cache and survives a ``kill -9``
+of the process; ``fsync="always"`` also makes it survive a machine crash (at the price of one
+``fdatasync`` a record), ``fsync="interval"`` bounds the loss to what :meth:`Spool.sync` (called by the
+flusher every flush interval) had not yet synced, and ``"never"`` leaves it to the kernel.
+
+A segment that holds rows for several tables may be half done (one table committed, another failing):
+:meth:`Spool.mark_table_done` records the table in ``<seq>.done`` so that those rows are not written
+again. A line that does not parse (the torn tail of a write cut by a crash) is skipped and counted.
+
+One process owns a spool folder at a time (``flock`` on ``<dir>/LOCK``); segments left by an earlier run
+come back from :meth:`Spool.open` as pending segments with ``replayed=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from modelport.errors import InvalidParameterValue, InvalidState
+
+__all__ = ["FsyncPolicy", "Segment", "SegmentContents", "Spool"]
+
+FsyncPolicy = Literal["never", "interval", "always"]
+
+_SEG = ".seg"
+_DONE = ".done"
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(eq=False)
+class Segment:
+    """A sealed spool file waiting to be flushed.
+
+    ``tables`` holds the spool keys of the tables it has rows for (``None`` until read, for segments
+    left by an earlier run); ``done`` those already committed to Delta. ``replayed`` is true for a
+    segment from an earlier run and ``needs_dedup`` for one whose rows may already be in Delta (replayed,
+    or a write of it failed in a way that may have committed), so the writer checks ids before writing.
+    """
+
+    seq: int
+    path: Path
+    records: int | None = None
+    tables: set[bytes] | None = None
+    done: set[bytes] = field(default_factory=set)
+    replayed: bool = False
+    needs_dedup: bool = False
+
+    @property
+    def done_path(self) -> Path:
+        return self.path.with_suffix(_DONE)
+
+
+@dataclass
+class SegmentContents:
+    """The rows of a segment grouped by table key, and how many lines could not be parsed."""
+
+    rows: dict[bytes, list[dict[str, Any]]]
+    corrupt: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+
+class Spool:
+    """Append-only, segment-rotated record log in ``directory`` (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: FsyncPolicy = "never") -> None:
+        if fsync not in ("never", "interval", "always"):
+            raise InvalidParameterValue(f"fsync must be 'never', 'interval' or 'always'; got {fsync!r}.")
+        self.directory = Path(directory)
+        self.fsync: FsyncPolicy = fsync
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._seq = 0
+        self._count = 0
+        self._tables: set[bytes] = set()
+        self._broken = False
+        self._pending: list[Segment] = []
+        #: Records appended since this object was made.
+        self.appended = 0
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def open(self) -> None:
+        """Take the folder (creating it), list what an earlier run left and open a fresh active segment.
+
+        Raises :class:`~modelport.errors.InvalidState` when another process holds the folder.
+        """
+        if self._fd is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(
+            self.directory / "LOCK", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644
+        )
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise InvalidState(f"The spool folder {self.directory} is in use by another process.") from None
+        self._lock_fd = lock_fd
+        pending: list[Segment] = []
+        for path in sorted(self.directory.glob("*" + _SEG)):
+            if not path.stem.isdigit():
+                continue
+            seg = Segment(int(path.stem), path, replayed=True, needs_dedup=True)
+            if seg.done_path.exists():
+                seg.done = {line for line in seg.done_path.read_bytes().splitlines() if line}
+            pending.append(seg)
+        for done in self.directory.glob("*" + _DONE):
+            if not done.with_suffix(_SEG).exists():
+                done.unlink(missing_ok=True)
+        self._pending = pending
+        self._seq = max((s.seq for s in pending), default=0)
+        with self._lock:
+            self._open_next()
+
+    def close(self) -> None:
+        """Close the active segment (deleting it when empty) and release the folder."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                if self.fsync != "never" and self._count:
+                    os.fdatasync(fd)
+                os.close(fd)
+                if self._count == 0:
+                    self._segment_path(self._seq).unlink(missing_ok=True)
+            self._count = 0
+            self._tables = set()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _segment_path(self, seq: int) -> Path:
+        return self.directory / f"{seq:016d}{_SEG}"
+
+    def _open_next(self) -> None:
+        self._seq += 1
+        self._fd = os.open(self._segment_path(self._seq), _OPEN_FLAGS, 0o644)
+        if self.fsync != "never":  # the new file's name must survive a machine crash too
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self._count = 0
+        self._tables = set()
+        self._broken = False
+
+    # -- hot path -----------------------------------------------------------------------------------
+
+    def append(self, table_key: bytes, record: Any) -> int:
+        """Write one record for the table ``table_key`` to the active segment; return its record count.
+
+        ``record`` is anything orjson serialises (a dict or a dataclass). When this returns, the line is
+        in the file (and on disk under ``fsync="always"``). Raises :class:`InvalidState` when the spool
+        is not open and ``OSError`` when the disk refuses the write (the segment is then sealed, so that
+        a torn line can never run into the next record).
+        """
+        line = b'{"t":' + table_key + b',"r":' + orjson.dumps(record) + b"}\n"
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                raise InvalidState("The spool is not open.")
+            if self._broken:
+                self._seal_locked()
+                fd = self._fd
+                assert fd is not None
+            try:
+                written = os.write(fd, line)
+                while written < len(line):  # short writes only happen on a full disk or a signal
+                    written += os.write(fd, line[written:])
+                if self.fsync == "always":
+                    os.fdatasync(fd)
+            except BaseException:
+                self._broken = True
+                raise
+            self._count += 1
+            self.appended += 1
+            self._tables.add(table_key)
+            return self._count
+
+    # -- flusher side -------------------------------------------------------------------------------
+
+    def seal(self) -> Segment | None:
+        """Close the active segment when it holds records and open the next; return the sealed one."""
+        with self._lock:
+            if self._fd is None or self._count == 0:
+                return None
+            return self._seal_locked()
+
+    def _seal_locked(self) -> Segment:
+        fd = self._fd
+        assert fd is not None
+        if self.fsync != "never":
+            with contextlib.suppress(OSError):
+                os.fdatasync(fd)
+        os.close(fd)
+        seg = Segment(self._seq, self._segment_path(self._seq), self._count, set(self._tables))
+        self._pending.append(seg)
+        self._open_next()
+        return seg
+
+    def sync(self) -> None:
+        """``fdatasync`` the active segment (the flusher calls this under ``fsync="interval"``)."""
+        with self._lock:
+            if self._fd is not None and self._count:
+                os.fdatasync(self._fd)
+
+    @property
+    def active_records(self) -> int:
+        """Records in the active (not yet sealed) segment."""
+        return self._count
+
+    def pending(self) -> list[Segment]:
+        """Sealed segments not yet flushed, oldest first."""
+        with self._lock:
+            return list(self._pending)
+
+    def read(self, segment: Segment) -> SegmentContents:
+        """The rows of ``segment`` grouped by table key, less those of tables already marked done."""
+        contents = SegmentContents(rows={})
+        try:
+            data = segment.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        tables: set[bytes] = set()
+        records = 0
+        for line in _lines(data):
+            try:
+                obj = orjson.loads(line)
+                row = obj["r"]
+                # The key as written (a '"' inside a JSON string is escaped, so the first ',"r":' ends it).
+                end = line.find(b',"r":')
+                key = line[5:end] if line.startswith(b'{"t":') and end > 5 else orjson.dumps(obj["t"])
+                if not isinstance(row, dict):
+                    raise TypeError("row is not an object")
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                contents.corrupt += 1
+                continue
+            records += 1
+            tables.add(key)
+            if key in segment.done:
+                continue
+            contents.rows.setdefault(key, []).append(row)
+        segment.tables = tables
+        segment.records = records
+        return contents
+
+    def mark_table_done(self, segment: Segment, table_key: bytes) -> None:
+        """Remember that the rows of ``table_key`` in ``segment`` are committed."""
+        if table_key in segment.done:
+            return
+        fd = os.open(segment.done_path, _OPEN_FLAGS, 0o644)
+        try:
+            os.write(fd, table_key + b"\n")
+        finally:
+            os.close(fd)
+        segment.done.add(table_key)
+
+    def mark_flushed(self, segment: Segment) -> None:
+        """Forget a segment whose rows are all in Delta: delete its files."""
+        segment.path.unlink(missing_ok=True)
+        segment.done_path.unlink(missing_ok=True)
+        with self._lock:
+            if segment in self._pending:
+                self._pending.remove(segment)
+
+
+def _lines(data: bytes) -> Iterator[bytes]:
+    for line in data.split(b"\n"):
+        if line.strip(b" \r\t\x00"):
+            yield line
