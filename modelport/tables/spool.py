@@ -139,6 +139,7 @@ class Spool:
         self._seq = max((s.seq for s in pending), default=0)
         with self._lock:
             self._open_next()
+        self._sync_dir()
 
     def close(self) -> None:
         """Close the active segment (deleting it when empty) and release the folder."""
@@ -162,12 +163,6 @@ class Spool:
     def _open_next(self) -> None:
         self._seq += 1
         self._fd = os.open(self._segment_path(self._seq), _OPEN_FLAGS, 0o644)
-        if self.fsync != "never":  # the new file's name must survive a machine crash too
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
         self._count = 0
         self._tables = set()
         self._broken = False
@@ -188,7 +183,7 @@ class Spool:
             if fd is None:
                 raise InvalidState("The spool is not open.")
             if self._broken:
-                self._seal_locked()
+                self._finish(self._seal_locked()[1])
                 fd = self._fd
                 assert fd is not None
             try:
@@ -212,25 +207,50 @@ class Spool:
         with self._lock:
             if self._fd is None or self._count == 0:
                 return None
-            return self._seal_locked()
+            seg, fd = self._seal_locked()
+        self._finish(fd)  # syncing outside the lock: appends go on meanwhile
+        return seg
 
-    def _seal_locked(self) -> Segment:
+    def _seal_locked(self) -> tuple[Segment, int]:
         fd = self._fd
         assert fd is not None
-        if self.fsync != "never":
-            with contextlib.suppress(OSError):
-                os.fdatasync(fd)
-        os.close(fd)
         seg = Segment(self._seq, self._segment_path(self._seq), self._count, set(self._tables))
         self._pending.append(seg)
         self._open_next()
-        return seg
+        return seg, fd
+
+    def _finish(self, fd: int) -> None:
+        """Sync (per the policy) and close a sealed segment's descriptor, and the new file's name."""
+        try:
+            if self.fsync != "never":
+                with contextlib.suppress(OSError):
+                    os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        if self.fsync == "never":
+            return
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the new segment's name must survive a machine crash too
+        finally:
+            os.close(dir_fd)
 
     def sync(self) -> None:
-        """``fdatasync`` the active segment (the flusher calls this under ``fsync="interval"``)."""
+        """``fdatasync`` the active segment (the flusher calls this under ``fsync="interval"``).
+
+        Syncs a duplicate of the descriptor outside the lock, so that appends are not held up.
+        """
         with self._lock:
-            if self._fd is not None and self._count:
-                os.fdatasync(self._fd)
+            if self._fd is None or self._count == 0:
+                return
+            fd = os.dup(self._fd)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     @property
     def active_records(self) -> int:

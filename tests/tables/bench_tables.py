@@ -1,6 +1,6 @@
 """Measure the cost of recording a row and the rate of flushing rows to Delta.
 
-    python -m tests.tables.bench_tables [--records 20000]
+    python -m tests.tables.bench_tables [--records 20000] [--fsync never|interval|always]
 
 Prints microseconds per ``record_inference`` call for a ~1 KB record (spool append: orjson + one
 ``os.write``), alone and with the background flusher running, and rows per second written to Delta
@@ -50,23 +50,29 @@ def _summary(label: str, times: list[float]) -> None:
     p = lambda q: times[int(q * (len(times) - 1))]  # noqa: E731
     print(
         f"{label}: mean {statistics.fmean(times):.1f} us, p50 {p(0.5):.1f} us, "
-        f"p99 {p(0.99):.1f} us per record ({len(times)} records)"
+        f"p99 {p(0.99):.1f} us, p99.9 {p(0.999):.1f} us, max {times[-1]:.0f} us "
+        f"per record ({len(times)} records)"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--fsync", choices=["never", "interval", "always"], default="never")
     args = parser.parse_args()
     print(f"record size: {len(orjson.dumps(_record(0)))} bytes of JSON")
     with tempfile.TemporaryDirectory() as tmp:
-        writer = TableWriter(f"{tmp}/tables", f"{tmp}/spool")
+        writer = TableWriter(f"{tmp}/tables", f"{tmp}/spool", fsync=args.fsync)
         writer.open()
         _summary("record_inference, no flusher", _time_records(writer, args.records, 0))
-        for i in range(args.records):
-            writer.record_usage(
-                UsageRecord(f"u{i}", "chat", 200, input_token_count=10, output_token_count=20)
-            )
+        usage = [
+            UsageRecord(f"u{i}", "chat", 200, input_token_count=10, output_token_count=20)
+            for i in range(args.records)
+        ]
+        t0 = time.perf_counter()
+        for rec in usage:
+            writer.record_usage(rec)
+        print(f"record_usage: mean {(time.perf_counter() - t0) / len(usage) * 1e6:.1f} us per record")
         t0 = time.perf_counter()
         flushed = writer.flush_now()
         elapsed = time.perf_counter() - t0
