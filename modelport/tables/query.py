@@ -231,5 +231,6 @@ def usage_summary(
         FROM {USAGE_TABLE_NAME} {where}
         GROUP BY 1 ORDER BY 1
     """
-    columns, rows = query(sql, root, params, tables={USAGE_TABLE_NAME: tables[USAGE_TABLE_NAME]})
+    usage = {USAGE_TABLE_NAME: tables[USAGE_TABLE_NAME]}
+    columns, rows = query(sql, root, params, tables=usage, storage_options=storage_options)
     return [dict(zip(columns, row, strict=True)) for row in rows]
