@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from modelport.entities.foundation.engine import (
     TextDelta,
     Usage,
 )
-from modelport.entities.foundation.llamacpp import LlamaCppEngine, _TextStream
+from modelport.entities.foundation.llamacpp import THREADS_ENV, LlamaCppEngine, _TextStream, default_threads
 from modelport.errors import BadRequest, InvalidParameterValue, TemporarilyUnavailable
 
 PARALLEL = 4
@@ -123,6 +124,15 @@ def test_text_stream_joins_characters_split_across_tokens() -> None:
     stream = _TextStream(["😀"])
     assert stream.feed(b"ok " + "😀".encode()[:2]) == ("ok ", False)
     assert stream.feed("😀".encode()[2:] + b" tail") == ("", True)
+
+
+def test_default_threads_come_from_the_environment_or_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert default_threads() == 3
+    monkeypatch.setenv(THREADS_ENV, "zero")
+    assert default_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+    monkeypatch.delenv(THREADS_ENV)
+    assert 1 <= default_threads() <= max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 # ------------------------------------------------------------------ the engine
@@ -271,11 +281,23 @@ def test_closing_the_iterator_frees_the_slot_for_a_waiting_request(engine: Llama
         assert engine.stats()["active"] == PARALLEL
 
         waiting = asyncio.create_task(collect(engine, chat("Hi!", max_tokens=8)))
-        for _ in range(100):
+        for _ in range(500):
             await asyncio.sleep(0.01)
             if engine.stats()["waiting"] == 1:
                 break
         assert engine.stats()["waiting"] == 1 and not waiting.done()
+
+        # A waiting request whose consumer is cancelled leaves the queue at once.
+        impatient = asyncio.create_task(collect(engine, chat("Hello?", max_tokens=8)))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if engine.stats()["waiting"] == 2:
+                break
+        assert engine.stats()["waiting"] == 2
+        impatient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        assert engine.stats()["waiting"] == 1
 
         started = time.monotonic()
         await first.aclose()  # the client went away
