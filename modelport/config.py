@@ -107,6 +107,16 @@ class Settings:
         "Redis URL (redis://host:6379/0) for counters shared by several server processes: rate limits "
         "stay exact across them. Empty: counters in this process.",
     )
+    tables_root: str = _opt(
+        "",
+        "Where inference and usage tables (Delta) are written: a folder or an object-store URI "
+        "such as an S3 prefix. Empty: the tables folder of the data directory.",
+    )
+    tables_fsync: str = _opt(
+        "never",
+        "When the spool of table records is fsynced: never (a killed server loses nothing; a machine "
+        "crash may lose the last records), interval (once a second) or always (every record).",
+    )
     system_endpoints: bool = _opt(
         True,
         "Create the system endpoints (a small chat LLM and an embedding model) at start-up when "
@@ -124,6 +134,8 @@ class Settings:
             raise ValueError(f"--batching must be auto, on or off, not {self.batching!r}.")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"--log-format must be json or text, not {self.log_format!r}.")
+        if self.tables_fsync not in ("never", "interval", "always"):
+            raise ValueError(f"--tables-fsync must be never, interval or always, not {self.tables_fsync!r}.")
         if self.env_manager not in ENV_MANAGERS:
             raise ValueError(f"--env-manager must be local or uv, not {self.env_manager!r}.")
 
@@ -161,6 +173,15 @@ class Settings:
         about 100 bytes, so this is a short folder in the temp directory, one per data directory."""
         digest = hashlib.sha1(str(self.data_path).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"modelport-{digest}"
+
+    @property
+    def tables_location(self) -> str:
+        return self.tables_root or str(self.data_path / "tables")
+
+    @property
+    def spool_path(self) -> Path:
+        """Records of answered queries not yet in their Delta tables (replayed at start)."""
+        return self.data_path / "spool"
 
     @property
     def models_path(self) -> Path:

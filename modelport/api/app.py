@@ -43,11 +43,13 @@ from modelport.gateway.auth import Authenticator
 from modelport.gateway.dataplane import DataPlane
 from modelport.gateway.external import ExternalPlane
 from modelport.gateway.ratelimit import LocalCounters, RateLimiter, RedisCounters
+from modelport.gateway.recording import Recorder
 from modelport.log_format import request_id_var
 from modelport.metrics import Metrics
 from modelport.runtime.local import LocalBackend, RuntimeOptions
 from modelport.runtime.logs import LogStore
 from modelport.store import open_database
+from modelport.tables.writer import TableWriter
 
 __all__ = ["ModelportApp", "build_services"]
 
@@ -90,8 +92,15 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         timeout=float(settings.external_timeout),
     )
     limiter = RateLimiter(RedisCounters(settings.redis) if settings.redis else LocalCounters())
+    tables = TableWriter(settings.tables_location, settings.spool_path, fsync=settings.tables_fsync)  # type: ignore[arg-type]
     dataplane = DataPlane(
-        db, backend, metrics, timeout=float(settings.request_timeout), external=external, limiter=limiter
+        db,
+        backend,
+        metrics,
+        timeout=float(settings.request_timeout),
+        external=external,
+        limiter=limiter,
+        recorder=Recorder(tables),
     )
     reconciler = Reconciler(
         db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
@@ -118,8 +127,17 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         backend=backend,
         dataplane=dataplane,
         secrets=secret_service,
+        tables=tables,
     )
     return services, new_token
+
+
+def _open_tables(tables: TableWriter) -> None:
+    """Take the spool and replay what an earlier run recorded but did not write (a kill -9)."""
+    tables.open()
+    replayed = tables.recover()
+    if replayed:
+        log.info("replayed recorded queries into their tables", extra={"rows": replayed})
 
 
 def _announce_token(token: str, settings: Settings) -> None:
@@ -179,6 +197,8 @@ class ModelportApp:
         if new_token:
             _announce_token(new_token, self.settings)
         self.mlflow = MlflowMount(services.auth, services.registry)
+        await asyncio.to_thread(_open_tables, services.tables)
+        await services.tables.start()
         await services.backend.start()
         await services.reconciler.start()
         if self.settings.system_endpoints:
@@ -195,6 +215,7 @@ class ModelportApp:
             await services.reconciler.stop()
             await services.backend.stop()
             await services.dataplane.aclose()
+            await services.tables.stop()
             for task in self._background:
                 task.cancel()
             services.db.close()

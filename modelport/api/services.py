@@ -19,6 +19,7 @@ from modelport.metrics import Metrics
 from modelport.runtime.local import LocalBackend
 from modelport.spec.identity import Caller
 from modelport.store import Database
+from modelport.tables.writer import TableWriter
 
 __all__ = ["Services", "caller_of", "services_of"]
 
@@ -37,6 +38,7 @@ class Services:
     backend: LocalBackend
     dataplane: DataPlane
     secrets: SecretService
+    tables: TableWriter
     started: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

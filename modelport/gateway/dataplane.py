@@ -14,8 +14,9 @@ import itertools
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -32,7 +33,10 @@ from modelport.errors import (
     error_from_body,
 )
 from modelport.gateway.external import Chunks, ExternalPlane
+from modelport.gateway.guarding import guard_answer, guard_request, guard_stream, policies_of
 from modelport.gateway.ratelimit import RateLimiter, endpoint_limits
+from modelport.gateway.recording import Recorder, Trace, usage_of
+from modelport.log_format import request_id_var
 from modelport.metrics import Metrics
 from modelport.runtime import protocol
 from modelport.runtime.replica_set import ReplicaSet, SetClosed
@@ -43,6 +47,9 @@ from modelport.store import Database
 __all__ = ["Answer", "DataPlane", "Route"]
 
 log = logging.getLogger("modelport.gateway")
+
+#: The system endpoint whose model embeds texts for ``valid_topics`` guardrails.
+EMBEDDING_ENDPOINT = "modelport-all-minilm-l6-v2"
 
 
 class ReplicaSource(Protocol):
@@ -64,6 +71,9 @@ class Route:
     fingerprint: Any = None
     fallback: bool = False
     gateway: dict[str, Any] = field(default_factory=dict)
+    #: Usage tracking on; the inference table's config (ai_gateway's or the legacy auto-capture).
+    usage: bool = False
+    inference: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class Answer:
     stream: Chunks | None = None
     #: With fallbacks: every served entity tried, in order, with its status (the last answered).
     fallback_chain: tuple[dict[str, Any], ...] = ()
+    #: Every guardrail decision taken on the request and the answer.
+    guardrails: tuple[dict[str, Any], ...] = ()
 
 
 #: The OpenAI-compatible route of each task (compat-api.md §C).
@@ -110,6 +122,11 @@ def _build_table(db: Database) -> dict[str, Route]:
             names = tuple(r["served_entity_name"] for r in routes)
             weights = tuple(int(r["traffic_percentage"]) for r in routes)
         gateway = endpoint.ai_gateway or {}
+        inference = gateway.get("inference_table_config")
+        if not (inference and inference.get("enabled")):
+            inference = (cfg.body.get("auto_capture_config") if cfg is not None else None) or None
+            if inference is not None and not inference.get("enabled"):
+                inference = None
         table[endpoint.name] = Route(
             endpoint.id,
             endpoint.name,
@@ -123,6 +140,8 @@ def _build_table(db: Database) -> dict[str, Route]:
             fingerprint=(endpoint.id, endpoint.updated_ms),
             fallback=bool((gateway.get("fallback_config") or {}).get("enabled")),
             gateway=gateway,
+            usage=bool((gateway.get("usage_tracking_config") or {}).get("enabled")),
+            inference=inference,
         )
     return table
 
@@ -138,8 +157,10 @@ class DataPlane:
         refresh_seconds: float = 2.0,
         external: ExternalPlane | None = None,
         limiter: RateLimiter | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self._db = db
+        self._recorder = recorder
         self._limiter = limiter or RateLimiter()
         self._replicas = replicas
         self._metrics = metrics
@@ -264,15 +285,62 @@ class DataPlane:
         split picks, then (with ``fallback_config.enabled``) the endpoint's other entities in
         config order while the answer is a 429 or a 5xx."""
         route, _ = await self._serving(caller, name)
+        if self._recorder is None or not (route.usage or route.inference is not None):
+            return await self._steps(route, caller, body, served, task, data, [], [])
+        trace = Trace(request_id_var.get() or uuid.uuid4().hex, name, caller.name, body)
+        chain: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        try:
+            answer = await self._steps(route, caller, body, served, task, data, chain, decisions)
+        except ModelportError as exc:
+            trace.status, trace.error_code = exc.status, exc.error_code
+            trace.response = orjson.dumps(exc.to_body())
+            trace.fallback_chain, trace.guardrails = tuple(chain), tuple(decisions)
+            trace.served_entity = chain[-1]["served_entity"] if chain else None
+            self._record(route, trace)
+            raise
+        trace.served_entity = answer.served
+        trace.fallback_chain, trace.guardrails = answer.fallback_chain, answer.guardrails
+        if answer.stream is None:
+            trace.response = answer.body
+            trace.tokens = usage_of(answer.body)
+            self._record(route, trace)
+            return answer
+        return replace(answer, stream=_RecordedStream(answer.stream, lambda t: self._record(route, t), trace))
+
+    def _record(self, route: Route, trace: Trace) -> None:
+        assert self._recorder is not None
+        try:
+            self._recorder.record(trace, usage=route.usage, inference=route.inference)
+        except ModelportError:
+            log.exception("query not recorded", extra={"endpoint": route.name})
+
+    async def _steps(
+        self,
+        route: Route,
+        caller: Caller,
+        body: bytes,
+        served: str | None,
+        task: str | None,
+        data: dict[str, Any] | None,
+        chain: list[dict[str, Any]],
+        decisions: list[dict[str, Any]],
+    ) -> Answer:
+        name = route.name
         limits = route.limits
         admission = None
         if limits:
             admission = await self._limiter.admit(route.name, limits, caller, fingerprint=route.fingerprint)
+        guard_in, guard_out = policies_of(route.gateway)
+        if guard_in is not None:
+            data = await guard_request(
+                guard_in, data if data is not None else _parse(body), self._embed, decisions
+            )
+            body = orjson.dumps(data)
         first = self._choose(route, served)
         order = [first]
         if route.fallback and served is None:
             order += [e for e in route.entities if e != first]
-        chain: list[dict[str, Any]] = []
         for i, entity_name in enumerate(order):
             try:
                 answer = await self._dispatch_rerouted(name, route, entity_name, body, task, data)
@@ -290,11 +358,37 @@ class DataPlane:
                 continue
             if chain:
                 chain.append({"served_entity": entity_name, "status_code": 200})
-                answer = Answer(answer.body, answer.served, answer.stream, tuple(chain))
+            if guard_out is not None:
+                if answer.stream is None:
+                    guarded_body = await guard_answer(guard_out, answer.body, self._embed, decisions)
+                    answer = replace(answer, body=guarded_body)
+                else:
+                    guarded = await guard_stream(guard_out, answer.stream, self._embed, decisions)
+                    answer = replace(answer, stream=guarded)
+            answer = replace(answer, fallback_chain=tuple(chain), guardrails=tuple(decisions))
             if admission is not None and admission.token_keys:
                 await self._count_tokens(admission, answer)
             return answer
         raise AssertionError("unreachable: the last entity's failure is raised")
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors from the system embedding endpoint (for ``valid_topics`` guardrails)."""
+        route = self._table.get(EMBEDDING_ENDPOINT)
+        replica_set = None
+        if route is not None and route.version is not None and route.names:
+            replica_set = self._replicas.replica_set(route.endpoint_id, route.version, route.names[0])
+        if replica_set is None:
+            raise TemporarilyUnavailable(
+                f"The 'valid_topics' guardrail needs the embedding model of the system endpoint "
+                f"'{EMBEDDING_ENDPOINT}', which does not serve on this server (install the llm extra "
+                "and keep --system-endpoints on).",
+                retry_after=5,
+            )
+        body = orjson.dumps({"input": texts, "encoding_format": "float"})
+        kind, payload = await replica_set.submit(protocol.PREDICT, body, self._timeout)
+        if kind != protocol.OK:
+            raise error_from_body(400 if kind == protocol.CLIENT_ERROR else 500, orjson.loads(payload))
+        return [item["embedding"] for item in orjson.loads(payload)["data"]]
 
     async def _count_tokens(self, admission: Any, answer: Answer) -> None:
         if answer.stream is not None:
@@ -554,3 +648,48 @@ class _ReplicaChunks:
 
     async def aclose(self) -> None:
         await self._frames.aclose()
+
+
+class _RecordedStream:
+    """A streamed answer whose chunks are kept, to be recorded (as a JSON array) when the
+    last one has been read; a stream closed early is recorded with status 499."""
+
+    def __init__(self, chunks: Chunks, record: Callable[[Trace], None], trace: Trace) -> None:
+        self._chunks = chunks
+        self._record = record
+        self._trace = trace
+        self._seen: list[bytes] = []
+        self._open = True
+
+    def __aiter__(self) -> _RecordedStream:
+        return self
+
+    def _finish(self, status: int, error_code: str | None = None) -> None:
+        if not self._open:
+            return
+        self._open = False
+        trace = self._trace
+        trace.status, trace.error_code = status, error_code
+        trace.response = b"[" + b",".join(self._seen) + b"]"
+        for chunk in reversed(self._seen):
+            tokens = usage_of(chunk)
+            if tokens is not None:
+                trace.tokens = tokens
+                break
+        self._record(trace)
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._finish(200)
+            raise
+        except ModelportError as exc:
+            self._finish(exc.status, exc.error_code)
+            raise
+        self._seen.append(chunk if isinstance(chunk, bytes) else orjson.dumps(chunk))
+        return chunk
+
+    async def aclose(self) -> None:
+        self._finish(499, "CLIENT_CLOSED")
+        await self._chunks.aclose()
