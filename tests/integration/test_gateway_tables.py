@@ -1,0 +1,181 @@
+"""Usage tracking and inference tables on a real server: rows compared field by field after
+a burst, and no answered query lost when the server is killed with -9 mid-burst."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.tables.query import query, usage_summary
+from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.serverproc import ADMIN_TOKEN, ServerProcess
+
+API = "/api/2.0/serving-endpoints"
+HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+GATEWAY = {
+    "usage_tracking_config": {"enabled": True},
+    "inference_table_config": {
+        "catalog_name": "main",
+        "schema_name": "serving",
+        "table_name_prefix": "chat_log",
+        "enabled": True,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+def _create(url: str, fake: FakeOpenAI, name: str) -> None:
+    config = {"custom_provider_url": f"{fake.url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
+    entity = {
+        "name": "gpt",
+        "external_model": {
+            "provider": "custom",
+            "name": "m",
+            "task": "llm/v1/chat",
+            "custom_provider_config": config,
+        },
+    }
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=30) as http:
+        r = http.post(
+            API, json={"name": name, "config": {"served_entities": [entity]}, "ai_gateway": GATEWAY}
+        )
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 30
+        while http.get(f"{API}/{name}").json()["state"]["config_update"] == "IN_PROGRESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def _rows(root: Path, sql: str) -> list[dict[str, Any]]:
+    columns, rows = query(sql, str(root))
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def test_usage_and_inference_rows_after_a_burst(tmp_path: Path, fake: FakeOpenAI) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    answered: dict[str, dict[str, Any]] = {}
+    try:
+        _create(server.url, fake, "logged")
+
+        def one(i: int) -> None:
+            body = {
+                "messages": [{"role": "user", "content": f"question number {i}"}],
+                "client_request_id": f"client-{i}",
+                "usage_context": {"team": "blue" if i % 2 else "red"},
+            }
+            with httpx.Client(base_url=server.url, headers=HEADERS, timeout=30) as http:
+                r = http.post("/serving-endpoints/logged/invocations", json=body)
+            assert r.status_code == 200, r.text
+            answered[r.headers["x-request-id"]] = {"i": i, "request": body, "response": r.json()}
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(40)))
+        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=30) as http:
+            bad = http.post("/serving-endpoints/logged/invocations", json={"prompt": "no messages"})
+        assert bad.status_code == 400
+    finally:
+        server.stop()  # a clean stop flushes the spool into the tables
+    root = tmp_path / "data" / "tables"
+    usage = _rows(root, "SELECT * FROM system.serving.endpoint_usage ORDER BY request_time")
+    assert len(usage) == 41
+    by_id = {row["request_id"]: row for row in usage}
+    assert set(answered) <= set(by_id)
+    for rid, sent in answered.items():
+        row = by_id[rid]
+        used = sent["response"]["usage"]
+        assert row["endpoint_name"] == "logged"
+        assert row["served_entity_name"] == "gpt"
+        assert row["requester"] == "admin"
+        assert row["status_code"] == 200
+        assert row["client_request_id"] == f"client-{sent['i']}"
+        assert dict(row["usage_context"]) == {"team": "blue" if sent["i"] % 2 else "red"}
+        assert (row["input_token_count"], row["output_token_count"]) == (
+            used["prompt_tokens"],
+            used["completion_tokens"],
+        )
+        assert row["tokens_estimated"] is False
+        assert row["latency_ms"] >= 0
+    errors = [row for row in usage if row["status_code"] == 400]
+    assert len(errors) == 1 and errors[0]["tokens_estimated"] is True
+
+    payload = _rows(root, "SELECT * FROM main.serving.chat_log_payload")
+    assert len(payload) == 41
+    rows = {row["databricks_request_id"]: row for row in payload}
+    for rid, sent in answered.items():
+        row = rows[rid]
+        assert json.loads(row["request"]) == sent["request"]
+        assert json.loads(row["response"]) == sent["response"]
+        assert row["status_code"] == 200 and row["served_entity_name"] == "gpt"
+        assert row["request_truncated"] is False and row["response_truncated"] is False
+    failed = next(row for row in payload if row["status_code"] == 400)
+    assert failed["error_code"] and json.loads(failed["response"])["error_code"] == failed["error_code"]
+
+    summary = {row["endpoint"]: row for row in usage_summary(str(root), by="endpoint")}
+    assert summary["logged"]["requests"] == 41 and summary["logged"]["errors"] == 1
+
+
+def test_kill_9_mid_burst_loses_no_answered_query(tmp_path: Path, fake: FakeOpenAI) -> None:
+    data = tmp_path / "data"
+    server = ServerProcess(data).start()
+    _create(server.url, fake, "durable")
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=5) as http:
+            while not stop.is_set():
+                try:
+                    r = http.post(
+                        "/serving-endpoints/durable/invocations",
+                        json={"messages": [{"role": "user", "content": "keep going"}]},
+                    )
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 200:
+                    with lock:
+                        answered.append(r.headers["x-request-id"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(answered) < 300:  # several flushes happen meanwhile (one a second)
+        assert time.monotonic() < deadline, len(answered)
+        time.sleep(0.05)
+    server.kill()  # SIGKILL: no shutdown, no flush
+    stop.set()
+    for t in threads:
+        t.join()
+    killed_with = len(answered)
+    spool = list((data / "spool").glob("*"))
+    assert spool, "the spool should hold records not yet in the tables"
+
+    restarted = ServerProcess(data).start()  # replays the spool at start
+    restarted.stop()
+    root = data / "tables"
+    ids = [row["request_id"] for row in _rows(root, "SELECT request_id FROM system.serving.endpoint_usage")]
+    assert len(ids) == len(set(ids)), "a replayed query was written twice"
+    missing = set(answered) - set(ids)
+    assert not missing, f"{len(missing)} of {killed_with} answered queries are missing from the usage table"
+    payload_ids = [
+        row["databricks_request_id"]
+        for row in _rows(root, "SELECT databricks_request_id FROM main.serving.chat_log_payload")
+    ]
+    assert set(answered) <= set(payload_ids)
+    assert len(payload_ids) == len(set(payload_ids))
+    print(f"kill -9 after {killed_with} answered: {len(ids)} usage rows, {len(payload_ids)} payload rows")
