@@ -23,7 +23,7 @@ def cli_help() -> None:
     path = DOCS / "cli.md"
     text = path.read_text()
     runner = CliRunner()
-    for args in ([], ["endpoints"], ["tokens"], ["secrets"], ["serve"]):
+    for args in ([], ["endpoints"], ["tokens"], ["secrets"], ["tables"], ["usage"], ["serve"]):
         title = " ".join(["modelport", *args, "--help"])
         out = runner.invoke(app, [*args, "--help"], prog_name="modelport", env={"COLUMNS": "100"}).stdout
         pattern = re.compile(r"(### `" + re.escape(title) + r"`\n\n```text\n)(.*?)(```)", re.S)

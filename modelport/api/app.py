@@ -25,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelport.api import system
 from modelport.api.control import endpoints, permissions, scim, tokens
 from modelport.api.control import secrets as secret_routes
+from modelport.api.control import tables as table_routes
 from modelport.api.data import invocations, openai_compat
 from modelport.api.errors import handle_exception, handle_http_exception, internal_error_response
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
@@ -172,6 +173,7 @@ class ModelportApp:
                 *permissions.routes,
                 *tokens.routes,
                 *secret_routes.routes,
+                *table_routes.routes,
                 *scim.routes,
             ],
             exception_handlers={

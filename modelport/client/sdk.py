@@ -143,6 +143,16 @@ class ModelportClient:
                 f"{method} {path}: the server answered {response.status_code} with a body that is not JSON"
             ) from exc
 
+    # ---- inference and usage tables (admins) ------------------------------------------------
+    def usage(self, by: str = "user", since: str | None = None) -> list[dict[str, Any]]:
+        """Totals of ``system.serving.endpoint_usage`` by user, endpoint or day."""
+        path = f"/api/2.0/modelport/usage?by={by}" + (f"&since={since}" if since else "")
+        return list(self._json("GET", path).get("rows", []))
+
+    def query_tables(self, sql: str) -> dict[str, Any]:
+        """``{"columns", "rows", "truncated"}`` of a SQL query over the Delta tables (DuckDB)."""
+        return dict(self._json("POST", "/api/2.0/modelport/tables/query", {"sql": sql}))
+
     # ---- serving endpoints (control plane) ------------------------------------------------
     def list_endpoints(self) -> list[dict[str, Any]]:
         """All endpoints the caller may view (ServingEndpoint summaries)."""

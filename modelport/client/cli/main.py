@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from modelport.client.cli import endpoints, secrets, tokens
+from modelport.client.cli import endpoints, secrets, tables, tokens
 from modelport.client.cli.serve import serve
 from modelport.errors import ModelportError
 
@@ -43,6 +43,8 @@ app = typer.Typer(
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(tables.app, name="tables")
+app.command("usage")(tables.usage)
 app.command("serve", short_help="Start the modelport server.")(serve)
 
 
