@@ -51,6 +51,7 @@ from modelport.runtime.local import LocalBackend, RuntimeOptions
 from modelport.runtime.logs import LogStore
 from modelport.store import open_database
 from modelport.tables.writer import TableWriter
+from modelport.ui import routes as ui_routes
 
 __all__ = ["ModelportApp", "build_services"]
 
@@ -175,6 +176,7 @@ class ModelportApp:
                 *secret_routes.routes,
                 *table_routes.routes,
                 *scim.routes,
+                *ui_routes.routes,
             ],
             exception_handlers={
                 HTTPException: handle_http_exception,
