@@ -258,7 +258,7 @@ class ModelportApp:
             await self.api(scope, receive, send)
             return
         path: str = scope["path"]
-        if len(path) > 1 and path.endswith("/"):
+        if len(path) > 1 and path.endswith("/") and not path.startswith("/ui/"):
             scope = {**scope, "path": path.rstrip("/") or "/"}
         headers = dict(scope.get("headers") or [])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
