@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: install run test lint unit docs bench bench-external bench-foundation bench-install format clean
+.PHONY: browser-deps install run test lint unit docs bench bench-external bench-foundation bench-install format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ $(UV): $(BIN)/python
 COMMA  := ,
 EXTRAS := dev,llm$(if $(wildcard /opt/wheels),$(COMMA)torch,)
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+# The UI's browser tests drive Debian's chromium (tests/browser); installed here when missing and
+# this user may (root, or sudo without a password); the tests skip with a message otherwise.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+			|| echo "chromium could not be installed: the browser tests will be skipped"; \
+		elif sudo -n true 2>/dev/null; then sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+			|| echo "chromium could not be installed: the browser tests will be skipped"; \
+		else echo "chromium is not installed and cannot be installed here: the browser tests will be skipped"; fi; }
 
 install: $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \
@@ -39,7 +49,7 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
-test: lint
+test: lint browser-deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # modelport vs mlflow models serve, Ray Serve and bare references; appends to bench/RESULTS.md.
