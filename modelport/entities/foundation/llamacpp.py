@@ -86,6 +86,7 @@ from modelport.entities.foundation.engine import (
     Sampling,
     TextDelta,
     Usage,
+    threads_from_env,
 )
 from modelport.entities.providers.base import CHAT
 from modelport.errors import BadRequest, InvalidParameterValue, ModelportError, TemporarilyUnavailable
@@ -150,17 +151,7 @@ def default_threads() -> int:
     More threads than free cores makes llama.cpp's spinning workers fight each other (one
     oversubscribed run here was 14 times slower), so the default never exceeds the cores.
     """
-    cores = len(os.sched_getaffinity(0))
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            threads = 0
-        if threads >= 1:
-            return threads
-        log.warning("%s=%r is not a positive integer; using the default", THREADS_ENV, value)
-    return max(1, cores // 2)
+    return threads_from_env(THREADS_ENV)
 
 
 class _TextStream:

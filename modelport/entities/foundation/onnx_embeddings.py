@@ -98,7 +98,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelport.entities.foundation.engine import EmbeddingEngine, Embeddings, EngineInfo
+from modelport.entities.foundation.engine import EmbeddingEngine, Embeddings, EngineInfo, threads_from_env
 from modelport.entities.providers.base import EMBEDDINGS
 from modelport.errors import BadRequest, InvalidParameterValue
 
@@ -133,20 +133,7 @@ Variant = Literal["auto", "fp32", "int8"]
 
 def default_threads() -> int:
     """``MODELPORT_EMBED_THREADS``, else half the CPUs this process may run on (at least 1)."""
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            threads = 0
-        if threads >= 1:
-            return threads
-        log.warning("%s=%r is not a positive integer; using the default", THREADS_ENV, value)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+    return threads_from_env(THREADS_ENV)
 
 
 def default_cache_dir() -> Path:
