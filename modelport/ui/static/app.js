@@ -1,0 +1,1369 @@
+// modelport serving console and AI playground: hand-written, no build step.
+// Every page calls the same REST API as any client, with the token the user logged in with.
+
+const TOKEN_KEY = "modelport.token";
+const main = document.getElementById("main");
+let cleanups = [];
+
+// ---------- helpers ----------
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k === "value") el.value = v;
+    else if (k === "checked") el.checked = !!v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+let idSeq = 0;
+const uid = (p = "f") => `${p}-${++idSeq}`;
+
+/** A labelled input: returns {wrap, input}. */
+function field(labelText, input, hint) {
+  if (!input.id) input.id = uid();
+  const wrap = h("div", {}, h("label", { for: input.id }, labelText), input);
+  if (hint) {
+    const hid = uid("hint");
+    input.setAttribute("aria-describedby", hid);
+    wrap.append(h("div", { class: "muted", id: hid }, hint));
+  }
+  return { wrap, input };
+}
+
+function select(options, value) {
+  const s = h("select");
+  for (const o of options) {
+    const [v, label] = Array.isArray(o) ? o : [o, o];
+    s.append(h("option", { value: v }, label));
+  }
+  if (value !== undefined) s.value = value;
+  return s;
+}
+
+function toast(text) {
+  const t = h("div", {}, text);
+  document.getElementById("toast").append(t);
+  setTimeout(() => t.remove(), 4000);
+}
+
+function errorBox(err) {
+  return h("div", { class: "error", role: "alert" }, err instanceof Error ? err.message : String(err));
+}
+
+function fmtTime(ms) {
+  if (!ms) return "–";
+  return new Date(Number(ms)).toLocaleString();
+}
+
+function pretty(v) {
+  if (typeof v === "string") {
+    try { return JSON.stringify(JSON.parse(v), null, 2); } catch { return v; }
+  }
+  return JSON.stringify(v, null, 2);
+}
+
+function sqlString(s) {
+  return "'" + String(s).replace(/'/g, "''") + "'";
+}
+
+// ---------- API ----------
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function token() {
+  return localStorage.getItem(TOKEN_KEY);
+}
+
+async function rawFetch(path, { method = "GET", body, headers = {}, signal } = {}) {
+  const init = { method, headers: { Authorization: `Bearer ${token()}`, ...headers }, signal };
+  if (body !== undefined) {
+    init.body = typeof body === "string" ? body : JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const res = await fetch(path, init);
+  if (res.status === 401) {
+    localStorage.removeItem(TOKEN_KEY);
+    sessionStorage.setItem("modelport.loginMessage", await errorMessage(res));
+    location.hash = "#/login";
+    throw new ApiError(401, "UNAUTHENTICATED", "Your token was refused: log in again.");
+  }
+  if (!res.ok) {
+    const msg = await errorMessage(res);
+    let code = "";
+    throw Object.assign(new ApiError(res.status, code, msg));
+  }
+  return res;
+}
+
+async function errorMessage(res) {
+  const text = await res.text();
+  try {
+    const body = JSON.parse(text);
+    if (body.message) return body.message;
+    if (body.error && body.error.message) return body.error.message;
+  } catch { /* not JSON */ }
+  return text || `${res.status} ${res.statusText}`;
+}
+
+async function api(path, opts) {
+  const res = await rawFetch(path, opts);
+  const text = await res.text();
+  if (!text) return {};
+  try { return JSON.parse(text); } catch { return text; }
+}
+
+async function apiText(path) {
+  return (await rawFetch(path)).text();
+}
+
+const EP = "/api/2.0/serving-endpoints";
+const enc = encodeURIComponent;
+
+// ---------- endpoint classification ----------
+
+function stateOf(ep) {
+  const s = ep.state || {};
+  if (s.config_update === "IN_PROGRESS") return ["updating", "Updating"];
+  if (s.config_update === "UPDATE_FAILED") return s.ready === "READY" ? ["failed", "Ready, update failed"] : ["failed", "Failed"];
+  if (s.config_update === "UPDATE_CANCELED") return s.ready === "READY" ? ["updating", "Ready, update canceled"] : ["notready", "Update canceled"];
+  if (s.ready === "READY") return ["ready", "Ready"];
+  return ["notready", "Not ready"];
+}
+
+function stateBadge(ep) {
+  const [cls, text] = stateOf(ep);
+  return h("span", { class: `badge state-${cls}`, "data-state": cls }, text);
+}
+
+function entitiesOf(ep) {
+  const cfg = ep.config || ep.pending_config || {};
+  return cfg.served_entities || cfg.served_models || [];
+}
+
+function entityDesc(e) {
+  if (e.external_model) return `${e.external_model.provider} · ${e.external_model.name}`;
+  if (e.foundation_model) return `${e.foundation_model.display_name || e.entity_name} (foundation)`;
+  if (e.entity_name) return `${e.entity_name} v${e.entity_version}`;
+  if (e.model_name) return `${e.model_name} v${e.model_version}`;
+  return "";
+}
+
+/** The task of an endpoint: the API's `task`, else guessed from its served entities. */
+function taskOf(ep) {
+  if (ep.task) return ep.task;
+  for (const e of entitiesOf(ep)) {
+    if (e.external_model && e.external_model.task) return e.external_model.task;
+    const n = (e.entity_name || "").toLowerCase();
+    if (n.startsWith("system.ai.")) return /minilm|embed|bge|gte/.test(n) ? "llm/v1/embeddings" : "llm/v1/chat";
+  }
+  return null;
+}
+
+const trafficCache = new Map();
+
+/** The traffic split: the listing has none, so it comes from the detail (cached per update). */
+function trafficText(ep) {
+  let routes = ((ep.config || {}).traffic_config || {}).routes || [];
+  if (!routes.length) {
+    const ents = entitiesOf(ep);
+    if (ents.length === 1) return `${ents[0].name} 100%`;
+    const cached = trafficCache.get(ep.name);
+    if (!cached || cached.at !== ep.last_updated_timestamp) {
+      trafficCache.set(ep.name, { at: ep.last_updated_timestamp, routes: null });
+      api(`${EP}/${enc(ep.name)}`).then((d) => {
+        trafficCache.set(ep.name, { at: ep.last_updated_timestamp, routes: ((d.config || {}).traffic_config || {}).routes || [] });
+        const cell = document.querySelector(`tr[data-endpoint="${CSS.escape(ep.name)}"] td[data-label="Traffic"]`);
+        if (cell) cell.textContent = trafficText(ep);
+      }).catch(() => {});
+      return "…";
+    }
+    routes = cached.routes || [];
+  }
+  if (!routes.length) return "–";
+  return routes.map((r) => `${r.served_entity_name || r.served_model_name} ${r.traffic_percentage}%`).join(", ");
+}
+
+// ---------- router ----------
+
+const routes = [
+  [/^#\/login$/, loginPage],
+  [/^#\/endpoints$/, endpointsPage],
+  [/^#\/endpoints\/([^/]+)$/, endpointPage],
+  [/^#\/create$/, createPage],
+  [/^#\/playground$/, playgroundPage],
+  [/^#\/tables$/, tablesPage],
+  [/^#\/tables\/([^/]+)$/, tablesPage],
+];
+
+async function render() {
+  for (const c of cleanups) c();
+  cleanups = [];
+  let hash = location.hash || "#/endpoints";
+  if (!token() && hash !== "#/login") {
+    location.hash = "#/login";
+    return;
+  }
+  document.getElementById("nav").hidden = !token();
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    if (hash.startsWith(`#/${a.dataset.nav}`)) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  for (const [re, page] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      main.replaceChildren();
+      try {
+        await page(...m.slice(1).map(decodeURIComponent));
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 401)) main.append(errorBox(err));
+      }
+      return;
+    }
+  }
+  location.hash = "#/endpoints";
+}
+
+function every(ms, fn) {
+  let stopped = false;
+  let timer;
+  const tick = async () => {
+    if (stopped) return;
+    try { await fn(); } catch (err) { console.warn(err); }
+    if (!stopped) timer = setTimeout(tick, ms);
+  };
+  tick();
+  cleanups.push(() => { stopped = true; clearTimeout(timer); });
+}
+
+// ---------- login ----------
+
+function loginPage() {
+  document.title = "Log in · modelport";
+  const input = h("input", { type: "password", id: "token", autocomplete: "current-password", required: true });
+  const err = h("div");
+  const pending = sessionStorage.getItem("modelport.loginMessage");
+  if (pending) {
+    err.append(errorBox(pending));
+    sessionStorage.removeItem("modelport.loginMessage");
+  }
+  const form = h("form", { class: "card login", "aria-labelledby": "login-title" },
+    h("h1", { id: "login-title" }, "Log in to modelport"),
+    field("Access token", input, "A personal access token (dapi…) or the admin token.").wrap,
+    err,
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Log in")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.replaceChildren();
+    const value = input.value.trim();
+    try {
+      const res = await fetch(`${EP}`, { headers: { Authorization: `Bearer ${value}` } });
+      if (!res.ok) throw new Error(await errorMessage(res));
+      localStorage.setItem(TOKEN_KEY, value);
+      location.hash = "#/endpoints";
+    } catch (e) {
+      err.append(errorBox(e));
+    }
+  });
+  main.append(h("section", { class: "card login" }, form));
+  input.focus();
+}
+
+// ---------- endpoints list ----------
+
+async function endpointsPage() {
+  document.title = "Endpoints · modelport";
+  const search = h("input", { type: "search", id: "ep-search", placeholder: "name, model, creator" });
+  const stateSel = select([["", "All states"], ["ready", "Ready"], ["updating", "Updating"], ["failed", "Failed"], ["notready", "Not ready"]]);
+  stateSel.id = "ep-state";
+  const body = h("tbody");
+  const count = h("p", { class: "muted", "aria-live": "polite" });
+  const err = h("div");
+  let all = [];
+  const draw = () => {
+    const q = search.value.trim().toLowerCase();
+    const st = stateSel.value;
+    const rows = all.filter((ep) => {
+      if (st && stateOf(ep)[0] !== st) return false;
+      if (!q) return true;
+      const hay = [ep.name, ep.creator, ...entitiesOf(ep).map((e) => `${e.name} ${entityDesc(e)}`)].join(" ").toLowerCase();
+      return hay.includes(q);
+    });
+    count.textContent = `${rows.length} of ${all.length} endpoints`;
+    body.replaceChildren(...rows.map((ep) => h("tr", { "data-endpoint": ep.name },
+      h("td", { "data-label": "Name" }, h("a", { href: `#/endpoints/${enc(ep.name)}` }, ep.name)),
+      h("td", { "data-label": "State" }, stateBadge(ep)),
+      h("td", { "data-label": "Served entities" }, entitiesOf(ep).map((e) => h("div", {}, h("strong", {}, e.name || ""), " ", h("span", { class: "muted" }, entityDesc(e))))),
+      h("td", { "data-label": "Traffic" }, trafficText(ep)),
+      h("td", { "data-label": "Creator" }, ep.creator || "–"),
+      h("td", { "data-label": "Last update" }, fmtTime(ep.last_updated_timestamp)))));
+  };
+  search.addEventListener("input", draw);
+  stateSel.addEventListener("change", draw);
+  main.append(
+    h("div", { class: "row" }, h("h1", {}, "Serving endpoints"), h("div", { style: "flex:0" }, h("a", { href: "#/create" }, "Create endpoint"))),
+    h("section", { class: "card" },
+      h("div", { class: "row" }, field("Search", search).wrap, field("State", stateSel).wrap),
+      count, err,
+      h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "endpoints" },
+        h("thead", {}, h("tr", {}, ["Name", "State", "Served entities", "Traffic", "Creator", "Last update"].map((t) => h("th", { scope: "col" }, t)))),
+        body))));
+  every(3000, async () => {
+    try {
+      all = ((await api(EP)).endpoints || []).sort((a, b) => a.name.localeCompare(b.name));
+      err.replaceChildren();
+      draw();
+    } catch (e) {
+      err.replaceChildren(errorBox(e));
+    }
+  });
+}
+
+// ---------- endpoint page ----------
+
+function cleanEntity(e) {
+  const out = { ...e };
+  for (const k of ["state", "creator", "creation_timestamp", "foundation_model", "entity_version_display"]) delete out[k];
+  if (out.external_model) out.external_model = JSON.parse(JSON.stringify(out.external_model));
+  return out;
+}
+
+function editableConfig(detail) {
+  const cfg = detail.config || detail.pending_config || {};
+  return {
+    served_entities: (cfg.served_entities || []).map(cleanEntity),
+    traffic_config: { routes: ((cfg.traffic_config || {}).routes || []).map((r) => ({ served_entity_name: r.served_entity_name || r.served_model_name, traffic_percentage: r.traffic_percentage })) },
+  };
+}
+
+function entityName(e) {
+  if (e.name) return e.name;
+  if (e.external_model) return e.external_model.name;
+  if (e.entity_name) return `${e.entity_name.split(".").pop()}-${e.entity_version}`;
+  return "";
+}
+
+/** Client-side checks before PUT .../config; returns a list of problems. */
+export function validateConfig(cfg) {
+  const problems = [];
+  if (!cfg || typeof cfg !== "object") return ["The config must be a JSON object."];
+  const ents = cfg.served_entities;
+  if (!Array.isArray(ents) || !ents.length) return ["served_entities must list at least one served entity."];
+  const names = ents.map(entityName);
+  const seen = new Set();
+  ents.forEach((e, i) => {
+    if (!e.entity_name && !e.external_model) problems.push(`served_entities[${i}] needs entity_name (a registered or foundation model) or external_model.`);
+    if (e.entity_name && !e.entity_version && !e.entity_name.startsWith("system.ai.")) problems.push(`served_entities[${i}] (${e.entity_name}) needs entity_version.`);
+    if (seen.has(names[i])) problems.push(`Served entity name '${names[i]}' is used twice.`);
+    seen.add(names[i]);
+  });
+  const routes = ((cfg.traffic_config || {}).routes) || [];
+  if (routes.length) {
+    let total = 0;
+    for (const r of routes) {
+      if (!seen.has(r.served_entity_name)) problems.push(`Traffic route '${r.served_entity_name}' names no served entity (have: ${[...seen].join(", ")}).`);
+      const p = Number(r.traffic_percentage);
+      if (!Number.isInteger(p) || p < 0 || p > 100) problems.push(`Traffic for '${r.served_entity_name}' must be a whole number from 0 to 100.`);
+      total += p;
+    }
+    if (total !== 100) problems.push(`Traffic must add up to 100% (now ${total}%).`);
+  } else if (ents.length > 1) {
+    problems.push("With several served entities, traffic_config.routes must split the traffic.");
+  }
+  return problems;
+}
+
+async function endpointPage(name) {
+  document.title = `${name} · modelport`;
+  const url = `${EP}/${enc(name)}`;
+  let detail = await api(url);
+  const header = h("div");
+  const progress = h("div", { "aria-live": "polite" });
+  const configBox = h("div");
+  const gatewayBox = h("div");
+  let lastVersionKey = "";
+
+  const drawHeader = () => {
+    header.replaceChildren(
+      h("p", {}, h("a", { href: "#/endpoints" }, "← Endpoints")),
+      h("h1", {}, name, " ", stateBadge(detail)),
+      h("p", { class: "muted" }, `Creator ${detail.creator || "–"} · last update ${fmtTime(detail.last_updated_timestamp)} · your permission ${detail.permission_level || "–"}${detail.task ? ` · task ${detail.task}` : ""}`));
+  };
+  const drawProgress = () => {
+    progress.replaceChildren();
+    const st = detail.state || {};
+    const pend = detail.pending_config;
+    if (st.config_update === "IN_PROGRESS") {
+      const cancel = h("button", { type: "button", class: "danger", id: "cancel-update" }, "Cancel update");
+      cancel.addEventListener("click", async () => {
+        cancel.disabled = true;
+        try { await api(`${url}/cancel-update`, { method: "POST", body: {} }); toast("Update canceled"); await refresh(); } catch (e) { progress.append(errorBox(e)); cancel.disabled = false; }
+      });
+      progress.append(h("div", { class: "notice", id: "update-progress" },
+        h("strong", {}, `Updating to config version ${pend ? pend.config_version : "?"}…`),
+        h("ul", {}, ((pend || {}).served_entities || []).map((e) => h("li", {}, `${e.name}: ${(e.state || {}).deployment || ""} ${(e.state || {}).deployment_state_message || ""}`))),
+        cancel));
+    } else if (pend && (st.config_update === "UPDATE_FAILED" || st.config_update === "UPDATE_CANCELED")) {
+      progress.append(h("div", { class: st.config_update === "UPDATE_FAILED" ? "error" : "notice", id: "update-progress" },
+        h("strong", {}, st.config_update === "UPDATE_FAILED" ? `Update to config version ${pend.config_version} failed` : `Update to config version ${pend.config_version} was canceled`),
+        h("ul", {}, (pend.served_entities || []).map((e) => h("li", {}, `${e.name}: ${(e.state || {}).deployment_state_message || (e.state || {}).deployment || ""}`)))));
+    }
+  };
+  const refresh = async () => {
+    detail = await api(url);
+    drawHeader();
+    drawProgress();
+    const key = `${(detail.config || {}).config_version}/${detail.state.config_update}`;
+    if (key !== lastVersionKey) {
+      lastVersionKey = key;
+      drawConfig(configBox, detail, url, refresh);
+      drawGateway(gatewayBox, detail, url, refresh);
+    }
+  };
+  drawHeader();
+  drawProgress();
+  const charts = h("section", { class: "card", "aria-labelledby": "charts-title" }, h("h2", { id: "charts-title" }, "Live metrics"));
+  const logs = h("section", { class: "card", "aria-labelledby": "logs-title" }, h("h2", { id: "logs-title" }, "Logs"));
+  const openapi = h("section", { class: "card", "aria-labelledby": "openapi-title" }, h("h2", { id: "openapi-title" }, "OpenAPI"));
+  const snippets = h("section", { class: "card", "aria-labelledby": "snip-title" }, h("h2", { id: "snip-title" }, "Query this endpoint"));
+  const perms = h("section", { class: "card", "aria-labelledby": "perm-title" }, h("h2", { id: "perm-title" }, "Permissions"));
+  const danger = h("section", { class: "card" }, h("h2", {}, "Delete"));
+  main.append(header, progress,
+    h("section", { class: "card", "aria-labelledby": "cfg-title" }, h("h2", { id: "cfg-title" }, "Configuration"), configBox),
+    charts,
+    h("div", { class: "grid2" }, logs, snippets),
+    h("section", { class: "card", "aria-labelledby": "gw-title" }, h("h2", { id: "gw-title" }, "AI gateway"), gatewayBox),
+    perms, openapi, danger);
+  lastVersionKey = `${(detail.config || {}).config_version}/${detail.state.config_update}`;
+  drawConfig(configBox, detail, url, refresh);
+  drawGateway(gatewayBox, detail, url, refresh);
+  setupCharts(charts, url);
+  setupLogs(logs, detail, url);
+  setupOpenapi(openapi, url);
+  setupSnippets(snippets, detail);
+  setupPermissions(perms, detail);
+  const del = h("button", { type: "button", class: "danger", id: "delete-endpoint" }, `Delete ${name}`);
+  del.addEventListener("click", async () => {
+    if (!confirm(`Delete endpoint ${name}? Queries to it will fail.`)) return;
+    try { await api(url, { method: "DELETE" }); toast(`Deleted ${name}`); location.hash = "#/endpoints"; } catch (e) { danger.append(errorBox(e)); }
+  });
+  danger.append(h("p", { class: "muted" }, "Stops its replicas and removes the endpoint."), del);
+  every(2000, refresh);
+}
+
+function drawConfig(box, detail, url, refresh) {
+  const cfg = editableConfig(detail);
+  const ents = cfg.served_entities;
+  const err = h("div", { "aria-live": "assertive" });
+  box.replaceChildren();
+  box.append(h("p", { class: "muted" }, `Config version ${(detail.config || {}).config_version ?? "–"}`));
+  const served = ((detail.config || detail.pending_config || {}).served_entities) || [];
+  const current = {};
+  for (const r of cfg.traffic_config.routes) current[r.served_entity_name] = r.traffic_percentage;
+  const inputs = {};
+  const tbody = h("tbody", {}, served.map((e) => {
+    const inp = h("input", { type: "number", min: 0, max: 100, step: 1, value: current[e.name] ?? 0, id: uid("traffic"), "data-entity": e.name, style: "max-width:110px" });
+    inputs[e.name] = inp;
+    const st = e.state || {};
+    return h("tr", {},
+      h("td", { "data-label": "Served entity" }, h("strong", {}, e.name)),
+      h("td", { "data-label": "Model" }, entityDesc(e)),
+      h("td", { "data-label": "Size" }, [e.workload_size, e.scale_to_zero_enabled ? "scale to zero" : ""].filter(Boolean).join(", ") || "–"),
+      h("td", { "data-label": "Deployment" }, st.deployment || "–", st.deployment_state_message && st.deployment_state_message !== "Ready" ? h("div", { class: "muted" }, st.deployment_state_message) : null),
+      h("td", { "data-label": "Traffic %" }, h("label", { for: inp.id, class: "muted", style: "margin:0" }, `Traffic for ${e.name} (%)`), inp));
+  }));
+  const totalOut = h("span", { class: "muted", id: "traffic-total" });
+  const sumTraffic = () => Object.values(inputs).reduce((a, i) => a + Number(i.value || 0), 0);
+  const showTotal = () => { totalOut.textContent = `Total ${sumTraffic()}%`; };
+  Object.values(inputs).forEach((i) => i.addEventListener("input", showTotal));
+  showTotal();
+  const saveTraffic = h("button", { type: "button", id: "save-traffic" }, "Save traffic");
+  const send = async (newCfg) => {
+    err.replaceChildren();
+    const problems = validateConfig(newCfg);
+    if (problems.length) {
+      err.append(h("div", { class: "error", role: "alert" }, h("strong", {}, "Not sent: "), h("ul", {}, problems.map((p) => h("li", {}, p)))));
+      return false;
+    }
+    try {
+      await api(`${url}/config`, { method: "PUT", body: newCfg });
+      toast("Config update started");
+      await refresh();
+      return true;
+    } catch (e) {
+      err.append(errorBox(e));
+      return false;
+    }
+  };
+  saveTraffic.addEventListener("click", () => {
+    const newCfg = editableConfig(detail);
+    newCfg.traffic_config = { routes: served.map((e) => ({ served_entity_name: e.name, traffic_percentage: Number(inputs[e.name].value) })) };
+    send(newCfg);
+  });
+  const text = h("textarea", { id: uid("cfg"), rows: 14, spellcheck: "false" });
+  text.value = JSON.stringify(cfg, null, 2);
+  const saveJson = h("button", { type: "button", id: "save-config" }, "Validate and update");
+  saveJson.addEventListener("click", () => {
+    let parsed;
+    try { parsed = JSON.parse(text.value); } catch (e) {
+      err.replaceChildren(h("div", { class: "error", role: "alert" }, `Not sent: the config is not valid JSON (${e.message}).`));
+      return;
+    }
+    send(parsed);
+  });
+  const busy = detail.state.config_update === "IN_PROGRESS";
+  if (busy) { saveTraffic.disabled = true; saveJson.disabled = true; }
+  box.append(
+    h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "served-entities" },
+      h("thead", {}, h("tr", {}, ["Served entity", "Model", "Size", "Deployment", "Traffic %"].map((t) => h("th", { scope: "col" }, t)))), tbody)),
+    h("div", { class: "actions" }, totalOut, saveTraffic),
+    h("details", { id: "config-editor" }, h("summary", {}, "Edit the whole config (JSON: served_entities and traffic_config)"),
+      h("label", { for: text.id }, "Config JSON"), text, h("div", { class: "actions" }, saveJson)),
+    err);
+}
+
+function drawGateway(box, detail, url, refresh) {
+  const gw = detail.ai_gateway || {};
+  const text = h("textarea", { id: uid("gw"), rows: 8, spellcheck: "false" });
+  text.value = JSON.stringify(gw, null, 2);
+  const err = h("div");
+  const save = h("button", { type: "button", class: "secondary", id: "save-gateway" }, "Save AI gateway");
+  save.addEventListener("click", async () => {
+    err.replaceChildren();
+    let body;
+    try { body = JSON.parse(text.value || "{}"); } catch (e) { err.append(errorBox(`Not sent: not valid JSON (${e.message}).`)); return; }
+    try { await api(`${url}/ai-gateway`, { method: "PUT", body }); toast("AI gateway saved"); await refresh(); } catch (e) { err.append(errorBox(e)); }
+  });
+  const itc = gw.inference_table_config;
+  const summary = [];
+  if (itc && itc.enabled) summary.push(h("li", {}, "Inference table ", h("a", { href: `#/tables/${enc(detail.name)}` }, `${itc.catalog_name}.${itc.schema_name}.${itc.table_name_prefix}_payload`)));
+  if ((gw.usage_tracking_config || {}).enabled) summary.push(h("li", {}, "Usage tracking on"));
+  if ((gw.rate_limits || []).length) summary.push(h("li", {}, `${gw.rate_limits.length} rate limit(s): `, gw.rate_limits.map((r) => `${r.calls ?? r.tokens} ${r.calls !== undefined ? "calls" : "tokens"}/${r.renewal_period} per ${r.key || "endpoint"}`).join("; ")));
+  if (gw.guardrails) summary.push(h("li", {}, "Guardrails: ", Object.keys(gw.guardrails).join(", ")));
+  if ((gw.fallback_config || {}).enabled) summary.push(h("li", {}, "Fallbacks on"));
+  box.replaceChildren(
+    summary.length ? h("ul", {}, summary) : h("p", { class: "muted" }, "No AI gateway features are enabled."),
+    h("details", {}, h("summary", {}, "Edit the AI gateway (JSON)"), h("label", { for: text.id }, "AI gateway JSON"), text, h("div", { class: "actions" }, save)),
+    err);
+}
+
+// ---------- metrics ----------
+
+export function parseProm(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const m = line.match(/^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/);
+    if (!m) continue;
+    const labels = {};
+    if (m[3]) for (const p of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[p[1]] = p[2];
+    out.push({ name: m[1], labels, value: Number(m[4]) });
+  }
+  return out;
+}
+
+function summarize(samples) {
+  const s = { total: 0, errors: 0, buckets: new Map(), replicas: 0, inflight: 0, queued: 0 };
+  for (const x of samples) {
+    if (x.name === "modelport_endpoint_requests_total") {
+      s.total += x.value;
+      if (!/^2/.test(x.labels.status || "")) s.errors += x.value;
+    } else if (x.name === "modelport_endpoint_request_duration_seconds_bucket" || x.name === "modelport_endpoint_latency_seconds_bucket") {
+      const le = x.labels.le === "+Inf" ? Infinity : Number(x.labels.le);
+      s.buckets.set(le, (s.buckets.get(le) || 0) + x.value);
+    } else if (x.name === "modelport_endpoint_replicas") s.replicas += x.value;
+    else if (x.name === "modelport_endpoint_in_flight_requests") s.inflight += x.value;
+    else if (x.name === "modelport_endpoint_queued") s.queued += x.value;
+  }
+  return s;
+}
+
+/** Quantile from the deltas of cumulative histogram buckets (linear inside a bucket). */
+export function quantile(prevBuckets, buckets, q) {
+  const les = [...buckets.keys()].sort((a, b) => a - b);
+  const counts = les.map((le) => (buckets.get(le) || 0) - ((prevBuckets && prevBuckets.get(le)) || 0));
+  const total = counts[counts.length - 1];
+  if (!total || total <= 0) return null;
+  const rank = q * total;
+  let prevLe = 0, prevCount = 0;
+  for (let i = 0; i < les.length; i++) {
+    if (counts[i] >= rank) {
+      if (les[i] === Infinity) return prevLe;
+      const inBucket = counts[i] - prevCount;
+      return prevLe + (les[i] - prevLe) * (inBucket > 0 ? (rank - prevCount) / inBucket : 1);
+    }
+    prevLe = les[i];
+    prevCount = counts[i];
+  }
+  return prevLe;
+}
+
+function lineChart(series, colors) {
+  const W = 300, H = 60;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("aria-hidden", "true");
+  const all = series.flat().filter((v) => v !== null && Number.isFinite(v));
+  const max = Math.max(1e-9, ...all);
+  const n = Math.max(2, ...series.map((s) => s.length));
+  series.forEach((s, k) => {
+    const pts = [];
+    s.forEach((v, i) => { if (v !== null && Number.isFinite(v)) pts.push(`${((i + (n - s.length)) / (n - 1)) * W},${H - 2 - (v / max) * (H - 6)}`); });
+    const pl = document.createElementNS(ns, "polyline");
+    pl.setAttribute("points", pts.join(" "));
+    pl.setAttribute("fill", "none");
+    pl.setAttribute("stroke", colors[k]);
+    pl.setAttribute("stroke-width", "2");
+    pl.setAttribute("vector-effect", "non-scaling-stroke");
+    svg.append(pl);
+  });
+  return svg;
+}
+
+function fmtNum(v, unit = "") {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "–";
+  if (unit === "ms") return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ms`;
+  return `${Math.abs(v) >= 10 ? v.toFixed(0) : v.toFixed(2).replace(/\.?0+$/, "")}${unit}`;
+}
+
+function setupCharts(section, url) {
+  const defs = [
+    ["rps", "Requests/s", ["#1f5fbf"], ""],
+    ["latency", "Latency p50 / p99", ["#1f5fbf", "#b35c00"], "ms"],
+    ["errors", "Errors/s", ["#a40e26"], ""],
+    ["replicas", "Replicas", ["#146c2e"], ""],
+    ["concurrency", "Concurrency (in flight + queued)", ["#6b3fa0"], ""],
+  ];
+  const hist = Object.fromEntries(defs.map(([k, , colors]) => [k, colors.map(() => [])]));
+  const boxes = {};
+  const grid = h("div", { class: "charts" });
+  for (const [k, title] of defs) {
+    const value = h("div", { class: "value", "data-chart-value": k }, "–");
+    const box = h("figure", { class: "chart", id: `chart-${k}`, style: "margin:0" }, h("figcaption", { class: "muted" }, title), value, h("div"));
+    boxes[k] = box;
+    grid.append(box);
+  }
+  const err = h("div");
+  section.append(h("p", { class: "muted" }, "From this endpoint's Prometheus metrics, polled every 2 s; rates and percentiles over each interval."), grid, err);
+  let prev = null;
+  const push = (k, vals) => {
+    vals.forEach((v, i) => { hist[k][i].push(v); if (hist[k][i].length > 60) hist[k][i].shift(); });
+  };
+  every(2000, async () => {
+    let text;
+    try { text = await apiText(`${url}/metrics`); err.replaceChildren(); } catch (e) { err.replaceChildren(errorBox(e)); return; }
+    const now = performance.now();
+    const s = summarize(parseProm(text));
+    if (prev) {
+      const dt = (now - prev.t) / 1000;
+      const rps = Math.max(0, (s.total - prev.s.total) / dt);
+      const eps = Math.max(0, (s.errors - prev.s.errors) / dt);
+      const p50 = quantile(prev.s.buckets, s.buckets, 0.5);
+      const p99 = quantile(prev.s.buckets, s.buckets, 0.99);
+      push("rps", [rps]);
+      push("errors", [eps]);
+      push("latency", [p50 === null ? null : p50 * 1000, p99 === null ? null : p99 * 1000]);
+      push("replicas", [s.replicas]);
+      push("concurrency", [s.inflight + s.queued]);
+      const last = (k, i = 0) => { const a = hist[k][i]; for (let j = a.length - 1; j >= 0; j--) if (a[j] !== null) return a[j]; return null; };
+      const values = {
+        rps: fmtNum(rps), errors: fmtNum(eps), replicas: fmtNum(s.replicas), concurrency: fmtNum(s.inflight + s.queued),
+        latency: `${fmtNum(last("latency", 0), "ms")} / ${fmtNum(last("latency", 1), "ms")}`,
+      };
+      for (const [k, , colors] of defs) {
+        const box = boxes[k];
+        box.querySelector("[data-chart-value]").textContent = values[k];
+        box.dataset.points = String(hist[k][0].length);
+        box.dataset.max = String(Math.max(0, ...hist[k][0].filter((v) => v !== null)));
+        box.lastChild.replaceChildren(lineChart(hist[k], colors));
+      }
+    }
+    prev = { t: now, s };
+  });
+}
+
+// ---------- logs, openapi, snippets, permissions ----------
+
+function setupLogs(section, detail, url) {
+  const ents = entitiesOf(detail);
+  const sel = select(ents.map((e) => e.name));
+  sel.id = "logs-entity";
+  const out = h("pre", { id: "logs-output", tabindex: "0", "aria-label": "Log output" }, "Choose a served entity and a log.");
+  const err = h("div");
+  const load = (kind) => async () => {
+    err.replaceChildren();
+    out.textContent = "Loading…";
+    try {
+      const body = await api(`${url}/served-models/${enc(sel.value)}/${kind}`);
+      out.textContent = body.logs || "(empty)";
+    } catch (e) { out.textContent = ""; err.append(errorBox(e)); }
+  };
+  section.append(field("Served entity", sel).wrap,
+    h("div", { class: "actions" },
+      h("button", { type: "button", class: "secondary", id: "show-logs", onclick: load("logs") }, "Logs"),
+      h("button", { type: "button", class: "secondary", id: "show-build-logs", onclick: load("build-logs") }, "Build logs")),
+    err, out);
+}
+
+function setupOpenapi(section, url) {
+  const out = h("pre", { id: "openapi-output", tabindex: "0", "aria-label": "OpenAPI document", hidden: true });
+  const btn = h("button", { type: "button", class: "secondary", id: "show-openapi" }, "Show the OpenAPI document");
+  btn.addEventListener("click", async () => {
+    try { out.textContent = JSON.stringify(await api(`${url}/openapi`), null, 2); out.hidden = false; } catch (e) { out.replaceChildren(); section.append(errorBox(e)); }
+  });
+  section.append(h("p", { class: "muted" }, "OpenAPI 3.1 description of this endpoint's query routes."), btn, out);
+}
+
+function setupSnippets(section, detail) {
+  const host = location.origin;
+  const name = detail.name;
+  const task = taskOf(detail);
+  let body, sdkArgs;
+  if (task === "llm/v1/chat") {
+    body = { messages: [{ role: "user", content: "Hello!" }], max_tokens: 64 };
+    sdkArgs = `messages=[ChatMessage(role=ChatMessageRole.USER, content="Hello!")],\n    max_tokens=64,`;
+  } else if (task === "llm/v1/embeddings") {
+    body = { input: ["Hello!"] };
+    sdkArgs = `input=["Hello!"],`;
+  } else if (task === "llm/v1/completions") {
+    body = { prompt: "Hello!", max_tokens: 64 };
+    sdkArgs = `prompt="Hello!",\n    max_tokens=64,`;
+  } else {
+    body = { dataframe_records: [{ feature: 1.0 }] };
+    sdkArgs = `dataframe_records=[{"feature": 1.0}],`;
+  }
+  const curl = `curl -X POST ${host}/serving-endpoints/${name}/invocations \\\n  -H "Authorization: Bearer $DATABRICKS_TOKEN" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body)}'`;
+  const imports = task === "llm/v1/chat" ? "from databricks.sdk.service.serving import ChatMessage, ChatMessageRole\n" : "";
+  const sdk = `# DATABRICKS_HOST=${host} DATABRICKS_TOKEN=...\nfrom databricks.sdk import WorkspaceClient\n${imports}\nw = WorkspaceClient()\nresponse = w.serving_endpoints.query(\n    name="${name}",\n    ${sdkArgs}\n)\nprint(response)`;
+  const snippets = [["curl", curl], ["Python (databricks-sdk)", sdk]];
+  if (task && task.startsWith("llm/")) {
+    const call = task === "llm/v1/chat" ? `client.chat.completions.create(\n    model="${name}",\n    messages=[{"role": "user", "content": "Hello!"}],\n    max_tokens=64,\n)`
+      : task === "llm/v1/embeddings" ? `client.embeddings.create(model="${name}", input=["Hello!"])`
+        : `client.completions.create(model="${name}", prompt="Hello!", max_tokens=64)`;
+    snippets.push(["Python (openai)", `import os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${host}/serving-endpoints", api_key=os.environ["DATABRICKS_TOKEN"])\nresponse = ${call}\nprint(response)`]);
+  }
+  const tabs = h("div", { class: "tabs", role: "tablist", "aria-label": "Snippet language" });
+  const pre = h("pre", { id: "snippet", tabindex: "0", role: "tabpanel" });
+  const buttons = snippets.map(([label, code], i) => {
+    const b = h("button", { type: "button", role: "tab", "aria-selected": i === 0 ? "true" : "false", "data-snippet": label }, label);
+    b.addEventListener("click", () => {
+      buttons.forEach((x) => x.setAttribute("aria-selected", x === b ? "true" : "false"));
+      pre.textContent = code;
+    });
+    return b;
+  });
+  tabs.append(...buttons);
+  pre.textContent = snippets[0][1];
+  const copy = h("button", { type: "button", class: "secondary" }, "Copy");
+  copy.addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText(pre.textContent); toast("Copied"); } catch { toast("Copy failed: select the text instead"); }
+  });
+  section.append(tabs, pre, copy);
+}
+
+async function setupPermissions(section, detail) {
+  const url = `/api/2.0/permissions/serving-endpoints/${enc(detail.id)}`;
+  const body = h("tbody");
+  const err = h("div");
+  const load = async () => {
+    try {
+      const acl = (await api(url)).access_control_list || [];
+      body.replaceChildren(...acl.map((a) => h("tr", {},
+        h("td", { "data-label": "Principal" }, a.user_name || a.group_name || a.service_principal_name || "–", " ", h("span", { class: "muted" }, a.user_name ? "user" : a.group_name ? "group" : "service principal")),
+        h("td", { "data-label": "Permission" }, (a.all_permissions || []).map((p) => `${p.permission_level}${p.inherited ? " (inherited)" : ""}`).join(", ")))));
+    } catch (e) { err.replaceChildren(errorBox(e)); }
+  };
+  const kind = select([["user_name", "User"], ["group_name", "Group"], ["service_principal_name", "Service principal"]]);
+  const who = h("input", { type: "text", placeholder: "alice@example.com" });
+  const level = select(["CAN_QUERY", "CAN_VIEW", "CAN_MANAGE"]);
+  const add = h("button", { type: "button", class: "secondary", id: "grant" }, "Grant");
+  add.addEventListener("click", async () => {
+    err.replaceChildren();
+    if (!who.value.trim()) { err.append(errorBox("Name a principal first.")); return; }
+    try {
+      await api(url, { method: "PATCH", body: { access_control_list: [{ [kind.value]: who.value.trim(), permission_level: level.value }] } });
+      who.value = "";
+      toast("Permission granted");
+      await load();
+    } catch (e) { err.append(errorBox(e)); }
+  });
+  section.append(
+    h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "permissions" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Principal"), h("th", { scope: "col" }, "Permission"))), body)),
+    h("div", { class: "row" }, field("Principal type", kind).wrap, field("Principal", who).wrap, field("Permission", level).wrap, h("div", { style: "flex:0" }, add)),
+    err);
+  await load();
+}
+
+// ---------- create ----------
+
+const PROVIDERS = {
+  openai: { block: "openai_config", fields: [
+    ["openai_api_key", "API key", "secret"], ["openai_api_base", "API base URL (optional)"], ["openai_organization", "Organization (optional)"],
+    ["openai_api_type", "API type", ["", "azure", "azuread"]], ["openai_deployment_name", "Azure deployment name (Azure only)"], ["openai_api_version", "Azure API version (Azure only)"]] },
+  custom: { block: "custom_provider_config", fields: [
+    ["custom_provider_url", "Provider URL (OpenAI-compatible API base, e.g. http://vllm:8000/v1)", "required"], ["bearer_token_auth.token", "Bearer token", "secret"]] },
+  anthropic: { block: "anthropic_config", fields: [["anthropic_api_key", "API key", "secret"]] },
+  cohere: { block: "cohere_config", fields: [["cohere_api_key", "API key", "secret"], ["cohere_api_base", "API base URL (optional)"]] },
+  "google-cloud-vertex-ai": { block: "google_cloud_vertex_ai_config", fields: [["project_id", "Project id", "required"], ["region", "Region", "required"], ["private_key", "Service-account key (JSON)", "secret"]] },
+  palm: { block: "palm_config", fields: [["palm_api_key", "API key", "secret"]] },
+  ai21labs: { block: "ai21labs_config", fields: [["ai21labs_api_key", "API key", "secret"]] },
+  "amazon-bedrock": { block: "amazon_bedrock_config", fields: [["aws_region", "AWS region", "required"], ["bedrock_provider", "Bedrock provider", ["anthropic", "amazon", "cohere", "ai21labs"]],
+    ["aws_access_key_id", "Access key id", "secret"], ["aws_secret_access_key", "Secret access key", "secret"]] },
+  "databricks-model-serving": { block: "databricks_model_serving_config", fields: [["databricks_workspace_url", "Workspace URL", "required"], ["databricks_api_token", "API token", "secret"]] },
+};
+
+function setPath(obj, path, value) {
+  const parts = path.split(".");
+  let o = obj;
+  for (const p of parts.slice(0, -1)) o = o[p] = o[p] || {};
+  o[parts[parts.length - 1]] = value;
+}
+
+/** A credential: a secret chosen from a scope ({{secrets/scope/key}}) or typed in (sent as *_plaintext). */
+function secretPicker(path, label, scopes) {
+  const key = path.replace(/\./g, "-");
+  const mode = select([["secret", "Secret reference"], ["plain", "Type it in (stored by the server as a secret)"], ["none", "None"]]);
+  mode.id = `cred-mode-${key}`;
+  const scopeSel = select([["", "Choose a scope"], ...scopes.map((s) => s.name)]);
+  scopeSel.id = `cred-scope-${key}`;
+  const keySel = select([["", "Choose a scope first"]]);
+  keySel.id = `cred-key-${key}`;
+  const plain = h("input", { type: "password", id: `cred-plain-${key}`, autocomplete: "off" });
+  const err = h("div");
+  const secretRow = h("div", { class: "row" }, field("Secret scope", scopeSel).wrap, field("Secret key", keySel).wrap);
+  const plainRow = field(`${label} (value)`, plain).wrap;
+  const sync = () => { secretRow.hidden = mode.value !== "secret"; plainRow.hidden = mode.value !== "plain"; };
+  mode.addEventListener("change", sync);
+  scopeSel.addEventListener("change", async () => {
+    err.replaceChildren();
+    keySel.replaceChildren(h("option", { value: "" }, "Loading…"));
+    if (!scopeSel.value) return;
+    try {
+      const secrets = (await api(`/api/2.0/secrets/list?scope=${enc(scopeSel.value)}`)).secrets || [];
+      keySel.replaceChildren(h("option", { value: "" }, secrets.length ? "Choose a key" : "No keys in this scope"), ...secrets.map((s) => h("option", { value: s.key }, s.key)));
+    } catch (e) { keySel.replaceChildren(); err.append(errorBox(e)); }
+  });
+  if (!scopes.length) mode.value = "plain";
+  sync();
+  const wrap = h("fieldset", {}, h("legend", {}, label), field("Credential", mode).wrap, secretRow, plainRow, err);
+  return {
+    wrap,
+    apply(block) {
+      if (mode.value === "secret") {
+        if (!scopeSel.value || !keySel.value) throw new Error(`${label}: choose a secret scope and key.`);
+        setPath(block, path, `{{secrets/${scopeSel.value}/${keySel.value}}}`);
+      } else if (mode.value === "plain") {
+        if (!plain.value) throw new Error(`${label}: type the value, or choose a secret.`);
+        setPath(block, `${path}_plaintext`, plain.value);
+      }
+    },
+  };
+}
+
+async function createPage() {
+  document.title = "Create endpoint · modelport";
+  const name = h("input", { type: "text", id: "create-name", required: true, pattern: "[A-Za-z0-9_-]+", autocomplete: "off" });
+  const kindTabs = h("fieldset", {}, h("legend", {}, "What does it serve?"));
+  const kinds = [["registered", "A registered model"], ["foundation", "A foundation model"], ["external", "An external model"]];
+  const radios = kinds.map(([v, label], i) => {
+    const r = h("input", { type: "radio", name: "kind", value: v, id: `kind-${v}`, checked: i === 0 });
+    kindTabs.append(h("label", { class: "inline", for: r.id }, r, label));
+    return r;
+  });
+  const panel = h("div");
+  const err = h("div", { "aria-live": "assertive" });
+  const submit = h("button", { type: "submit", id: "create-submit" }, "Create endpoint");
+  const form = h("form", { class: "card", id: "create-form", novalidate: true },
+    field("Endpoint name", name, "Letters, digits, - and _.").wrap, kindTabs, panel,
+    h("fieldset", {}, h("legend", {}, "Options"),
+      h("label", { class: "inline", for: "create-inference" }, h("input", { type: "checkbox", id: "create-inference" }), "Log requests and responses to an inference table (main.serving.<name>_payload)")),
+    err, h("div", { class: "actions" }, submit));
+  main.append(h("h1", {}, "Create a serving endpoint"), h("section", { class: "card" }, form));
+
+  let build = () => { throw new Error("Choose what to serve."); };
+  const sizeSel = () => { const s = select(["Small", "Medium", "Large"]); return s; };
+
+  const drawRegistered = async () => {
+    const model = select([["", "Loading…"]]);
+    model.id = "create-model";
+    const version = select([["", "Choose a model first"]]);
+    version.id = "create-version";
+    const ename = h("input", { type: "text", id: "create-entity-name", placeholder: "model-version (default)" });
+    const size = sizeSel(); size.id = "create-size";
+    const s2z = h("input", { type: "checkbox", id: "create-s2z" });
+    const perr = h("div");
+    panel.replaceChildren(h("div", { class: "row" }, field("Registered model", model).wrap, field("Version", version).wrap),
+      h("div", { class: "row" }, field("Served entity name (optional)", ename).wrap, field("Workload size", size).wrap),
+      h("label", { class: "inline", for: s2z.id }, s2z, "Scale to zero when idle"), perr);
+    try {
+      const models = (await api("/api/2.0/mlflow/registered-models/search?max_results=1000")).registered_models || [];
+      model.replaceChildren(h("option", { value: "" }, models.length ? "Choose a model" : "No registered models"), ...models.map((m) => h("option", { value: m.name }, m.name)));
+    } catch (e) { perr.append(errorBox(e)); }
+    model.addEventListener("change", async () => {
+      version.replaceChildren(h("option", { value: "" }, "Loading…"));
+      if (!model.value) return;
+      try {
+        const vs = ((await api(`/api/2.0/mlflow/model-versions/search?filter=${enc(`name='${model.value.replace(/'/g, "\\'")}'`)}`)).model_versions || [])
+          .sort((a, b) => Number(b.version) - Number(a.version));
+        version.replaceChildren(...vs.map((v) => h("option", { value: v.version }, `Version ${v.version}${v.aliases && v.aliases.length ? ` (@${v.aliases.join(", @")})` : ""} · ${fmtTime(v.creation_timestamp)}`)));
+      } catch (e) { perr.append(errorBox(e)); }
+    });
+    build = () => {
+      if (!model.value) throw new Error("Choose a registered model.");
+      if (!version.value) throw new Error("Choose a version.");
+      const e = { entity_name: model.value, entity_version: version.value, workload_size: size.value, scale_to_zero_enabled: s2z.checked };
+      if (ename.value.trim()) e.name = ename.value.trim();
+      return e;
+    };
+  };
+
+  const drawFoundation = () => {
+    const model = select([["system.ai.smollm2-135m-instruct", "SmolLM2 135M Instruct (chat)"], ["system.ai.all-minilm-l6-v2", "all-MiniLM-L6-v2 (embeddings)"]]);
+    model.id = "create-foundation";
+    const size = sizeSel(); size.id = "create-size";
+    const s2z = h("input", { type: "checkbox", id: "create-s2z", checked: true });
+    panel.replaceChildren(field("Foundation model", model, "Served on this machine (llama.cpp / onnxruntime).").wrap, field("Workload size", size).wrap,
+      h("label", { class: "inline", for: s2z.id }, s2z, "Scale to zero when idle"));
+    build = () => ({ entity_name: model.value, entity_version: "1", workload_size: size.value, scale_to_zero_enabled: s2z.checked });
+  };
+
+  const drawExternal = async () => {
+    let scopes = [];
+    const perr = h("div");
+    try { scopes = (await api("/api/2.0/secrets/scopes/list")).scopes || []; } catch (e) { perr.append(errorBox(e)); }
+    const provider = select(Object.keys(PROVIDERS), "openai");
+    provider.id = "create-provider";
+    const task = select([["llm/v1/chat", "Chat (llm/v1/chat)"], ["llm/v1/completions", "Completions (llm/v1/completions)"], ["llm/v1/embeddings", "Embeddings (llm/v1/embeddings)"]]);
+    task.id = "create-task";
+    const mname = h("input", { type: "text", id: "create-external-name", placeholder: "gpt-4o-mini" });
+    const ename = h("input", { type: "text", id: "create-entity-name", placeholder: "the model name (default)" });
+    const fieldsBox = h("div");
+    let appliers = [];
+    const drawFields = () => {
+      appliers = [];
+      fieldsBox.replaceChildren();
+      for (const [path, label, kind] of PROVIDERS[provider.value].fields) {
+        if (kind === "secret") {
+          const p = secretPicker(path, label, scopes);
+          fieldsBox.append(p.wrap);
+          appliers.push(p.apply);
+        } else if (Array.isArray(kind)) {
+          const s = select(kind.map((k) => [k, k || "(default)"]));
+          s.id = `ext-${path}`;
+          fieldsBox.append(field(label, s).wrap);
+          appliers.push((block) => { if (s.value) setPath(block, path, s.value); });
+        } else {
+          const inp = h("input", { type: "text", id: `ext-${path}`, required: kind === "required" });
+          fieldsBox.append(field(label, inp).wrap);
+          appliers.push((block) => {
+            if (inp.value.trim()) setPath(block, path, inp.value.trim());
+            else if (kind === "required") throw new Error(`${label} is required.`);
+          });
+        }
+      }
+    };
+    provider.addEventListener("change", drawFields);
+    drawFields();
+    panel.replaceChildren(h("div", { class: "row" }, field("Provider", provider).wrap, field("Task", task).wrap),
+      h("div", { class: "row" }, field("Provider's model name", mname).wrap, field("Served entity name (optional)", ename).wrap),
+      h("h3", {}, "Provider settings"), fieldsBox, perr,
+      scopes.length ? null : h("p", { class: "muted" }, "No secret scopes yet: create one with `modelport secrets` or the secrets API to pick credentials from it."));
+    build = () => {
+      if (!mname.value.trim()) throw new Error("Name the provider's model.");
+      const block = {};
+      for (const a of appliers) a(block);
+      const e = { name: ename.value.trim() || mname.value.trim().replace(/[^A-Za-z0-9_-]/g, "-"), external_model: { provider: provider.value, name: mname.value.trim(), task: task.value, [PROVIDERS[provider.value].block]: block } };
+      return e;
+    };
+  };
+
+  const draw = () => {
+    const kind = radios.find((r) => r.checked).value;
+    err.replaceChildren();
+    ({ registered: drawRegistered, foundation: drawFoundation, external: drawExternal })[kind]();
+  };
+  radios.forEach((r) => r.addEventListener("change", draw));
+  draw();
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.replaceChildren();
+    const n = name.value.trim();
+    try {
+      if (!/^[A-Za-z0-9_-]{1,63}$/.test(n)) throw new Error("The endpoint name must be 1-63 letters, digits, - or _.");
+      const entity = build();
+      const body = { name: n, config: { served_entities: [entity] } };
+      if (document.getElementById("create-inference").checked) {
+        body.ai_gateway = { inference_table_config: { catalog_name: "main", schema_name: "serving", table_name_prefix: n.replace(/-/g, "_"), enabled: true } };
+      }
+      submit.disabled = true;
+      await api(EP, { method: "POST", body });
+      toast(`Creating ${n}`);
+      location.hash = `#/endpoints/${enc(n)}`;
+    } catch (e) {
+      err.append(errorBox(e));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  name.focus();
+}
+
+// ---------- playground ----------
+
+async function playgroundPage() {
+  document.title = "Playground · modelport";
+  const eps = ((await api(EP)).endpoints || []).sort((a, b) => a.name.localeCompare(b.name));
+  const chatEps = eps.filter((e) => taskOf(e) === "llm/v1/chat");
+  const customEps = eps.filter((e) => !taskOf(e));
+  const tabChat = h("button", { type: "button", role: "tab", id: "tab-chat", "aria-selected": "true" }, "Chat");
+  const tabCustom = h("button", { type: "button", role: "tab", id: "tab-custom", "aria-selected": "false" }, "Custom models");
+  const chatPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-chat" });
+  const customPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-custom", hidden: true });
+  const show = (chat) => {
+    tabChat.setAttribute("aria-selected", String(chat)); tabCustom.setAttribute("aria-selected", String(!chat));
+    chatPanel.hidden = !chat; customPanel.hidden = chat;
+  };
+  tabChat.addEventListener("click", () => show(true));
+  tabCustom.addEventListener("click", () => show(false));
+  main.append(h("h1", {}, "AI playground"), h("div", { class: "tabs", role: "tablist", "aria-label": "Playground mode" }, tabChat, tabCustom), chatPanel, customPanel);
+  chatPlayground(chatPanel, chatEps);
+  customPlayground(customPanel, customEps);
+}
+
+function chatPlayground(panel, chatEps) {
+  const opts = chatEps.map((e) => e.name);
+  const sels = [0, 1, 2].map((i) => {
+    const s = select([["", i === 0 ? "Choose an endpoint" : "None"], ...opts], i === 0 ? opts[0] || "" : "");
+    s.id = `pg-endpoint-${i}`;
+    return s;
+  });
+  const system = h("textarea", { id: "pg-system", rows: 2, class: "prompt", placeholder: "You are a helpful assistant." });
+  const temp = h("input", { type: "number", id: "pg-temperature", min: 0, max: 2, step: 0.1, value: 0.7 });
+  const maxTok = h("input", { type: "number", id: "pg-max-tokens", min: 1, max: 4096, step: 1, value: 128 });
+  const stop = h("input", { type: "text", id: "pg-stop", placeholder: "comma-separated" });
+  const prompt = h("textarea", { id: "pg-prompt", rows: 3, class: "prompt", placeholder: "Ask something… (Ctrl+Enter sends)" });
+  const send = h("button", { type: "submit", id: "pg-send" }, "Send");
+  const clear = h("button", { type: "button", class: "secondary", id: "pg-clear" }, "New conversation");
+  const columns = h("div", { class: "compare", id: "pg-answers" });
+  const err = h("div");
+  const histories = new Map();
+  const form = h("form", { class: "card", id: "pg-form" },
+    h("div", { class: "row" }, field("Endpoint", sels[0]).wrap, field("Compare with", sels[1]).wrap, field("And with", sels[2]).wrap),
+    field("System prompt", system).wrap,
+    h("div", { class: "row" }, field("Temperature", temp).wrap, field("Max tokens", maxTok).wrap, field("Stop sequences", stop).wrap),
+    field("Message", prompt).wrap, err,
+    h("div", { class: "actions" }, send, clear));
+  panel.append(chatEps.length ? null : h("p", { class: "notice" }, "No chat endpoints yet: create one (a foundation model or an external chat model)."), form, columns);
+
+  const colFor = new Map();
+  const ensureColumns = (names) => {
+    for (const [n, c] of colFor) if (!names.includes(n)) { c.remove(); colFor.delete(n); }
+    for (const n of names) {
+      if (!colFor.has(n)) {
+        const c = h("section", { class: "answer", "data-endpoint": n, "aria-label": `Answers from ${n}` }, h("h2", {}, n), h("div", { class: "log" }));
+        colFor.set(n, c);
+      }
+      columns.append(colFor.get(n));
+    }
+  };
+  clear.addEventListener("click", () => { histories.clear(); for (const c of colFor.values()) c.querySelector(".log").replaceChildren(); });
+  prompt.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); } });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.replaceChildren();
+    const names = [...new Set(sels.map((s) => s.value).filter(Boolean))];
+    if (!names.length) { err.append(errorBox("Choose an endpoint.")); return; }
+    const text = prompt.value.trim();
+    if (!text) { err.append(errorBox("Type a message.")); return; }
+    ensureColumns(names);
+    prompt.value = "";
+    send.disabled = true;
+    const params = { temperature: Number(temp.value), max_tokens: Number(maxTok.value) };
+    const stops = stop.value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (stops.length) params.stop = stops;
+    await Promise.all(names.map((n) => {
+      const hist = histories.get(n) || [];
+      hist.push({ role: "user", content: text });
+      histories.set(n, hist);
+      const messages = [...(system.value.trim() ? [{ role: "system", content: system.value.trim() }] : []), ...hist];
+      return streamChat(n, messages, params, colFor.get(n).querySelector(".log")).then((answer) => { if (answer !== null) hist.push({ role: "assistant", content: answer }); else hist.pop(); });
+    }));
+    send.disabled = false;
+    prompt.focus();
+  });
+}
+
+/** POST /serving-endpoints/chat/completions with stream: true, read the SSE with a ReadableStream. */
+async function streamChat(name, messages, params, log) {
+  log.append(h("div", { class: "msg user" }, h("strong", {}, "You: "), messages[messages.length - 1].content));
+  const out = h("span", { class: "content" });
+  const stats = h("div", { class: "stats" }, "waiting…");
+  const msg = h("div", { class: "msg assistant", "aria-live": "polite" }, h("strong", {}, "Assistant: "), out, stats);
+  log.append(msg);
+  const t0 = performance.now();
+  let first = null;
+  let usage = null;
+  let text = "";
+  try {
+    const res = await rawFetch("/serving-endpoints/chat/completions", { method: "POST", body: { model: name, messages, stream: true, stream_options: { include_usage: true }, ...params } });
+    const reader = res.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    let done = false;
+    while (!done) {
+      const r = await reader.read();
+      if (r.done) break;
+      buf += dec.decode(r.value, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        if (!line.startsWith("data:")) continue;
+        const data = line.slice(5).trim();
+        if (data === "[DONE]") { done = true; break; }
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
+        if (chunk.usage) usage = chunk.usage;
+        for (const c of chunk.choices || []) {
+          const d = (c.delta && c.delta.content) || "";
+          if (d) {
+            if (first === null) first = performance.now() - t0;
+            text += d;
+            out.textContent = text;
+          }
+        }
+      }
+    }
+    const total = performance.now() - t0;
+    stats.textContent = `${(total / 1000).toFixed(2)} s total · first token ${first === null ? "–" : (first / 1000).toFixed(2) + " s"} · ` +
+      (usage ? `${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens` : "no usage reported");
+    msg.dataset.done = "true";
+    msg.dataset.latencyMs = String(Math.round(total));
+    if (usage) msg.dataset.completionTokens = String(usage.completion_tokens);
+    return text;
+  } catch (e) {
+    stats.replaceChildren(errorBox(e));
+    msg.dataset.done = "error";
+    return null;
+  }
+}
+
+// ----- custom models: a form from the model signature -----
+
+/** Read the signature's inputs from the model version's MLmodel file (the registry's artifact proxy). */
+async function modelSignature(entity) {
+  const uri = (await api(`/api/2.0/mlflow/model-versions/get-download-uri?name=${enc(entity.entity_name)}&version=${enc(entity.entity_version)}`)).artifact_uri || "";
+  if (!uri.startsWith("mlflow-artifacts:")) return null;
+  const path = uri.replace(/^mlflow-artifacts:\/?/, "").replace(/\/$/, "");
+  const text = await apiText(`/api/2.0/mlflow-artifacts/artifacts/${path}/MLmodel`);
+  return parseSignature(text);
+}
+
+/** The `signature.inputs` JSON of an MLmodel YAML (a quoted scalar, maybe folded over lines). */
+export function parseSignature(yaml) {
+  const lines = yaml.split("\n");
+  const start = lines.findIndex((l) => /^signature:\s*$/.test(l));
+  if (start < 0) return null;
+  for (let i = start + 1; i < lines.length && /^\s/.test(lines[i]); i++) {
+    const m = lines[i].match(/^\s+inputs:\s*(.*)$/);
+    if (!m) continue;
+    const indent = lines[i].match(/^\s*/)[0].length;
+    let v = m[1].trim();
+    for (let j = i + 1; j < lines.length && lines[j].match(/^\s*/)[0].length > indent; j++) v += " " + lines[j].trim();
+    const q = v[0];
+    if (q === "'") v = v.slice(1, -1).replace(/''/g, "'");
+    else if (q === '"') v = JSON.parse(v);
+    return JSON.parse(v);
+  }
+  return null;
+}
+
+function customPlayground(panel, customEps) {
+  const sel = select([["", "Choose an endpoint"], ...customEps.map((e) => e.name)], customEps[0] ? customEps[0].name : "");
+  sel.id = "pg-custom-endpoint";
+  const formBox = h("div");
+  const result = h("div", { id: "pg-predictions", "aria-live": "polite" });
+  panel.append(h("section", { class: "card" }, field("Custom-model endpoint", sel).wrap, formBox), result);
+  const load = async () => {
+    formBox.replaceChildren();
+    result.replaceChildren();
+    const ep = customEps.find((e) => e.name === sel.value);
+    if (!ep) return;
+    const entity = entitiesOf(ep).find((e) => e.entity_name);
+    let sig = null;
+    let sigErr = null;
+    if (entity) { try { sig = await modelSignature(entity); } catch (e) { sigErr = e; } }
+    const form = h("form", { id: "pg-custom-form" });
+    let readRecords;
+    if (sig && Array.isArray(sig) && sig.every((c) => c.name)) {
+      const inputs = sig.map((c) => {
+        const numeric = ["double", "float", "long", "integer"].includes(c.type);
+        const inp = c.type === "boolean" ? h("input", { type: "checkbox", id: `col-${c.name}` })
+          : h("input", { type: numeric ? "number" : "text", step: numeric ? "any" : undefined, id: `col-${c.name}`, required: c.required !== false, "data-column": c.name });
+        return [c, inp];
+      });
+      form.append(h("p", { class: "muted" }, "Inputs from the model signature."),
+        h("div", { class: "row" }, inputs.map(([c, inp]) => field(`${c.name} (${c.type}${c.required === false ? ", optional" : ""})`, inp).wrap)));
+      readRecords = () => {
+        const rec = {};
+        for (const [c, inp] of inputs) {
+          if (c.type === "boolean") rec[c.name] = inp.checked;
+          else if (inp.value === "") { if (c.required !== false) throw new Error(`Fill in ${c.name}.`); }
+          else rec[c.name] = ["double", "float", "long", "integer"].includes(c.type) ? Number(inp.value) : inp.value;
+        }
+        return [rec];
+      };
+    } else {
+      const ta = h("textarea", { id: "pg-custom-json", rows: 6 });
+      ta.value = '[{"feature": 1.0}]';
+      form.append(h("p", { class: "muted" }, sigErr ? `The model signature could not be read (${sigErr.message}); type the records as JSON.` : "This model has no column signature: type the records (dataframe_records) as JSON."),
+        field("Records (JSON array of objects)", ta).wrap);
+      readRecords = () => JSON.parse(ta.value);
+    }
+    form.append(h("div", { class: "actions" }, h("button", { type: "submit", id: "pg-predict" }, "Predict")));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      result.replaceChildren();
+      try {
+        const records = readRecords();
+        const t0 = performance.now();
+        const res = await api(`/serving-endpoints/${enc(ep.name)}/invocations`, { method: "POST", body: { dataframe_records: records } });
+        const ms = performance.now() - t0;
+        result.append(h("section", { class: "card" }, h("h2", {}, "Predictions"), h("p", { class: "muted" }, `${ms.toFixed(0)} ms`), predictionsTable(records, res.predictions)));
+      } catch (e) { result.append(errorBox(e)); }
+    });
+    formBox.append(form);
+  };
+  sel.addEventListener("change", load);
+  load();
+}
+
+function predictionsTable(records, preds) {
+  const rows = Array.isArray(preds) ? preds : preds && typeof preds === "object" ? Object.keys(preds).length && Array.isArray(Object.values(preds)[0]) ? Object.values(preds)[0].map((_, i) => Object.fromEntries(Object.entries(preds).map(([k, v]) => [k, v[i]]))) : [preds] : [preds];
+  const inCols = records.length ? Object.keys(records[0]) : [];
+  const outCols = rows.length && rows[0] && typeof rows[0] === "object" && !Array.isArray(rows[0]) ? Object.keys(rows[0]) : ["prediction"];
+  const cell = (v) => (typeof v === "object" ? JSON.stringify(v) : String(v));
+  return h("div", { class: "table-wrap" }, h("table", { id: "predictions-table" },
+    h("thead", {}, h("tr", {}, inCols.map((c) => h("th", { scope: "col" }, c)), outCols.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map((r, i) => h("tr", {}, inCols.map((c) => h("td", {}, cell((records[i] || {})[c] ?? ""))),
+      outCols.map((c) => h("td", { class: "prediction" }, cell(outCols[0] === "prediction" && outCols.length === 1 ? r : r[c]))))))));
+}
+
+// ---------- inference tables ----------
+
+async function tablesPage(selected) {
+  document.title = "Inference tables · modelport";
+  const eps = ((await api(EP)).endpoints || []).filter((e) => ((e.ai_gateway || {}).inference_table_config || {}).enabled || (((e.config || {}).auto_capture_config) || {}).enabled);
+  main.append(h("h1", {}, "Inference tables"));
+  if (!eps.length) {
+    main.append(h("p", { class: "notice" }, "No endpoint logs to an inference table yet: enable one in an endpoint's AI gateway (inference_table_config)."));
+    return;
+  }
+  const epSel = select(eps.map((e) => e.name), selected && eps.some((e) => e.name === selected) ? selected : eps[0].name);
+  epSel.id = "tables-endpoint";
+  const status = select([["", "Any status"], ["ok", "Success (2xx)"], ["error", "Errors (not 2xx)"], ["4xx", "4xx"], ["5xx", "5xx"]]);
+  status.id = "tables-status";
+  const entity = select([["", "Any served entity"]]);
+  entity.id = "tables-entity";
+  const since = select([["", "Any time"], ["900", "Last 15 minutes"], ["3600", "Last hour"], ["86400", "Last 24 hours"], ["604800", "Last 7 days"]]);
+  since.id = "tables-since";
+  const limit = select(["50", "200", "1000"]);
+  limit.id = "tables-limit";
+  const run = h("button", { type: "submit", id: "tables-run" }, "Show requests");
+  const info = h("p", { class: "muted", "aria-live": "polite" });
+  const err = h("div");
+  const tbody = h("tbody");
+  const detailBox = h("div", { id: "row-detail" });
+  const form = h("form", { class: "card", id: "tables-form" },
+    h("div", { class: "row" }, field("Endpoint", epSel).wrap, field("Status", status).wrap, field("Served entity", entity).wrap, field("Time", since).wrap, field("Rows", limit).wrap, h("div", { style: "flex:0" }, run)),
+    info, err);
+  main.append(form,
+    h("section", { class: "card" }, h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "inference-rows" },
+      h("thead", {}, h("tr", {}, ["Time", "Status", "Latency", "Served entity", "Requester", "Request id", ""].map((t) => h("th", { scope: "col" }, t)))), tbody))),
+    detailBox);
+  const tableName = () => {
+    const ep = eps.find((e) => e.name === epSel.value);
+    const c = (ep.ai_gateway || {}).inference_table_config || (ep.config || {}).auto_capture_config;
+    return `${c.catalog_name}.${c.schema_name}.${c.table_name_prefix}_payload`;
+  };
+  const fillEntities = () => {
+    const ep = eps.find((e) => e.name === epSel.value);
+    entity.replaceChildren(h("option", { value: "" }, "Any served entity"), ...entitiesOf(ep).map((e) => h("option", { value: e.name }, e.name)));
+  };
+  const query = async () => {
+    err.replaceChildren();
+    detailBox.replaceChildren();
+    const where = [];
+    if (status.value === "ok") where.push("status_code BETWEEN 200 AND 299");
+    if (status.value === "error") where.push("(status_code < 200 OR status_code > 299)");
+    if (status.value === "4xx") where.push("status_code BETWEEN 400 AND 499");
+    if (status.value === "5xx") where.push("status_code >= 500");
+    if (entity.value) where.push(`served_entity_name = ${sqlString(entity.value)}`);
+    if (since.value) where.push(`timestamp_ms >= ${Date.now() - Number(since.value) * 1000}`);
+    const sql = `SELECT databricks_request_id, timestamp_ms, status_code, execution_time_ms, served_entity_name, requester, error_code, request, response FROM ${tableName()}` +
+      (where.length ? ` WHERE ${where.join(" AND ")}` : "") + ` ORDER BY timestamp_ms DESC LIMIT ${Number(limit.value)}`;
+    info.textContent = "Querying…";
+    try {
+      const res = await api("/api/2.0/modelport/tables/query", { method: "POST", body: { sql } });
+      const cols = res.columns;
+      const rows = (res.rows || []).map((r) => Object.fromEntries(cols.map((c, i) => [c, r[i]])));
+      info.textContent = `${rows.length} request(s) from ${tableName()}${res.truncated ? " (truncated)" : ""}. Rows reach the table within a few seconds.`;
+      tbody.replaceChildren(...rows.map((r) => {
+        const open = h("button", { type: "button", class: "secondary", "data-request-id": r.databricks_request_id }, "Open");
+        open.addEventListener("click", () => showRow(r));
+        const ok = r.status_code >= 200 && r.status_code < 300;
+        return h("tr", { class: "clickable" },
+          h("td", { "data-label": "Time" }, fmtTime(r.timestamp_ms)),
+          h("td", { "data-label": "Status" }, h("span", { class: `badge state-${ok ? "ready" : "failed"}` }, String(r.status_code)), r.error_code ? ` ${r.error_code}` : ""),
+          h("td", { "data-label": "Latency" }, `${r.execution_time_ms ?? "–"} ms`),
+          h("td", { "data-label": "Served entity" }, r.served_entity_name || "–"),
+          h("td", { "data-label": "Requester" }, r.requester || "–"),
+          h("td", { "data-label": "Request id" }, h("code", {}, r.databricks_request_id || "")),
+          h("td", {}, open));
+      }));
+    } catch (e) {
+      info.textContent = "";
+      err.append(errorBox(e));
+    }
+  };
+  const showRow = (r) => {
+    detailBox.replaceChildren(h("section", { class: "card", "aria-labelledby": "row-title" },
+      h("h2", { id: "row-title", tabindex: "-1" }, `Request ${r.databricks_request_id}`),
+      h("p", { class: "muted" }, `${fmtTime(r.timestamp_ms)} · status ${r.status_code} · ${r.execution_time_ms} ms · ${r.served_entity_name || ""} · ${r.requester || ""}`),
+      h("div", { class: "grid2" },
+        h("div", {}, h("h3", {}, "Request"), h("pre", { id: "row-request", tabindex: "0" }, pretty(r.request))),
+        h("div", {}, h("h3", {}, "Response"), h("pre", { id: "row-response", tabindex: "0" }, pretty(r.response))))));
+    detailBox.querySelector("#row-title").focus();
+  };
+  epSel.addEventListener("change", () => { fillEntities(); query(); });
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); query(); });
+  fillEntities();
+  await query();
+}
+
+// ---------- start ----------
+
+document.getElementById("logout").addEventListener("click", () => {
+  localStorage.removeItem(TOKEN_KEY);
+  location.hash = "#/login";
+});
+window.addEventListener("hashchange", render);
+render();
