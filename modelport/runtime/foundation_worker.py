@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import sys
 import time
 import traceback
@@ -37,6 +36,7 @@ from modelport.entities.foundation.loader import ENGINES, load_engine
 from modelport.entities.foundation.requests import parse
 from modelport.errors import BadRequest, MalformedRequest, ModelportError, TemporarilyUnavailable
 from modelport.runtime import protocol
+from modelport.runtime.stopping import stop_when_told
 
 __all__ = ["FoundationWorker", "main", "parse_args"]
 
@@ -89,16 +89,7 @@ class FoundationWorker:
             self.stopping = True
             stop.set()
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal)
-        parent = self.parent_pid
-
-        async def watch_parent() -> None:
-            while os.getppid() == parent:
-                await asyncio.sleep(1.0)
-            on_signal()
-
-        watcher = loop.create_task(watch_parent())
+        watcher = stop_when_told(self.parent_pid, on_signal)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
         server = await asyncio.start_unix_server(self._connection, path=socket_path)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import stat
 import sys
 import time
@@ -36,6 +35,7 @@ from modelport.entities.custom import CustomModel, ModelInput
 from modelport.errors import BadRequest, ModelportError, TemporarilyUnavailable
 from modelport.runtime import protocol
 from modelport.runtime.batching import Batcher, BatchingMode, Outcome, Stats
+from modelport.runtime.stopping import stop_when_told
 
 __all__ = ["DRAIN_SECONDS", "EXIT_LOAD_FAILED", "Worker", "main", "parse_args"]
 
@@ -100,17 +100,7 @@ class Worker:
             self.stopping = True
             stop.set()
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal)
-        parent = self.parent_pid
-
-        async def watch_parent() -> None:
-            # A server killed with -9 cannot stop its replicas: they notice and stop themselves.
-            while os.getppid() == parent:
-                await asyncio.sleep(1.0)
-            on_signal()
-
-        parent_watch = loop.create_task(watch_parent())
+        parent_watch = stop_when_told(self.parent_pid, on_signal)
         _remove_stale_socket(socket_path)
         server = await asyncio.start_unix_server(self._connection, path=socket_path)
         predict_loop = loop.create_task(self.batcher.run(), name="predict-loop")
