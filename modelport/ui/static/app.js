@@ -397,6 +397,7 @@ async function endpointPage(name) {
   const configBox = h("div");
   const gatewayBox = h("div");
   let lastVersionKey = "";
+  let updateLogs = () => {};
 
   const drawHeader = () => {
     header.replaceChildren(
@@ -433,6 +434,7 @@ async function endpointPage(name) {
       lastVersionKey = key;
       drawConfig(configBox, detail, url, refresh);
       drawGateway(gatewayBox, detail, url, refresh);
+      updateLogs(detail);
     }
   };
   drawHeader();
@@ -453,7 +455,7 @@ async function endpointPage(name) {
   drawConfig(configBox, detail, url, refresh);
   drawGateway(gatewayBox, detail, url, refresh);
   setupCharts(charts, url);
-  setupLogs(logs, detail, url);
+  updateLogs = setupLogs(logs, detail, url);
   setupOpenapi(openapi, url);
   setupSnippets(snippets, detail);
   setupPermissions(perms, detail);
@@ -702,9 +704,15 @@ function setupCharts(section, url) {
 // ---------- logs, openapi, snippets, permissions ----------
 
 function setupLogs(section, detail, url) {
-  const ents = entitiesOf(detail);
-  const sel = select(ents.map((e) => e.name));
+  const sel = select([]);
   sel.id = "logs-entity";
+  const update = (d) => {
+    const keep = sel.value;
+    const names = [...new Set([...entitiesOf(d), ...((d.pending_config || {}).served_entities || [])].map((e) => e.name))];
+    sel.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
+    if (names.includes(keep)) sel.value = keep;
+  };
+  update(detail);
   const out = h("pre", { id: "logs-output", tabindex: "0", "aria-label": "Log output" }, "Choose a served entity and a log.");
   const err = h("div");
   const load = (kind) => async () => {
@@ -720,6 +728,7 @@ function setupLogs(section, detail, url) {
       h("button", { type: "button", class: "secondary", id: "show-logs", onclick: load("logs") }, "Logs"),
       h("button", { type: "button", class: "secondary", id: "show-build-logs", onclick: load("build-logs") }, "Build logs")),
     err, out);
+  return update;
 }
 
 function setupOpenapi(section, url) {
@@ -948,6 +957,7 @@ async function createPage() {
     let scopes = [];
     const perr = h("div");
     try { scopes = (await api("/api/2.0/secrets/scopes/list")).scopes || []; } catch (e) { perr.append(errorBox(e)); }
+    if (!document.getElementById("kind-external").checked) return; // the user chose another kind meanwhile
     const provider = select(Object.keys(PROVIDERS), "openai");
     provider.id = "create-provider";
     const task = select([["llm/v1/chat", "Chat (llm/v1/chat)"], ["llm/v1/completions", "Completions (llm/v1/completions)"], ["llm/v1/embeddings", "Embeddings (llm/v1/embeddings)"]]);
@@ -984,7 +994,7 @@ async function createPage() {
     panel.replaceChildren(h("div", { class: "row" }, field("Provider", provider).wrap, field("Task", task).wrap),
       h("div", { class: "row" }, field("Provider's model name", mname).wrap, field("Served entity name (optional)", ename).wrap),
       h("h3", {}, "Provider settings"), fieldsBox, perr,
-      scopes.length ? null : h("p", { class: "muted" }, "No secret scopes yet: create one with `modelport secrets` or the secrets API to pick credentials from it."));
+      scopes.length ? "" : h("p", { class: "muted" }, "No secret scopes yet: create one with `modelport secrets` or the secrets API to pick credentials from it."));
     build = () => {
       if (!mname.value.trim()) throw new Error("Name the provider's model.");
       const block = {};
@@ -1071,7 +1081,8 @@ function chatPlayground(panel, chatEps) {
     h("div", { class: "row" }, field("Temperature", temp).wrap, field("Max tokens", maxTok).wrap, field("Stop sequences", stop).wrap),
     field("Message", prompt).wrap, err,
     h("div", { class: "actions" }, send, clear));
-  panel.append(chatEps.length ? null : h("p", { class: "notice" }, "No chat endpoints yet: create one (a foundation model or an external chat model)."), form, columns);
+  if (!chatEps.length) panel.append(h("p", { class: "notice" }, "No chat endpoints yet: create one (a foundation model or an external chat model)."));
+  panel.append(form, columns);
 
   const colFor = new Map();
   const ensureColumns = (names) => {

@@ -1,0 +1,126 @@
+"""One real ``modelport serve`` (system endpoints on), one loopback OpenAI fake and one chromium
+page for the whole browser suite; the tests run in file order and build on each other."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serverproc import ADMIN_TOKEN, ServerProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+WIDTHS = (1280, 390)
+MODEL = "ui-iris-model"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CHROMIUM.exists():
+        return
+    here = Path(__file__).parent
+    skip = pytest.mark.skip(
+        reason=f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+    )
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("ui-data"), env={"MODELPORT_SYSTEM_ENDPOINTS": "true"}
+    ).start()
+    yield proc
+    try:
+        proc.stop()
+    except Exception:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def api(ui_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=ui_server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[Any]:
+    from tests.fakes.openai_server import FakeOpenAI
+
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+class _Background(threading.Thread):
+    """Registers the scikit-learn model while the browser starts (mlflow's import is slow)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            from tests.integration.conftest import log_sklearn_model
+
+            log_sklearn_model(self.url, ADMIN_TOKEN, MODEL)
+        except BaseException as exc:  # reported by the test that needs the model
+            self.error = exc
+
+
+@pytest.fixture(scope="session")
+def registered_model(ui_server: ServerProcess) -> _Background:
+    job = _Background(ui_server.url)
+    job.start()
+    return job
+
+
+@pytest.fixture(scope="session")
+def page_errors() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="session")
+def page(ui_server: ServerProcess, registered_model: _Background, page_errors: list[str]) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": WIDTHS[0], "height": 900}, base_url=ui_server.url)
+        context.set_default_timeout(30_000)
+        pg = context.new_page()
+        pg.on("pageerror", lambda exc: page_errors.append(str(exc)))
+        try:
+            yield pg
+        finally:
+            context.close()
+            browser.close()
+
+
+def screenshot(page: Any, name: str) -> None:
+    """``screenshots/<name>-<width>.png`` at each width (full page), back to the first width after."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(150)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": WIDTHS[0], "height": 900})

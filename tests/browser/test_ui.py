@@ -1,0 +1,309 @@
+"""The serving console and playground in a real browser (chromium), against a real server.
+
+The tests run in file order on one page and build on each other: log in, create one endpoint of
+each kind through the form, query them from the playground, edit traffic, watch the charts,
+read logs and an inference-table row. Each page is screenshotted at 1280 and 390 px.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.conftest import MODEL, screenshot
+from tests.serverproc import ADMIN_TOKEN
+
+pytestmark = pytest.mark.slow
+
+EXTERNAL = "ui-external"
+FOUNDATION = "ui-smollm"
+REGISTERED = "ui-iris"
+SCOPE = "ui-tests"
+READY = "h1 .badge[data-state=ready]"
+
+
+def wait_ready(page: Any, name: str, timeout_s: float = 120) -> None:
+    page.wait_for_url(re.compile(rf"#/endpoints/{name}$"))
+    page.wait_for_selector(READY, timeout=timeout_s * 1000)
+
+
+def config_version(api: httpx.Client, name: str) -> int:
+    return int(api.get(f"/api/2.0/serving-endpoints/{name}").json()["config"]["config_version"])
+
+
+def test_login_with_token(page: Any, ui_server: Any) -> None:
+    page.goto("/")
+    page.wait_for_url(re.compile(r"/ui/#/login$"))
+    page.fill("#token", "dapi-wrong")
+    page.click("button[type=submit]")
+    # the API's own message
+    assert page.locator(".error").inner_text() == "Invalid access token."
+    screenshot(page, "login")
+    page.fill("#token", ADMIN_TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#endpoints tr[data-endpoint='modelport-smollm2-135m-instruct']")
+    assert page.evaluate("localStorage.getItem('modelport.token')") == ADMIN_TOKEN
+
+
+def test_refused_token_goes_back_to_login(page: Any) -> None:
+    page.evaluate("localStorage.setItem('modelport.token', 'dapi-revoked')")
+    page.goto("/ui/#/playground")
+    page.wait_for_url(re.compile(r"#/login$"))
+    assert "Invalid access token." in page.locator(".error").inner_text()
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#endpoints tbody tr")
+
+
+def test_create_external_model_with_secret_picker(page: Any, api: httpx.Client, fake_openai: Any) -> None:
+    from tests.fakes.openai_server import API_KEY
+
+    assert api.post("/api/2.0/secrets/scopes/create", json={"scope": SCOPE}).status_code == 200
+    put = api.post(
+        "/api/2.0/secrets/put", json={"scope": SCOPE, "key": "fake-openai", "string_value": API_KEY}
+    )
+    assert put.status_code == 200
+    page.click("nav >> text=Create")
+    page.fill("#create-name", EXTERNAL)
+    page.check("#kind-external")
+    page.select_option("#create-provider", "custom")
+    page.select_option("#create-task", "llm/v1/chat")
+    page.fill("#create-external-name", "gpt-fake")
+    page.fill("#create-entity-name", "fake-a")
+    page.fill("[id='ext-custom_provider_url']", f"{fake_openai.url}/v1")
+    page.select_option("#cred-scope-bearer_token_auth-token", SCOPE)
+    page.wait_for_selector("#cred-key-bearer_token_auth-token option[value='fake-openai']", state="attached")
+    page.select_option("#cred-key-bearer_token_auth-token", "fake-openai")
+    screenshot(page, "create")
+    page.click("#create-submit")
+    wait_ready(page, EXTERNAL)
+    got = api.get(f"/api/2.0/serving-endpoints/{EXTERNAL}").json()
+    block = got["config"]["served_entities"][0]["external_model"]["custom_provider_config"]
+    assert block["bearer_token_auth"]["token"] == f"{{{{secrets/{SCOPE}/fake-openai}}}}"
+
+
+def test_create_foundation_model(page: Any) -> None:
+    page.goto("/ui/#/create")
+    page.fill("#create-name", FOUNDATION)
+    page.check("#kind-foundation")
+    page.select_option("#create-foundation", "system.ai.smollm2-135m-instruct")
+    page.click("#create-submit")
+    wait_ready(page, FOUNDATION)
+    assert "system.ai.smollm2-135m-instruct" in page.locator("#served-entities").inner_text() or (
+        "SmolLM2" in page.locator("#served-entities").inner_text()
+    )
+
+
+def test_create_registered_model_with_version_picker(page: Any, registered_model: Any) -> None:
+    registered_model.join(120)
+    assert registered_model.error is None, registered_model.error
+    page.goto("/ui/#/create")
+    page.fill("#create-name", REGISTERED)
+    page.check("#kind-registered")
+    page.wait_for_selector(f"#create-model option[value='{MODEL}']", state="attached")
+    page.select_option("#create-model", MODEL)
+    page.wait_for_selector("#create-version option[value='1']", state="attached")
+    page.select_option("#create-version", "1")
+    page.fill("#create-entity-name", "iris-a")
+    page.check("#create-inference")  # inference table main.serving.ui_iris_payload
+    page.click("#create-submit")
+    wait_ready(page, REGISTERED)
+
+
+def test_create_form_shows_api_error(page: Any) -> None:
+    page.goto("/ui/#/create")
+    page.fill("#create-name", REGISTERED)  # exists already
+    page.check("#kind-foundation")
+    page.click("#create-submit")
+    error = page.locator("#create-form .error")
+    error.wait_for()
+    assert "already exists" in error.inner_text()
+
+
+def test_endpoints_list_filter_and_search(page: Any) -> None:
+    page.goto("/ui/#/endpoints")
+    page.wait_for_selector(f"#endpoints tr[data-endpoint='{REGISTERED}']")
+    row = page.locator(f"#endpoints tr[data-endpoint='{REGISTERED}']")
+    assert "Ready" in row.inner_text() and "iris-a 100%" in row.inner_text()
+    screenshot(page, "endpoints")
+    page.fill("#ep-search", "ui-")
+    page.wait_for_function("document.querySelectorAll('#endpoints tbody tr').length === 3")
+    page.fill("#ep-search", "")
+    page.select_option("#ep-state", "failed")
+    page.wait_for_function("document.querySelectorAll('#endpoints tbody tr').length === 0")
+    page.select_option("#ep-state", "ready")
+    page.wait_for_function("document.querySelectorAll('#endpoints tbody tr').length === 5")
+    page.select_option("#ep-state", "")
+
+
+def test_playground_streams_a_chat_answer(page: Any) -> None:
+    page.click("nav >> text=Playground")
+    page.select_option("#pg-endpoint-0", EXTERNAL)
+    page.fill("#pg-system", "Answer briefly.")
+    page.fill("#pg-prompt", "hello there")
+    page.click("#pg-send")
+    answer = page.locator(f"#pg-answers [data-endpoint='{EXTERNAL}'] .msg.assistant").last
+    page.wait_for_selector(f"#pg-answers [data-endpoint='{EXTERNAL}'] .msg.assistant[data-done=true]")
+    assert "You said: hello there" in answer.locator(".content").inner_text()
+    assert "completion tokens" in answer.locator(".stats").inner_text()
+
+
+def test_playground_compares_two_endpoints(page: Any) -> None:
+    page.click("#pg-clear")
+    page.select_option("#pg-endpoint-0", EXTERNAL)
+    page.select_option("#pg-endpoint-1", FOUNDATION)
+    page.fill("#pg-max-tokens", "12")
+    page.fill("#pg-temperature", "0")
+    page.fill("#pg-prompt", "Name a colour.")
+    page.locator("#pg-prompt").press("Control+Enter")
+    for name in (EXTERNAL, FOUNDATION):
+        page.wait_for_selector(
+            f"#pg-answers [data-endpoint='{name}'] .msg.assistant[data-done=true]", timeout=120_000
+        )
+        answer = page.locator(f"#pg-answers [data-endpoint='{name}'] .msg.assistant").last
+        assert answer.locator(".content").inner_text().strip()
+        stats = answer.locator(".stats").inner_text()
+        assert re.search(r"\d+\.\d\d s total", stats) and "completion tokens" in stats, stats
+    screenshot(page, "playground")
+
+
+def test_playground_custom_model_form_from_signature(page: Any) -> None:
+    page.click("#tab-custom")
+    page.select_option("#pg-custom-endpoint", REGISTERED)
+    page.wait_for_selector("#col-f3")
+    for column, value in {"f0": "0.9", "f1": "0.1", "f2": "0.2", "f3": "0.3"}.items():
+        page.fill(f"#col-{column}", value)
+    page.click("#pg-predict")
+    cell = page.locator("#predictions-table td.prediction").first
+    cell.wait_for()
+    assert cell.inner_text() == "1"
+    screenshot(page, "playground-custom")
+
+
+def test_edit_traffic_validates_then_updates(page: Any, api: httpx.Client) -> None:
+    page.goto(f"/ui/#/endpoints/{REGISTERED}")
+    page.wait_for_selector(READY)
+    version = config_version(api, REGISTERED)
+    page.click("#config-editor summary")
+    editor = page.locator("#config-editor textarea")
+    entity = {"entity_version": "1", "workload_size": "Small", "scale_to_zero_enabled": False}
+
+    def config(a: int, b: int) -> str:
+        return json.dumps(
+            {
+                "served_entities": [
+                    {"name": "iris-a", "entity_name": MODEL, **entity},
+                    {"name": "iris-b", "entity_name": MODEL, **entity},
+                ],
+                "traffic_config": {
+                    "routes": [
+                        {"served_entity_name": "iris-a", "traffic_percentage": a},
+                        {"served_entity_name": "iris-b", "traffic_percentage": b},
+                    ]
+                },
+            }
+        )
+
+    editor.fill(config(60, 50))
+    page.click("#save-config")
+    assert "Traffic must add up to 100% (now 110%)" in page.locator("[role=alert]").inner_text()
+    assert config_version(api, REGISTERED) == version  # nothing was sent
+    editor.fill(config(50, 50))
+    page.click("#save-config")
+    page.wait_for_function(
+        "document.querySelectorAll('#served-entities tbody tr').length === 2", timeout=120_000
+    )
+    page.wait_for_selector(READY, timeout=120_000)
+    assert config_version(api, REGISTERED) == version + 1
+    page.fill("[data-entity='iris-a']", "70")
+    page.fill("[data-entity='iris-b']", "20")
+    page.click("#save-traffic")
+    assert "now 90%" in page.locator("[role=alert]").inner_text()
+    page.fill("[data-entity='iris-b']", "30")
+    page.click("#save-traffic")
+    deadline = time.monotonic() + 120
+    while config_version(api, REGISTERED) != version + 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    page.wait_for_selector(READY, timeout=120_000)
+    routes = api.get(f"/api/2.0/serving-endpoints/{REGISTERED}").json()["config"]["traffic_config"]["routes"]
+    assert {r["served_entity_name"]: r["traffic_percentage"] for r in routes} == {"iris-a": 70, "iris-b": 30}
+
+
+def test_charts_move_after_a_burst(page: Any, ui_server: Any) -> None:
+    page.wait_for_selector("#chart-rps[data-points]")
+
+    def burst() -> None:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=ui_server.url, headers=headers, timeout=30) as client:
+            for i in range(60):
+                body = {"dataframe_records": [{"f0": i / 60, "f1": 0.1, "f2": 0.2, "f3": 0.3}]}
+                client.post(f"/serving-endpoints/{REGISTERED}/invocations", json=body)
+            client.post(
+                f"/serving-endpoints/{REGISTERED}/invocations", json={"dataframe_records": [{"f0": "x"}]}
+            )
+
+    thread = threading.Thread(target=burst)
+    thread.start()
+    page.wait_for_function("Number(document.querySelector('#chart-rps').dataset.max) > 0", timeout=20_000)
+    page.wait_for_function("Number(document.querySelector('#chart-errors').dataset.max) > 0", timeout=20_000)
+    thread.join()
+    latency = page.locator("#chart-latency [data-chart-value]").inner_text()
+    assert re.search(r"\d ms / .*\d ms", latency), latency
+    assert page.locator("#chart-replicas [data-chart-value]").inner_text() == "2"
+    assert page.locator("#chart-rps polyline").count() == 1
+
+
+def test_logs_and_openapi_and_snippets(page: Any) -> None:
+    page.select_option("#logs-entity", "iris-b")
+    page.click("#show-logs")
+    page.wait_for_function("document.querySelector('#logs-output').textContent.includes('modelport-worker')")
+    page.click("#show-build-logs")
+    page.wait_for_function("document.querySelector('#logs-output').textContent.includes('Config version')")
+    page.click("#show-openapi")
+    page.wait_for_function("document.querySelector('#openapi-output').textContent.includes('openapi')")
+    page.click("[data-snippet='Python (databricks-sdk)']")
+    assert f'name="{REGISTERED}"' in page.locator("#snippet").inner_text()
+    screenshot(page, "endpoint")
+
+
+def test_permissions_grant(page: Any) -> None:
+    section = page.locator("section[aria-labelledby=perm-title]")
+    section.locator("select").first.select_option("group_name")
+    section.locator("input[type=text]").fill("users")
+    section.locator("select").nth(1).select_option("CAN_QUERY")
+    page.click("#grant")
+    page.wait_for_function("document.querySelector('#permissions').textContent.includes('users')")
+
+
+def test_inference_table_row(page: Any) -> None:
+    page.click("nav >> text=Inference tables")
+    page.select_option("#tables-endpoint", REGISTERED)
+    deadline = time.monotonic() + 30
+    while page.locator("#inference-rows tbody tr").count() == 0:
+        assert time.monotonic() < deadline, "no inference rows after 30 s"
+        page.wait_for_timeout(500)
+        page.click("#tables-run")
+        page.wait_for_function("!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
+    page.select_option("#tables-status", "error")
+    page.click("#tables-run")
+    page.wait_for_function("!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
+    assert page.locator("#inference-rows tbody tr").count() >= 1
+    assert "400" in page.locator("#inference-rows tbody tr").first.inner_text()
+    page.select_option("#tables-status", "ok")
+    page.click("#tables-run")
+    page.wait_for_function("!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
+    page.locator("#inference-rows tbody tr button").first.click()
+    assert "dataframe_records" in page.locator("#row-request").inner_text()
+    assert "predictions" in page.locator("#row-response").inner_text()
+    screenshot(page, "inference-table")
+
+
+def test_no_script_errors(page_errors: list[str]) -> None:
+    assert page_errors == []
