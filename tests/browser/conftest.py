@@ -116,6 +116,20 @@ def page(ui_server: ServerProcess, registered_model: _Background, page_errors: l
             browser.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and "page" in getattr(item, "funcargs", {}):
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page = item.funcargs["page"]
+        try:
+            page.screenshot(path=str(SCREENSHOTS / f"FAILED-{item.name}.png"), full_page=True)
+            report.sections.append(("page", f"{page.url}\n{page.locator('main').inner_text()[:3000]}"))
+        except Exception:  # the page is gone
+            pass
+
+
 def screenshot(page: Any, name: str) -> None:
     """``screenshots/<name>-<width>.png`` at each width (full page), back to the first width after."""
     SCREENSHOTS.mkdir(exist_ok=True)
@@ -124,3 +138,15 @@ def screenshot(page: Any, name: str) -> None:
         page.wait_for_timeout(150)
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter((el) => el.type !== 'hidden' && !el.closest('[hidden]'))
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+  .map((el) => el.id || el.outerHTML.slice(0, 80))"""
+
+
+def assert_accessible(page: Any) -> None:
+    """Every visible form control has a label, and the page has one h1."""
+    assert page.evaluate(UNLABELLED) == []
+    assert page.locator("main h1").count() == 1

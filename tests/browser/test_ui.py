@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import MODEL, screenshot
+from tests.browser.conftest import MODEL, assert_accessible, screenshot
 from tests.serverproc import ADMIN_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -44,11 +44,27 @@ def test_login_with_token(page: Any, ui_server: Any) -> None:
     page.click("button[type=submit]")
     # the API's own message
     assert page.locator(".error").inner_text() == "Invalid access token."
+    assert_accessible(page)
     screenshot(page, "login")
     page.fill("#token", ADMIN_TOKEN)
     page.keyboard.press("Enter")
     page.wait_for_selector("#endpoints tr[data-endpoint='modelport-smollm2-135m-instruct']")
     assert page.evaluate("localStorage.getItem('modelport.token')") == ADMIN_TOKEN
+
+
+def test_keyboard_skip_link_and_nav(page: Any) -> None:
+    page.goto("/ui/#/endpoints")
+    page.reload()  # focus starts at the top of the document
+    page.wait_for_selector("#endpoints tbody tr")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")  # the brand link, then the nav links: real links, in order
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Endpoints"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"#/create$"))
+    page.wait_for_selector("#create-name:focus")
 
 
 def test_refused_token_goes_back_to_login(page: Any) -> None:
@@ -80,6 +96,7 @@ def test_create_external_model_with_secret_picker(page: Any, api: httpx.Client, 
     page.select_option("#cred-scope-bearer_token_auth-token", SCOPE)
     page.wait_for_selector("#cred-key-bearer_token_auth-token option[value='fake-openai']", state="attached")
     page.select_option("#cred-key-bearer_token_auth-token", "fake-openai")
+    assert_accessible(page)
     screenshot(page, "create")
     page.click("#create-submit")
     wait_ready(page, EXTERNAL)
@@ -131,6 +148,7 @@ def test_endpoints_list_filter_and_search(page: Any) -> None:
     page.wait_for_selector(f"#endpoints tr[data-endpoint='{REGISTERED}']")
     row = page.locator(f"#endpoints tr[data-endpoint='{REGISTERED}']")
     assert "Ready" in row.inner_text() and "iris-a 100%" in row.inner_text()
+    assert_accessible(page)
     screenshot(page, "endpoints")
     page.fill("#ep-search", "ui-")
     page.wait_for_function("document.querySelectorAll('#endpoints tbody tr').length === 3")
@@ -170,6 +188,7 @@ def test_playground_compares_two_endpoints(page: Any) -> None:
         assert answer.locator(".content").inner_text().strip()
         stats = answer.locator(".stats").inner_text()
         assert re.search(r"\d+\.\d\d s total", stats) and "completion tokens" in stats, stats
+    assert_accessible(page)
     screenshot(page, "playground")
 
 
@@ -183,6 +202,7 @@ def test_playground_custom_model_form_from_signature(page: Any) -> None:
     cell = page.locator("#predictions-table td.prediction").first
     cell.wait_for()
     assert cell.inner_text() == "1"
+    assert_accessible(page)
     screenshot(page, "playground-custom")
 
 
@@ -269,7 +289,9 @@ def test_logs_and_openapi_and_snippets(page: Any) -> None:
     page.click("#show-openapi")
     page.wait_for_function("document.querySelector('#openapi-output').textContent.includes('openapi')")
     page.click("[data-snippet='Python (databricks-sdk)']")
-    assert f'name="{REGISTERED}"' in page.locator("#snippet").inner_text()
+    snippet = page.locator("#snippet").inner_text()
+    assert f'name="{REGISTERED}"' in snippet and '"f0": 0.5' in snippet, snippet  # columns of the signature
+    assert_accessible(page)
     screenshot(page, "endpoint")
 
 
@@ -302,6 +324,7 @@ def test_inference_table_row(page: Any) -> None:
     page.locator("#inference-rows tbody tr button").first.click()
     assert "dataframe_records" in page.locator("#row-request").inner_text()
     assert "predictions" in page.locator("#row-response").inner_text()
+    assert_accessible(page)
     screenshot(page, "inference-table")
 
 

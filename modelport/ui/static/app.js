@@ -2,8 +2,11 @@
 // Every page calls the same REST API as any client, with the token the user logged in with.
 
 const TOKEN_KEY = "modelport.token";
-const main = document.getElementById("main");
+const root = document.getElementById("main");
 let cleanups = [];
+/** Each render gets a fresh view: a page still awaiting the API after the user moved on
+ * appends to its own detached view, never to the next page. */
+let currentView = root;
 
 // ---------- helpers ----------
 
@@ -227,11 +230,13 @@ async function render() {
   for (const [re, page] of routes) {
     const m = hash.match(re);
     if (m) {
-      main.replaceChildren();
+      const view = h("div", { class: "view" });
+      root.replaceChildren(view);
+      currentView = view;
       try {
         await page(...m.slice(1).map(decodeURIComponent));
       } catch (err) {
-        if (!(err instanceof ApiError && err.status === 401)) main.append(errorBox(err));
+        if (!(err instanceof ApiError && err.status === 401)) view.append(errorBox(err));
       }
       return;
     }
@@ -239,11 +244,11 @@ async function render() {
   location.hash = "#/endpoints";
 }
 
-function every(ms, fn) {
+function every(ms, fn, el) {
   let stopped = false;
   let timer;
   const tick = async () => {
-    if (stopped) return;
+    if (stopped || !el.isConnected) return;
     try { await fn(); } catch (err) { console.warn(err); }
     if (!stopped) timer = setTimeout(tick, ms);
   };
@@ -254,6 +259,7 @@ function every(ms, fn) {
 // ---------- login ----------
 
 function loginPage() {
+  const main = currentView;
   document.title = "Log in · modelport";
   const input = h("input", { type: "password", id: "token", autocomplete: "current-password", required: true });
   const err = h("div");
@@ -287,6 +293,7 @@ function loginPage() {
 // ---------- endpoints list ----------
 
 async function endpointsPage() {
+  const main = currentView;
   document.title = "Endpoints · modelport";
   const search = h("input", { type: "search", id: "ep-search", placeholder: "name, model, creator" });
   const stateSel = select([["", "All states"], ["ready", "Ready"], ["updating", "Updating"], ["failed", "Failed"], ["notready", "Not ready"]]);
@@ -316,7 +323,7 @@ async function endpointsPage() {
   search.addEventListener("input", draw);
   stateSel.addEventListener("change", draw);
   main.append(
-    h("div", { class: "row" }, h("h1", {}, "Serving endpoints"), h("div", { style: "flex:0" }, h("a", { href: "#/create" }, "Create endpoint"))),
+    h("div", { class: "page-head" }, h("h1", {}, "Serving endpoints"), h("a", { href: "#/create", class: "button" }, "Create endpoint")),
     h("section", { class: "card" },
       h("div", { class: "row" }, field("Search", search).wrap, field("State", stateSel).wrap),
       count, err,
@@ -331,7 +338,7 @@ async function endpointsPage() {
     } catch (e) {
       err.replaceChildren(errorBox(e));
     }
-  });
+  }, main);
 }
 
 // ---------- endpoint page ----------
@@ -389,6 +396,7 @@ export function validateConfig(cfg) {
 }
 
 async function endpointPage(name) {
+  const main = currentView;
   document.title = `${name} · modelport`;
   const url = `${EP}/${enc(name)}`;
   let detail = await api(url);
@@ -465,7 +473,7 @@ async function endpointPage(name) {
     try { await api(url, { method: "DELETE" }); toast(`Deleted ${name}`); location.hash = "#/endpoints"; } catch (e) { danger.append(errorBox(e)); }
   });
   danger.append(h("p", { class: "muted" }, "Stops its replicas and removes the endpoint."), del);
-  every(2000, refresh);
+  every(2000, refresh, main);
 }
 
 function drawConfig(box, detail, url, refresh) {
@@ -487,7 +495,7 @@ function drawConfig(box, detail, url, refresh) {
       h("td", { "data-label": "Model" }, entityDesc(e)),
       h("td", { "data-label": "Size" }, [e.workload_size, e.scale_to_zero_enabled ? "scale to zero" : ""].filter(Boolean).join(", ") || "–"),
       h("td", { "data-label": "Deployment" }, st.deployment || "–", st.deployment_state_message && st.deployment_state_message !== "Ready" ? h("div", { class: "muted" }, st.deployment_state_message) : null),
-      h("td", { "data-label": "Traffic %" }, h("label", { for: inp.id, class: "muted", style: "margin:0" }, `Traffic for ${e.name} (%)`), inp));
+      h("td", { "data-label": "Traffic %" }, h("label", { for: inp.id, class: "sr-only" }, `Traffic for ${e.name} (%)`), inp));
   }));
   const totalOut = h("span", { class: "muted", id: "traffic-total" });
   const sumTraffic = () => Object.values(inputs).reduce((a, i) => a + Number(i.value || 0), 0);
@@ -694,11 +702,12 @@ function setupCharts(section, url) {
         box.querySelector("[data-chart-value]").textContent = values[k];
         box.dataset.points = String(hist[k][0].length);
         box.dataset.max = String(Math.max(0, ...hist[k][0].filter((v) => v !== null)));
-        box.lastChild.replaceChildren(lineChart(hist[k], colors));
+        const peak = Math.max(0, ...hist[k].flat().filter((v) => v !== null && Number.isFinite(v)));
+        box.lastChild.replaceChildren(lineChart(hist[k], colors), h("div", { class: "muted axis" }, `peak ${fmtNum(peak, defs.find((d) => d[0] === k)[3])} · last 2 min`));
       }
     }
     prev = { t: now, s };
-  });
+  }, section);
 }
 
 // ---------- logs, openapi, snippets, permissions ----------
@@ -740,7 +749,16 @@ function setupOpenapi(section, url) {
   section.append(h("p", { class: "muted" }, "OpenAPI 3.1 description of this endpoint's query routes."), btn, out);
 }
 
-function setupSnippets(section, detail) {
+function sampleRecord(signature) {
+  if (!Array.isArray(signature) || !signature.every((c) => c.name)) return { feature: 1.0 };
+  const sample = { double: 0.5, float: 0.5, long: 1, integer: 1, boolean: true, string: "text" };
+  return Object.fromEntries(signature.map((c) => [c.name, sample[c.type] ?? "value"]));
+}
+
+async function setupSnippets(section, detail) {
+  let signature = null;
+  const custom = entitiesOf(detail).find((e) => e.entity_name && !e.foundation_model && !e.entity_name.startsWith("system.ai."));
+  if (custom && !taskOf(detail)) { try { signature = await modelSignature(custom); } catch { /* placeholder columns */ } }
   const host = location.origin;
   const name = detail.name;
   const task = taskOf(detail);
@@ -755,8 +773,9 @@ function setupSnippets(section, detail) {
     body = { prompt: "Hello!", max_tokens: 64 };
     sdkArgs = `prompt="Hello!",\n    max_tokens=64,`;
   } else {
-    body = { dataframe_records: [{ feature: 1.0 }] };
-    sdkArgs = `dataframe_records=[{"feature": 1.0}],`;
+    const rec = sampleRecord(signature);
+    body = { dataframe_records: [rec] };
+    sdkArgs = `dataframe_records=[${JSON.stringify(rec).replace(/,"/g, ', "').replace(/":/g, '": ')}],`;
   }
   const curl = `curl -X POST ${host}/serving-endpoints/${name}/invocations \\\n  -H "Authorization: Bearer $DATABRICKS_TOKEN" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body)}'`;
   const imports = task === "llm/v1/chat" ? "from databricks.sdk.service.serving import ChatMessage, ChatMessageRole\n" : "";
@@ -887,6 +906,7 @@ function secretPicker(path, label, scopes) {
 }
 
 async function createPage() {
+  const main = currentView;
   document.title = "Create endpoint · modelport";
   const name = h("input", { type: "text", id: "create-name", required: true, pattern: "[A-Za-z0-9_-]+", autocomplete: "off" });
   const kindTabs = h("fieldset", {}, h("legend", {}, "What does it serve?"));
@@ -1039,6 +1059,7 @@ async function createPage() {
 // ---------- playground ----------
 
 async function playgroundPage() {
+  const main = currentView;
   document.title = "Playground · modelport";
   const eps = ((await api(EP)).endpoints || []).sort((a, b) => a.name.localeCompare(b.name));
   const chatEps = eps.filter((e) => taskOf(e) === "llm/v1/chat");
@@ -1281,6 +1302,7 @@ function predictionsTable(records, preds) {
 // ---------- inference tables ----------
 
 async function tablesPage(selected) {
+  const main = currentView;
   document.title = "Inference tables · modelport";
   const eps = ((await api(EP)).endpoints || []).filter((e) => ((e.ai_gateway || {}).inference_table_config || {}).enabled || (((e.config || {}).auto_capture_config) || {}).enabled);
   main.append(h("h1", {}, "Inference tables"));
