@@ -230,6 +230,11 @@ def test_edit_traffic_validates_then_updates(page: Any, api: httpx.Client) -> No
             }
         )
 
+    editor.fill(config(50, 50).replace('"entity_version": "1"', '"entity_version": "99"', 1))
+    page.click("#save-config")  # valid here, refused by the server: its message is shown
+    alert = page.locator("#config-editor ~ [aria-live] .error")
+    alert.wait_for()
+    assert "99" in alert.inner_text() and MODEL in alert.inner_text(), alert.inner_text()
     editor.fill(config(60, 50))
     page.click("#save-config")
     assert "Traffic must add up to 100% (now 110%)" in page.locator("[role=alert]").inner_text()

@@ -926,7 +926,8 @@ async function createPage() {
     err, h("div", { class: "actions" }, submit));
   main.append(h("h1", {}, "Create a serving endpoint"), h("section", { class: "card" }, form));
 
-  let build = () => { throw new Error("Choose what to serve."); };
+  // One builder per kind: a kind's panel that finishes loading late must not replace another's.
+  const builders = {};
   const sizeSel = () => { const s = select(["Small", "Medium", "Large"]); return s; };
 
   const drawRegistered = async () => {
@@ -954,7 +955,7 @@ async function createPage() {
         version.replaceChildren(...vs.map((v) => h("option", { value: v.version }, `Version ${v.version}${v.aliases && v.aliases.length ? ` (@${v.aliases.join(", @")})` : ""} · ${fmtTime(v.creation_timestamp)}`)));
       } catch (e) { perr.append(errorBox(e)); }
     });
-    build = () => {
+    builders.registered = () => {
       if (!model.value) throw new Error("Choose a registered model.");
       if (!version.value) throw new Error("Choose a version.");
       const e = { entity_name: model.value, entity_version: version.value, workload_size: size.value, scale_to_zero_enabled: s2z.checked };
@@ -970,7 +971,7 @@ async function createPage() {
     const s2z = h("input", { type: "checkbox", id: "create-s2z", checked: true });
     panel.replaceChildren(field("Foundation model", model, "Served on this machine (llama.cpp / onnxruntime).").wrap, field("Workload size", size).wrap,
       h("label", { class: "inline", for: s2z.id }, s2z, "Scale to zero when idle"));
-    build = () => ({ entity_name: model.value, entity_version: "1", workload_size: size.value, scale_to_zero_enabled: s2z.checked });
+    builders.foundation = () => ({ entity_name: model.value, entity_version: "1", workload_size: size.value, scale_to_zero_enabled: s2z.checked });
   };
 
   const drawExternal = async () => {
@@ -1015,7 +1016,7 @@ async function createPage() {
       h("div", { class: "row" }, field("Provider's model name", mname).wrap, field("Served entity name (optional)", ename).wrap),
       h("h3", {}, "Provider settings"), fieldsBox, perr,
       scopes.length ? "" : h("p", { class: "muted" }, "No secret scopes yet: create one with `modelport secrets` or the secrets API to pick credentials from it."));
-    build = () => {
+    builders.external = () => {
       if (!mname.value.trim()) throw new Error("Name the provider's model.");
       const block = {};
       for (const a of appliers) a(block);
@@ -1038,7 +1039,9 @@ async function createPage() {
     const n = name.value.trim();
     try {
       if (!/^[A-Za-z0-9_-]{1,63}$/.test(n)) throw new Error("The endpoint name must be 1-63 letters, digits, - or _.");
-      const entity = build();
+      const kind = radios.find((r) => r.checked).value;
+      if (!builders[kind]) throw new Error("The form is still loading: try again in a moment.");
+      const entity = builders[kind]();
       const body = { name: n, config: { served_entities: [entity] } };
       if (document.getElementById("create-inference").checked) {
         body.ai_gateway = { inference_table_config: { catalog_name: "main", schema_name: "serving", table_name_prefix: n.replace(/-/g, "_"), enabled: true } };
@@ -1318,7 +1321,7 @@ async function tablesPage(selected) {
   entity.id = "tables-entity";
   const since = select([["", "Any time"], ["900", "Last 15 minutes"], ["3600", "Last hour"], ["86400", "Last 24 hours"], ["604800", "Last 7 days"]]);
   since.id = "tables-since";
-  const limit = select(["50", "200", "1000"]);
+  const limit = select(["25", "100", "500"]);
   limit.id = "tables-limit";
   const run = h("button", { type: "submit", id: "tables-run" }, "Show requests");
   const info = h("p", { class: "muted", "aria-live": "polite" });
@@ -1328,10 +1331,9 @@ async function tablesPage(selected) {
   const form = h("form", { class: "card", id: "tables-form" },
     h("div", { class: "row" }, field("Endpoint", epSel).wrap, field("Status", status).wrap, field("Served entity", entity).wrap, field("Time", since).wrap, field("Rows", limit).wrap, h("div", { style: "flex:0" }, run)),
     info, err);
-  main.append(form,
+  main.append(form, detailBox,
     h("section", { class: "card" }, h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "inference-rows" },
-      h("thead", {}, h("tr", {}, ["Time", "Status", "Latency", "Served entity", "Requester", "Request id", ""].map((t) => h("th", { scope: "col" }, t)))), tbody))),
-    detailBox);
+      h("thead", {}, h("tr", {}, ["Time", "Status", "Latency", "Served entity", "Requester", "Request id", ""].map((t) => h("th", { scope: "col" }, t)))), tbody))));
   const tableName = () => {
     const ep = eps.find((e) => e.name === epSel.value);
     const c = (ep.ai_gateway || {}).inference_table_config || (ep.config || {}).auto_capture_config;
