@@ -133,6 +133,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def screenshot(page: Any, name: str) -> None:
     """``screenshots/<name>-<width>.png`` at each width (full page), back to the first width after."""
     SCREENSHOTS.mkdir(exist_ok=True)
+    page.evaluate("document.getElementById('toast').replaceChildren()")
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
         page.wait_for_timeout(150)
