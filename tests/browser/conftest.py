@@ -3,7 +3,8 @@ page for the whole browser suite; the tests run in file order and build on each 
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
 
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 WIDTHS = (1280, 390)
@@ -60,28 +62,33 @@ def fake_openai() -> Iterator[Any]:
     fake.stop()
 
 
-class _Background(threading.Thread):
-    """Registers the scikit-learn model while the browser starts (mlflow's import is slow)."""
+class _Registration:
+    """Registers the scikit-learn model in a subprocess while the browser starts: mlflow's import
+    is slow, and the subprocess keeps mlflow's tracking URI and token out of this test process."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.error: BaseException | None = None
+        code = (
+            "import sys; from tests.integration.conftest import log_sklearn_model as log; log(*sys.argv[1:])"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, url, ADMIN_TOKEN, MODEL],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
-    def run(self) -> None:
-        try:
-            from tests.integration.conftest import log_sklearn_model
-
-            log_sklearn_model(self.url, ADMIN_TOKEN, MODEL)
-        except BaseException as exc:  # reported by the test that needs the model
-            self.error = exc
+    def wait(self, timeout: float = 120) -> None:
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
 @pytest.fixture(scope="session")
-def registered_model(ui_server: ServerProcess) -> _Background:
-    job = _Background(ui_server.url)
-    job.start()
-    return job
+def registered_model(ui_server: ServerProcess) -> Iterator[_Registration]:
+    job = _Registration(ui_server.url)
+    yield job
+    if job.proc.poll() is None:
+        job.proc.kill()
+        job.proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +97,7 @@ def page_errors() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def page(ui_server: ServerProcess, registered_model: _Background, page_errors: list[str]) -> Iterator[Any]:
+def page(ui_server: ServerProcess, registered_model: _Registration, page_errors: list[str]) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -118,8 +118,7 @@ def test_create_foundation_model(page: Any) -> None:
 
 
 def test_create_registered_model_with_version_picker(page: Any, registered_model: Any) -> None:
-    registered_model.join(120)
-    assert registered_model.error is None, registered_model.error
+    registered_model.wait()
     page.goto("/ui/#/create")
     page.fill("#create-name", REGISTERED)
     page.check("#kind-registered")
