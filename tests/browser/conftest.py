@@ -145,6 +145,9 @@ def screenshot(page: Any, name: str) -> None:
         page.set_viewport_size({"width": width, "height": 900})
         page.wait_for_timeout(150)
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+        # readable at this width: nothing wider than the window (tables and code scroll inside)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name} is {overflow} px wider than {width} px"
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
 
 

@@ -260,6 +260,53 @@ def test_edit_traffic_validates_then_updates(page: Any, api: httpx.Client) -> No
     assert {r["served_entity_name"]: r["traffic_percentage"] for r in routes} == {"iris-a": 70, "iris-b": 30}
 
 
+def test_update_progress_and_cancel(page: Any, api: httpx.Client) -> None:
+    """An update in progress (the server's answer held at IN_PROGRESS: real updates of this
+    model finish within the 2 s poll) shows its entities, and Cancel sends cancel-update."""
+    detail = api.get(f"/api/2.0/serving-endpoints/{REGISTERED}").json()
+    pending = {
+        **detail["config"],
+        "config_version": detail["config"]["config_version"] + 1,
+        "served_entities": [
+            {
+                **e,
+                "state": {
+                    "deployment": "DEPLOYMENT_CREATING",
+                    "deployment_state_message": "Starting 1 replica(s)",
+                },
+            }
+            for e in detail["config"]["served_entities"]
+        ],
+    }
+    updating = {
+        **detail,
+        "state": {**detail["state"], "config_update": "IN_PROGRESS"},
+        "pending_config": pending,
+    }
+    cancels: list[str] = []
+
+    def fake_detail(route: Any) -> None:
+        route.fulfill(json=updating if not cancels else detail)
+
+    def fake_cancel(route: Any) -> None:
+        cancels.append(route.request.method)
+        route.fulfill(json={})
+
+    page.route(f"**/api/2.0/serving-endpoints/{REGISTERED}", fake_detail)
+    page.route(f"**/api/2.0/serving-endpoints/{REGISTERED}/cancel-update", fake_cancel)
+    try:
+        page.wait_for_selector("h1 .badge[data-state=updating]")
+        notice = page.locator("#update-progress")
+        assert "Starting 1 replica(s)" in notice.inner_text()
+        assert page.locator("#save-traffic").is_disabled()
+        page.click("#cancel-update")
+        page.wait_for_selector(READY)
+        assert cancels == ["POST"]
+    finally:
+        page.unroute(f"**/api/2.0/serving-endpoints/{REGISTERED}")
+        page.unroute(f"**/api/2.0/serving-endpoints/{REGISTERED}/cancel-update")
+
+
 def test_charts_move_after_a_burst(page: Any, ui_server: Any) -> None:
     page.wait_for_selector("#chart-rps[data-points]")
 
