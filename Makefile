@@ -79,3 +79,9 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# What the AI-gateway features cost: usage + inference tables and rate limits (in-process and
+# Redis counters) against no ai_gateway, on an external-model and a custom-model endpoint;
+# appends to bench/RESULTS.md (the Redis server part needs Redis on 127.0.0.1:6379).
+bench-gateway: bench-install
+	$(BIN)/python bench/gateway.py --out bench/RESULTS.md $(BENCH_ARGS)
