@@ -3,6 +3,7 @@ page for the whole browser suite; the tests run in file order and build on each 
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,12 +23,14 @@ MODEL = "ui-iris-model"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if CHROMIUM.exists():
+    if not CHROMIUM.exists():
+        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+    elif importlib.util.find_spec("playwright") is None:
+        reason = "browser tests need playwright (pip install -e '.[dev]')"
+    else:
         return
     here = Path(__file__).parent
-    skip = pytest.mark.skip(
-        reason=f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-    )
+    skip = pytest.mark.skip(reason=reason)
     for item in items:
         if here in Path(item.path).parents:
             item.add_marker(skip)
