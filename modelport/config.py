@@ -112,6 +112,11 @@ class Settings:
         "Where inference and usage tables (Delta) are written: a folder or an object-store URI "
         "such as an S3 prefix. Empty: the tables folder of the data directory.",
     )
+    tables_flush_seconds: int = _opt(
+        2,
+        "How often recorded queries are written from the spool to their Delta tables (each write "
+        "is a Delta commit: fewer commits cost less CPU; the spool keeps them safe meanwhile).",
+    )
     tables_fsync: str = _opt(
         "never",
         "When the spool of table records is fsynced: never (a killed server loses nothing; a machine "
@@ -134,6 +139,8 @@ class Settings:
             raise ValueError(f"--batching must be auto, on or off, not {self.batching!r}.")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"--log-format must be json or text, not {self.log_format!r}.")
+        if self.tables_flush_seconds < 1:
+            raise ValueError(f"--tables-flush-seconds must be at least 1, not {self.tables_flush_seconds}.")
         if self.tables_fsync not in ("never", "interval", "always"):
             raise ValueError(f"--tables-fsync must be never, interval or always, not {self.tables_fsync!r}.")
         if self.env_manager not in ENV_MANAGERS:

@@ -94,7 +94,13 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         timeout=float(settings.external_timeout),
     )
     limiter = RateLimiter(RedisCounters(settings.redis) if settings.redis else LocalCounters())
-    tables = TableWriter(settings.tables_location, settings.spool_path, fsync=settings.tables_fsync)  # type: ignore[arg-type]
+    tables = TableWriter(
+        settings.tables_location,
+        settings.spool_path,
+        fsync=settings.tables_fsync,  # type: ignore[arg-type]
+        flush_interval=float(settings.tables_flush_seconds),
+        max_batch=50_000,
+    )
     dataplane = DataPlane(
         db,
         backend,

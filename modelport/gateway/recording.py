@@ -88,17 +88,15 @@ def request_fields(trace: Trace) -> None:
 class Recorder:
     def __init__(self, writer: TableWriter) -> None:
         self.writer = writer
-        self._tables: dict[tuple[str, str, str], TableRef] = {}
+        self._tables: dict[tuple[Any, Any, Any], TableRef] = {}
 
     def _table(self, config: dict[str, Any], endpoint: str) -> TableRef:
-        key = (
-            str(config["catalog_name"]),
-            str(config["schema_name"]),
-            default_prefix(str(config.get("table_name_prefix") or endpoint)),
-        )
-        ref = self._tables.get(key)
+        raw = (config["catalog_name"], config["schema_name"], config.get("table_name_prefix") or endpoint)
+        ref = self._tables.get(raw)
         if ref is None:
-            ref = self._tables[key] = self.writer.payload_table(*key)
+            ref = self._tables[raw] = self.writer.payload_table(
+                str(raw[0]), str(raw[1]), default_prefix(str(raw[2]))
+            )
         return ref
 
     def record(self, trace: Trace, *, usage: bool, inference: dict[str, Any] | None) -> None:
