@@ -40,6 +40,7 @@ def config_version(api: httpx.Client, name: str) -> int:
 def test_login_with_token(page: Any, ui_server: Any) -> None:
     page.goto("/")
     page.wait_for_url(re.compile(r"/ui/#/login$"))
+    assert not page.locator("#nav").is_visible()  # no navigation before logging in
     page.fill("#token", "dapi-wrong")
     page.click("button[type=submit]")
     # the API's own message
@@ -192,7 +193,9 @@ def test_playground_compares_two_endpoints(page: Any) -> None:
 
 
 def test_playground_custom_model_form_from_signature(page: Any) -> None:
-    page.click("#tab-custom")
+    page.focus("#tab-chat")
+    page.keyboard.press("ArrowRight")  # tabs follow the arrow keys
+    assert page.get_attribute("#tab-custom", "aria-selected") == "true"
     page.select_option("#pg-custom-endpoint", REGISTERED)
     page.wait_for_selector("#col-f3")
     for column, value in {"f0": "0.9", "f1": "0.1", "f2": "0.2", "f3": "0.3"}.items():

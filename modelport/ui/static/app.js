@@ -79,6 +79,18 @@ function sqlString(s) {
   return "'" + String(s).replace(/'/g, "''") + "'";
 }
 
+/** Arrow keys move between the tabs of a tablist (and select them), as WAI-ARIA describes. */
+function arrowTabs(buttons) {
+  buttons.forEach((b, i) => b.addEventListener("keydown", (ev) => {
+    const step = ev.key === "ArrowRight" ? 1 : ev.key === "ArrowLeft" ? -1 : 0;
+    if (!step) return;
+    ev.preventDefault();
+    const next = buttons[(i + step + buttons.length) % buttons.length];
+    next.focus();
+    next.click();
+  }));
+}
+
 // ---------- API ----------
 
 export class ApiError extends Error {
@@ -286,7 +298,7 @@ function loginPage() {
       err.append(errorBox(e));
     }
   });
-  main.append(h("section", { class: "card login" }, form));
+  main.append(form);
   input.focus();
 }
 
@@ -798,6 +810,7 @@ async function setupSnippets(section, detail) {
     return b;
   });
   tabs.append(...buttons);
+  arrowTabs(buttons);
   pre.textContent = snippets[0][1];
   const copy = h("button", { type: "button", class: "secondary" }, "Copy");
   copy.addEventListener("click", async () => {
@@ -924,7 +937,7 @@ async function createPage() {
     h("fieldset", {}, h("legend", {}, "Options"),
       h("label", { class: "inline", for: "create-inference" }, h("input", { type: "checkbox", id: "create-inference" }), "Log requests and responses to an inference table (main.serving.<name>_payload)")),
     err, h("div", { class: "actions" }, submit));
-  main.append(h("h1", {}, "Create a serving endpoint"), h("section", { class: "card" }, form));
+  main.append(h("h1", {}, "Create a serving endpoint"), form);
 
   // One builder per kind: a kind's panel that finishes loading late must not replace another's.
   const builders = {};
@@ -1077,6 +1090,7 @@ async function playgroundPage() {
   };
   tabChat.addEventListener("click", () => show(true));
   tabCustom.addEventListener("click", () => show(false));
+  arrowTabs([tabChat, tabCustom]);
   main.append(h("h1", {}, "AI playground"), h("div", { class: "tabs", role: "tablist", "aria-label": "Playground mode" }, tabChat, tabCustom), chatPanel, customPanel);
   chatPlayground(chatPanel, chatEps);
   customPlayground(customPanel, customEps);
