@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(
         tmp_path_factory.mktemp("ui-data"), env={"MODELPORT_SYSTEM_ENDPOINTS": "true"}
@@ -48,7 +48,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
         proc.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(ui_server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=ui_server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
@@ -56,7 +56,7 @@ def api(ui_server: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fake_openai() -> Iterator[Any]:
     from tests.fakes.openai_server import FakeOpenAI
 
@@ -85,7 +85,7 @@ class _Registration:
         assert self.proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def registered_model(ui_server: ServerProcess) -> Iterator[_Registration]:
     job = _Registration(ui_server.url)
     yield job
@@ -94,12 +94,12 @@ def registered_model(ui_server: ServerProcess) -> Iterator[_Registration]:
         job.proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def page_errors() -> list[str]:
     return []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def page(ui_server: ServerProcess, registered_model: _Registration, page_errors: list[str]) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

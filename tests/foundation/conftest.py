@@ -25,7 +25,7 @@ def _missing() -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     missing = _missing()
     if missing:
