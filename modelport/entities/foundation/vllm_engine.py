@@ -129,8 +129,9 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-class VllmStartError(ModelportError):
-    """The vLLM server did not come up (it exited, or it was not healthy in time)."""
+#: Raised when the vLLM server did not come up (it exited, or it was not healthy in time): a plain
+#: 500, since every subclass of ModelportError must carry an error code of its own.
+VllmStartError = ModelportError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
