@@ -473,7 +473,12 @@ class DataPlane:
         self._metrics.endpoint_in_flight.labels(*labels).inc()
         status = "200"
         try:
-            frames = await replica_set.stream(body, self._timeout)
+            chunks = _ReplicaChunks(await replica_set.stream(body, self._timeout))
+            try:
+                await chunks.peek()  # an error before the first chunk is an error answer
+            except BaseException:
+                await chunks.aclose()
+                raise
         except ModelportError as exc:
             status = str(exc.status)
             raise
@@ -484,14 +489,6 @@ class DataPlane:
             if status != "200":
                 self._metrics.endpoint_in_flight.labels(*labels).dec()
                 self._metrics.endpoint_requests.labels(*labels, status).inc()
-        chunks = _ReplicaChunks(frames)
-        try:
-            await chunks.peek()
-        except ModelportError as exc:
-            await chunks.aclose()
-            self._metrics.endpoint_in_flight.labels(*labels).dec()
-            self._metrics.endpoint_requests.labels(*labels, str(exc.status)).inc()
-            raise
         return Answer(b"", entity_name, _Measured(chunks, self._metrics, labels, started))
 
     async def _replica_answer(
