@@ -47,6 +47,11 @@ class ServerProcess:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
+        """Start and wait until ``/ready`` answers 200 (the registry is loaded)."""
+        return self.start_until("/ready", timeout)
+
+    def start_until(self, path: str, timeout: float = 90.0) -> ServerProcess:
+        """Start and wait until ``path`` answers 200 (``/health``: the control plane is up)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             sys.executable,
@@ -76,19 +81,27 @@ class ServerProcess:
         log = self.log_path.open("ab")
         started = time.monotonic()
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.wait_ready(path, timeout, started)
+        return self
+
+    def wait_ready(self, path: str = "/ready", timeout: float = 90.0, started: float | None = None) -> None:
+        """Poll ``path`` until it answers 200; fail at once if the process exits."""
+        assert self.proc is not None
+        started = time.monotonic() if started is None else started
         deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"modelport serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2, verify=False).status_code == 200:
-                    self.ready_seconds = time.monotonic() - started
-                    return self
+                if httpx.get(f"{self.url}{path}", timeout=2, verify=False).status_code == 200:
+                    if path == "/ready":
+                        self.ready_seconds = time.monotonic() - started
+                    return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"modelport serve was not ready after {timeout}s:\n{self.log_tail()}")
+        raise RuntimeError(f"modelport serve: {path} did not answer after {timeout}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.api.errors import error_response
@@ -82,7 +81,7 @@ class MlflowMount:
         try:
             self._auth.authenticate(headers.get("authorization"))
             if self.app is None:
-                await run_in_threadpool(self._registry.get)
+                await self._registry.get_async()
             if self.app is None:
                 raise TemporarilyUnavailable(
                     "The embedded MLflow registry is off: this server uses the one given by --registry-uri.",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from modelport.errors import TemporarilyUnavailable
@@ -35,11 +37,25 @@ class RegistryHandle:
         return self._ready.is_set() and self._registry is not None
 
     def get(self) -> ModelRegistry:
-        """The registry; blocks while it loads (call from a thread)."""
+        """The registry; blocks while it loads (call from a thread, never from the event loop)."""
         if not self._ready.wait(self._wait):
             raise TemporarilyUnavailable(
                 "The model registry is still starting; retry in a few seconds.", retry_after=2
             )
+        return self._loaded()
+
+    async def get_async(self, poll: float = 0.1) -> ModelRegistry:
+        """The registry, awaited on the event loop without holding a worker thread while it loads."""
+        deadline = time.monotonic() + self._wait
+        while not self._ready.is_set():
+            if time.monotonic() >= deadline:
+                raise TemporarilyUnavailable(
+                    "The model registry is still starting; retry in a few seconds.", retry_after=2
+                )
+            await asyncio.sleep(poll)
+        return self._loaded()
+
+    def _loaded(self) -> ModelRegistry:
         if self._registry is None:
             raise TemporarilyUnavailable(f"The model registry failed to start: {self._error}", retry_after=5)
         return self._registry

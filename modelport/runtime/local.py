@@ -36,7 +36,7 @@ from modelport.runtime.environments import (
 from modelport.runtime.gpus import gpu_ids
 from modelport.runtime.launcher import ZygoteClient
 from modelport.runtime.logs import BuildLog, LogStore
-from modelport.runtime.preflight import check_entity
+from modelport.runtime.preflight import check_entity, check_external
 from modelport.runtime.replica import ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.replica_set import ReplicaSet
 from modelport.store.records import EndpointRecord
@@ -168,8 +168,6 @@ class LocalBackend:
     def _prepare(
         self, registry: ModelRegistry, endpoint: EndpointRecord, entity: dict[str, Any], log_: BuildLog
     ) -> tuple[dict[str, Any], Path, EngineSpec | None]:
-        if system_model(entity["entity_name"]) is not None:
-            return self._prepare_system(entity, log_)
         deployed = check_entity(registry, entity, log_)
         resolved = registry.resolve(deployed["entity_name"], str(deployed["entity_version"]))
         local = registry.local_path(resolved.artifact_uri)
@@ -287,13 +285,20 @@ class LocalBackend:
     async def _bring_up(
         self, endpoint: EndpointRecord, version: int, entity: dict[str, Any], log_: BuildLog, *, start: bool
     ) -> dict[str, Any]:
+        # External and system models never wait for the registry (it may still be loading):
+        # only a registered model needs it, and it is awaited off the event loop.
         if "external_model" in entity:
-            return await asyncio.to_thread(check_entity, self._registry.get(), entity, log_)
+            return check_external(entity, log_)
         if self._zygote is not None:
             self._zygote.start()  # warms up while the model is resolved and fetched
-        registry = await asyncio.to_thread(self._registry.get)
         try:
-            deployed, path, engine = await asyncio.to_thread(self._prepare, registry, endpoint, entity, log_)
+            if system_model(entity["entity_name"]) is not None:
+                deployed, path, engine = await asyncio.to_thread(self._prepare_system, entity, log_)
+            else:
+                registry = await self._registry.get_async()
+                deployed, path, engine = await asyncio.to_thread(
+                    self._prepare, registry, endpoint, entity, log_
+                )
         except ModelportError as exc:
             raise DeploymentFailed(entity["name"], exc.message) from None
         if engine is None and uses_throughput(deployed):

@@ -16,21 +16,26 @@ from modelport.runtime.logs import BuildLog
 if TYPE_CHECKING:
     from modelport.entities.registry import ModelRegistry
 
-__all__ = ["check_entity"]
+__all__ = ["check_entity", "check_external"]
 
 PYFUNC = "python_function"
+
+
+def check_external(entity: dict[str, Any], log: BuildLog) -> dict[str, Any]:
+    """An external model needs no registry: its config was validated when it was stored."""
+    ext = entity["external_model"]
+    log.write(
+        f"External model '{ext['name']}' at provider '{ext['provider']}' for task {ext['task']}: "
+        "configuration validated."
+    )
+    return entity
 
 
 def check_entity(registry: ModelRegistry, entity: dict[str, Any], log: BuildLog) -> dict[str, Any]:
     """Resolve and check one entity (blocking); return it as it will be deployed."""
     name = entity["name"]
-    ext = entity.get("external_model")
-    if ext is not None:
-        log.write(
-            f"External model '{ext['name']}' at provider '{ext['provider']}' for task {ext['task']}: "
-            "configuration validated."
-        )
-        return entity
+    if entity.get("external_model") is not None:
+        return check_external(entity, log)
     wanted = f"{entity['entity_name']} version {entity['entity_version']}"
     log.write(f"Resolving {wanted} in the model registry.")
     try:
