@@ -286,12 +286,12 @@ class DataPlane:
         config order while the answer is a 429 or a 5xx."""
         route, _ = await self._serving(caller, name)
         if self._recorder is None or not (route.usage or route.inference is not None):
-            return await self._steps(route, caller, body, served, task, data, [], [])
+            return await self._steps(route, caller, body, served, task, data, [], [], None)
         trace = Trace(request_id_var.get() or uuid.uuid4().hex, name, caller.name, body)
         chain: list[dict[str, Any]] = []
         decisions: list[dict[str, Any]] = []
         try:
-            answer = await self._steps(route, caller, body, served, task, data, chain, decisions)
+            answer = await self._steps(route, caller, body, served, task, data, chain, decisions, trace)
         except ModelportError as exc:
             trace.status, trace.error_code = exc.status, exc.error_code
             trace.response = orjson.dumps(exc.to_body())
@@ -325,6 +325,7 @@ class DataPlane:
         data: dict[str, Any] | None,
         chain: list[dict[str, Any]],
         decisions: list[dict[str, Any]],
+        trace: Trace | None,
     ) -> Answer:
         name = route.name
         limits = route.limits
@@ -337,6 +338,10 @@ class DataPlane:
                 guard_in, data if data is not None else _parse(body), self._embed, decisions
             )
             body = orjson.dumps(data)
+            # The tables keep the request as the model received it (masked), unless the
+            # endpoint asked for the client's own bytes.
+            if trace is not None and not (route.inference or {}).get("record_raw_request"):
+                trace.request = body
         first = self._choose(route, served)
         order = [first]
         if route.fallback and served is None:

@@ -202,6 +202,9 @@ class InferenceTableConfig(Wire):
     schema_name: str | None = None
     table_name_prefix: str | None = None
     enabled: bool | None = None
+    #: modelport extension: record the request as the client sent it, before input guardrails
+    #: masked it (default: as the model received it, so MASK keeps PII out of the table too).
+    record_raw_request: bool | None = None
 
 
 class EnabledFlag(Wire):

@@ -158,3 +158,42 @@ def test_keywords_and_safety(http: httpx.Client, fake: FakeOpenAI, endpoints: di
     assert r.status_code == 400 and "'safety'" in r.json()["message"]
     r = _ask(http, name, "How do I kill a stuck process on Linux?")
     assert r.status_code == 200, r.text
+
+
+def _table_requests(http: httpx.Client, table: str, request_id: str) -> list[str]:
+    sql = f"SELECT request FROM main.serving.{table} WHERE databricks_request_id = '{request_id}'"
+    r = http.post("/api/2.0/modelport/tables/query", json={"sql": sql})
+    assert r.status_code == 200, r.text
+    return [row[0] for row in r.json()["rows"]]
+
+
+def _masked_endpoint(http: httpx.Client, fake: FakeOpenAI, prefix: str, raw: bool | None) -> str:
+    name = _endpoint(http, fake, {"input": {"pii": {"behavior": "MASK"}}})
+    table: dict[str, Any] = {"catalog_name": "main", "schema_name": "serving", "table_name_prefix": prefix}
+    if raw is not None:
+        table["record_raw_request"] = raw
+    gateway = {"guardrails": {"input": {"pii": {"behavior": "MASK"}}}, "inference_table_config": table}
+    r = http.put(f"{API}/{name}/ai-gateway", json=gateway)
+    assert r.status_code == 200, r.text
+    assert r.json()["inference_table_config"].get("record_raw_request") == raw
+    return name
+
+
+def test_the_inference_table_keeps_the_masked_request_unless_raw_is_asked_for(
+    http: httpx.Client, fake: FakeOpenAI
+) -> None:
+    text = f"Mail {PII['EMAIL']} the card {PII['CREDIT_CARD']}"
+    masked = _masked_endpoint(http, fake, "masked", None)
+    raw = _masked_endpoint(http, fake, "raw", True)
+    answers = {name: _ask(http, name, text) for name in (masked, raw)}
+    for answer in answers.values():
+        assert answer.status_code == 200, answer.text
+        assert (
+            answer.json()["choices"][0]["message"]["content"]
+            == "You said: Mail [EMAIL] the card [CREDIT_CARD]"
+        )
+    [row] = _table_requests(http, "masked_payload", answers[masked].headers["x-request-id"])
+    assert orjson.loads(row)["messages"][-1]["content"] == "Mail [EMAIL] the card [CREDIT_CARD]"
+    assert PII["EMAIL"] not in row and PII["CREDIT_CARD"] not in row
+    [row] = _table_requests(http, "raw_payload", answers[raw].headers["x-request-id"])
+    assert orjson.loads(row)["messages"][-1]["content"] == text

@@ -6,6 +6,10 @@
   Delta tables with DuckDB, tables named ``catalog.schema.table``; answers
   ``{"columns": [...], "rows": [[...], ...]}``.
 
+Both first write what this server has recorded to Delta (up to a few seconds), so an answer
+given before the query is in its result; other servers' rows arrive within their
+``--tables-flush-seconds``.
+
 Not part of the Databricks API (which reads these tables through SQL warehouses).
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +36,13 @@ __all__ = ["routes"]
 
 BASE = "/api/2.0/modelport"
 MAX_ROWS = 10_000
+FLUSH_SECONDS = 10.0
+
+
+async def _flushed(request: Request) -> None:
+    """Write this server's recorded rows to Delta before reading the tables (read your writes)."""
+    tables = services_of(request).tables
+    await run_in_threadpool(tables.flush_now, time.monotonic() + FLUSH_SECONDS)
 
 
 def _plain(value: Any) -> Any:
@@ -55,6 +67,7 @@ async def usage(request: Request) -> Response:
     if by not in ("user", "endpoint", "day"):
         raise InvalidParameterValue(f"'by' must be user, endpoint or day; got {by!r}.")
     since = request.query_params.get("since") or None
+    await _flushed(request)
     rows = await run_in_threadpool(usage_summary, services.settings.tables_location, by, since)  # type: ignore[arg-type]
     return json_response({"by": by, "rows": _plain(rows)})
 
@@ -66,6 +79,7 @@ async def query_tables(request: Request) -> Response:
     sql = body.get("sql")
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidParameterValue("Missing required field 'sql': the query to run.")
+    await _flushed(request)
     columns, rows = await run_in_threadpool(query, sql, services_of(request).settings.tables_location)
     truncated = len(rows) > MAX_ROWS
     return json_response(
