@@ -44,32 +44,35 @@ class AccessControl:
 
     # ---- the permissions API ------------------------------------------------------------
     def render(self, endpoint: EndpointRecord) -> dict[str, Any]:
+        """One entry per principal. ``admins`` always holds an inherited CAN_MANAGE; a direct
+        grant to it (a system endpoint's creator is the group) joins that entry's
+        ``all_permissions`` instead of making a second entry, as Databricks lists them."""
         acl: list[dict[str, Any]] = []
+        admins: dict[str, Any] | None = None
         grants = self._db.endpoints.acl(endpoint.id)
         for pid, lvl in sorted(grants.items()):
             p = self._db.principals.get_by_id(pid)
             if p is None:
                 continue
-            acl.append(
-                {
-                    _KIND_FIELD[p.kind]: p.name,
-                    "display_name": p.display_name or p.name,
-                    "all_permissions": [{"permission_level": PermissionLevel(lvl).name, "inherited": False}],
-                }
-            )
-        acl.append(
-            {
-                "group_name": ADMINS_GROUP,
-                "display_name": ADMINS_GROUP,
-                "all_permissions": [
-                    {
-                        "permission_level": "CAN_MANAGE",
-                        "inherited": True,
-                        "inherited_from_object": ["/serving-endpoints/"],
-                    }
-                ],
+            entry = {
+                _KIND_FIELD[p.kind]: p.name,
+                "display_name": p.display_name or p.name,
+                "all_permissions": [{"permission_level": PermissionLevel(lvl).name, "inherited": False}],
             }
-        )
+            if p.kind == "group" and p.name == ADMINS_GROUP:
+                admins = entry
+            acl.append(entry)
+        inherited = {
+            "permission_level": "CAN_MANAGE",
+            "inherited": True,
+            "inherited_from_object": ["/serving-endpoints/"],
+        }
+        if admins is not None:
+            admins["all_permissions"].append(inherited)
+        else:
+            acl.append(
+                {"group_name": ADMINS_GROUP, "display_name": ADMINS_GROUP, "all_permissions": [inherited]}
+            )
         return {
             "object_id": f"/serving-endpoints/{endpoint.id}",
             "object_type": "serving-endpoint",

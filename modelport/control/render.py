@@ -3,6 +3,10 @@
 Credentials inside external-model blocks never leave the server: every ``*_plaintext``
 value is replaced by a mask here, the one place that renders configs. A config written
 back with the mask keeps its stored credential (``spec.secrets.keep_masked``).
+
+One field is modelport's own: ``modelport_system: true`` marks a system endpoint
+(``control/system_endpoints.py``), whose config, permissions and existence users cannot
+change; clients that follow Databricks' shapes drop it, the web UI hides those controls.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import copy
 from typing import Any
 
 from modelport.control.endpoint_state import endpoint_state
+from modelport.control.system_endpoints import is_system
 from modelport.spec.permissions import PermissionLevel
 from modelport.spec.secrets import MASK
 from modelport.store.records import ConfigRecord, EndpointRecord
@@ -90,6 +95,8 @@ def render_detailed(
     }
     if level is not None:
         out["permission_level"] = level.name
+    if is_system(endpoint):
+        out["modelport_system"] = True
     if active is not None:
         out["config"] = _config(active, pending=False)
     if pending is not None:

@@ -20,6 +20,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 WIDTHS = (1280, 390)
 MODEL = "ui-iris-model"
+#: Registered under this plain name and served as ``main.default.<it>``, as the README does.
+CATALOG_MODEL = "ui_fraud_detector"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,15 +68,16 @@ def fake_openai() -> Iterator[Any]:
 
 
 class _Registration:
-    """Registers the scikit-learn model in a subprocess while the browser starts: mlflow's import
+    """Registers the scikit-learn models in a subprocess while the browser starts: mlflow's import
     is slow, and the subprocess keeps mlflow's tracking URI and token out of this test process."""
 
     def __init__(self, url: str) -> None:
         code = (
-            "import sys; from tests.integration.conftest import log_sklearn_model as log; log(*sys.argv[1:])"
+            "import sys; from tests.integration.conftest import log_sklearn_model as log\n"
+            "for name in sys.argv[3:]: log(sys.argv[1], sys.argv[2], name)"
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, url, ADMIN_TOKEN, MODEL],
+            [sys.executable, "-c", code, url, ADMIN_TOKEN, MODEL, CATALOG_MODEL],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -14,9 +14,10 @@ import time
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.browser.conftest import MODEL, assert_accessible, screenshot
+from tests.browser.conftest import CATALOG_MODEL, MODEL, assert_accessible, screenshot
 from tests.serverproc import ADMIN_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -25,12 +26,25 @@ EXTERNAL = "ui-external"
 FOUNDATION = "ui-smollm"
 REGISTERED = "ui-iris"
 SCOPE = "ui-tests"
+CATALOG = "ui-catalog"
+SYSTEM = "modelport-smollm2-135m-instruct"
+COLUMNS = ["f0", "f1", "f2", "f3"]
 READY = "h1 .badge[data-state=ready]"
 
 
 def wait_ready(page: Any, name: str, timeout_s: float = 120) -> None:
     page.wait_for_url(re.compile(rf"#/endpoints/{name}$"))
     page.wait_for_selector(READY, timeout=timeout_s * 1000)
+
+
+def example_rows() -> list[list[float]]:
+    """The input example ``log_sklearn_model`` saves with each model: its first two rows."""
+    return [[float(v) for v in row] for row in np.random.default_rng(0).random((40, 4))[:2]]
+
+
+def principals(page: Any) -> list[str]:
+    page.wait_for_selector("#permissions tbody tr")
+    return [row.locator("td").first.inner_text() for row in page.locator("#permissions tbody tr").all()]
 
 
 def config_version(api: httpx.Client, name: str) -> int:
@@ -344,7 +358,12 @@ def test_logs_and_openapi_and_snippets(page: Any) -> None:
     page.wait_for_function("document.querySelector('#openapi-output').textContent.includes('openapi')")
     page.click("[data-snippet='Python (databricks-sdk)']")
     snippet = page.locator("#snippet").inner_text()
-    assert f'name="{REGISTERED}"' in snippet and '"f0": 0.5' in snippet, snippet  # columns of the signature
+    assert f'name="{REGISTERED}"' in snippet, snippet
+    # the model's input example, as DataframeSplitInput, and the README's variables
+    assert f"DataframeSplitInput(columns={json.dumps(COLUMNS)}, data=" in snippet, snippet
+    assert (
+        'WorkspaceClient(host=os.environ["MODELPORT_HOST"], token=os.environ["MODELPORT_TOKEN"])' in snippet
+    )
     assert_accessible(page)
     screenshot(page, "endpoint")
 
@@ -380,6 +399,69 @@ def test_inference_table_row(page: Any) -> None:
     assert "predictions" in page.locator("#row-response").inner_text()
     assert_accessible(page)
     screenshot(page, "inference-table")
+
+
+def test_catalog_schema_name_model_in_snippets_and_playground(page: Any, api: httpx.Client) -> None:
+    """A model registered as 'ui_fraud_detector' and served as 'main.default.ui_fraud_detector'
+    (the README's naming): the server resolves the name, the page shows its input example."""
+    entity = {"name": "fraud", "entity_name": f"main.default.{CATALOG_MODEL}", "entity_version": "1"}
+    created = api.post(
+        "/api/2.0/serving-endpoints", json={"name": CATALOG, "config": {"served_entities": [entity]}}
+    )
+    assert created.status_code == 200, created.text
+    page.goto(f"/ui/#/endpoints/{CATALOG}")
+    page.wait_for_selector(READY, timeout=120_000)
+    page.wait_for_selector("#snippet")
+    curl = page.locator("#snippet").inner_text()
+    body = json.dumps(
+        {"dataframe_split": {"columns": COLUMNS, "data": example_rows()}}, separators=(",", ":")
+    )
+    assert f"-d '{body}'" in curl, curl
+    assert 'curl -s -H "Authorization: Bearer $MODELPORT_TOKEN"' in curl, curl
+    assert f"$MODELPORT_HOST/serving-endpoints/{CATALOG}/invocations" in curl, curl
+    assert "DATABRICKS_TOKEN" not in curl
+
+    page.click("nav >> text=Playground")
+    page.click("#tab-custom")
+    page.select_option("#pg-custom-endpoint", CATALOG)
+    page.wait_for_selector("#col-f3")
+    about = page.locator("#pg-custom-about").inner_text()
+    assert about.startswith(f"Model '{CATALOG_MODEL}' version 1."), about
+    assert page.locator("label[for='col-f0']").inner_text() == "f0 (double)"
+    first = example_rows()[0]
+    assert [page.input_value(f"#col-{c}") for c in COLUMNS] == [str(v) for v in first]
+    page.click("#pg-predict")
+    page.locator("#predictions-table td.prediction").first.wait_for()
+    row = page.locator("#predictions-table tbody tr").first.locator("td").all_inner_texts()
+    assert row == [*(str(v) for v in first), "1"]  # the label is f0 > 0.5
+    assert page.locator("#pg-custom-form .error, #pg-predictions .error").count() == 0
+
+
+def test_system_endpoint_offers_only_what_it_allows(page: Any) -> None:
+    page.goto(f"/ui/#/endpoints/{SYSTEM}")
+    notice = page.locator("#system-endpoint")
+    notice.wait_for()
+    assert "managed by modelport" in notice.inner_text()
+    assert sorted(principals(page)) == ["admins group", "users group"]  # admins once, not twice
+    for name in ("Save traffic", "Validate and update", "Grant", f"Delete {SYSTEM}", "Cancel update"):
+        assert page.get_by_role("button", name=name).count() == 0, name
+    assert page.get_by_text("Edit the whole config").count() == 0
+    assert page.get_by_role("heading", name="Delete").count() == 0
+    assert page.get_by_text("Edit the AI gateway (JSON)").count() == 1  # its AI gateway may change
+    assert_accessible(page)
+    screenshot(page, "system-endpoint")
+
+
+def test_permissions_list_each_principal_once(page: Any, api: httpx.Client) -> None:
+    endpoint_id = api.get(f"/api/2.0/serving-endpoints/{CATALOG}").json()["id"]
+    grant = {"access_control_list": [{"group_name": "admins", "permission_level": "CAN_MANAGE"}]}
+    assert api.patch(f"/api/2.0/permissions/serving-endpoints/{endpoint_id}", json=grant).status_code == 200
+    page.goto(f"/ui/#/endpoints/{CATALOG}")
+    listed = principals(page)
+    assert len(listed) == len(set(listed)) == 2 and "admins group" in listed, listed
+    admins = page.locator("#permissions tbody tr", has_text="admins group").locator("td").nth(1)
+    assert admins.inner_text() == "CAN_MANAGE, CAN_MANAGE (inherited)"
+    assert page.get_by_role("button", name="Grant").count() == 1  # not a system endpoint
 
 
 def test_no_script_errors(page_errors: list[str]) -> None:

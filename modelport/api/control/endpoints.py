@@ -11,7 +11,7 @@ from starlette.routing import Route
 from modelport.api.body import json_object, parse, validate
 from modelport.api.responses import json_response, text_response
 from modelport.api.services import caller_of, services_of
-from modelport.control.openapi import endpoint_openapi
+from modelport.control.openapi import endpoint_openapi, served_model_inputs
 from modelport.spec.endpoint import (
     AiGatewayConfig,
     CreateEndpoint,
@@ -158,8 +158,9 @@ async def endpoint_openapi_route(request: Request) -> Response:
     caller = caller_of(request)
     services = services_of(request)
     endpoint, config = await run_in_threadpool(services.endpoints.snapshot, caller, _name(request))
+    models = await run_in_threadpool(served_model_inputs, services.registry, config)
     server = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-    doc = endpoint_openapi(endpoint, config, server)
+    doc = endpoint_openapi(endpoint, config, server, models)
     return Response(orjson.dumps(doc, option=orjson.OPT_INDENT_2), media_type="application/json")
 
 

@@ -407,6 +407,13 @@ export function validateConfig(cfg) {
   return problems;
 }
 
+/** What the page offers to change. A system endpoint (the server marks it `modelport_system`)
+ * refuses config updates, permission changes and deletion; its AI gateway and tags may change. */
+function allowed(detail) {
+  const manage = detail.permission_level === "CAN_MANAGE";
+  return { manage, reconfigure: manage && !detail.modelport_system };
+}
+
 async function endpointPage(name) {
   const main = currentView;
   document.title = `${name} · modelport`;
@@ -418,19 +425,21 @@ async function endpointPage(name) {
   const gatewayBox = h("div");
   let lastVersionKey = "";
   let updateLogs = () => {};
+  let updateSnippets = () => {};
 
   const drawHeader = () => {
     header.replaceChildren(
       h("p", {}, h("a", { href: "#/endpoints" }, "← Endpoints")),
       h("h1", {}, name, " ", stateBadge(detail)),
-      h("p", { class: "muted" }, `Creator ${detail.creator || "–"} · last update ${fmtTime(detail.last_updated_timestamp)} · your permission ${detail.permission_level || "–"}${detail.task ? ` · task ${detail.task}` : ""}`));
+      h("p", { class: "muted" }, `Creator ${detail.creator || "–"} · last update ${fmtTime(detail.last_updated_timestamp)} · your permission ${detail.permission_level || "–"}${detail.task ? ` · task ${detail.task}` : ""}`),
+      detail.modelport_system ? h("p", { class: "notice", id: "system-endpoint" }, "A system endpoint, managed by modelport: its configuration, permissions and existence cannot be changed. To configure this model, create an endpoint of your own that serves it.") : "");
   };
   const drawProgress = () => {
     progress.replaceChildren();
     const st = detail.state || {};
     const pend = detail.pending_config;
     if (st.config_update === "IN_PROGRESS") {
-      const cancel = h("button", { type: "button", class: "danger", id: "cancel-update" }, "Cancel update");
+      const cancel = allowed(detail).reconfigure ? h("button", { type: "button", class: "danger", id: "cancel-update" }, "Cancel update") : h("span");
       cancel.addEventListener("click", async () => {
         cancel.disabled = true;
         try { await api(`${url}/cancel-update`, { method: "POST", body: {} }); toast("Update canceled"); await refresh(); } catch (e) { progress.append(errorBox(e)); cancel.disabled = false; }
@@ -455,6 +464,7 @@ async function endpointPage(name) {
       drawConfig(configBox, detail, url, refresh);
       drawGateway(gatewayBox, detail, url, refresh);
       updateLogs(detail);
+      updateSnippets();
     }
   };
   drawHeader();
@@ -464,20 +474,20 @@ async function endpointPage(name) {
   const openapi = h("section", { class: "card", "aria-labelledby": "openapi-title" }, h("h2", { id: "openapi-title" }, "OpenAPI"));
   const snippets = h("section", { class: "card", "aria-labelledby": "snip-title" }, h("h2", { id: "snip-title" }, "Query this endpoint"));
   const perms = h("section", { class: "card", "aria-labelledby": "perm-title" }, h("h2", { id: "perm-title" }, "Permissions"));
-  const danger = h("section", { class: "card" }, h("h2", {}, "Delete"));
+  const danger = h("section", { class: "card", "aria-labelledby": "delete-title" }, h("h2", { id: "delete-title" }, "Delete"));
   main.append(header, progress,
     h("section", { class: "card", "aria-labelledby": "cfg-title" }, h("h2", { id: "cfg-title" }, "Configuration"), configBox),
     charts,
     h("div", { class: "grid2" }, logs, snippets),
     h("section", { class: "card", "aria-labelledby": "gw-title" }, h("h2", { id: "gw-title" }, "AI gateway"), gatewayBox),
-    perms, openapi, danger);
+    perms, openapi, allowed(detail).reconfigure ? danger : "");
   lastVersionKey = `${(detail.config || {}).config_version}/${detail.state.config_update}`;
   drawConfig(configBox, detail, url, refresh);
   drawGateway(gatewayBox, detail, url, refresh);
   setupCharts(charts, url);
   updateLogs = setupLogs(logs, detail, url);
   setupOpenapi(openapi, url);
-  setupSnippets(snippets, detail);
+  updateSnippets = setupSnippets(snippets, detail, url);
   setupPermissions(perms, detail);
   const del = h("button", { type: "button", class: "danger", id: "delete-endpoint" }, `Delete ${name}`);
   del.addEventListener("click", async () => {
@@ -498,16 +508,17 @@ function drawConfig(box, detail, url, refresh) {
   const current = {};
   for (const r of cfg.traffic_config.routes) current[r.served_entity_name] = r.traffic_percentage;
   const inputs = {};
+  const editable = allowed(detail).reconfigure;
   const tbody = h("tbody", {}, served.map((e) => {
     const inp = h("input", { type: "number", min: 0, max: 100, step: 1, value: current[e.name] ?? 0, id: uid("traffic"), "data-entity": e.name, style: "max-width:110px" });
-    inputs[e.name] = inp;
+    if (editable) inputs[e.name] = inp;
     const st = e.state || {};
     return h("tr", {},
       h("td", { "data-label": "Served entity" }, h("strong", {}, e.name)),
       h("td", { "data-label": "Model" }, entityDesc(e)),
       h("td", { "data-label": "Size" }, [e.workload_size, e.scale_to_zero_enabled ? "scale to zero" : ""].filter(Boolean).join(", ") || "–"),
       h("td", { "data-label": "Deployment" }, st.deployment || "–", st.deployment_state_message && st.deployment_state_message !== "Ready" ? h("div", { class: "muted" }, st.deployment_state_message) : null),
-      h("td", { "data-label": "Traffic %" }, h("label", { for: inp.id, class: "sr-only" }, `Traffic for ${e.name} (%)`), inp));
+      h("td", { "data-label": "Traffic %" }, editable ? [h("label", { for: inp.id, class: "sr-only" }, `Traffic for ${e.name} (%)`), inp] : `${current[e.name] ?? (served.length === 1 ? 100 : 0)}%`));
   }));
   const totalOut = h("span", { class: "muted", id: "traffic-total" });
   const sumTraffic = () => Object.values(inputs).reduce((a, i) => a + Number(i.value || 0), 0);
@@ -550,9 +561,13 @@ function drawConfig(box, detail, url, refresh) {
   });
   const busy = detail.state.config_update === "IN_PROGRESS";
   if (busy) { saveTraffic.disabled = true; saveJson.disabled = true; }
-  box.append(
-    h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "served-entities" },
-      h("thead", {}, h("tr", {}, ["Served entity", "Model", "Size", "Deployment", "Traffic %"].map((t) => h("th", { scope: "col" }, t)))), tbody)),
+  const table = h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "served-entities" },
+    h("thead", {}, h("tr", {}, ["Served entity", "Model", "Size", "Deployment", "Traffic %"].map((t) => h("th", { scope: "col" }, t)))), tbody));
+  if (!editable) {
+    box.append(table);
+    return;
+  }
+  box.append(table,
     h("div", { class: "actions" }, totalOut, saveTraffic),
     h("details", { id: "config-editor" }, h("summary", {}, "Edit the whole config (JSON: served_entities and traffic_config)"),
       h("label", { for: text.id }, "Config JSON"), text, h("div", { class: "actions" }, saveJson)),
@@ -580,7 +595,7 @@ function drawGateway(box, detail, url, refresh) {
   if ((gw.fallback_config || {}).enabled) summary.push(h("li", {}, "Fallbacks on"));
   box.replaceChildren(
     summary.length ? h("ul", {}, summary) : h("p", { class: "muted" }, "No AI gateway features are enabled."),
-    h("details", {}, h("summary", {}, "Edit the AI gateway (JSON)"), h("label", { for: text.id }, "AI gateway JSON"), text, h("div", { class: "actions" }, save)),
+    allowed(detail).manage ? h("details", {}, h("summary", {}, "Edit the AI gateway (JSON)"), h("label", { for: text.id }, "AI gateway JSON"), text, h("div", { class: "actions" }, save)) : "",
     err);
 }
 
@@ -761,62 +776,158 @@ function setupOpenapi(section, url) {
   section.append(h("p", { class: "muted" }, "OpenAPI 3.1 description of this endpoint's query routes."), btn, out);
 }
 
-function sampleRecord(signature) {
-  if (!Array.isArray(signature) || !signature.every((c) => c.name)) return { feature: 1.0 };
-  const sample = { double: 0.5, float: 0.5, long: 1, integer: 1, boolean: true, string: "text" };
-  return Object.fromEntries(signature.map((c) => [c.name, sample[c.type] ?? "value"]));
+// ----- the endpoint's OpenAPI document: what a query looks like -----
+
+/** The request of `POST /serving-endpoints/{name}/invocations` in the endpoint's OpenAPI
+ * document: its schema, its example body, what the server says about the model, the task. */
+export function invocationRequest(doc, name) {
+  const op = ((doc.paths || {})[`/serving-endpoints/${name}/invocations`] || {}).post || {};
+  const media = ((op.requestBody || {}).content || {})["application/json"] || {};
+  return { schema: media.schema || {}, example: media.example ?? null, about: op.description || "", task: doc["x-modelport-task"] || null };
 }
 
-async function setupSnippets(section, detail) {
-  let signature = null;
-  const custom = entitiesOf(detail).find((e) => e.entity_name && !e.foundation_model && !e.entity_name.startsWith("system.ai."));
-  if (custom && !taskOf(detail)) { try { signature = await modelSignature(custom); } catch { /* placeholder columns */ } }
-  const host = location.origin;
-  const name = detail.name;
-  const task = taskOf(detail);
-  let body, sdkArgs;
-  if (task === "llm/v1/chat") {
-    body = { messages: [{ role: "user", content: "Hello!" }], max_tokens: 64 };
-    sdkArgs = `messages=[ChatMessage(role=ChatMessageRole.USER, content="Hello!")],\n    max_tokens=64,`;
-  } else if (task === "llm/v1/embeddings") {
-    body = { input: ["Hello!"] };
-    sdkArgs = `input=["Hello!"],`;
-  } else if (task === "llm/v1/completions") {
-    body = { prompt: "Hello!", max_tokens: 64 };
-    sdkArgs = `prompt="Hello!",\n    max_tokens=64,`;
-  } else {
-    const rec = sampleRecord(signature);
-    body = { dataframe_records: [rec] };
-    sdkArgs = `dataframe_records=[${JSON.stringify(rec).replace(/,"/g, ', "').replace(/":/g, '": ')}],`;
+/** The rows of a dataframe request body as records; null for other bodies. */
+export function recordsOf(body) {
+  if (!body || typeof body !== "object") return null;
+  if (Array.isArray(body.dataframe_records)) return body.dataframe_records;
+  const split = body.dataframe_split;
+  if (split && Array.isArray(split.columns) && Array.isArray(split.data)) {
+    return split.data.map((row) => Object.fromEntries(split.columns.map((c, i) => [c, row[i]])));
   }
-  const curl = `curl -X POST ${host}/serving-endpoints/${name}/invocations \\\n  -H "Authorization: Bearer $DATABRICKS_TOKEN" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body)}'`;
-  const imports = task === "llm/v1/chat" ? "from databricks.sdk.service.serving import ChatMessage, ChatMessageRole\n" : "";
-  const sdk = `# DATABRICKS_HOST=${host} DATABRICKS_TOKEN=...\nfrom databricks.sdk import WorkspaceClient\n${imports}\nw = WorkspaceClient()\nresponse = w.serving_endpoints.query(\n    name="${name}",\n    ${sdkArgs}\n)\nprint(response)`;
-  const snippets = [["curl", curl], ["Python (databricks-sdk)", sdk]];
-  if (task && task.startsWith("llm/")) {
-    const call = task === "llm/v1/chat" ? `client.chat.completions.create(\n    model="${name}",\n    messages=[{"role": "user", "content": "Hello!"}],\n    max_tokens=64,\n)`
-      : task === "llm/v1/embeddings" ? `client.embeddings.create(model="${name}", input=["Hello!"])`
-        : `client.completions.create(model="${name}", prompt="Hello!", max_tokens=64)`;
-    snippets.push(["Python (openai)", `import os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${host}/serving-endpoints", api_key=os.environ["DATABRICKS_TOKEN"])\nresponse = ${call}\nprint(response)`]);
+  const isRecord = (r) => r && typeof r === "object" && !Array.isArray(r);
+  if (Array.isArray(body.instances) && body.instances.length && body.instances.every(isRecord)) return body.instances;
+  return null;
+}
+
+function columnKind(s) {
+  if (s.type === "number" || s.type === "integer") return "number";
+  if (s.type === "boolean" || s.type === "string") return s.type;
+  return "json";
+}
+
+/** The columns of a custom model's form: the signature's (from the request schema), else the
+ * keys of the input example's first record; null when neither names any column. */
+export function formColumns(schema, example) {
+  const record = ((schema.properties || {}).dataframe_records || {}).items || {};
+  if (record.properties && Object.keys(record.properties).length) {
+    const required = new Set(record.required || []);
+    return Object.entries(record.properties).map(([name, s]) => ({
+      name, kind: columnKind(s), integer: s.type === "integer", label: s.format || s.type || "any", required: required.has(name),
+    }));
   }
-  const tabs = h("div", { class: "tabs", role: "tablist", "aria-label": "Snippet language" });
-  const pre = h("pre", { id: "snippet", tabindex: "0", role: "tabpanel" });
-  const buttons = snippets.map(([label, code], i) => {
-    const b = h("button", { type: "button", role: "tab", "aria-selected": i === 0 ? "true" : "false", "data-snippet": label }, label);
-    b.addEventListener("click", () => {
-      buttons.forEach((x) => x.setAttribute("aria-selected", x === b ? "true" : "false"));
-      pre.textContent = code;
+  const first = (recordsOf(example) || [])[0];
+  if (!first || typeof first !== "object" || !Object.keys(first).length) return null;
+  return Object.entries(first).map(([name, v]) => {
+    const kind = typeof v === "number" ? "number" : typeof v === "boolean" ? "boolean" : typeof v === "string" ? "string" : "json";
+    return { name, kind, integer: false, label: kind === "json" ? "JSON" : kind, required: true };
+  });
+}
+
+/** A body to show when the model saved no input example: one record of placeholder values
+ * in the signature's columns, or null when the signature names none. */
+function sampleBody(schema) {
+  const cols = formColumns(schema, null);
+  if (!cols) return null;
+  const sample = { number: 0.5, boolean: true, string: "text" };
+  return { dataframe_records: [Object.fromEntries(cols.map((c) => [c.name, c.integer ? 1 : sample[c.kind] ?? null]))] };
+}
+
+/** A JSON value as a Python literal. */
+export function pyLiteral(v) {
+  if (v === null || v === undefined) return "None";
+  if (v === true) return "True";
+  if (v === false) return "False";
+  if (typeof v === "number") return Number.isFinite(v) ? JSON.stringify(v) : "None";
+  if (typeof v === "string") return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(pyLiteral).join(", ")}]`;
+  return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${pyLiteral(x)}`).join(", ")}}`;
+}
+
+const kwargs = (args) => args.map((a) => `    ${a},`).join("\n");
+
+/** The snippets of an endpoint, built from the request of its OpenAPI document, with the
+ * README's variables: MODELPORT_HOST and MODELPORT_TOKEN. Returns [[label, code], ...]. */
+export function snippetsFor(name, req, origin) {
+  const task = req.task;
+  let body = req.example ?? sampleBody(req.schema);
+  const missing = body === null
+    ? "# The model has no signature or input example: put its input in the body.\n" : "";
+  if (body === null) body = { dataframe_records: [] };
+  const env = `# export MODELPORT_HOST=${origin} MODELPORT_TOKEN=<your access token>\n`;
+  const curl = `${env}${missing}curl -s -H "Authorization: Bearer $MODELPORT_TOKEN" -H "Content-Type: application/json" \\\n` +
+    `  $MODELPORT_HOST/serving-endpoints/${name}/invocations \\\n  -d '${JSON.stringify(body).replace(/'/g, "'\\''")}'`;
+
+  const imports = [];
+  const sdkArgs = [`name=${JSON.stringify(name)}`];
+  const notes = [];
+  for (const [k, v] of Object.entries(body)) {
+    if (k === "messages" && Array.isArray(v)) {
+      imports.push("ChatMessage", "ChatMessageRole");
+      sdkArgs.push(`messages=[${v.map((m) => `ChatMessage(role=ChatMessageRole.${String(m.role).toUpperCase()}, content=${pyLiteral(m.content)})`).join(", ")}]`);
+    } else if (k === "dataframe_split" && v && typeof v === "object") {
+      imports.push("DataframeSplitInput");
+      sdkArgs.push(`dataframe_split=DataframeSplitInput(${Object.entries(v).map(([sk, sv]) => `${sk}=${pyLiteral(sv)}`).join(", ")})`);
+    } else if (k === "params") {
+      notes.push("# query() has no params argument: send them with requests (see that snippet).");
+    } else sdkArgs.push(`${k}=${pyLiteral(v)}`);
+  }
+  const sdk = `${env}${missing}import os\n\nfrom databricks.sdk import WorkspaceClient\n` +
+    (imports.length ? `from databricks.sdk.service.serving import ${imports.join(", ")}\n` : "") +
+    `\nw = WorkspaceClient(host=os.environ["MODELPORT_HOST"], token=os.environ["MODELPORT_TOKEN"])\n${notes.join("\n")}${notes.length ? "\n" : ""}` +
+    `response = w.serving_endpoints.query(\n${kwargs(sdkArgs)}\n)\nprint(response)`;
+  const requests = `${env}${missing}import os\n\nimport requests\n\nresponse = requests.post(\n` +
+    `    f"{os.environ['MODELPORT_HOST']}/serving-endpoints/${name}/invocations",\n` +
+    `    headers={"Authorization": f"Bearer {os.environ['MODELPORT_TOKEN']}"},\n    json=${pyLiteral(body)},\n)\nprint(response.json())`;
+  const snippets = [["curl", curl], ["Python (databricks-sdk)", sdk], ["Python (requests)", requests]];
+  const call = { "llm/v1/chat": "chat.completions", "llm/v1/completions": "completions", "llm/v1/embeddings": "embeddings" }[task];
+  if (call) {
+    const args = [`model=${JSON.stringify(name)}`, ...Object.entries(body).map(([k, v]) => `${k}=${pyLiteral(v)}`)];
+    snippets.push(["Python (openai)", `${env}import os\n\nfrom openai import OpenAI\n\n` +
+      `client = OpenAI(base_url=os.environ["MODELPORT_HOST"] + "/serving-endpoints", api_key=os.environ["MODELPORT_TOKEN"])\n` +
+      `response = client.${call}.create(\n${kwargs(args)}\n)\nprint(response)`]);
+  }
+  return snippets;
+}
+
+/** The snippets section; returns a function that draws it again (after a config update: the
+ * served model, so its example, may have changed). */
+function setupSnippets(section, detail, url) {
+  const box = h("div");
+  section.append(box);
+  let drawn = 0;
+  const draw = async () => {
+    const mine = ++drawn;
+    let req;
+    try { req = invocationRequest(await api(`${url}/openapi`), detail.name); } catch (e) {
+      if (mine === drawn) box.replaceChildren(errorBox(e));
+      return;
+    }
+    if (mine !== drawn) return;
+    const snippets = snippetsFor(detail.name, req, location.origin);
+    const shown = box.querySelector("[data-snippet][aria-selected=true]");
+    const tabs = h("div", { class: "tabs", role: "tablist", "aria-label": "Snippet language" });
+    const pre = h("pre", { id: "snippet", tabindex: "0", role: "tabpanel" });
+    const buttons = snippets.map(([label, code]) => {
+      const b = h("button", { type: "button", role: "tab", "aria-selected": "false", "data-snippet": label }, label);
+      b.addEventListener("click", () => {
+        buttons.forEach((x) => x.setAttribute("aria-selected", x === b ? "true" : "false"));
+        pre.textContent = code;
+      });
+      return b;
     });
-    return b;
-  });
-  tabs.append(...buttons);
-  arrowTabs(buttons);
-  pre.textContent = snippets[0][1];
-  const copy = h("button", { type: "button", class: "secondary" }, "Copy");
-  copy.addEventListener("click", async () => {
-    try { await navigator.clipboard.writeText(pre.textContent); toast("Copied"); } catch { toast("Copy failed: select the text instead"); }
-  });
-  section.append(tabs, pre, copy);
+    tabs.append(...buttons);
+    arrowTabs(buttons);
+    const i = Math.max(0, snippets.findIndex(([label]) => shown && label === shown.dataset.snippet));
+    buttons[i].setAttribute("aria-selected", "true");
+    pre.textContent = snippets[i][1];
+    const copy = h("button", { type: "button", class: "secondary" }, "Copy");
+    copy.addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText(pre.textContent); toast("Copied"); } catch { toast("Copy failed: select the text instead"); }
+    });
+    box.replaceChildren(req.about ? h("p", { class: "muted", id: "snippet-about" }, req.about) : "", tabs, pre, copy);
+  };
+  draw();
+  return draw;
 }
 
 async function setupPermissions(section, detail) {
@@ -847,7 +958,7 @@ async function setupPermissions(section, detail) {
   });
   section.append(
     h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "permissions" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Principal"), h("th", { scope: "col" }, "Permission"))), body)),
-    h("div", { class: "row" }, field("Principal type", kind).wrap, field("Principal", who).wrap, field("Permission", level).wrap, h("div", { style: "flex:0" }, add)),
+    allowed(detail).reconfigure ? h("div", { class: "row" }, field("Principal type", kind).wrap, field("Principal", who).wrap, field("Permission", level).wrap, h("div", { style: "flex:0" }, add)) : "",
     err);
   await load();
 }
@@ -1215,94 +1326,95 @@ async function streamChat(name, messages, params, log) {
   }
 }
 
-// ----- custom models: a form from the model signature -----
+// ----- custom models: a form from the endpoint's OpenAPI document -----
 
-/** Read the signature's inputs from the model version's MLmodel file (the registry's artifact proxy). */
-async function modelSignature(entity) {
-  const uri = (await api(`/api/2.0/mlflow/model-versions/get-download-uri?name=${enc(entity.entity_name)}&version=${enc(entity.entity_version)}`)).artifact_uri || "";
-  if (!uri.startsWith("mlflow-artifacts:")) return null;
-  const path = uri.replace(/^mlflow-artifacts:\/?/, "").replace(/\/$/, "");
-  const text = await apiText(`/api/2.0/mlflow-artifacts/artifacts/${path}/MLmodel`);
-  return parseSignature(text);
-}
-
-/** The `signature.inputs` JSON of an MLmodel YAML (a quoted scalar, maybe folded over lines). */
-export function parseSignature(yaml) {
-  const lines = yaml.split("\n");
-  const start = lines.findIndex((l) => /^signature:\s*$/.test(l));
-  if (start < 0) return null;
-  for (let i = start + 1; i < lines.length && /^\s/.test(lines[i]); i++) {
-    const m = lines[i].match(/^\s+inputs:\s*(.*)$/);
-    if (!m) continue;
-    const indent = lines[i].match(/^\s*/)[0].length;
-    let v = m[1].trim();
-    for (let j = i + 1; j < lines.length && lines[j].match(/^\s*/)[0].length > indent; j++) v += " " + lines[j].trim();
-    const q = v[0];
-    if (q === "'") v = v.slice(1, -1).replace(/''/g, "'");
-    else if (q === '"') v = JSON.parse(v);
-    return JSON.parse(v);
-  }
-  return null;
-}
-
+/** Read the endpoint's OpenAPI document (the server resolved the model, whatever form its
+ * entity name takes, and read its signature and input example) and build the form from it. */
 function customPlayground(panel, customEps) {
   const sel = select([["", "Choose an endpoint"], ...customEps.map((e) => e.name)], customEps[0] ? customEps[0].name : "");
   sel.id = "pg-custom-endpoint";
-  const formBox = h("div");
+  const formBox = h("div", { "aria-live": "polite" });
   const result = h("div", { id: "pg-predictions", "aria-live": "polite" });
   panel.append(h("section", { class: "card" }, field("Custom-model endpoint", sel).wrap, formBox), result);
+  let loading = 0;
   const load = async () => {
+    const mine = ++loading; // a slow answer for an endpoint chosen before must not draw over this one
     formBox.replaceChildren();
     result.replaceChildren();
-    const ep = customEps.find((e) => e.name === sel.value);
-    if (!ep) return;
-    const entity = entitiesOf(ep).find((e) => e.entity_name);
-    let sig = null;
-    let sigErr = null;
-    if (entity) { try { sig = await modelSignature(entity); } catch (e) { sigErr = e; } }
-    const form = h("form", { id: "pg-custom-form" });
-    let readRecords;
-    if (sig && Array.isArray(sig) && sig.every((c) => c.name)) {
-      const inputs = sig.map((c) => {
-        const numeric = ["double", "float", "long", "integer"].includes(c.type);
-        const inp = c.type === "boolean" ? h("input", { type: "checkbox", id: `col-${c.name}` })
-          : h("input", { type: numeric ? "number" : "text", step: numeric ? "any" : undefined, id: `col-${c.name}`, required: c.required !== false, "data-column": c.name });
-        return [c, inp];
-      });
-      form.append(h("p", { class: "muted" }, "Inputs from the model signature."),
-        h("div", { class: "row" }, inputs.map(([c, inp]) => field(`${c.name} (${c.type}${c.required === false ? ", optional" : ""})`, inp).wrap)));
-      readRecords = () => {
-        const rec = {};
-        for (const [c, inp] of inputs) {
-          if (c.type === "boolean") rec[c.name] = inp.checked;
-          else if (inp.value === "") { if (c.required !== false) throw new Error(`Fill in ${c.name}.`); }
-          else rec[c.name] = ["double", "float", "long", "integer"].includes(c.type) ? Number(inp.value) : inp.value;
-        }
-        return [rec];
-      };
-    } else {
-      const ta = h("textarea", { id: "pg-custom-json", rows: 6 });
-      ta.value = '[{"feature": 1.0}]';
-      form.append(h("p", { class: "muted" }, sigErr ? `The model signature could not be read (${sigErr.message}); type the records as JSON.` : "This model has no column signature: type the records (dataframe_records) as JSON."),
-        field("Records (JSON array of objects)", ta).wrap);
-      readRecords = () => JSON.parse(ta.value);
+    const name = sel.value;
+    if (!name) return;
+    formBox.append(h("p", { class: "muted" }, "Loading the model's inputs…"));
+    let req;
+    try { req = invocationRequest(await api(`${EP}/${enc(name)}/openapi`), name); } catch (e) {
+      if (mine === loading) formBox.replaceChildren(errorBox(e));
+      return;
     }
-    form.append(h("div", { class: "actions" }, h("button", { type: "submit", id: "pg-predict" }, "Predict")));
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      result.replaceChildren();
-      try {
-        const records = readRecords();
-        const t0 = performance.now();
-        const res = await api(`/serving-endpoints/${enc(ep.name)}/invocations`, { method: "POST", body: { dataframe_records: records } });
-        const ms = performance.now() - t0;
-        result.append(h("section", { class: "card" }, h("h2", {}, "Predictions"), h("p", { class: "muted" }, `${ms.toFixed(0)} ms`), predictionsTable(records, res.predictions)));
-      } catch (e) { result.append(errorBox(e)); }
-    });
-    formBox.append(form);
+    if (mine === loading) formBox.replaceChildren(customForm(name, req, result));
   };
   sel.addEventListener("change", load);
   load();
+}
+
+function customForm(name, req, result) {
+  const form = h("form", { id: "pg-custom-form" });
+  if (req.about) form.append(h("p", { class: "muted", id: "pg-custom-about" }, req.about));
+  const columns = formColumns(req.schema, req.example);
+  const first = (recordsOf(req.example) || [])[0] || {};
+  let readBody;
+  if (columns) {
+    const inputs = columns.map((c) => {
+      const v = first[c.name];
+      const attrs = { id: `col-${c.name}`, "data-column": c.name };
+      let inp;
+      if (c.kind === "boolean") inp = h("input", { type: "checkbox", ...attrs, checked: v === true });
+      else if (c.kind === "number") inp = h("input", { type: "number", step: c.integer ? 1 : "any", required: c.required, ...attrs, value: typeof v === "number" ? String(v) : undefined });
+      else inp = h("input", { type: "text", required: c.required, ...attrs, value: v === undefined || v === null ? undefined : c.kind === "json" ? JSON.stringify(v) : String(v) });
+      return [c, inp];
+    });
+    const source = req.schema.properties && req.schema.properties.dataframe_records && (req.schema.properties.dataframe_records.items || {}).properties
+      ? (req.example ? "Columns of the model signature, filled in with its input example." : "Columns of the model signature.")
+      : "Columns of the model's input example.";
+    form.append(h("p", { class: "muted" }, source),
+      h("div", { class: "row" }, inputs.map(([c, inp]) => field(`${c.name} (${c.label}${c.required ? "" : ", optional"})`, inp).wrap)));
+    readBody = () => {
+      const rec = {};
+      for (const [c, inp] of inputs) {
+        if (c.kind === "boolean") rec[c.name] = inp.checked;
+        else if (inp.value === "") { if (c.required) throw new Error(`Fill in ${c.name}.`); }
+        else if (c.kind === "number") rec[c.name] = Number(inp.value);
+        else if (c.kind === "json") {
+          try { rec[c.name] = JSON.parse(inp.value); } catch { throw new Error(`${c.name} must be JSON.`); }
+        } else rec[c.name] = inp.value;
+      }
+      const body = { dataframe_records: [rec] };
+      if (req.example && req.example.params) body.params = req.example.params;
+      return body;
+    };
+  } else {
+    const ta = h("textarea", { id: "pg-custom-json", rows: 8, spellcheck: "false" });
+    if (req.example) ta.value = JSON.stringify(req.example, null, 2);
+    form.append(h("p", { class: "muted" }, req.example
+      ? "The model's input example as a request body: edit it, then predict."
+      : "There is no signature or input example to build a form from: type the request body (dataframe_records, dataframe_split, instances or inputs)."),
+    field("Request body (JSON)", ta).wrap);
+    readBody = () => {
+      if (!ta.value.trim()) throw new Error("Type the request body first.");
+      try { return JSON.parse(ta.value); } catch (e) { throw new Error(`The request body is not valid JSON (${e.message}).`); }
+    };
+  }
+  form.append(h("div", { class: "actions" }, h("button", { type: "submit", id: "pg-predict" }, "Predict")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    result.replaceChildren();
+    try {
+      const body = readBody();
+      const t0 = performance.now();
+      const res = await api(`/serving-endpoints/${enc(name)}/invocations`, { method: "POST", body });
+      const ms = performance.now() - t0;
+      result.append(h("section", { class: "card" }, h("h2", {}, "Predictions"), h("p", { class: "muted" }, `${ms.toFixed(0)} ms`), predictionsTable(recordsOf(body) || [], res.predictions)));
+    } catch (e) { result.append(errorBox(e)); }
+  });
+  return form;
 }
 
 function predictionsTable(records, preds) {
