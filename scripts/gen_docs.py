@@ -23,7 +23,8 @@ def cli_help() -> None:
     path = DOCS / "cli.md"
     text = path.read_text()
     runner = CliRunner()
-    for args in ([], ["endpoints"], ["tokens"], ["secrets"], ["tables"], ["usage"], ["serve"]):
+    groups = ["endpoints", "tokens", "secrets", "users", "groups", "service-principals", "tables"]
+    for args in ([], *([group] for group in groups), ["usage"], ["serve"]):
         title = " ".join(["modelport", *args, "--help"])
         out = runner.invoke(app, [*args, "--help"], prog_name="modelport", env={"COLUMNS": "100"}).stdout
         pattern = re.compile(r"(### `" + re.escape(title) + r"`\n\n```text\n)(.*?)(```)", re.S)

@@ -40,6 +40,7 @@ DEFAULT_HOST = "http://127.0.0.1:8080"
 PollCallback = Callable[[dict[str, Any], float], None]
 
 _FAILED_STATES = {"UPDATE_FAILED", "UPDATE_CANCELED"}
+_SCIM = "/api/2.0/preview/scim/v2"
 
 
 def _segment(value: str) -> str:
@@ -388,6 +389,51 @@ class ModelportClient:
         """Create a group whose members are given by user name or application id."""
         body = {"displayName": name, "members": [{"value": member} for member in members or []]}
         return dict(self._json("POST", "/api/2.0/preview/scim/v2/Groups", body))
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Every user: SCIM User objects (``id``, ``userName``, ``groups``, ...)."""
+        return self._scim_list("Users")
+
+    def list_service_principals(self) -> list[dict[str, Any]]:
+        """Every service principal: SCIM objects (``id``, ``applicationId``, ``displayName``, ...)."""
+        return self._scim_list("ServicePrincipals")
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        """Every group: SCIM Group objects (``id``, ``displayName``, ``members``)."""
+        return self._scim_list("Groups")
+
+    def delete_user(self, user_id: str) -> dict[str, Any]:
+        """Delete a user (admins only) by its id; returns ``{}``."""
+        return dict(self._json("DELETE", f"{_SCIM}/Users/{_segment(user_id)}"))
+
+    def delete_service_principal(self, principal_id: str) -> dict[str, Any]:
+        """Delete a service principal (admins only) by its id; returns ``{}``."""
+        return dict(self._json("DELETE", f"{_SCIM}/ServicePrincipals/{_segment(principal_id)}"))
+
+    def delete_group(self, group_id: str) -> dict[str, Any]:
+        """Delete a group (admins only) by its id; its members are not deleted. Returns ``{}``."""
+        return dict(self._json("DELETE", f"{_SCIM}/Groups/{_segment(group_id)}"))
+
+    def add_group_member(self, group_id: str, member: str) -> dict[str, Any]:
+        """Add a principal to a group (admins only); returns the group.
+
+        ``member`` is the principal's id or, on modelport, its name (user name, application
+        id or group name).
+        """
+        operation = {"op": "add", "path": "members", "value": [{"value": member}]}
+        return self._patch_group(group_id, operation)
+
+    def remove_group_member(self, group_id: str, member_id: str) -> dict[str, Any]:
+        """Remove a principal, given by id, from a group (admins only); returns the group."""
+        operation = {"op": "remove", "path": f'members[value eq "{member_id}"]'}
+        return self._patch_group(group_id, operation)
+
+    def _patch_group(self, group_id: str, operation: dict[str, Any]) -> dict[str, Any]:
+        body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [operation]}
+        return dict(self._json("PATCH", f"{_SCIM}/Groups/{_segment(group_id)}", body))
+
+    def _scim_list(self, resource: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"{_SCIM}/{resource}").get("Resources", []))
 
     def me(self) -> dict[str, Any]:
         """The principal the token belongs to."""

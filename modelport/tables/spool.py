@@ -19,8 +19,10 @@ A segment that holds rows for several tables may be half done (one table committ
 :meth:`Spool.mark_table_done` records the table in ``<seq>.done`` so that those rows are not written
 again. A line that does not parse (the torn tail of a write cut by a crash) is skipped and counted.
 
-One process owns a spool folder at a time (``flock`` on ``<dir>/LOCK``); segments left by an earlier run
-come back from :meth:`Spool.open` as pending segments with ``replayed=True``.
+One process owns a spool folder at a time (``flock`` on ``<dir>/LOCK``, which holds the owner's pid);
+segments left by an earlier run come back from :meth:`Spool.open` as pending segments with
+``replayed=True``. :func:`spool_in_use` and :func:`spool_holder` let a server that is about to start
+say that another one has the folder before it opens anything.
 """
 
 from __future__ import annotations
@@ -38,13 +40,42 @@ import orjson
 
 from modelport.errors import InvalidParameterValue, InvalidState
 
-__all__ = ["FsyncPolicy", "Segment", "SegmentContents", "Spool"]
+__all__ = ["FsyncPolicy", "Segment", "SegmentContents", "Spool", "spool_holder", "spool_in_use"]
 
 FsyncPolicy = Literal["never", "interval", "always"]
 
 _SEG = ".seg"
 _DONE = ".done"
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+_LOCK = "LOCK"
+
+
+def spool_in_use(directory: str | os.PathLike[str]) -> bool:
+    """Whether another process holds the spool folder ``directory`` now.
+
+    A probe (it takes the lock and releases it at once): the answer may be stale by the time the caller
+    acts on it, and :meth:`Spool.open` still refuses a folder that was taken in between.
+    """
+    try:
+        fd = os.open(Path(directory) / _LOCK, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the flock if it was taken
+    return False
+
+
+def spool_holder(directory: str | os.PathLike[str]) -> int | None:
+    """The pid the holder of the spool folder wrote in its lock file; None when it cannot be read."""
+    try:
+        text = (Path(directory) / _LOCK).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    return int(text) if text.isdigit() else None
 
 
 @dataclass(eq=False)
@@ -115,14 +146,16 @@ class Spool:
         if self._fd is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(
-            self.directory / "LOCK", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644
-        )
+        lock_fd = os.open(self.directory / _LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock_fd)
-            raise InvalidState(f"The spool folder {self.directory} is in use by another process.") from None
+            pid = spool_holder(self.directory)
+            holder = f"another process (pid {pid})" if pid else "another process"
+            raise InvalidState(f"The spool folder {self.directory} is in use by {holder}.") from None
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._lock_fd = lock_fd
         pending: list[Segment] = []
         for path in sorted(self.directory.glob("*" + _SEG)):

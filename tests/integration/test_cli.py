@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.serverproc import ADMIN_TOKEN, ServerProcess, free_port
 
 API = "/api/2.0/serving-endpoints"
 
@@ -211,3 +211,140 @@ def test_errors_print_one_line_and_exit_1(cli: Any, tmp_path: Path, iris_model: 
     unauthenticated = cli("endpoints", "list", token="dapi-wrong")
     failed(unauthenticated, "UNAUTHENTICATED")
     assert unauthenticated.stdout == ""
+
+
+def test_principal_commands_end_to_end(cli: Any) -> None:
+    user, robot, group = "cli-int-alice@example.com", "cli-int-ci-bot", "cli-int-scientists"
+
+    created = ok(cli("users", "create", user)).stdout.splitlines()
+    assert re.split(r"\s{2,}", created[0]) == ["NAME", "ID", "GROUPS"]
+    name, user_id, groups = re.split(r"\s{2,}", created[1])
+    assert (name, groups) == (user, "users") and user_id.isdigit()
+    robot_json = json.loads(ok(cli("service-principals", "create", robot, "-o", "json")).stdout)
+    assert (robot_json["applicationId"], robot_json["displayName"]) == (robot, robot)
+
+    made = ok(cli("groups", "create", group, "--member", user)).stdout.splitlines()
+    assert re.split(r"\s{2,}", made[1])[::2] == [group, user]
+    added = ok(cli("groups", "add-member", group, robot)).stdout.splitlines()
+    assert re.split(r"\s{2,}", added[1])[2] == f"{user}, {robot}"
+
+    [listed] = [u for u in json.loads(ok(cli("-o", "json", "users", "list")).stdout) if u["userName"] == user]
+    assert listed["id"] == user_id
+    assert sorted(g["display"] for g in listed["groups"]) == [group, "users"]
+    table = ok(cli("service-principals", "list")).stdout
+    assert re.search(rf"^{robot}\s+{robot_json['id']}\s+{group}, users$", table, re.M)
+
+    removed = json.loads(ok(cli("groups", "remove-member", group, robot, "-o", "json")).stdout)
+    assert [m["display"] for m in removed["members"]] == [user]
+    failed(cli("groups", "remove-member", group, robot), "RESOURCE_DOES_NOT_EXIST", f"'{robot}'")
+
+    # The user the CLI created can be given a token, and the token works (and is not an admin's).
+    token = json.loads(ok(cli("tokens", "create", "--for-user", user, "-o", "json")).stdout)["token_value"]
+    assert json.loads(ok(cli("-o", "json", "endpoints", "list", token=token)).stdout) == []
+    failed(cli("users", "create", "cli-int-mallory", token=token), "PERMISSION_DENIED", f"'{user}'")
+
+    assert ok(cli("groups", "delete", group)).stdout == f"Deleted group {group}.\n"
+    assert ok(cli("users", "delete", user)).stdout == f"Deleted user {user}.\n"
+    assert ok(cli("service-principals", "delete", robot, "-o", "json")).stdout == "{}\n"
+    failed(cli("users", "delete", user), "RESOURCE_DOES_NOT_EXIST", f"No user named '{user}' exists.")
+    failed(cli("endpoints", "list", token=token), "UNAUTHENTICATED")
+    remaining = ok(cli("-o", "json", "groups", "list")).stdout
+    assert group not in remaining and user not in remaining
+
+
+def test_version_and_the_root_output_option(cli: Any) -> None:
+    from importlib.metadata import version
+
+    assert ok(cli("--version")).stdout == f"modelport {version('modelport')}\n"
+    assert isinstance(json.loads(ok(cli("-o", "json", "tokens", "list")).stdout), list)
+    table = ok(cli("-o", "json", "tokens", "list", "-o", "table")).stdout
+    assert table.startswith("TOKEN_ID")
+
+
+def test_query_sends_a_file_of_records(cli: Any, tmp_path: Path, iris_model: str) -> None:
+    spec = {
+        "name": "cli-records",
+        "config": {"served_entities": [{"entity_name": "iris", "entity_version": "1"}]},
+    }
+    ok(cli("endpoints", "create", "-f", write(tmp_path / "ep.json", spec), "--wait"))
+    records = [{"f0": 0.9, "f1": 0.1, "f2": 0.1, "f3": 0.1}, {"f0": 0.1, "f1": 0.9, "f2": 0.9, "f3": 0.9}]
+    (tmp_path / "records.json").write_text(json.dumps(records))
+
+    answer = json.loads(
+        ok(cli("endpoints", "query", "cli-records", "-f", str(tmp_path / "records.json"))).stdout
+    )
+    inline = json.loads(ok(cli("endpoints", "query", "cli-records", "--json", json.dumps(records))).stdout)
+
+    assert answer == inline == {"predictions": [1, 0]}
+
+
+def test_get_secret_adds_a_newline_unless_raw(cli: Any) -> None:
+    ok(cli("secrets", "create-scope", "cli-int-scope"))
+    try:
+        ok(cli("secrets", "put-secret", "cli-int-scope", "k", "--string-value", "s3cret"))
+        assert ok(cli("secrets", "get-secret", "cli-int-scope", "k")).stdout == "s3cret\n"
+        assert ok(cli("secrets", "get-secret", "cli-int-scope", "k", "--raw")).stdout == "s3cret"
+    finally:
+        ok(cli("secrets", "delete-scope", "cli-int-scope"))
+
+
+def serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``modelport serve ARGS`` (expected to fail at once); a server that started is killed."""
+    env = {**os.environ, "MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN, "MODELPORT_SYSTEM_ENDPOINTS": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "modelport", "serve", "--log-format", "text", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_second_server_on_a_busy_data_dir_says_so_in_one_line(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    assert server.proc is not None
+    result = serve("--data-dir", str(server.data_dir), "--port", str(free_port()), cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"Error: RESOURCE_CONFLICT: the data directory {server.data_dir.resolve()} is in use by another "
+        f"modelport server (pid {server.proc.pid}); stop it or use another --data-dir.\n"
+    )
+    assert result.stdout == ""
+    assert httpx.get(f"{server.url}/ready", timeout=10).status_code == 200
+
+
+def test_a_busy_port_is_reported_in_one_line_before_anything_starts(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "unused"
+    result = serve("--data-dir", str(data_dir), "--port", str(server.port), cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"Error: RESOURCE_CONFLICT: port {server.port} on 127.0.0.1 is already in use; "
+        "stop what listens there or use another --port.\n"
+    )
+    assert result.stdout == ""
+    assert not data_dir.exists()
+
+
+def test_a_start_up_failure_ends_with_one_error_line_and_no_traceback(tmp_path: Path) -> None:
+    result = serve(
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--port",
+        str(free_port()),
+        "--store",
+        "postgresql://modelport@127.0.0.1:1/nowhere",
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("Error: INTERNAL_ERROR: the server failed to start: OperationalError: "), last
+    assert last.endswith("(--log-level debug logs the traceback)")
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [last]

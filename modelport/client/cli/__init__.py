@@ -1,1 +1,2 @@
-"""The ``modelport`` command line: one module per noun (endpoints, tokens) plus ``serve``."""
+"""The ``modelport`` command line: one module per noun (endpoints, tokens, secrets, principals,
+tables) plus ``serve``."""

@@ -287,11 +287,16 @@ def query(
 ) -> None:
     """Send one scoring request.
 
-    The response is printed as JSON whatever --output says.
+    The request is a JSON object, the body as the API takes it, or a list of records
+    ([{"col": 1}, ...]), sent as {"dataframe_records": [...]}. The response is printed as
+    JSON whatever --output says.
     """
     if (file is None) == (json_body is None):
         raise InvalidParameterValue("give the request with exactly one of -f FILE or --json TEXT")
-    body = read_document(file) if file is not None else parse_document(str(json_body), "--json")
+    if file is not None:
+        body = read_document(file, records=True)
+    else:
+        body = parse_document(str(json_body), "--json", records=True)
     with open_client(ctx, host, token) as client:
         typer.echo(render_json(client.query(name, body, served=served)))
 

@@ -174,20 +174,26 @@ def get_secret(
     ctx: typer.Context,
     scope: ScopeArg,
     key: KeyArg,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Print the value's bytes exactly, without the trailing newline."),
+    ] = False,
     host: HostOption = None,
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Print a secret's value (needs READ).
 
-    With -o json the value is printed base64-encoded, as the API sends it.
+    The value is followed by a newline, so that it reads well in a terminal; with --raw its
+    bytes are written exactly as stored (for binary values, or `> file`). With -o json the
+    value is printed base64-encoded, as the API sends it.
     """
     with open_client(ctx, host, token) as client:
         value = client.get_secret(scope, key)
     if output is OutputFormat.json:
         typer.echo(render_json({"key": key, "value": base64.b64encode(value).decode("ascii")}))
         return
-    sys.stdout.buffer.write(value)
+    sys.stdout.buffer.write(value if raw else value + b"\n")
     sys.stdout.buffer.flush()
 
 

@@ -7,19 +7,24 @@ points them at the fake server without patching anything.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
+import os
 import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from modelport.client.cli.main import app
+from modelport.client.sdk import ModelportClient
 from modelport.config import SETTINGS, Settings
+from modelport.tables.spool import Spool
 
 MakeEndpoint = Callable[..., dict[str, Any]]
 runner = CliRunner()
@@ -261,11 +266,55 @@ def test_query_needs_exactly_one_request_source(server: Any) -> None:
     )
 
 
-def test_query_rejects_a_json_option_that_is_not_an_object(server: Any) -> None:
+def test_query_rejects_a_json_option_that_is_neither_an_object_nor_records(server: Any) -> None:
     result = invoke(server, "endpoints", "query", "chat", "--json", "[1, 2]")
 
     assert result.exit_code == 1
-    assert result.stderr == "Error: INVALID_PARAMETER_VALUE: --json: expected a JSON object, got list\n"
+    assert result.stderr == (
+        "Error: INVALID_PARAMETER_VALUE: --json: expected a JSON object or a list of records (objects), "
+        "got a list holding int\n"
+    )
+    assert server.requests == []
+
+
+def test_query_sends_a_file_of_records_as_dataframe_records(server: Any, tmp_path: Path) -> None:
+    server.on("POST", "/serving-endpoints/iris/invocations", (200, {"predictions": [0, 1]}))
+    records = tmp_path / "records.json"
+    records.write_text('[{"a": 1}, {"a": 2}]')
+
+    result = invoke(server, "endpoints", "query", "iris", "-f", str(records))
+
+    assert result.exit_code == 0, result.output
+    assert server.body() == {"dataframe_records": [{"a": 1}, {"a": 2}]}
+    assert json.loads(result.stdout) == {"predictions": [0, 1]}
+
+
+def test_query_sends_json_records_and_keeps_objects_as_they_are(server: Any) -> None:
+    server.on("POST", "/serving-endpoints/iris/invocations", (200, {"predictions": [0]}))
+
+    invoke(server, "endpoints", "query", "iris", "--json", '[{"a": 1}]')
+    assert server.body() == {"dataframe_records": [{"a": 1}]}
+    invoke(server, "endpoints", "query", "iris", "--json", '{"inputs": [[1, 2]]}')
+    assert server.body() == {"inputs": [[1, 2]]}
+
+
+def test_query_reads_yaml_records_from_stdin(server: Any) -> None:
+    server.on("POST", "/serving-endpoints/iris/invocations", (200, {"predictions": [0]}))
+
+    result = invoke(server, "endpoints", "query", "iris", "-f", "-", input="- a: 1\n- a: 2\n")
+
+    assert result.exit_code == 0, result.output
+    assert server.body() == {"dataframe_records": [{"a": 1}, {"a": 2}]}
+
+
+def test_create_still_refuses_a_list(server: Any, tmp_path: Path) -> None:
+    spec = tmp_path / "list.json"
+    spec.write_text('[{"name": "e"}]')
+
+    result = invoke(server, "endpoints", "create", "-f", str(spec))
+
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: INVALID_PARAMETER_VALUE: {spec}: expected a JSON object, got list\n"
 
 
 def test_delete_confirms_in_table_mode(server: Any) -> None:
@@ -323,6 +372,82 @@ def test_permissions_look_up_the_id_and_print_a_table(server: Any, make_endpoint
         "admins     group              CAN_MANAGE (inherited)\n"
         "sp-1       service_principal  CAN_QUERY\n"
     )
+
+
+# ---- root options and error reporting -----------------------------------------------------
+def test_version_prints_the_package_version() -> None:
+    result = runner.invoke(app, ["--version"])
+
+    assert (result.exit_code, result.stdout) == (0, f"modelport {importlib.metadata.version('modelport')}\n")
+
+
+def test_root_output_option_applies_to_the_command(server: Any) -> None:
+    server.on("GET", "/api/2.0/serving-endpoints", (200, LIST_BODY))
+
+    result = invoke(server, "-o", "json", "endpoints", "list")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == LIST_BODY["endpoints"]
+
+
+def test_the_command_output_option_wins_over_the_root_one(server: Any) -> None:
+    server.on("GET", "/api/2.0/token/list", (200, {"token_infos": []}))
+
+    as_table = invoke(server, "--output", "JSON", "tokens", "list", "-o", "table")
+    as_json = invoke(server, "--output", "table", "tokens", "list", "-o", "json")
+
+    assert as_table.stdout == "TOKEN_ID  COMMENT  CREATED  EXPIRES\n"
+    assert as_json.stdout == "[]\n"
+
+
+def test_an_invalid_host_url_is_a_parameter_error(server: Any) -> None:
+    result = invoke(server, "endpoints", "list", "--host", "http://[::1")
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: INVALID_PARAMETER_VALUE: invalid server URL: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_http_failure_the_sdk_does_not_translate_is_one_line() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.DecodingError("bad gzip", request=request)
+
+    client = ModelportClient("http://modelport.test", "t", transport=httpx.MockTransport(broken))
+    result = runner.invoke(app, ["endpoints", "list"], obj=lambda host, token: client)
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: TEMPORARILY_UNAVAILABLE: the request to the server failed: DecodingError: bad gzip\n"
+    )
+
+
+def test_any_other_exception_is_one_line_without_a_traceback() -> None:
+    def factory(host: str | None, token: str | None) -> ModelportClient:
+        raise PermissionError(13, "Permission denied", "/home/me/.netrc")
+
+    result = runner.invoke(app, ["tokens", "list"], obj=factory)
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: INTERNAL_ERROR: PermissionError: [Errno 13] Permission denied: '/home/me/.netrc'\n"
+    )
+    assert result.exception is not None and not isinstance(result.exception, PermissionError)
+
+
+def test_a_closed_stdout_ends_the_command_quietly() -> None:
+    def factory(host: str | None, token: str | None) -> ModelportClient:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    result = runner.invoke(app, ["tokens", "list"], obj=factory)
+
+    assert (result.exit_code, result.stderr) == (1, "")
+
+
+def test_usage_errors_are_still_the_parsers(server: Any) -> None:
+    result = invoke(server, "users", "create")
+
+    assert result.exit_code == 2
+    assert "Missing argument 'NAME'" in result.stderr
 
 
 # ---- tokens -----------------------------------------------------------------------------
@@ -475,10 +600,30 @@ def test_serve_reports_a_bad_environment_value(
     assert fake_server_module == []
 
 
+def test_serve_reports_a_busy_data_directory_in_one_line(
+    fake_server_module: list[Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real server module this time: the check runs before uvicorn is started.
+    monkeypatch.delitem(sys.modules, "modelport.api.server")
+    holder = Spool(tmp_path / "spool")
+    holder.open()
+    try:
+        result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path)])
+    finally:
+        holder.close()
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: RESOURCE_CONFLICT: the data directory {tmp_path.resolve()} is in use by another "
+        f"modelport server (pid {os.getpid()}); stop it or use another --data-dir.\n"
+    )
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize(
     "args",
-    [[], ["endpoints"], ["tokens"], ["secrets"], ["serve"]],
-    ids=["root", "endpoints", "tokens", "secrets", "serve"],
+    [[], ["endpoints"], ["tokens"], ["secrets"], ["users"], ["groups"], ["service-principals"], ["serve"]],
+    ids=["root", "endpoints", "tokens", "secrets", "users", "groups", "service-principals", "serve"],
 )
 def test_docs_embed_the_current_help_output(args: list[str]) -> None:
     docs = (Path(__file__).parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")

@@ -66,13 +66,22 @@ def test_list_secrets_shows_keys_and_times_only(server: Any) -> None:
     assert server.calls() == [("GET", "/api/2.0/secrets/list?scope=llm")]
 
 
-def test_get_secret_prints_the_decoded_value(server: Any) -> None:
+def test_get_secret_prints_the_decoded_value_and_a_newline(server: Any) -> None:
     server.on("GET", "/api/2.0/secrets/get", (200, {"key": "k", "value": base64.b64encode(b"v").decode()}))
 
     result = invoke(server, "secrets", "get-secret", "my scope", "k")
 
-    assert result.stdout == "v"
+    assert result.stdout == "v\n"
     assert server.calls() == [("GET", "/api/2.0/secrets/get?scope=my+scope&key=k")]
+
+
+def test_get_secret_raw_writes_the_exact_bytes(server: Any) -> None:
+    blob = b"\x00\xffkey\n"
+    server.on("GET", "/api/2.0/secrets/get", (200, {"key": "k", "value": base64.b64encode(blob).decode()}))
+
+    result = invoke(server, "secrets", "get-secret", "s", "k", "--raw")
+
+    assert (result.exit_code, result.stdout_bytes) == (0, blob)
 
 
 def test_acls_table_and_put(server: Any) -> None:

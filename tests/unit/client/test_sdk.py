@@ -242,6 +242,24 @@ def test_names_are_percent_encoded_into_one_path_segment(server: Any) -> None:
             "/api/2.0/preview/scim/v2/Groups",
             {"displayName": "team", "members": [{"value": "carol"}, {"value": "sp-app-2"}]},
         ),
+        (
+            lambda c: c.add_group_member("12", "carol"),
+            "PATCH",
+            "/api/2.0/preview/scim/v2/Groups/12",
+            {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": "carol"}]}],
+            },
+        ),
+        (
+            lambda c: c.remove_group_member("12", "7"),
+            "PATCH",
+            "/api/2.0/preview/scim/v2/Groups/12",
+            {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "remove", "path": 'members[value eq "7"]'}],
+            },
+        ),
     ],
 )
 def test_each_method_sends_its_documented_request(
@@ -253,6 +271,34 @@ def test_each_method_sends_its_documented_request(
 
     assert server.calls() == [(method, path)]
     assert server.body() == body
+
+
+def test_principal_lists_are_the_scim_resources(server: Any) -> None:
+    for resource in ("Users", "ServicePrincipals", "Groups"):
+        listing = {"totalResults": 1, "Resources": [{"id": "3", "kind": resource}]}
+        server.on("GET", f"/api/2.0/preview/scim/v2/{resource}", (200, listing))
+    client = server.client()
+
+    assert client.list_users() == [{"id": "3", "kind": "Users"}]
+    assert client.list_service_principals() == [{"id": "3", "kind": "ServicePrincipals"}]
+    assert client.list_groups() == [{"id": "3", "kind": "Groups"}]
+
+
+@pytest.mark.parametrize(
+    ("call", "path"),
+    [
+        (lambda c: c.delete_user("3"), "/api/2.0/preview/scim/v2/Users/3"),
+        (lambda c: c.delete_service_principal("4"), "/api/2.0/preview/scim/v2/ServicePrincipals/4"),
+        (lambda c: c.delete_group("a/b"), "/api/2.0/preview/scim/v2/Groups/a%2Fb"),
+    ],
+)
+def test_principal_deletes_take_an_id_and_accept_no_content(
+    server: Any, call: Callable[[ModelportClient], Any], path: str
+) -> None:
+    server.on("DELETE", path, (204, ""))
+
+    assert call(server.client()) == {}
+    assert server.calls() == [("DELETE", path)]
 
 
 @pytest.mark.parametrize(
