@@ -23,6 +23,10 @@ __all__ = ["ENV_MANAGERS", "SETTINGS", "SettingSpec", "Settings", "env_value"]
 ENV_MANAGERS = ("local", "uv")
 
 
+#: Name ending of the provider base URL settings.
+_BASE_URL = "_base_url"
+
+
 def _opt(default: Any, help: str, *, flag: bool = True, secret: bool = False, env: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "flag": flag, "secret": secret, "env": env})
 
@@ -131,6 +135,68 @@ class Settings:
         "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."
     )
     tls_keyfile: str = _opt("", "PEM private-key file for --tls-certfile.")
+    # Foundation-model engines: a served entity's environment_vars override these per entity.
+    llm_parallel: int = _opt(
+        4,
+        "Sequences one llama.cpp replica decodes together: its share of an endpoint's concurrency. "
+        "A served entity's environment_vars MODELPORT_LLM_PARALLEL overrides it.",
+    )
+    llm_context: int = _opt(
+        2048,
+        "Tokens per sequence (prompt and answer) of a llama.cpp replica, at most what the model was "
+        "trained on. A served entity's environment_vars MODELPORT_LLM_CONTEXT overrides it.",
+    )
+    llm_threads: int = _opt(
+        0,
+        "Compute threads of a llama.cpp replica; 0: half the cores it may run on. A served entity's "
+        "environment_vars MODELPORT_LLM_THREADS overrides it (for embedding models too).",
+    )
+    embed_threads: int = _opt(
+        0,
+        "Compute threads of an embedding-model replica (onnxruntime, sentence-transformers); "
+        "0: half the cores it may run on.",
+    )
+    # Where external providers' APIs are, for a proxy or a test double (every endpoint).
+    openai_base_url: str = _opt(
+        "",
+        "Base URL of the OpenAI API where an openai_config has no openai_api_base. "
+        "Empty: https://api.openai.com/v1.",
+        flag=False,
+    )
+    entra_base_url: str = _opt(
+        "",
+        "Microsoft Entra host that issues tokens for openai_config's microsoft_entra_* client "
+        "credentials. Empty: https://login.microsoftonline.com.",
+        flag=False,
+    )
+    anthropic_base_url: str = _opt(
+        "", "Base URL of the Anthropic API. Empty: https://api.anthropic.com.", flag=False
+    )
+    bedrock_base_url: str = _opt(
+        "",
+        "URL in place of every Amazon Bedrock runtime endpoint. "
+        "Empty: https://bedrock-runtime.<aws_region>.amazonaws.com.",
+        flag=False,
+    )
+    cohere_base_url: str = _opt(
+        "",
+        "Base URL of the Cohere API where a cohere_config has no cohere_api_base. "
+        "Empty: https://api.cohere.com.",
+        flag=False,
+    )
+    vertex_base_url: str = _opt(
+        "",
+        "URL in place of the Vertex AI endpoint. Empty: https://<region>-aiplatform.googleapis.com "
+        "(https://aiplatform.googleapis.com for region global).",
+        flag=False,
+    )
+    palm_base_url: str = _opt(
+        "",
+        "Base URL of the Gemini API that serves the palm provider. "
+        "Empty: https://generativelanguage.googleapis.com.",
+        flag=False,
+    )
+    ai21_base_url: str = _opt("", "Base URL of the AI21 API. Empty: https://api.ai21.com.", flag=False)
 
     def __post_init__(self) -> None:
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
@@ -145,8 +211,24 @@ class Settings:
             raise ValueError(f"--tables-fsync must be never, interval or always, not {self.tables_fsync!r}.")
         if self.env_manager not in ENV_MANAGERS:
             raise ValueError(f"--env-manager must be local or uv, not {self.env_manager!r}.")
+        if self.llm_parallel < 1:
+            raise ValueError(f"--llm-parallel must be at least 1, not {self.llm_parallel}.")
+        if self.llm_context < 16:
+            raise ValueError(f"--llm-context must be at least 16, not {self.llm_context}.")
+        if self.llm_threads < 0 or self.embed_threads < 0:
+            raise ValueError("--llm-threads and --embed-threads must be 0 (half the cores) or more.")
 
     # ---- derived values -------------------------------------------------------------
+    @property
+    def provider_base_urls(self) -> dict[str, str]:
+        """The provider base URLs that are set, by provider name: ``{"openai": ...}`` for
+        ``openai_base_url`` (``ProviderContext.base_url`` reads them)."""
+        return {
+            f.name.removesuffix(_BASE_URL): getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name.endswith(_BASE_URL) and getattr(self, f.name)
+        }
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()

@@ -21,97 +21,29 @@ store in a worker thread) and hands the provider those values.
 
 from __future__ import annotations
 
-import base64
-import sys
-from array import array
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import httpx
 
 from modelport.entities.providers import PROVIDERS
-from modelport.entities.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    SECRET_REF,
-    Provider,
-    ProviderContext,
-    SecretResolver,
-)
-from modelport.errors import InvalidParameterValue, NotImplementedByServer
+from modelport.entities.providers.base import Provider, ProviderContext
+from modelport.errors import NotImplementedByServer
 from modelport.gateway.transport import PooledTransport
 from modelport.spec.endpoint import PROVIDER_CONFIG_KEY
 from modelport.spec.endpoint import Provider as ProviderName
+from modelport.spec.llm import CHAT, COMPLETIONS, base64_embeddings, check_request
+from modelport.spec.secrets import SecretResolver, references_of
 
-__all__ = ["AsyncSecretResolver", "ChunkStream", "Chunks", "ExternalPlane", "base64_embeddings"]
+__all__ = ["AsyncSecretResolver", "ChunkStream", "ExternalPlane"]
 
 #: ``(scope, key) -> value`` without blocking the event loop.
 AsyncSecretResolver = Callable[[str, str], Awaitable[str]]
 
-#: What the body of each task must hold, and how to say so.
-_NEEDS = {
-    CHAT: ("messages", "a list of {role, content} messages"),
-    COMPLETIONS: ("prompt", "a string or a list of strings"),
-    EMBEDDINGS: ("input", "a string or a list of strings"),
-}
-_INPUT_FIELDS = ("messages", "prompt", "input", "dataframe_split", "dataframe_records", "instances", "inputs")
 
-
-def _fits(task: str, body: Mapping[str, Any], endpoint: str) -> bool:
-    """Raise :class:`InvalidParameterValue` unless ``body`` is a query for ``task``; return
-    whether it asks for a stream."""
-    field, shape = _NEEDS[task]
-    if field not in body:
-        present = [f for f in _INPUT_FIELDS if f in body]
-        has = f"; the body has {', '.join(repr(f) for f in present)}" if present else ""
-        raise InvalidParameterValue(
-            f"Endpoint '{endpoint}' serves {task}: the body needs '{field}' ({shape}){has}."
-        )
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise InvalidParameterValue(f"Invalid value for 'stream': {stream!r} is not true or false.")
-    if stream and task == EMBEDDINGS:
-        raise InvalidParameterValue("Embeddings cannot be streamed: leave out 'stream' or set it to false.")
-    return stream
-
-
-def _references(value: Any) -> Iterator[tuple[str, str]]:
-    """``(scope, key)`` of every secret reference in a provider block."""
-    if isinstance(value, Mapping):
-        for item in value.values():
-            yield from _references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _references(item)
-    elif isinstance(value, str):
-        match = SECRET_REF.match(value)
-        if match is not None:
-            yield match.group(1), match.group(2)
-
-
-def base64_embeddings(answer: dict[str, Any]) -> dict[str, Any]:
-    """The embeddings answer with each vector as base64 of little-endian float32 (what the
-    OpenAI API sends for ``encoding_format: "base64"``)."""
-    for item in answer["data"]:
-        packed = array("f", item["embedding"])
-        if sys.byteorder == "big":
-            packed.byteswap()
-        item["embedding"] = base64.b64encode(packed.tobytes()).decode("ascii")
-    return answer
-
-
-class Chunks(Protocol):
-    """A streamed answer: iterate it, then always ``aclose`` it (that releases the
-    provider's connection, even when the stream was left half-way or never iterated)."""
-
-    def __aiter__(self) -> Chunks: ...
-
-    async def __anext__(self) -> dict[str, Any]: ...
-
-    async def aclose(self) -> None: ...
+def _references(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``(scope, key)`` of each secret reference in a provider block, once each, in order."""
+    return tuple(dict.fromkeys((ref.scope, ref.key) for ref in references_of(config)))
 
 
 class ChunkStream:
@@ -188,7 +120,8 @@ class ExternalPlane:
     With ``resolve_async`` too, every query first resolves its provider's references with it
     and the provider gets the values so found (``resolve``, which may block, only answers a
     reference that is not in the provider's block). ``timeout`` bounds each wait on a
-    provider (connect, each read, each write).
+    provider (connect, each read, each write). ``base_urls`` replace providers' default
+    URLs (``Settings.provider_base_urls``; see ``ProviderContext.base_url``).
     """
 
     def __init__(
@@ -199,6 +132,7 @@ class ExternalPlane:
         resolve_async: AsyncSecretResolver | None = None,
         providers: Mapping[str, type[Provider]] | None = None,
         http: httpx.AsyncClient | None = None,
+        base_urls: Mapping[str, str] | None = None,
     ) -> None:
         self._resolve = resolve
         self._resolve_async = resolve_async
@@ -206,6 +140,7 @@ class ExternalPlane:
         self._values: dict[tuple[str, str], str] = {}
         self._refs: dict[Provider, tuple[tuple[str, str], ...]] = {}
         self._timeout = timeout
+        self._base_urls = dict(base_urls or {})
         self._classes = PROVIDERS if providers is None else providers
         self._http = http or httpx.AsyncClient(
             transport=PooledTransport(max_idle_per_origin=256, keepalive_expiry=30.0),
@@ -236,9 +171,10 @@ class ExternalPlane:
             resolve=self._resolve if self._resolve_async is None else self._resolved,
             http=self._http,
             timeout=self._timeout,
+            base_urls=self._base_urls,
         )
         found = self._providers[key] = cls(ctx)
-        self._refs[found] = tuple(dict.fromkeys(_references(ctx.config)))
+        self._refs[found] = _references(ctx.config)
         return found
 
     def _resolved(self, scope: str, key: str) -> str:
@@ -249,7 +185,7 @@ class ExternalPlane:
         assert self._resolve_async is not None
         refs = self._refs.get(provider)
         if refs is None:  # a provider this plane did not build
-            refs = tuple(dict.fromkeys(_references(provider.ctx.config)))
+            refs = _references(provider.ctx.config)
         for ref in refs:
             self._values[ref] = await self._resolve_async(*ref)
 
@@ -264,33 +200,25 @@ class ExternalPlane:
 
     async def answer(self, provider: Provider, body: dict[str, Any]) -> dict[str, Any] | ChunkStream:
         """The provider's answer to ``body``: a dict, or for a stream the chunks, the first of
-        which has arrived. The caller closes the stream (``aclose``)."""
+        which has arrived. The caller closes the stream (``aclose``).
+
+        ``body`` is left as it is (providers only read it): a fallback hands the same body to
+        the next served entity when this one fails."""
         ctx = provider.ctx
-        stream = _fits(ctx.task, body, ctx.endpoint)
+        request = check_request(body, ctx.task, endpoint=ctx.endpoint)
         if self._resolve_async is not None:
             await self._resolve_references(provider)
         if ctx.task == CHAT:
-            if stream:
-                return await self._stream(provider.chat_stream(body), body)
+            if request.stream:
+                return await ChunkStream.start(provider.chat_stream(body), request.include_usage)
             return await provider.chat(body)
         if ctx.task == COMPLETIONS:
-            if stream:
-                return await self._stream(provider.completions_stream(body), body)
+            if request.stream:
+                return await ChunkStream.start(provider.completions_stream(body), request.include_usage)
             return await provider.completions(body)
-        encoding = body.pop("encoding_format", None)
-        if encoding not in (None, "float", "base64"):
-            raise InvalidParameterValue(
-                f"Invalid value for 'encoding_format': {encoding!r} is not float or base64."
-            )
-        answer = await provider.embeddings(body)
-        return base64_embeddings(answer) if encoding == "base64" else answer
-
-    @staticmethod
-    async def _stream(chunks: AsyncIterator[dict[str, Any]], body: Mapping[str, Any]) -> ChunkStream:
-        options = body.get("stream_options")
-        return await ChunkStream.start(
-            chunks, isinstance(options, dict) and bool(options.get("include_usage"))
-        )
+        # The caller's encoding is applied here: providers are asked for floats.
+        answer = await provider.embeddings({k: v for k, v in body.items() if k != "encoding_format"})
+        return base64_embeddings(answer) if request.base64 else answer
 
     async def aclose(self) -> None:
         self._providers.clear()

@@ -14,15 +14,14 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from modelport.entities.foundation.catalog import EngineSpec, system_model
-from modelport.entities.foundation.detect import detect, engine_options
-from modelport.entities.providers.base import SECRET_REF, SecretResolver
+from modelport.entities.foundation.detect import EngineDefaults, detect, engine_options
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import InvalidState, ModelportError
 from modelport.runtime.autoscaler import band_for, band_for_throughput, uses_throughput
@@ -39,6 +38,7 @@ from modelport.runtime.logs import BuildLog, LogStore
 from modelport.runtime.preflight import check_entity, check_external
 from modelport.runtime.replica import ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.replica_set import ReplicaSet
+from modelport.spec.secrets import SecretResolver, parse_reference
 from modelport.store.records import EndpointRecord
 
 if TYPE_CHECKING:
@@ -72,8 +72,10 @@ class RuntimeOptions:
     envs_dir: Path | None = None
     #: Fork replicas from a pre-warmed zygote (``runtime/zygote.py``) where that is faithful.
     prefork: bool = True
-    #: Sequences one foundation-model replica decodes together (its share of the concurrency).
-    llm_parallel: int = 4
+    #: The server's engine options (sequences decoded together, context, threads), under
+    #: what an entity's ``environment_vars`` set; ``llm_parallel`` is also a foundation-model
+    #: replica's share of the concurrency.
+    engines: EngineDefaults = field(default_factory=EngineDefaults)
     #: Tokens/s assumed per replica of a provisioned-throughput entity until one is measured.
     llm_tokens_per_second: float = 50.0
 
@@ -211,8 +213,8 @@ class LocalBackend:
         stored config keeps the references; only the replica's environment holds values)."""
         out = {}
         for name, value in (entity.get("environment_vars") or {}).items():
-            ref = SECRET_REF.match(value)
-            out[name] = value if ref is None else self._resolve_secret(ref.group(1), ref.group(2))
+            ref = parse_reference(value)
+            out[name] = value if ref is None else self._resolve_secret(*ref)
         return out
 
     def _spec(
@@ -255,13 +257,13 @@ class LocalBackend:
             return band_for_throughput(
                 entity,
                 tokens_per_second,
-                per_replica=int(engine.options.get("parallel", opts.llm_parallel)),
+                per_replica=int(engine.options.get("parallel", opts.engines.llm_parallel)),
                 max_replicas=opts.max_replicas,
                 idle_seconds=opts.scale_to_zero_seconds,
             )
         per_replica = opts.per_replica_concurrency
         if engine is not None and engine.task != "llm/v1/embeddings":
-            per_replica = int(engine.options.get("parallel", opts.llm_parallel))
+            per_replica = int(engine.options.get("parallel", opts.engines.llm_parallel))
         return band_for(
             entity,
             per_replica=per_replica,
@@ -273,6 +275,8 @@ class LocalBackend:
         self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path, engine: EngineSpec | None
     ) -> ReplicaSet:
         opts = self.options
+        if engine is not None:
+            engine = opts.engines.apply(engine)
         band = self._band(entity, engine, opts.llm_tokens_per_second)
         return ReplicaSet(
             entity["name"],

@@ -5,13 +5,15 @@ A reference is the whole value of a field: ``{{secrets/llm/openai}}`` names secr
 endpoint config, references may appear anywhere in an external model's provider block
 (the credential fields, and ``*_plaintext`` fields once the server has stored their
 values) and as values of ``environment_vars``; :func:`references_in` finds them all.
+This module is the only reader of references: :func:`parse_reference` for one value,
+:func:`references_of` for every one inside a block.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -25,12 +27,14 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "ScopePermission",
     "SecretReference",
+    "SecretResolver",
     "endpoint_scope",
     "keep_masked",
     "parse_reference",
     "plaintext_fields",
     "reference",
     "references_in",
+    "references_of",
     "replace_plaintext",
     "validate_key",
     "validate_scope_name",
@@ -50,6 +54,9 @@ _DESTINATION_SUFFIXES = ("_url", "_base")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _REF_RE = re.compile(r"^\{\{secrets/([^/{}]+)/([^/{}]+)\}\}$")
 _PLAINTEXT = "_plaintext"
+
+#: ``(scope, key) -> value``; raises :class:`~modelport.errors.ModelportError` when missing.
+SecretResolver = Callable[[str, str], str]
 
 
 class ScopePermission(IntEnum):
@@ -120,7 +127,7 @@ class SecretReference:
 
 
 def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         for k, v in value.items():
             yield from _walk(v, f"{path}.{k}")
     elif isinstance(value, list):
@@ -130,18 +137,22 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
+def references_of(value: Any, path: str = "") -> Iterator[SecretReference]:
+    """Every secret reference at any depth of ``value`` (a provider block, environment
+    variables), in field order; each one's path starts with ``path``."""
+    for where, item in _walk(value, path):
+        parsed = parse_reference(item)
+        if parsed is not None:
+            yield SecretReference(where, *parsed)
+
+
 def references_in(body: dict[str, Any]) -> list[SecretReference]:
     """Every secret reference of a stored (normalized) endpoint config, in field order."""
     found: list[SecretReference] = []
     for i, entity in enumerate(body.get("served_entities") or []):
-        base = f"config.served_entities[{i}]"
         for part in ("external_model", "environment_vars"):
-            if part not in entity:
-                continue
-            for path, value in _walk(entity[part], f"{base}.{part}"):
-                parsed = parse_reference(value)
-                if parsed is not None:
-                    found.append(SecretReference(path, *parsed))
+            if part in entity:
+                found.extend(references_of(entity[part], f"config.served_entities[{i}].{part}"))
     return found
 
 

@@ -28,6 +28,7 @@ from modelport.spec.endpoint import (
     ServedEntityInput,
     WorkloadType,
 )
+from modelport.spec.secrets import parse_reference
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -47,7 +48,6 @@ _IDENT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERSION_RE = re.compile(r"^[0-9]+$")
 _ALIAS_RE = re.compile(r"^@[A-Za-z0-9_-]+$")
-_SECRET_REF_RE = re.compile(r"^\{\{secrets/[^/{}]+/[^/{}]+\}\}$")
 
 #: Concurrency band of each named workload size (Databricks' definition).
 WORKLOAD_SIZES: dict[str, tuple[int, int]] = {"Small": (0, 4), "Medium": (8, 16), "Large": (16, 64)}
@@ -88,7 +88,7 @@ def _check_secret_or_plaintext(block: dict[str, Any], key: str, path: str) -> No
             path,
             f"give either '{key}' (a {{{{secrets/scope/key}}}} reference) or '{key}_plaintext', not both.",
         )
-    if ref is not None and (not isinstance(ref, str) or not _SECRET_REF_RE.match(ref)):
+    if ref is not None and parse_reference(ref) is None:
         raise _bad(
             f"{path}.{key}",
             "must be a secret reference of the form {{secrets/<scope>/<key>}}; "

@@ -21,14 +21,9 @@ from pathlib import Path
 import pytest
 
 from modelport.entities.foundation.engine import EmbeddingEngine, Embeddings
-from modelport.entities.foundation.onnx_embeddings import (
-    THREADS_ENV,
-    OnnxEmbeddingEngine,
-    default_cache_dir,
-    default_threads,
-)
-from modelport.entities.providers.base import EMBEDDINGS
+from modelport.entities.foundation.onnx_embeddings import OnnxEmbeddingEngine, default_cache_dir
 from modelport.errors import BadRequest, InvalidParameterValue
+from modelport.spec.llm import EMBEDDINGS
 
 HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers"))
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch or sentence-transformers is not installed")
@@ -240,16 +235,6 @@ def test_user_folder_with_an_onnx_file_and_a_tokenizer(
 
     with pytest.raises(InvalidParameterValue, match="No ONNX file"):
         OnnxEmbeddingEngine.for_model_dir(tmp_path)
-
-
-def test_default_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(THREADS_ENV, "3")
-    assert default_threads() == 3
-    monkeypatch.setenv(THREADS_ENV, "zero")
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
-    assert default_threads() == 2
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
-    assert default_threads() == 1
 
 
 # ---- against sentence-transformers ------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from modelport.entities.foundation.engine import (
     TextDelta,
     Usage,
 )
-from modelport.entities.foundation.llamacpp import THREADS_ENV, LlamaCppEngine, _TextStream, default_threads
+from modelport.entities.foundation.llamacpp import LlamaCppEngine, _TextStream
 from modelport.errors import BadRequest, InvalidParameterValue, TemporarilyUnavailable
 
 PARALLEL = 4
@@ -124,15 +123,6 @@ def test_text_stream_joins_characters_split_across_tokens() -> None:
     stream = _TextStream(["😀"])
     assert stream.feed(b"ok " + "😀".encode()[:2]) == ("ok ", False)
     assert stream.feed("😀".encode()[2:] + b" tail") == ("", True)
-
-
-def test_default_threads_come_from_the_environment_or_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(THREADS_ENV, "3")
-    assert default_threads() == 3
-    monkeypatch.setenv(THREADS_ENV, "zero")
-    assert default_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
-    monkeypatch.delenv(THREADS_ENV)
-    assert 1 <= default_threads() <= max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 # ------------------------------------------------------------------ the engine

@@ -48,8 +48,8 @@ from modelport.entities.foundation.engine import (
     Usage,
 )
 from modelport.entities.foundation.vllm_engine import VllmEngine, VllmStartError
-from modelport.entities.providers.base import CHAT
 from modelport.errors import BadRequest, InvalidParameterValue, ModelportError, TemporarilyUnavailable
+from modelport.spec.llm import CHAT
 
 FAKE = str(Path(__file__).resolve())
 FAKE_CONTEXT = 2048

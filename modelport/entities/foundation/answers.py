@@ -10,9 +10,7 @@ prompt and choice and rides on the last chunk of a stream (with its ``finish_rea
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,8 +23,9 @@ from modelport.entities.foundation.engine import (
     Usage,
 )
 from modelport.entities.foundation.requests import Parsed
-from modelport.entities.providers.base import (
+from modelport.spec.llm import (
     CHAT,
+    base64_embeddings,
     chat_chunk,
     chat_response,
     completion_chunk,
@@ -139,9 +138,7 @@ async def chunks(engine: GenerationEngine, parsed: Parsed, model: str) -> AsyncI
                         delta = {"role": "assistant", "content": event.text}
                     yield chat_chunk(id_, model, created, delta, index=index)
                 else:
-                    chunk = completion_chunk(id_, model, created, event.text)
-                    chunk["choices"][0]["index"] = index
-                    yield chunk
+                    yield completion_chunk(id_, model, created, event.text, index=index)
             else:
                 if held is not None:
                     yield held
@@ -149,8 +146,7 @@ async def chunks(engine: GenerationEngine, parsed: Parsed, model: str) -> AsyncI
                     delta = {} if index in started else {"role": "assistant", "content": ""}
                     held = chat_chunk(id_, model, created, delta, event.reason, index=index)
                 else:
-                    held = completion_chunk(id_, model, created, "", event.reason)
-                    held["choices"][0]["index"] = index
+                    held = completion_chunk(id_, model, created, "", event.reason, index=index)
     finally:
         await events.aclose()
     if held is not None:
@@ -158,14 +154,7 @@ async def chunks(engine: GenerationEngine, parsed: Parsed, model: str) -> AsyncI
         yield held
 
 
-def _base64(vector: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-
-
 async def embed(engine: EmbeddingEngine, parsed: Parsed, model: str) -> dict[str, Any]:
     result = await engine.embed(parsed.inputs)
     out = embeddings_response(model, result.vectors, result.prompt_tokens)
-    if parsed.base64:
-        for item in out["data"]:
-            item["embedding"] = _base64(item["embedding"])
-    return out
+    return base64_embeddings(out) if parsed.base64 else out

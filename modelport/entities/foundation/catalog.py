@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.entities.foundation.engine import EngineInfo
-from modelport.entities.providers.base import CHAT, EMBEDDINGS
+from modelport.spec.llm import CHAT, EMBEDDINGS
 
 __all__ = ["SYSTEM_MODELS", "SYSTEM_PREFIX", "CatalogModel", "EngineSpec", "installed", "system_model"]
 
@@ -23,7 +23,7 @@ SYSTEM_PREFIX = "system.ai."
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Which engine a replica runs, on what, for which task (``runtime/foundation_worker.py``)."""
+    """Which engine a replica runs, on what, for which task (``runtime/engine_handler.py``)."""
 
     engine: str  # "llama.cpp", "onnxruntime", "sentence-transformers", "vllm"
     task: str

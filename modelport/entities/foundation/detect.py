@@ -10,32 +10,70 @@ anything else with ``python_function``                  the custom-model worker 
 =====================================================  =============================  ===========
 
 ``metadata.task`` in the MLmodel file (``llm/v1/chat``, ``llm/v1/completions``,
-``llm/v1/embeddings``) overrides the task. ``environment_vars`` of the served entity may
-tune the engine: ``MODELPORT_LLM_PARALLEL`` (sequences decoded together, default 4),
-``MODELPORT_LLM_CONTEXT`` (tokens per sequence), ``MODELPORT_LLM_THREADS``.
+``llm/v1/embeddings``) overrides the task.
+
+The engine's options come from the server's settings (:class:`EngineDefaults`: sequences
+decoded together, tokens per sequence, threads), and ``environment_vars`` of the served
+entity override them for that entity (:func:`engine_options`): ``MODELPORT_LLM_PARALLEL``,
+``MODELPORT_LLM_CONTEXT``, ``MODELPORT_LLM_THREADS``. The replica gets the result in its
+engine spec; no engine reads the environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from modelport.entities.foundation.catalog import EngineSpec
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
+from modelport.entities.foundation.llamacpp import DEFAULT_CONTEXT_LENGTH, DEFAULT_PARALLEL
 from modelport.errors import InvalidParameterValue
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 
-__all__ = ["detect", "engine_options"]
+__all__ = ["EngineDefaults", "detect", "engine_options"]
 
 _TASKS = (CHAT, COMPLETIONS, EMBEDDINGS)
 _TEXT_GENERATION = {"text-generation", "text2text-generation", "llm/v1/chat", "llm/v1/completions"}
 _EMBEDDING = {"feature-extraction", "sentence-similarity", "llm/v1/embeddings"}
 
 
+@dataclass(frozen=True)
+class EngineDefaults:
+    """The server's engine settings (``Settings.llm_parallel``, ``llm_context``,
+    ``llm_threads``, ``embed_threads``): what an engine gets where its served entity's
+    ``environment_vars`` say nothing. Threads 0: half the cores the replica may run on."""
+
+    llm_parallel: int = DEFAULT_PARALLEL
+    llm_context: int = DEFAULT_CONTEXT_LENGTH
+    llm_threads: int = 0
+    embed_threads: int = 0
+
+    def options_for(self, engine: str) -> dict[str, int]:
+        """The options these defaults give ``engine``. vLLM gets none: its context and its
+        sequences follow the GPU's memory unless the entity sets them."""
+        if engine == "llama.cpp":
+            out = {"parallel": self.llm_parallel, "context_length": self.llm_context}
+            threads = self.llm_threads
+        elif engine in ("onnxruntime", "sentence-transformers"):
+            out, threads = {}, self.embed_threads
+        else:
+            return {}
+        if threads > 0:
+            out["threads"] = threads
+        return out
+
+    def apply(self, spec: EngineSpec) -> EngineSpec:
+        """``spec`` with these defaults under its own options (which win)."""
+        return dataclasses.replace(spec, options={**self.options_for(spec.engine), **spec.options})
+
+
 def engine_options(env: Mapping[str, str]) -> dict[str, Any]:
+    """The engine options a served entity's ``environment_vars`` set (each a positive integer)."""
     out: dict[str, Any] = {}
     for var, key in (
         ("MODELPORT_LLM_PARALLEL", "parallel"),

@@ -1,6 +1,6 @@
 """The engine contract: what a foundation-model replica runs, whatever the engine.
 
-An engine lives inside one replica process (``runtime/foundation_worker.py``) and is
+An engine lives inside one replica process (``runtime/engine_handler.py``) and is
 driven from that process's asyncio loop; engines that compute in threads or subprocesses
 hide that behind these coroutines. Two kinds:
 
@@ -21,7 +21,6 @@ cannot do (a prompt longer than the context) raises :class:`~modelport.errors.Ba
 from __future__ import annotations
 
 import abc
-import logging
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,26 +38,16 @@ __all__ = [
     "Sampling",
     "TextDelta",
     "Usage",
-    "threads_from_env",
+    "default_threads",
 ]
 
-log = logging.getLogger("modelport.engines")
 
-
-def threads_from_env(env_var: str) -> int:
-    """Compute threads for an engine: ``env_var`` when it holds a positive integer, else half the
-    CPUs this process may run on (at least 1). More threads than free cores make engines' spinning
-    workers fight each other (one oversubscribed llama.cpp run here was 14 times slower), and the
-    server's event loop needs a core too."""
-    value = os.environ.get(env_var, "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            threads = 0
-        if threads >= 1:
-            return threads
-        log.warning("%s=%r is not a positive integer; using the default", env_var, value)
+def default_threads() -> int:
+    """Compute threads of an engine that was given none: half the CPUs this process may run
+    on (at least 1). More threads than free cores make engines' spinning workers fight each
+    other (one oversubscribed llama.cpp run here was 14 times slower), and the server's event
+    loop needs a core too. The server's ``llm_threads`` and ``embed_threads`` settings and an
+    entity's ``MODELPORT_LLM_THREADS`` reach engines as their ``threads`` option."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -135,7 +124,7 @@ class EngineInfo:
     """What the worker reports about its engine (in PONG stats and the build log)."""
 
     engine: str  # "llama.cpp", "onnxruntime", "sentence-transformers", "vllm"
-    task: str  # CHAT, COMPLETIONS or EMBEDDINGS (providers.base); chat engines serve completions too
+    task: str  # CHAT, COMPLETIONS or EMBEDDINGS (spec.llm); chat engines serve completions too
     model: str  # what answers carry as ``model``
     context_length: int = 0
     dimensions: int = 0  # embeddings

@@ -86,19 +86,17 @@ from modelport.entities.foundation.engine import (
     Sampling,
     TextDelta,
     Usage,
-    threads_from_env,
+    default_threads,
 )
-from modelport.entities.providers.base import CHAT
 from modelport.errors import BadRequest, InvalidParameterValue, ModelportError, TemporarilyUnavailable
+from modelport.spec.llm import CHAT
 
 __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_CONTEXT_LENGTH",
     "DEFAULT_PARALLEL",
     "DEFAULT_PREFILL_CHUNK",
-    "THREADS_ENV",
     "LlamaCppEngine",
-    "default_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,7 +107,6 @@ DEFAULT_CONTEXT_LENGTH = 2048
 DEFAULT_BATCH = 512
 #: Prompt tokens read per turn while other sequences are generating.
 DEFAULT_PREFILL_CHUNK = 128
-THREADS_ENV = "MODELPORT_LLM_THREADS"
 
 _WARMUP_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time,"
 _WARMUP_TOKENS = 16
@@ -143,15 +140,6 @@ def _lib() -> Any:
             llama_cpp.llama_backend_init()
             _backend_ready = True
     return llama_cpp
-
-
-def default_threads() -> int:
-    """``MODELPORT_LLM_THREADS``, else half the CPUs this process may run on (at least 1).
-
-    More threads than free cores makes llama.cpp's spinning workers fight each other (one
-    oversubscribed run here was 14 times slower), so the default never exceeds the cores.
-    """
-    return threads_from_env(THREADS_ENV)
 
 
 class _TextStream:

@@ -56,8 +56,8 @@ small batches stay in cache); a 512-padded-token budget did as well on mixed tex
 /s), a little worse on short ones (230 vs 261 /s) and better on long ones (58 vs 49 /s),
 so batches are capped at 64 texts and 512 tokens (``batch_size``, ``batch_tokens``).
 
-Threads: one onnxruntime session with ``threads`` intra-op threads (default
-``MODELPORT_EMBED_THREADS``, else half the cores this process may use, at least 1), and
+Threads: one onnxruntime session with ``threads`` intra-op threads (default: half the
+cores this process may use, at least 1; the server's ``embed_threads`` setting), and
 one worker thread per engine that runs tokenization and inference, so concurrent requests
 queue behind each other instead of oversubscribing the cores (on CPU, merging concurrent
 requests into one batch buys little: batch 1 is about as fast per text as batch 8).
@@ -98,25 +98,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelport.entities.foundation.engine import EmbeddingEngine, Embeddings, EngineInfo, threads_from_env
-from modelport.entities.providers.base import EMBEDDINGS
+from modelport.entities.foundation.engine import EmbeddingEngine, Embeddings, EngineInfo, default_threads
 from modelport.errors import BadRequest, InvalidParameterValue
+from modelport.spec.llm import EMBEDDINGS
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_BATCH_TOKENS",
     "MINILM_NAME",
-    "THREADS_ENV",
     "OnnxEmbeddingEngine",
     "check_texts",
     "default_cache_dir",
-    "default_threads",
     "export_minilm_fp32",
 ]
 
 log = logging.getLogger(__name__)
 
-THREADS_ENV = "MODELPORT_EMBED_THREADS"
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_BATCH_TOKENS = 512
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -129,11 +126,6 @@ _EXPORT_TIMEOUT_S = 600.0
 _POOLING_MODES = ("mean", "cls", "max")
 
 Variant = Literal["auto", "fp32", "int8"]
-
-
-def default_threads() -> int:
-    """``MODELPORT_EMBED_THREADS``, else half the CPUs this process may run on (at least 1)."""
-    return threads_from_env(THREADS_ENV)
 
 
 def default_cache_dir() -> Path:

@@ -1,10 +1,12 @@
 """Reading ``llm/v1`` request bodies (compat-api.md §B.2) for the engines on this machine.
 
 Bodies are the OpenAI shapes: chat (``messages``), completions (``prompt``) and embeddings
-(``input``). Everything is checked here, before a replica is asked, and every mistake is
-a 400 naming the field; what an engine receives (:class:`~.engine.GenerationRequest`) is
-trusted. Unknown fields are ignored, as the OpenAI clients send many (``user``,
-``logit_bias``, ``tools`` ...): the answer is the model's, whatever they say.
+(``input``), checked by ``spec/llm.py`` like every ``llm/v1`` body, then here for what the
+engines need (text-only messages, sampling bounds), before a replica is asked. Every
+mistake is a 400 naming the field; what an engine receives
+(:class:`~.engine.GenerationRequest`) is trusted. Unknown fields are ignored, as the OpenAI
+clients send many (``user``, ``logit_bias``, ``tools`` ...): the answer is the model's,
+whatever they say.
 """
 
 from __future__ import annotations
@@ -15,8 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelport.entities.foundation.engine import GenerationRequest, Sampling
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from modelport.errors import InvalidParameterValue
+from modelport.spec.llm import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    check_request,
+    inputs_of,
+    messages_of,
+    prompts_of,
+)
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -156,13 +166,9 @@ def _content(i: int, content: Any) -> str:
 
 
 def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidParameterValue("A chat request needs 'messages': a non-empty list of {role, content}.")
+    """The messages with their content as one string each (engines read text only)."""
     out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise InvalidParameterValue(f"messages[{i}] must be an object with 'role' and 'content'.")
+    for i, m in enumerate(messages_of(body)):
         if m["role"] not in _ROLES:
             raise InvalidParameterValue(
                 f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}; got {m['role']!r}."
@@ -171,37 +177,11 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def _prompts(body: Mapping[str, Any]) -> list[str]:
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return list(prompt)
-    raise InvalidParameterValue(
-        "A completions request needs 'prompt': a string or a non-empty list of strings."
-    )
-
-
 def _inputs(body: Mapping[str, Any]) -> list[str]:
-    value = body.get("input")
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        if len(value) > MAX_INPUTS:
-            raise InvalidParameterValue(f"'input' takes at most {MAX_INPUTS} texts; got {len(value)}.")
-        return list(value)
-    raise InvalidParameterValue(
-        "An embeddings request needs 'input': a string or a non-empty list of strings."
-    )
-
-
-def _flag(body: Mapping[str, Any], key: str) -> bool:
-    value = body.get(key, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidParameterValue(f"'{key}' must be true or false; got {value!r}.")
-    return value
+    inputs = inputs_of(body)
+    if len(inputs) > MAX_INPUTS:
+        raise InvalidParameterValue(f"'input' takes at most {MAX_INPUTS} texts; got {len(inputs)}.")
+    return inputs
 
 
 def parse(body: Mapping[str, Any], serves: str, *, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> Parsed:
@@ -213,25 +193,19 @@ def parse(body: Mapping[str, Any], serves: str, *, default_max_tokens: int = DEF
         raise InvalidParameterValue(
             "This endpoint serves an embedding model: send 'input' (a string or a list)."
         )
+    request = check_request(body, task)
     if task == EMBEDDINGS:
-        encoding = body.get("encoding_format", "float")
-        if encoding not in ("float", "base64", None):
-            raise InvalidParameterValue(f"'encoding_format' must be 'float' or 'base64'; got {encoding!r}.")
-        return Parsed(task, False, False, inputs=tuple(_inputs(body)), base64=encoding == "base64")
-    stream = _flag(body, "stream")
-    options = body.get("stream_options")
+        return Parsed(task, False, False, inputs=tuple(_inputs(body)), base64=request.base64)
     include_usage = True  # compat-api.md §B.5: usage in the final chunk, asked for or not
-    if options is not None and not isinstance(options, dict):
-        raise InvalidParameterValue("'stream_options' must be an object.")
     n = _integer(body, "n", 1, MAX_CHOICES) or 1
     sampling = _sampling(body, default_max_tokens)
     if task == CHAT:
         messages = _messages(body)
         generations: Sequence[GenerationRequest] = [GenerationRequest(sampling, messages=messages, n=n)]
     else:
-        generations = [GenerationRequest(sampling, prompt=p, n=n) for p in _prompts(body)]
+        generations = [GenerationRequest(sampling, prompt=p, n=n) for p in prompts_of(body)]
         if len(generations) * n > MAX_CHOICES * 4:
             raise InvalidParameterValue(
                 f"{len(generations)} prompts x n={n} is more than {MAX_CHOICES * 4} choices in one request."
             )
-    return Parsed(task, stream, include_usage, generations=tuple(generations))
+    return Parsed(task, request.stream, include_usage, generations=tuple(generations))

@@ -24,7 +24,7 @@ the model's ``max_seq_length``, special tokens and a default prompt included), c
 from the one tokenization ``encode`` does. One worker thread per engine runs ``encode``
 (concurrent requests queue; torch already uses ``threads`` cores per call). ``threads``
 (``torch.set_num_threads``; process-wide, fine with one engine per replica) defaults to
-``MODELPORT_EMBED_THREADS``, else half the cores, at least 1.
+half the cores, at least 1 (the server's ``embed_threads`` setting).
 
 For all-MiniLM-L6-v2 on this machine (2 busy cores) it embedded 42-45 texts/s one at a
 time and 55-91 texts/s in batches of 8 to 64; the ONNX engine is 1.3-4x faster on the same
@@ -42,10 +42,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from modelport.entities.foundation.engine import EmbeddingEngine, Embeddings, EngineInfo
-from modelport.entities.foundation.onnx_embeddings import DEFAULT_BATCH_SIZE, check_texts, default_threads
-from modelport.entities.providers.base import EMBEDDINGS
+from modelport.entities.foundation.engine import EmbeddingEngine, Embeddings, EngineInfo, default_threads
+from modelport.entities.foundation.onnx_embeddings import DEFAULT_BATCH_SIZE, check_texts
 from modelport.errors import InvalidParameterValue
+from modelport.spec.llm import EMBEDDINGS
 
 __all__ = ["MLFLOW_DATA_PATH", "SentenceTransformersEngine", "resolve_model_dir"]
 

@@ -80,7 +80,6 @@ from modelport.entities.foundation.engine import (
     TextDelta,
     Usage,
 )
-from modelport.entities.providers.base import CHAT, COMPLETIONS
 from modelport.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -88,6 +87,7 @@ from modelport.errors import (
     ModelportError,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS
 
 __all__ = ["VllmEngine", "VllmStartError", "free_port"]
 

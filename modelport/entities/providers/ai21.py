@@ -10,7 +10,7 @@ task                   AI21 call
 ``llm/v1/embeddings``  not offered by AI21 Studio: 501
 =====================  =================================================================
 
-The API base is ``https://api.ai21.com``, or ``MODELPORT_AI21_BASE_URL``. Auth is
+The API base is ``https://api.ai21.com``, or the server's ``ai21_base_url`` setting. Auth is
 ``Authorization: Bearer <ai21labs_api_key>``. Only the fields Jamba documents are passed
 on (``extra_params`` are added as they are), so OpenAI-only fields such as ``user`` or
 ``logit_bias`` do not make AI21 refuse the query.
@@ -24,22 +24,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from modelport.config import env_value
-from modelport.entities.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    Provider,
-    ProviderContext,
-    chat_chunk,
-    chat_response,
-    credential,
-    iter_sse,
-    json_of,
-    messages_of,
-    new_id,
-    send,
-    usage,
-)
+from modelport.entities.providers.base import Provider, ProviderContext, credential
+from modelport.entities.providers.http import iter_sse, json_of, send
 from modelport.entities.providers.via_chat import (
     choices_wanted,
     complete_via_chat,
@@ -47,12 +33,21 @@ from modelport.entities.providers.via_chat import (
     text_of,
 )
 from modelport.errors import BadGateway, InvalidParameterValue, PermissionDenied
+from modelport.spec.llm import (
+    CHAT,
+    COMPLETIONS,
+    chat_chunk,
+    chat_response,
+    messages_of,
+    new_id,
+    usage,
+    usage_of,
+)
 
 __all__ = ["AI21Provider", "chat_answer_from_ai21", "chat_to_ai21", "chunks_from_ai21"]
 
 NAME = "ai21labs"
 DEFAULT_BASE = "https://api.ai21.com"
-BASE_ENV = "MODELPORT_AI21_BASE_URL"
 PATH = "/studio/v1/chat/completions"
 
 #: Fields of the Jamba chat body taken from the query as they are.
@@ -116,13 +111,8 @@ def chat_answer_from_ai21(answer: dict[str, Any], model: str) -> dict[str, Any]:
             out["content"] = ""
         reason = "tool_calls" if message.get("tool_calls") else _reason(choice.get("finish_reason"))
         choices.append({"message": out, "finish_reason": reason})
-    tokens = answer.get("usage") or {}
-    return chat_response(
-        model,
-        choices,
-        usage(tokens.get("prompt_tokens"), tokens.get("completion_tokens")),
-        id_=answer.get("id"),
-    )
+    prompt, completion, _ = usage_of(answer) or (0, 0, 0)
+    return chat_response(model, choices, usage(prompt, completion), id_=answer.get("id"))
 
 
 async def chunks_from_ai21(
@@ -174,7 +164,7 @@ class AI21Provider(Provider):
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
-        self.url = (env_value(BASE_ENV) or DEFAULT_BASE).rstrip("/") + PATH
+        self.url = ctx.base_url("ai21", DEFAULT_BASE) + PATH
 
     def _headers(self) -> dict[str, str]:
         key = credential(self.ctx.config, "ai21labs_api_key", self.ctx.resolve)

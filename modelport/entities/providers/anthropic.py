@@ -30,29 +30,14 @@ from typing import Any
 
 import orjson
 
-from modelport.config import env_value
-from modelport.entities.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    Provider,
-    ProviderContext,
-    chat_chunk,
-    chat_response,
-    credential,
-    iter_sse,
-    json_of,
-    messages_of,
-    new_id,
-    provider_error,
-    send,
-    usage,
-)
+from modelport.entities.providers.base import Provider, ProviderContext, credential
+from modelport.entities.providers.http import iter_sse, json_of, provider_error, send
 from modelport.entities.providers.via_chat import complete_via_chat, stream_completion_via_chat, text_of
 from modelport.errors import BadGateway, InvalidParameterValue, ModelportError, PermissionDenied
+from modelport.spec.llm import CHAT, COMPLETIONS, chat_chunk, chat_response, messages_of, new_id, usage
 
 __all__ = [
     "ANTHROPIC_VERSION",
-    "BASE_URL_VAR",
     "DEFAULT_MAX_TOKENS",
     "AnthropicProvider",
     "MessagesStream",
@@ -63,8 +48,6 @@ __all__ = [
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-#: Environment variable that replaces :data:`DEFAULT_BASE_URL` (read when a provider is built).
-BASE_URL_VAR = "MODELPORT_ANTHROPIC_BASE_URL"
 DEFAULT_MAX_TOKENS = 1024
 
 FINISH_REASONS = {
@@ -380,8 +363,8 @@ class MessagesStream:
 class AnthropicProvider(Provider):
     """Anthropic's Messages API with the endpoint's ``anthropic_config`` key.
 
-    The base URL is ``https://api.anthropic.com`` unless ``MODELPORT_ANTHROPIC_BASE_URL``
-    names another one when the provider is built (a proxy, or a test double).
+    The base URL is ``https://api.anthropic.com`` unless the server's ``anthropic_base_url``
+    setting names another one (a proxy, or a test double).
     """
 
     provider = "anthropic"
@@ -390,7 +373,7 @@ class AnthropicProvider(Provider):
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
-        self.url = (env_value(BASE_URL_VAR) or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
+        self.url = ctx.base_url("anthropic", DEFAULT_BASE_URL) + "/v1/messages"
 
     def _headers(self) -> dict[str, str]:
         key = credential(self.ctx.config, "anthropic_api_key", self.ctx.resolve)

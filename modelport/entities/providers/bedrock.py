@@ -12,10 +12,10 @@ Requests are signed with botocore's ``SigV4Auth`` (service ``bedrock``) from the
 resolved per request. Without keys the provider refuses: instance profiles and
 ``uc_service_credential_name`` are not supported.
 
-The base URL is ``https://bedrock-runtime.{aws_region}.amazonaws.com`` unless
-``MODELPORT_BEDROCK_BASE_URL`` names another one when the provider is built.
+The base URL is ``https://bedrock-runtime.{aws_region}.amazonaws.com`` unless the server's
+``bedrock_base_url`` setting names another one.
 HTTP errors (``{"message"}`` with ``x-amzn-ErrorType``) go through the shared table of
-``base.py``: ThrottlingException and ModelNotReadyException (429) become 429 with
+``http.py``: ThrottlingException and ModelNotReadyException (429) become 429 with
 ``Retry-After``, AccessDenied and bad signatures (403) become 403, 5xx become 502/503.
 """
 
@@ -34,32 +34,25 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, ParserError
 
-from modelport.config import env_value
-from modelport.entities.providers.base import (
+from modelport.entities.providers.base import Provider, ProviderContext, credential
+from modelport.entities.providers.bedrock_formats import Family, family_for
+from modelport.entities.providers.http import json_of, provider_error, send, translate_transport_errors
+from modelport.entities.providers.via_chat import stream_completion_via_chat, text_of
+from modelport.errors import BadGateway, PermissionDenied
+from modelport.spec.llm import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
-    Provider,
-    ProviderContext,
     chat_response,
     completion_response,
-    credential,
     embeddings_response,
     inputs_of,
-    json_of,
     prompts_of,
-    provider_error,
-    send,
     usage,
 )
-from modelport.entities.providers.bedrock_formats import Family, family_for
-from modelport.entities.providers.via_chat import stream_completion_via_chat, text_of
-from modelport.errors import BadGateway, DeadlineExceeded, PermissionDenied
 
-__all__ = ["BASE_URL_VAR", "BedrockProvider"]
+__all__ = ["BedrockProvider"]
 
-#: Environment variable that replaces the regional endpoint (read when a provider is built).
-BASE_URL_VAR = "MODELPORT_BEDROCK_BASE_URL"
 SIGNING_NAME = "bedrock"
 #: At most this many InvokeModel calls at once for one embeddings request.
 EMBED_CONCURRENCY = 8
@@ -97,8 +90,8 @@ class BedrockProvider(Provider):
         config = ctx.config
         self.region = str(config.get("aws_region") or "")
         self.family: Family = family_for(self.provider, str(config.get("bedrock_provider") or ""), ctx.model)
-        base = env_value(BASE_URL_VAR) or f"https://bedrock-runtime.{self.region}.amazonaws.com"
-        self.model_url = f"{base.rstrip('/')}/model/{quote(ctx.model, safe='')}"
+        base = ctx.base_url("bedrock", f"https://bedrock-runtime.{self.region}.amazonaws.com")
+        self.model_url = f"{base}/model/{quote(ctx.model, safe='')}"
 
     # ---- transport ----
     def _credentials(self) -> Credentials:
@@ -137,28 +130,25 @@ class BedrockProvider(Provider):
         )
         buffer = EventStreamBuffer()
         try:
-            async for raw in response.aiter_bytes():
-                buffer.add_data(raw)
-                for message in buffer:
-                    kind = message.headers.get(":message-type")
-                    if kind == "event":
-                        if message.headers.get(":event-type") == "chunk":
-                            yield self._chunk_event(message.payload)
-                        continue
-                    if kind == "exception":
-                        name = str(message.headers.get(":exception-type"))
-                        status = STREAM_EXCEPTION_STATUS.get(name, 500)
-                        raise provider_error(self.provider, status, message.payload, {})
-                    raise BadGateway(
-                        f"Provider '{self.provider}' sent a stream error "
-                        f"{message.headers.get(':error-code')}: {message.headers.get(':error-message')}"
-                    )
+            with translate_transport_errors():
+                async for raw in response.aiter_bytes():
+                    buffer.add_data(raw)
+                    for message in buffer:
+                        kind = message.headers.get(":message-type")
+                        if kind == "event":
+                            if message.headers.get(":event-type") == "chunk":
+                                yield self._chunk_event(message.payload)
+                            continue
+                        if kind == "exception":
+                            name = str(message.headers.get(":exception-type"))
+                            status = STREAM_EXCEPTION_STATUS.get(name, 500)
+                            raise provider_error(self.provider, status, message.payload, {})
+                        raise BadGateway(
+                            f"Provider '{self.provider}' sent a stream error "
+                            f"{message.headers.get(':error-code')}: {message.headers.get(':error-message')}"
+                        )
         except ParserError as exc:
             raise BadGateway(f"Provider '{self.provider}' sent a malformed event stream: {exc}") from None
-        except httpx.TimeoutException:
-            raise DeadlineExceeded("The provider stopped sending its stream (timeout).") from None
-        except httpx.HTTPError as exc:
-            raise BadGateway(f"The provider's stream broke off: {exc}") from None
         finally:
             await response.aclose()
 

@@ -41,17 +41,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 from modelport.entities.providers import anthropic
-from modelport.entities.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    chat_chunk,
-    messages_of,
-    new_id,
-    usage,
-)
 from modelport.entities.providers.via_chat import chat_body_for_prompt
 from modelport.errors import BadGateway, InvalidParameterValue, NotImplementedByServer
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS, chat_chunk, messages_of, new_id, usage, usage_of
 
 __all__ = ["FAMILIES", "ChunkStream", "EventTranslator", "Family", "family_for"]
 
@@ -587,9 +579,8 @@ class AI21Family(Family):
             }
             for c in self._shape(data, "choices")
         ]
-        u = data.get("usage") or {}
-        usage_ = usage(u.get("prompt_tokens"), u.get("completion_tokens")) if u else header_usage(headers)
-        return choices, usage_
+        used = usage_of(data)
+        return choices, header_usage(headers) if used is None else usage(used[0], used[1])
 
     def stream(self, model: str) -> EventTranslator:
         return _JambaStream(self.provider, model)

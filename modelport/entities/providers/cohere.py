@@ -11,7 +11,7 @@ task                   Cohere call
                        query's ``extra_params`` say otherwise
 =====================  =================================================================
 
-The API base is the block's ``cohere_api_base``, else ``MODELPORT_COHERE_BASE_URL``, else
+The API base is the block's ``cohere_api_base``, else the server's ``cohere_base_url`` setting, else
 ``https://api.cohere.com``. Auth is ``Authorization: Bearer <cohere_api_key>``.
 """
 
@@ -24,25 +24,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from modelport.config import env_value
-from modelport.entities.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    Provider,
-    ProviderContext,
-    chat_chunk,
-    chat_response,
-    credential,
-    embeddings_response,
-    inputs_of,
-    iter_sse,
-    json_of,
-    messages_of,
-    new_id,
-    send,
-    usage,
-)
+from modelport.entities.providers.base import Provider, ProviderContext, credential
+from modelport.entities.providers.http import iter_sse, json_of, send
 from modelport.entities.providers.via_chat import (
     choices_wanted,
     complete_via_chat,
@@ -51,6 +34,18 @@ from modelport.entities.providers.via_chat import (
     text_of,
 )
 from modelport.errors import BadGateway, InvalidParameterValue, PermissionDenied
+from modelport.spec.llm import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    chat_chunk,
+    chat_response,
+    embeddings_response,
+    inputs_of,
+    messages_of,
+    new_id,
+    usage,
+)
 
 __all__ = [
     "CohereProvider",
@@ -63,7 +58,6 @@ __all__ = [
 
 NAME = "cohere"
 DEFAULT_BASE = "https://api.cohere.com"
-BASE_ENV = "MODELPORT_COHERE_BASE_URL"
 #: Most texts one ``/v2/embed`` call takes.
 EMBED_BATCH = 96
 
@@ -306,7 +300,7 @@ class CohereProvider(Provider):
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
-        base = ctx.config.get("cohere_api_base") or env_value(BASE_ENV) or DEFAULT_BASE
+        base = ctx.config.get("cohere_api_base") or ctx.base_url("cohere", DEFAULT_BASE)
         base = str(base).rstrip("/")
         # Accept a base given with its version segment ("https://api.cohere.com/v1").
         for suffix in ("/v1", "/v2"):

@@ -21,23 +21,20 @@ from typing import Any
 
 import httpx
 
-from modelport.entities.providers.base import (
+from modelport.entities.providers.base import Provider, ProviderContext, credential
+from modelport.entities.providers.http import json_of, send
+from modelport.entities.providers.openai import adopt_choices, chunks_of, vectors_of
+from modelport.errors import InvalidState
+from modelport.spec.llm import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
-    Provider,
-    ProviderContext,
-    credential,
     embeddings_response,
     inputs_of,
-    json_of,
     messages_of,
     passthrough,
     prompts_of,
-    send,
 )
-from modelport.entities.providers.openai import adopt_choices, chunks_of, vectors_of
-from modelport.errors import InvalidState
 
 __all__ = ["MAX_HOPS", "DatabricksProvider"]
 

@@ -30,17 +30,8 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
-from modelport.entities.providers.base import (
-    Provider,
-    chat_chunk,
-    chat_response,
-    iter_sse,
-    json_of,
-    messages_of,
-    new_id,
-    provider_error,
-    usage,
-)
+from modelport.entities.providers.base import Provider
+from modelport.entities.providers.http import iter_sse, json_of, provider_error
 from modelport.entities.providers.via_chat import (
     choices_wanted,
     complete_via_chat,
@@ -48,6 +39,7 @@ from modelport.entities.providers.via_chat import (
     text_of,
 )
 from modelport.errors import BadGateway, InvalidParameterValue
+from modelport.spec.llm import chat_chunk, chat_response, messages_of, new_id, usage
 
 __all__ = [
     "GeminiChat",

@@ -8,14 +8,14 @@ The unified ``llm/v1`` schema *is* OpenAI's, so a request goes upstream nearly a
 
 - OpenAI: ``openai_api_key`` as a bearer token, ``openai_organization`` as the
   ``OpenAI-Organization`` header, base URL ``openai_api_base`` (default
-  ``https://api.openai.com/v1``; the ``MODELPORT_OPENAI_BASE_URL`` variable changes the default);
+  ``https://api.openai.com/v1``; the server's ``openai_base_url`` setting changes the default);
 - Azure OpenAI (``openai_api_type`` ``azure`` or ``azuread``):
   ``{openai_api_base}/openai/deployments/{openai_deployment_name}/<op>?api-version={openai_api_version}``,
   with the key in an ``api-key`` header (``azure``) or as a bearer token (``azuread``, where
   the key is a Microsoft Entra ID token);
 - Microsoft Entra client credentials (``microsoft_entra_tenant_id``, ``_client_id``,
   ``_client_secret``): a token from ``https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token``
-  (``MODELPORT_ENTRA_BASE_URL`` changes the host), kept until shortly before it expires.
+  (the ``entra_base_url`` setting changes the host), kept until shortly before it expires.
 """
 
 from __future__ import annotations
@@ -31,26 +31,27 @@ from typing import Any
 import httpx
 import orjson
 
-from modelport.config import env_value
-from modelport.entities.providers.base import (
+from modelport.entities.providers.base import Provider, ProviderContext, credential
+from modelport.entities.providers.http import (
+    iter_sse,
+    json_of,
+    provider_error,
+    send,
+    translate_transport_errors,
+)
+from modelport.errors import BadGateway, InvalidState, PermissionDenied
+from modelport.spec.llm import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
-    Provider,
-    ProviderContext,
-    credential,
     embeddings_response,
     inputs_of,
-    iter_sse,
-    json_of,
     messages_of,
     passthrough,
     prompts_of,
-    provider_error,
-    send,
     usage,
+    usage_of,
 )
-from modelport.errors import BadGateway, DeadlineExceeded, InvalidState, PermissionDenied
 
 __all__ = ["OPENAI_PATHS", "OpenAIProvider", "OpenAIWire", "adopt_choices", "chunks_of", "vectors_of"]
 
@@ -89,8 +90,8 @@ def vectors_of(provider: str, data: Any) -> tuple[list[list[float]], int | None]
         raise BadGateway(f"Provider '{provider}' answered embeddings in an unknown shape.") from None
     if any(not isinstance(v, list) for v in vectors):
         raise BadGateway(f"Provider '{provider}' answered embeddings that are not lists of floats.")
-    used = data.get("usage")
-    return vectors, used.get("prompt_tokens") if isinstance(used, dict) else None
+    used = usage_of(data)
+    return vectors, None if used is None else used[0]
 
 
 async def chunks_of(provider: str, endpoint: str, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -239,14 +240,12 @@ class EntraTokens:
             headers={"content-type": "application/x-www-form-urlencoded"},
             timeout=ctx.timeout,
         )
-        try:
+        host = request.url.host
+        with translate_transport_errors(
+            f"Microsoft Entra did not answer within {ctx.timeout:g}s ({host}).",
+            f"Could not reach Microsoft Entra at {host}",
+        ):
             response = await ctx.http.send(request)
-        except httpx.TimeoutException:
-            raise DeadlineExceeded(
-                f"Microsoft Entra did not answer within {ctx.timeout:g}s ({request.url.host})."
-            ) from None
-        except httpx.HTTPError as exc:
-            raise BadGateway(f"Could not reach Microsoft Entra at {request.url.host}: {exc}") from None
         if response.status_code in (400, 401, 403):
             try:
                 data = orjson.loads(response.content)
@@ -302,7 +301,7 @@ class OpenAIProvider(OpenAIWire):
             self.client_id = _required(
                 config, "microsoft_entra_client_id", "Entra client credentials need it"
             )
-            self.entra_base = (env_value("MODELPORT_ENTRA_BASE_URL") or ENTRA_BASE_URL).rstrip("/")
+            self.entra_base = ctx.base_url("entra", ENTRA_BASE_URL)
             if credential(config, "microsoft_entra_client_secret", _no_resolve) is None:
                 raise InvalidState("openai_config.microsoft_entra_client_secret is missing.")
         elif credential(config, "openai_api_key", _no_resolve) is None:
@@ -321,9 +320,7 @@ class OpenAIProvider(OpenAIWire):
                 for task, path in OPENAI_PATHS.items()
             }
         else:
-            base = str(
-                config.get("openai_api_base") or env_value("MODELPORT_OPENAI_BASE_URL") or OPENAI_BASE_URL
-            )
+            base = str(config.get("openai_api_base") or ctx.base_url("openai", OPENAI_BASE_URL))
             self.urls = {task: base.rstrip("/") + path for task, path in OPENAI_PATHS.items()}
         organization = config.get("openai_organization")
         self._static = {"openai-organization": str(organization)} if organization and not self.entra else {}

@@ -14,7 +14,7 @@ task                   Gemini API call (``{base}/v1beta/models/{model}``)
                        no token counts, so usage is 0)
 =====================  =================================================================
 
-``base`` is ``https://generativelanguage.googleapis.com``, or ``MODELPORT_PALM_BASE_URL``.
+``base`` is ``https://generativelanguage.googleapis.com``, or the server's ``palm_base_url`` setting.
 """
 
 from __future__ import annotations
@@ -24,26 +24,16 @@ from typing import Any, ClassVar
 
 import httpx
 
-from modelport.config import env_value
-from modelport.entities.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    ProviderContext,
-    credential,
-    embeddings_response,
-    inputs_of,
-    json_of,
-    send,
-)
+from modelport.entities.providers.base import ProviderContext, credential
 from modelport.entities.providers.gemini import GeminiChat
+from modelport.entities.providers.http import json_of, send
 from modelport.errors import BadGateway, BadRequest, PermissionDenied
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS, embeddings_response, inputs_of
 
 __all__ = ["PalmProvider", "embed_to_gemini_api"]
 
 NAME = "palm"
 DEFAULT_BASE = "https://generativelanguage.googleapis.com"
-BASE_ENV = "MODELPORT_PALM_BASE_URL"
 EMBED_BATCH = 100
 
 
@@ -69,7 +59,7 @@ class PalmProvider(GeminiChat):
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
-        base = (env_value(BASE_ENV) or DEFAULT_BASE).rstrip("/")
+        base = ctx.base_url("palm", DEFAULT_BASE)
         self.model = ctx.model if ctx.model.startswith(("models/", "tunedModels/")) else f"models/{ctx.model}"
         self.url = f"{base}/v1beta/{self.model}"
 

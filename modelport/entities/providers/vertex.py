@@ -12,7 +12,7 @@ task                   Vertex AI call (``{base}/v1/projects/{project_id}/locatio
 =====================  =================================================================
 
 ``base`` is ``https://{region}-aiplatform.googleapis.com`` (``https://aiplatform.googleapis.com``
-for region ``global``), or ``MODELPORT_VERTEX_BASE_URL``. The block's ``private_key`` is a
+for region ``global``), or the server's ``vertex_base_url`` setting. The block's ``private_key`` is a
 service-account key file (JSON); requests carry an OAuth access token obtained with it
 from the key's ``token_uri`` through google-auth, cached until five minutes before it
 expires (:class:`TokenSource`).
@@ -34,19 +34,9 @@ import orjson
 import requests
 from google.oauth2 import service_account
 
-from modelport.config import env_value
-from modelport.entities.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    ProviderContext,
-    credential,
-    embeddings_response,
-    inputs_of,
-    json_of,
-    send,
-)
+from modelport.entities.providers.base import ProviderContext, credential
 from modelport.entities.providers.gemini import GeminiChat
+from modelport.entities.providers.http import json_of, send
 from modelport.errors import (
     BadGateway,
     DeadlineExceeded,
@@ -54,11 +44,11 @@ from modelport.errors import (
     PermissionDenied,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS, embeddings_response, inputs_of
 
 __all__ = ["TokenSource", "VertexProvider", "embed_to_vertex", "token_source"]
 
 NAME = "google-cloud-vertex-ai"
-BASE_ENV = "MODELPORT_VERTEX_BASE_URL"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 #: A cached token is used until this many seconds before it expires.
 REFRESH_MARGIN = 300.0
@@ -209,7 +199,7 @@ class VertexProvider(GeminiChat):
             if region == "global"
             else f"https://{region}-aiplatform.googleapis.com"
         )
-        base = (env_value(BASE_ENV) or host).rstrip("/")
+        base = ctx.base_url("vertex", host)
         model = (
             ctx.model
             if ctx.model.startswith(("publishers/", "endpoints/"))

@@ -12,13 +12,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from modelport.entities.providers.base import (
-    completion_chunk,
-    completion_response,
-    prompts_of,
-    usage,
-)
 from modelport.errors import InvalidParameterValue
+from modelport.spec.llm import completion_chunk, completion_response, prompts_of, usage, usage_of
 
 __all__ = [
     "chat_body_for_prompt",
@@ -76,8 +71,9 @@ def merge_chat_answers(answers: list[dict[str, Any]]) -> dict[str, Any]:
     prompt_tokens = completion_tokens = 0
     for answer in answers:
         choices.extend(answer["choices"])
-        prompt_tokens += answer["usage"]["prompt_tokens"]
-        completion_tokens += answer["usage"]["completion_tokens"]
+        prompt, completion, _ = usage_of(answer) or (0, 0, 0)
+        prompt_tokens += prompt
+        completion_tokens += completion
     first["choices"] = [{**choice, "index": i} for i, choice in enumerate(choices)]
     first["usage"] = usage(prompt_tokens, completion_tokens)
     return first

@@ -1,4 +1,6 @@
-"""Drive a :class:`Provider` directly: a fresh ``httpx.AsyncClient`` and a dict-backed resolver."""
+"""Drive a :class:`Provider` directly: a fresh ``httpx.AsyncClient``, a dict-backed resolver,
+and the server's provider base URLs from :data:`BASE_URLS` (a test points a provider at its
+fake with ``monkeypatch.setitem(BASE_URLS, "<name>", fake.url)``)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ from typing import Any
 
 import httpx
 
-from modelport.entities.providers.base import Provider, ProviderContext, SecretResolver
+from modelport.entities.providers.base import Provider, ProviderContext
 from modelport.errors import ResourceDoesNotExist
+from modelport.spec.secrets import SecretResolver
 
 ENDPOINT = "my-endpoint"
+#: What ``Settings.provider_base_urls`` would hold: provider name -> base URL.
+BASE_URLS: dict[str, str] = {}
 
 
 def resolver(secrets: Mapping[tuple[str, str], str]) -> SecretResolver:
@@ -51,6 +56,7 @@ def ask(
                 resolve=resolver(secrets or {}),
                 http=http,
                 timeout=timeout,
+                base_urls=dict(BASE_URLS),
             )
             result = getattr(cls(ctx), method)(body)
             if inspect.isawaitable(result):

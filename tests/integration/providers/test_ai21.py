@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from modelport.entities.providers.ai21 import AI21Provider
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from modelport.errors import (
     BadGateway,
     BadRequest,
@@ -20,8 +19,9 @@ from modelport.errors import (
     RequestLimitExceeded,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 from tests.fakes.ai21_server import API_KEY, FakeAI21
-from tests.integration.providers.contexts import ENDPOINT, ask
+from tests.integration.providers.contexts import BASE_URLS, ENDPOINT, ask
 
 CONFIG = {"ai21labs_api_key_plaintext": API_KEY}
 TOOLS = [
@@ -50,7 +50,7 @@ def fake_server() -> Iterator[FakeAI21]:
 @pytest.fixture
 def fake(fake_server: FakeAI21, monkeypatch: pytest.MonkeyPatch) -> FakeAI21:
     fake_server.reset()
-    monkeypatch.setenv("MODELPORT_AI21_BASE_URL", fake_server.url)
+    monkeypatch.setitem(BASE_URLS, "ai21", fake_server.url)
     return fake_server
 
 

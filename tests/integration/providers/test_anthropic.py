@@ -10,8 +10,8 @@ import anthropic
 import httpx
 import pytest
 
-from modelport.entities.providers.anthropic import BASE_URL_VAR, DEFAULT_MAX_TOKENS, AnthropicProvider
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, ProviderContext
+from modelport.entities.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
+from modelport.entities.providers.base import ProviderContext
 from modelport.errors import (
     BadGateway,
     BadRequest,
@@ -23,8 +23,9 @@ from modelport.errors import (
     RequestLimitExceeded,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 from tests.fakes.anthropic_server import API_KEY, VERSION, FakeAnthropic
-from tests.integration.providers.contexts import ENDPOINT, ask, resolver
+from tests.integration.providers.contexts import BASE_URLS, ENDPOINT, ask, resolver
 from tests.serverproc import free_port
 
 MODEL = "claude-opus-4-7"
@@ -63,7 +64,7 @@ def fake_server() -> Iterator[FakeAnthropic]:
 @pytest.fixture
 def fake(fake_server: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> FakeAnthropic:
     fake_server.reset()
-    monkeypatch.setenv(BASE_URL_VAR, fake_server.url)
+    monkeypatch.setitem(BASE_URLS, "anthropic", fake_server.url)
     return fake_server
 
 
@@ -432,12 +433,12 @@ def test_slow_anthropic_is_deadline_exceeded(fake: FakeAnthropic) -> None:
 
 
 def test_unreachable_anthropic_is_bad_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(BASE_URL_VAR, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setitem(BASE_URLS, "anthropic", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(BadGateway, match="Could not reach"):
         _ask("chat", _user("x"))
 
 
 def test_default_base_url_is_anthropics(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(BASE_URL_VAR, raising=False)
+    monkeypatch.delitem(BASE_URLS, "anthropic", raising=False)
     ctx = ProviderContext(ENDPOINT, MODEL, CHAT, {}, resolver({}), httpx.AsyncClient(), 1.0)
     assert AnthropicProvider(ctx).url == "https://api.anthropic.com/v1/messages"

@@ -14,8 +14,8 @@ import pytest
 from botocore.config import Config
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, ProviderContext
-from modelport.entities.providers.bedrock import BASE_URL_VAR, BedrockProvider
+from modelport.entities.providers.base import ProviderContext
+from modelport.entities.providers.bedrock import BedrockProvider
 from modelport.errors import (
     BadGateway,
     BadRequest,
@@ -27,6 +27,7 @@ from modelport.errors import (
     RequestLimitExceeded,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 from tests.fakes.bedrock_server import (
     ACCESS_KEY_ID,
     REGION,
@@ -35,7 +36,7 @@ from tests.fakes.bedrock_server import (
     chunk_frame,
     vector,
 )
-from tests.integration.providers.contexts import ENDPOINT, ask, resolver
+from tests.integration.providers.contexts import BASE_URLS, ENDPOINT, ask, resolver
 from tests.serverproc import free_port
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -65,7 +66,7 @@ def fake_server() -> Iterator[FakeBedrock]:
 @pytest.fixture
 def fake(fake_server: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> FakeBedrock:
     fake_server.reset()
-    monkeypatch.setenv(BASE_URL_VAR, fake_server.url)
+    monkeypatch.setitem(BASE_URLS, "bedrock", fake_server.url)
     return fake_server
 
 
@@ -408,7 +409,7 @@ def test_secret_references_are_resolved_per_request(fake: FakeBedrock) -> None:
 
 def test_session_token_is_sent_and_signed(fake_server: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeBedrock(session_token="session-token-1") as fake:
-        monkeypatch.setenv(BASE_URL_VAR, fake.url)
+        monkeypatch.setitem(BASE_URLS, "bedrock", fake.url)
         with pytest.raises(PermissionDenied, match="security token"):
             _ask("anthropic", CLAUDE, "chat", HELLO)
         keys = {**KEYS, "aws_session_token_plaintext": "session-token-1"}
@@ -423,7 +424,7 @@ def test_missing_keys_are_refused_before_any_call(fake: FakeBedrock) -> None:
 
 
 def test_default_endpoint_is_regional(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(BASE_URL_VAR, raising=False)
+    monkeypatch.delitem(BASE_URLS, "bedrock", raising=False)
     config = {"aws_region": "eu-west-1", "bedrock_provider": "Anthropic", **KEYS}
     ctx = ProviderContext(ENDPOINT, CLAUDE, CHAT, config, resolver({}), httpx.AsyncClient(), 1.0)
     provider = BedrockProvider(ctx)
@@ -493,6 +494,6 @@ def test_slow_bedrock_is_deadline_exceeded(fake: FakeBedrock) -> None:
 
 
 def test_unreachable_bedrock_is_bad_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(BASE_URL_VAR, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setitem(BASE_URLS, "bedrock", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(BadGateway, match="Could not reach"):
         _ask("anthropic", CLAUDE, "chat", HELLO)

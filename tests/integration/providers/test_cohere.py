@@ -9,7 +9,6 @@ from typing import Any
 import cohere
 import pytest
 
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from modelport.entities.providers.cohere import CohereProvider
 from modelport.errors import (
     BadGateway,
@@ -20,8 +19,9 @@ from modelport.errors import (
     RequestLimitExceeded,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 from tests.fakes.cohere_server import API_KEY, FakeCohere, embedding_of
-from tests.integration.providers.contexts import ENDPOINT, ask
+from tests.integration.providers.contexts import BASE_URLS, ENDPOINT, ask
 from tests.serverproc import free_port
 
 TOOLS = [
@@ -211,7 +211,7 @@ def test_secret_reference_is_resolved_on_every_request(fake: FakeCohere) -> None
 def test_base_url_from_environment_when_the_block_has_none(
     fake: FakeCohere, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELPORT_COHERE_BASE_URL", fake.url)
+    monkeypatch.setitem(BASE_URLS, "cohere", fake.url)
     answer = _ask(
         fake,
         "chat",

@@ -13,7 +13,7 @@ from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from modelport.entities.providers import openai as openai_module
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, ProviderContext
+from modelport.entities.providers.base import ProviderContext
 from modelport.entities.providers.custom import CustomProvider, base_url_of
 from modelport.entities.providers.openai import OpenAIProvider
 from modelport.errors import (
@@ -25,8 +25,9 @@ from modelport.errors import (
     RequestLimitExceeded,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 from tests.fakes.openai_server import API_KEY, AZURE_AD_TOKEN, AZURE_KEY, ENTRA, FakeOpenAI
-from tests.integration.providers.contexts import ENDPOINT, ask, resolver
+from tests.integration.providers.contexts import BASE_URLS, ENDPOINT, ask, resolver
 from tests.serverproc import free_port
 
 HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
@@ -138,10 +139,10 @@ def test_embeddings_come_back_as_floats_in_input_order(fake: FakeOpenAI) -> None
     assert "encoding_format" not in fake.last().json()  # the gateway encodes, upstream sends floats
 
 
-def test_default_base_url_comes_from_the_environment(
+def test_default_base_url_comes_from_the_server_settings(
     fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELPORT_OPENAI_BASE_URL", f"{fake.url}/v1")
+    monkeypatch.setitem(BASE_URLS, "openai", f"{fake.url}/v1")
     answer = ask_openai("chat", HELLO, {"openai_api_key_plaintext": API_KEY})
     assert answer["model"] == ENDPOINT
     assert fake.last().path == "/v1/chat/completions"
@@ -188,7 +189,7 @@ def test_azuread_sends_the_key_as_a_bearer_token(fake: FakeOpenAI) -> None:
 def test_entra_client_credentials_token_is_fetched_once_and_reused(
     fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELPORT_ENTRA_BASE_URL", fake.url)
+    monkeypatch.setitem(BASE_URLS, "entra", fake.url)
     monkeypatch.setattr(openai_module, "ENTRA_TOKENS", openai_module.EntraTokens())
     before = fake.token_requests
     secrets = {("azure", "entra"): ENTRA[2]}
@@ -196,7 +197,7 @@ def test_entra_client_credentials_token_is_fetched_once_and_reused(
 
     async def twice() -> list[Any]:
         async with httpx.AsyncClient() as http:
-            ctx = ProviderContext(ENDPOINT, "gpt", CHAT, config, resolver(secrets), http, 5.0)
+            ctx = ProviderContext(ENDPOINT, "gpt", CHAT, config, resolver(secrets), http, 5.0, BASE_URLS)
             provider = OpenAIProvider(ctx)
             return [await provider.chat(HELLO), await provider.chat(HELLO)]
 
@@ -211,7 +212,7 @@ def test_entra_client_credentials_token_is_fetched_once_and_reused(
 def test_entra_refusal_is_permission_denied_with_entras_reason(
     fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELPORT_ENTRA_BASE_URL", fake.url)
+    monkeypatch.setitem(BASE_URLS, "entra", fake.url)
     with pytest.raises(PermissionDenied, match="AADSTS7000215"):
         ask_openai("chat", HELLO, entra_config(fake), secrets={("azure", "entra"): "wrong"})
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from modelport.entities.providers.palm import PalmProvider
 from modelport.errors import BadRequest, PermissionDenied, RequestLimitExceeded, TemporarilyUnavailable
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 from tests.fakes.vertex_server import API_KEY, FakeGoogle, embedding_of
-from tests.integration.providers.contexts import ENDPOINT, ask
+from tests.integration.providers.contexts import BASE_URLS, ENDPOINT, ask
 
 CONFIG = {"palm_api_key_plaintext": API_KEY}
 
@@ -26,7 +26,7 @@ def fake_server() -> Iterator[FakeGoogle]:
 @pytest.fixture
 def fake(fake_server: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> FakeGoogle:
     fake_server.reset()
-    monkeypatch.setenv("MODELPORT_PALM_BASE_URL", fake_server.url)
+    monkeypatch.setitem(BASE_URLS, "palm", fake_server.url)
     return fake_server
 
 

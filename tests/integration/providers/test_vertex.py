@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, ProviderContext
+from modelport.entities.providers.base import ProviderContext
 from modelport.entities.providers.vertex import VertexProvider
 from modelport.errors import (
     BadGateway,
@@ -21,8 +21,9 @@ from modelport.errors import (
     RequestLimitExceeded,
     TemporarilyUnavailable,
 )
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 from tests.fakes.vertex_server import JWT_BEARER, FakeGoogle, embedding_of
-from tests.integration.providers.contexts import ENDPOINT, ask, resolver
+from tests.integration.providers.contexts import BASE_URLS, ENDPOINT, ask, resolver
 from tests.serverproc import free_port
 
 MODEL_PATH = "/v1/projects/proj-1/locations/europe-west4/publishers/google/models/gemini-2.0-flash"
@@ -55,7 +56,7 @@ def fake_server() -> Iterator[FakeGoogle]:
 @pytest.fixture
 def fake(fake_server: FakeGoogle, monkeypatch: pytest.MonkeyPatch) -> FakeGoogle:
     fake_server.reset()
-    monkeypatch.setenv("MODELPORT_VERTEX_BASE_URL", fake_server.url)
+    monkeypatch.setitem(BASE_URLS, "vertex", fake_server.url)
     return fake_server
 
 
@@ -93,7 +94,9 @@ def test_one_token_request_serves_many_queries(fake: FakeGoogle, config: dict[st
 
     async def many() -> None:
         async with httpx.AsyncClient() as http:
-            ctx = ProviderContext(ENDPOINT, "gemini-2.0-flash", CHAT, config, resolver({}), http, 5.0)
+            ctx = ProviderContext(
+                ENDPOINT, "gemini-2.0-flash", CHAT, config, resolver({}), http, 5.0, BASE_URLS
+            )
             provider = VertexProvider(ctx)
             await asyncio.gather(*(provider.chat(_hi()) for _ in range(10)))
 
@@ -108,7 +111,9 @@ def test_concurrent_first_queries_wait_for_one_refresh(fake: FakeGoogle, config:
 
     async def many() -> None:
         async with httpx.AsyncClient() as http:
-            ctx = ProviderContext(ENDPOINT, "gemini-2.0-flash", CHAT, config, resolver({}), http, 5.0)
+            ctx = ProviderContext(
+                ENDPOINT, "gemini-2.0-flash", CHAT, config, resolver({}), http, 5.0, BASE_URLS
+            )
             provider = VertexProvider(ctx)
             await asyncio.gather(*(provider.chat(_hi()) for _ in range(8)))
 
@@ -165,7 +170,7 @@ def test_unreachable_token_endpoint_is_bad_gateway(fake: FakeGoogle) -> None:
 
 
 def test_default_hosts_follow_the_region(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MODELPORT_VERTEX_BASE_URL", raising=False)
+    monkeypatch.delitem(BASE_URLS, "vertex", raising=False)
 
     def url(region: str, model: str = "gemini-2.0-flash") -> str:
         ctx = ProviderContext(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from modelport.entities.providers import PROVIDERS, check_task
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from modelport.entities.providers.bedrock_formats import family_for
 from modelport.errors import InvalidParameterValue, NotImplementedByServer
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS
 
 PATH = "config.served_entities[0].external_model"
 HELLO = {"messages": [{"role": "user", "content": "hi"}]}

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from modelport.entities.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Provider, credential
+from modelport.entities.providers.base import Provider, credential
 from modelport.errors import BadGateway, InvalidParameterValue, InvalidState, NotImplementedByServer
-from modelport.gateway.external import ChunkStream, ExternalPlane, base64_embeddings
+from modelport.gateway.external import ChunkStream, ExternalPlane
+from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS, base64_embeddings
 
 
 def chunk(content: str | None = None, finish: str | None = None, usage: Any = False) -> dict[str, Any]:

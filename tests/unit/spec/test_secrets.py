@@ -16,6 +16,7 @@ from modelport.spec.secrets import (
     plaintext_fields,
     reference,
     references_in,
+    references_of,
     replace_plaintext,
     validate_key,
     validate_scope_name,
@@ -75,6 +76,21 @@ def test_references_are_found_in_provider_blocks_and_environment_vars() -> None:
             "entra",
         ),
     ]
+
+
+def test_references_of_any_block_at_any_depth() -> None:
+    block = {
+        "api_key": "{{secrets/llm/key}}",
+        "headers": [{"value": "{{secrets/llm/header}}"}, "Bearer {{secrets/llm/no}}"],
+        "nested": {"deeper": {"token": "{{secrets/team/t}}"}},
+        "plain": "sk-1",
+    }
+    assert list(references_of(block, "cfg")) == [
+        SecretReference("cfg.api_key", "llm", "key"),
+        SecretReference("cfg.headers[0].value", "llm", "header"),
+        SecretReference("cfg.nested.deeper.token", "team", "t"),
+    ]
+    assert list(references_of("{{secrets/a/b}}")) == [SecretReference("", "a", "b")]
 
 
 def test_plaintext_fields_skip_values_that_are_references() -> None:
