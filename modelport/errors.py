@@ -221,16 +221,20 @@ def error_class_for(error_code: str | None, status: int) -> type[ModelportError]
 
 
 def error_from_body(status: int, body: Any, headers_retry_after: str | None = None) -> ModelportError:
-    """Rebuild the exception a server response describes (used by the client SDK)."""
+    """Rebuild the exception a response describes: an HTTP answer (the client SDK) or a
+    replica's error frame (``runtime/protocol.py``). ``retry_after`` comes from the
+    ``Retry-After`` header, else from the body's ``retry_after`` (what an error frame carries)."""
     code = None
     message = f"HTTP {status}"
+    retry_after = None
     if isinstance(body, dict):
         code = body.get("error_code")
         message = str(body.get("message") or body.get("error") or message)
+        hint = body.get("retry_after")
+        if isinstance(hint, int) and not isinstance(hint, bool) and hint >= 0:
+            retry_after = hint
     elif isinstance(body, str) and body:
         message = body
-    retry_after = None
     if headers_retry_after and headers_retry_after.isdigit():
         retry_after = int(headers_retry_after)
-    err = error_class_for(code, status)(message, retry_after=retry_after)
-    return err
+    return error_class_for(code, status)(message, retry_after=retry_after)

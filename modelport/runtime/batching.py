@@ -66,17 +66,12 @@ class BatchModel(Protocol):
 class Stats:
     """Counters sent in PONG. ``batches`` counts predict calls that served several requests."""
 
-    requests: int = 0
-    in_flight: int = 0
     batches: int = 0
     batched_rows: int = 0
     max_batch_seen: int = 0
 
-    def as_dict(self, pid: int) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int]:
         return {
-            "pid": pid,
-            "in_flight": self.in_flight,
-            "requests": self.requests,
             "batches": self.batches,
             "batched_rows": self.batched_rows,
             "max_batch_seen": self.max_batch_seen,

@@ -1,7 +1,10 @@
 """The wire protocol between the server and a replica process, over a unix socket.
 
 One connection per replica, kept open, multiplexed: every frame carries a request id, so
-many requests are in flight at once and answers may come back in any order.
+many requests are in flight at once and answers may come back in any order. Only
+``runtime/`` reads frames: the server side turns them into bytes or raised errors
+(``ReplicaSet.predict``, ``ReplicaSet.open_stream``), the replica side is
+``runtime/replica_server.py``.
 
 Frame: a 13-byte header ``!IQB`` (payload length, request id, kind) then the payload.
 
@@ -13,11 +16,18 @@ Server → replica:
              (the client went away); it gets no answer of its own
 Replica → server:
     OK            payload = the response body to send the client (JSON bytes)
-    CLIENT_ERROR  payload = {"error_code", "message"} (bad input: HTTP 400)
-    SERVER_ERROR  payload = {"error_code", "message"} (the model raised: HTTP 500)
-    PONG          payload = JSON stats {"pid", "in_flight", "batches", "batched_rows", ...}
+    CLIENT_ERROR  payload = an error (below) whose status is 4xx
+    SERVER_ERROR  payload = an error whose status is 5xx (the model raised, the replica
+                  is stopping, ...)
+    PONG          payload = JSON stats {"pid", "requests", "in_flight", ...}: the replica
+                  server's counters and its handler's (batches, engine counters)
     CHUNK         payload = one chunk of a STREAM's answer (JSON bytes); any number of them
     END           payload = b""; the STREAM's answer is complete
+
+An error payload is ``ModelportError.to_body()`` plus the error's HTTP ``status`` and, when
+it has one, ``retry_after``: ``{"error_code", "message", "status", "retry_after"}``.
+:func:`error_frame` writes it and :func:`error_of` rebuilds the same class with the same
+``retry_after`` (so a replica's 503 reaches the client with its ``Retry-After``).
 
 A STREAM ends with END, CLIENT_ERROR or SERVER_ERROR (an error after chunks were sent
 ends the stream with that error).
@@ -27,6 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
+
+import orjson
+
+from modelport.errors import ModelportError, error_from_body
 
 __all__ = [
     "CANCEL",
@@ -43,6 +58,8 @@ __all__ = [
     "SERVER_ERROR",
     "STREAM",
     "encode",
+    "error_frame",
+    "error_of",
     "read_frame",
 ]
 
@@ -76,3 +93,28 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
         raise ValueError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit")
     payload = await reader.readexactly(length) if length else b""
     return request_id, kind, payload
+
+
+def error_frame(request_id: int, error: ModelportError) -> bytes:
+    """The frame that answers request ``request_id`` with ``error``."""
+    body: dict[str, Any] = {**error.to_body(), "status": error.status}
+    if error.retry_after is not None:
+        body["retry_after"] = error.retry_after
+    kind = CLIENT_ERROR if error.status < 500 else SERVER_ERROR
+    return encode(request_id, kind, orjson.dumps(body))
+
+
+def error_of(kind: int, payload: bytes) -> ModelportError:
+    """The error an answer frame stands for: the class of its ``error_code`` (by ``status``
+    when the code is unknown), its message and ``retry_after``. A frame that is not an
+    error, or one that cannot be read, is a 500 that says so."""
+    if kind not in (CLIENT_ERROR, SERVER_ERROR):
+        return ModelportError(f"The replica answered with an unexpected frame (kind {kind}).")
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return ModelportError(f"The replica answered with an unreadable error: {payload[:200]!r}")
+    status = body.get("status") if isinstance(body, dict) else None
+    if not isinstance(status, int) or isinstance(status, bool):
+        status = 400 if kind == CLIENT_ERROR else 500
+    return error_from_body(status, body)

@@ -65,11 +65,15 @@ class ReplicaSpec:
     model_name: str = ""
 
     def argv(self, socket_path: Path) -> list[str]:
+        """The replica's command line after ``python -m modelport.runtime.worker``; ``--socket``
+        comes first, so ``pgrep -f 'modelport.runtime.worker --socket .*<endpoint id>'`` finds it."""
         if self.engine is not None:
             e = self.engine
             return [
                 "--socket",
                 str(socket_path),
+                "--kind",
+                "engine",
                 "--engine",
                 e.engine,
                 "--engine-path",
@@ -84,6 +88,8 @@ class ReplicaSpec:
         return [
             "--socket",
             str(socket_path),
+            "--kind",
+            "custom",
             "--model-path",
             str(self.model_path),
             "--batching",

@@ -18,16 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from modelport.errors import DeadlineExceeded, RequestLimitExceeded, TemporarilyUnavailable
+from modelport.runtime import protocol
 from modelport.runtime.autoscaler import Band, Load, decide
-from modelport.runtime.replica import (
-    ReplicaDied,
-    ReplicaHandle,
-    ReplicaSpec,
-    ReplicaStartFailed,
-    ReplicaStream,
-)
+from modelport.runtime.replica import ReplicaDied, ReplicaHandle, ReplicaSpec, ReplicaStartFailed
+from modelport.runtime.streams import AdmittedFrames, ReplicaChunks
 
-__all__ = ["ReplicaSet", "SetClosed"]
+__all__ = ["ReplicaChunks", "ReplicaSet", "SetClosed"]
 
 log = logging.getLogger("modelport.runtime")
 
@@ -37,6 +33,16 @@ class SetClosed(Exception):
 
 
 class ReplicaSet:
+    """The replicas of one served entity in one config version: admission, the pick of a
+    replica, scaling and supervision (:meth:`tick`).
+
+    Requests go through :meth:`predict` and :meth:`open_stream`, which answer bytes or raise:
+    a replica's error answer as the ``ModelportError`` it describes (class, status,
+    ``retry_after``), admission and replica failures as 429, 503 or 504 with ``retry_after``
+    where a retry may help, and :class:`SetClosed` once the set is retired. Every request
+    admitted holds one slot until it is answered (a stream: until it is closed).
+    """
+
     def __init__(
         self,
         name: str,
@@ -224,8 +230,28 @@ class ReplicaSet:
             )
         return min(ready, key=lambda r: r.in_flight)
 
+    async def predict(self, body: bytes, timeout: float) -> bytes:
+        """The answer body of the least busy replica to the request ``body``. Raises the
+        ``ModelportError`` of its error answer, ``DeadlineExceeded`` after ``timeout``
+        seconds (admission included), ``TemporarilyUnavailable`` when the replica goes away,
+        ``RequestLimitExceeded`` when the queue is full, and ``SetClosed``."""
+        kind, payload = await self.submit(protocol.PREDICT, body, timeout)
+        if kind != protocol.OK:
+            raise protocol.error_of(kind, payload)
+        return payload
+
+    async def open_stream(self, body: bytes, timeout: float) -> ReplicaChunks:
+        """A streamed answer from the least busy replica, its first chunk already read: an
+        error before any chunk (or no chunk within ``timeout``) is raised from here, as by
+        :meth:`predict`. Iterate it for each chunk's bytes until the end; an error answer
+        mid-stream is raised as its ``ModelportError``. The caller must ``aclose()`` it in
+        every case: that releases the admission slot and, before the end, tells the
+        replica to stop generating."""
+        return await ReplicaChunks.open(await self.stream(body, timeout))
+
     async def submit(self, kind: int, body: bytes, timeout: float) -> tuple[int, bytes]:
-        """Send one request to the least busy replica; answers ``(kind, payload)``."""
+        """Send one request to the least busy replica; answers the frame ``(kind, payload)``
+        (what :meth:`predict` decodes; PINGs and the tests use it as it is)."""
         if self.closed:
             raise SetClosed(self.name)
         deadline = time.monotonic() + timeout
@@ -248,10 +274,10 @@ class ReplicaSet:
         finally:
             self._release()
 
-    async def stream(self, body: bytes, timeout: float) -> ReplicaStream:
+    async def stream(self, body: bytes, timeout: float) -> AdmittedFrames:
         """Send a STREAM request to the least busy replica and wait for its first frame
         (an error before any chunk is raised from here). The admission slot is held until
-        the stream is closed, which the caller must do."""
+        the stream is closed, which the caller must do (:meth:`open_stream` decodes its frames)."""
         if self.closed:
             raise SetClosed(self.name)
         deadline = time.monotonic() + timeout
@@ -264,7 +290,7 @@ class ReplicaSet:
         except BaseException:
             self._release()
             raise
-        stream = _AdmittedStream(self, frames, self.name)
+        stream = AdmittedFrames(frames, self.name, self._release)
         try:
             await stream.first(max(0.001, deadline - time.monotonic()), timeout)
         except BaseException:
@@ -292,48 +318,3 @@ class ReplicaSet:
         self._waiters.clear()
         await self.scale_to(0)
         self.closed = True
-
-
-class _AdmittedStream:
-    """A replica's STREAM frames holding an admission slot of the set until closed.
-    Iterating yields ``(kind, payload)`` frames; the first is read by :meth:`first`."""
-
-    def __init__(self, owner: ReplicaSet, frames: ReplicaStream, name: str) -> None:
-        self._owner = owner
-        self._frames = frames
-        self._name = name
-        self._first: tuple[int, bytes] | None = None
-        self._open = True
-
-    async def first(self, wait: float, timeout: float) -> None:
-        try:
-            self._first = await asyncio.wait_for(self._frames.__anext__(), wait)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"The model did not start answering within {timeout:g} seconds (request timeout)."
-            ) from None
-        except ReplicaDied:
-            raise TemporarilyUnavailable(
-                f"The replica of '{self._name}' serving this request stopped; retry the request.",
-                retry_after=1,
-            ) from None
-
-    def __aiter__(self) -> _AdmittedStream:
-        return self
-
-    async def __anext__(self) -> tuple[int, bytes]:
-        if self._first is not None:
-            frame, self._first = self._first, None
-            return frame
-        try:
-            return await self._frames.__anext__()
-        except ReplicaDied:
-            raise TemporarilyUnavailable(
-                f"The replica of '{self._name}' serving this request stopped mid-answer.", retry_after=1
-            ) from None
-
-    async def aclose(self) -> None:
-        if self._open:
-            self._open = False
-            await self._frames.aclose()
-            self._owner._release()

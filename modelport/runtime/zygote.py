@@ -47,7 +47,13 @@ __all__ = ["PRELOAD", "main"]
 #: Imported before the first fork; optional ones are skipped when not installed. ``skops.io``
 #: is what MLflow loads scikit-learn models with; it imports every estimator (and torch,
 #: where installed, through scikit-learn's array API support): 4-6 s on its own.
-PRELOAD: tuple[str, ...] = ("modelport.runtime.worker", "mlflow.pyfunc", "mlflow.sklearn", "skops.io")
+PRELOAD: tuple[str, ...] = (
+    "modelport.runtime.worker",
+    "modelport.runtime.custom_handler",
+    "mlflow.pyfunc",
+    "mlflow.sklearn",
+    "skops.io",
+)
 
 
 def _preload() -> list[str]:
