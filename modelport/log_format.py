@@ -2,15 +2,23 @@
 
 The request id of the HTTP request being handled is kept in a context variable that
 the API's middleware sets; every record logged while handling it carries the id.
+
+Records are handed to an in-memory queue and written by a thread of their own
+(:class:`logging.handlers.QueueListener`): a log line costs the event loop a queue put,
+not a format and a write to stderr. The queue is drained when the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
+import copy
 import json
 import logging
+import queue
 import sys
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
 
 __all__ = ["configure_logging", "request_id_var"]
 
@@ -38,6 +46,8 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
         return json.dumps(out, default=str)
 
 
@@ -53,13 +63,45 @@ class TextFormatter(logging.Formatter):
         text = f"{base} {extra}" if extra else base
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            text += "\n" + record.exc_text
         return text
 
 
+class _Queued(QueueHandler):
+    """Queues a copy of each record with its message and traceback already made into text (the
+    arguments and the exception may change or die before the writer thread formats it)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_listener: QueueListener | None = None
+
+
+def _stop_listener() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.stop()  # writes what is still queued
+        _listener = None
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(_RequestIdFilter())
+    global _listener
+    _stop_listener()
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = _Queued(records)
+    handler.addFilter(_RequestIdFilter())  # in the thread that logs, where the request id is set
+    _listener = QueueListener(records, writer)
+    _listener.start()
+    atexit.register(_stop_listener)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

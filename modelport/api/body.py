@@ -1,4 +1,5 @@
-"""Reading request bodies: JSON objects, size-limited, validated into spec models."""
+"""Reading request bodies (the one reader, for every route): size-limited, JSON objects validated
+into spec models."""
 
 from __future__ import annotations
 
@@ -7,23 +8,47 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from modelport.control.render import MASK, mask_credentials
 from modelport.errors import InvalidParameterValue, MalformedRequest
 
-__all__ = ["MAX_CONTROL_BODY", "json_object", "parse"]
+__all__ = ["MAX_BODY", "json_object", "parse", "read_body", "validate"]
 
-MAX_CONTROL_BODY = 16 * 1024 * 1024
+#: The largest request body of any route (queries included).
+MAX_BODY = 16 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(
+    scope: Scope, receive: Receive, limit: int = MAX_BODY, *, what: str = "a request"
+) -> bytes:
+    """The whole body of a request, refused past ``limit`` bytes (by its ``content-length`` at once)."""
+    too_large = MalformedRequest(
+        f"Request body is larger than the {limit // (1024 * 1024)} MB limit of {what}."
+    )
+    for key, value in scope["headers"]:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise MalformedRequest("The client closed the connection before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def json_object(request: Request, *, required: bool = True) -> dict[str, Any]:
     """The body as a JSON object; ``{}`` for an empty body when not ``required``."""
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_CONTROL_BODY:
-            raise MalformedRequest(f"Request body is larger than {MAX_CONTROL_BODY // (1024 * 1024)} MB.")
+    raw = await read_body(request.scope, request.receive)
     if not raw.strip():
         if required:
             raise MalformedRequest("Request body is empty; send a JSON object.")

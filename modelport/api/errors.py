@@ -1,8 +1,12 @@
-"""The one place that turns exceptions into HTTP error responses.
+"""The one place that turns exceptions into HTTP error responses, for every route.
 
-A :class:`ModelportError` becomes ``{"error_code", "message"}`` with its status (and
-``Retry-After`` when it has one). Anything else is a bug: it is logged with its
-traceback and the client gets a generic 500 that carries the request id, never the trace.
+A :class:`ModelportError` becomes ``{"error_code", "message"}`` with its status, ``Retry-After``
+when it has one, and ``x-should-retry: false`` on a 501 (the openai client retries every 5xx
+unless told not to). Anything else is a bug: it is logged with its traceback and the client gets
+a generic 500 that carries the request id, never the trace. The Starlette routes get a
+:class:`~starlette.responses.Response` (:func:`error_response`); the data plane's raw ASGI path
+sends the same bytes (:func:`send_error`); a stream that fails after it began sends the same body
+as its last event (:func:`error_event_body`).
 """
 
 from __future__ import annotations
@@ -13,31 +17,71 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Send
 
 from modelport.errors import EndpointNotFound, MethodNotAllowed, ModelportError
 from modelport.log_format import request_id_var
 
-__all__ = ["error_response", "handle_exception", "handle_http_exception", "internal_error_response"]
+__all__ = [
+    "error_event_body",
+    "error_headers",
+    "error_response",
+    "handle_exception",
+    "handle_http_exception",
+    "internal_error",
+    "internal_error_response",
+    "send_error",
+]
 
 log = logging.getLogger("modelport.api")
 
 
-def error_response(exc: ModelportError) -> Response:
+def internal_error(what: str = "handling the request") -> ModelportError:
+    """The error a client gets for a bug of ours: a generic message with the request id."""
+    rid = request_id_var.get() or "unknown"
+    return ModelportError(f"Internal error while {what} (request id {rid}); see the server log.")
+
+
+def error_headers(exc: ModelportError) -> dict[str, str]:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
+    if exc.status == 501:
+        headers["x-should-retry"] = "false"
+    return headers
+
+
+def error_response(exc: ModelportError) -> Response:
     return Response(
-        orjson.dumps(exc.to_body()), status_code=exc.status, headers=headers, media_type="application/json"
+        orjson.dumps(exc.to_body()),
+        status_code=exc.status,
+        headers=error_headers(exc),
+        media_type="application/json",
     )
 
 
 def internal_error_response() -> Response:
-    rid = request_id_var.get() or "unknown"
-    body = {
-        "error_code": "INTERNAL_ERROR",
-        "message": f"Internal error while handling the request (request id {rid}); see the server log.",
-    }
-    return Response(orjson.dumps(body), status_code=500, media_type="application/json")
+    return error_response(internal_error())
+
+
+async def send_error(send: Send, exc: BaseException, path: str = "") -> None:
+    """Send the error answer of ``exc`` on a raw ASGI ``send`` (logging what is not ours)."""
+    if not isinstance(exc, ModelportError):
+        log.error("unhandled error", exc_info=exc, extra={"path": path})
+        exc = internal_error()
+    body = orjson.dumps(exc.to_body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_event_body(exc: BaseException) -> dict[str, object]:
+    """The ``{"error": {...}}`` event that ends a stream that failed after it began."""
+    if not isinstance(exc, ModelportError):
+        log.error("unhandled error while streaming", exc_info=exc)
+        exc = internal_error("streaming the answer")
+    return {"error": exc.to_body()}
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:

@@ -14,7 +14,7 @@ from modelport.control.reconciler import Reconciler
 from modelport.control.secrets import SecretService
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.gateway.auth import Authenticator
-from modelport.gateway.dataplane import DataPlane
+from modelport.gateway.pipeline import DataPlane
 from modelport.metrics import Metrics
 from modelport.runtime.local import LocalBackend
 from modelport.spec.identity import Caller

@@ -38,6 +38,7 @@ from modelport.spec.endpoint import (
     Provider,
     PutRateLimits,
 )
+from modelport.spec.extensions import refuse_unavailable
 from modelport.spec.identity import Caller
 from modelport.spec.permissions import PermissionLevel
 from modelport.spec.secrets import keep_masked
@@ -87,7 +88,7 @@ class EndpointService:
         reconciler: Reconciler,
         logs: LogStore,
         registry: RegistryHandle,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[str], None] = lambda endpoint_id: None,
         *,
         secrets: SecretService,
     ) -> None:
@@ -150,6 +151,8 @@ class EndpointService:
             raise InvalidParameterValue(
                 f"Invalid value for 'config.name': '{config.name}' differs from the endpoint name '{name}'."
             )
+        refuse_unavailable("config.shadow", config.shadow)
+        refuse_unavailable("config.rollout", config.rollout)
         body = normalize_config(config, name)
         _check_tasks(body)
         self._check_registry(body)
@@ -159,6 +162,8 @@ class EndpointService:
     def create(self, caller: Caller, req: CreateEndpoint) -> dict[str, Any]:
         name = validate_endpoint_name(req.name)
         body = self._validated_config(req.config, name) if req.config is not None else None
+        if req.ai_gateway is not None:
+            refuse_unavailable("ai_gateway.response_cache", req.ai_gateway.response_cache)
         gateway = normalize_ai_gateway(req.ai_gateway, name) if req.ai_gateway is not None else None
         legacy_limits = normalize_legacy_rate_limits(req.rate_limits) if req.rate_limits else None
         tags = normalize_tags(req.tags)
@@ -197,6 +202,7 @@ class EndpointService:
                 status="PENDING",
                 creator=caller.name,
                 created_ms=now,
+                ai_gateway=endpoint.ai_gateway,
             )
             if body
             else None
@@ -207,7 +213,7 @@ class EndpointService:
             if stored_keys:
                 self._secrets.delete_inline_credentials(endpoint_id)
             raise
-        self._on_change()
+        self._on_change(endpoint.id)
         if body:
             self._reconciler.submit(endpoint.id, 1)
         return self._detailed(endpoint, MANAGE)
@@ -217,12 +223,19 @@ class EndpointService:
         return render_detailed(endpoint, *self._configs(endpoint), level)
 
     def list(self, caller: Caller) -> list[dict[str, Any]]:
-        acls = self._db.endpoints.all_acls()
+        """Three queries whatever the number of endpoints: endpoints, grants, current configs."""
+        repo = self._db.endpoints
+        acls = repo.all_acls()
+        configs = repo.current_configs()
         out = []
-        for endpoint in self._db.endpoints.list():
+        for endpoint in repo.list():
             if self.access.level_from(acls.get(endpoint.id, {}), caller) is None:
                 continue
-            out.append(render_summary(endpoint, *self._configs(endpoint)))
+            active = configs.get((endpoint.id, endpoint.active_version or 0))
+            pending = None
+            if endpoint.pending_version is not None and endpoint.pending_version != endpoint.active_version:
+                pending = configs.get((endpoint.id, endpoint.pending_version))
+            out.append(render_summary(endpoint, active, pending))
         return out
 
     def update_config(self, caller: Caller, name: str, config: EndpointCoreConfigInput) -> dict[str, Any]:
@@ -276,7 +289,7 @@ class EndpointService:
                 f"(state: {endpoint.config_update})."
             )
         self._reconciler.cancel(endpoint.id)
-        self._on_change()
+        self._on_change(endpoint.id)
         return self._detailed(endpoint, level)
 
     def delete(self, caller: Caller, name: str) -> None:
@@ -285,7 +298,7 @@ class EndpointService:
         self._reconciler.remove(endpoint.id)
         self._db.endpoints.delete(endpoint.id)
         self._secrets.delete_inline_credentials(endpoint.id)
-        self._on_change()
+        self._on_change(endpoint.id)
         self._logs.remove(endpoint.id)
 
     def patch_tags(self, caller: Caller, name: str, req: PatchTags) -> dict[str, Any]:
@@ -300,16 +313,17 @@ class EndpointService:
 
     def put_ai_gateway(self, caller: Caller, name: str, req: AiGatewayConfig) -> dict[str, Any]:
         endpoint, _ = self.authorized(caller, name, MANAGE)
+        refuse_unavailable("ai_gateway.response_cache", req.response_cache)
         gateway = normalize_ai_gateway(req, name)
-        self._db.endpoints.update_fields(endpoint.id, ai_gateway=gateway, updated_ms=now_ms())
-        self._on_change()  # the data plane applies the new limits and guardrails at once
+        self._db.endpoints.set_ai_gateway(endpoint.id, gateway, now_ms())
+        self._on_change(endpoint.id)  # the data plane applies the new limits and guardrails at once
         return gateway
 
     def put_rate_limits(self, caller: Caller, name: str, req: PutRateLimits) -> dict[str, Any]:
         endpoint, _ = self.authorized(caller, name, MANAGE)
         limits = normalize_legacy_rate_limits(req.rate_limits)
         self._db.endpoints.update_fields(endpoint.id, rate_limits=limits, updated_ms=now_ms())
-        self._on_change()
+        self._on_change(endpoint.id)
         return {"rate_limits": limits}
 
     def patch_notifications(
@@ -352,7 +366,7 @@ class EndpointService:
         endpoint = self.permissions(caller, endpoint_id, MANAGE)
         forbid_changes(endpoint, "re-permissioned")
         result = self.access.write(endpoint, entries, replace=replace)
-        self._on_change()
+        self._on_change(endpoint.id)
         return result
 
     def permissions(self, caller: Caller, endpoint_id: str, needed: PermissionLevel) -> EndpointRecord:

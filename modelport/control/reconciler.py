@@ -38,7 +38,7 @@ class Reconciler:
         logs: LogStore,
         *,
         max_concurrent: int = 4,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[str], None] = lambda endpoint_id: None,
     ) -> None:
         self._db = db
         self._backend = backend
@@ -188,7 +188,7 @@ class Reconciler:
                     message=exc.message,
                     now_ms=now_ms(),
                 )
-                self._on_change()
+                await asyncio.to_thread(self._on_change, endpoint_id)
                 return
             except asyncio.CancelledError:
                 raise
@@ -205,13 +205,13 @@ class Reconciler:
                     message=message,
                     now_ms=now_ms(),
                 )
-                self._on_change()
+                await asyncio.to_thread(self._on_change, endpoint_id)
                 return
             body = with_entity_states(cfg.body, "DEPLOYMENT_READY", entities=deployed)
             promoted = await asyncio.to_thread(
                 db.finish_update, endpoint_id, version, success=True, body=body, message=None, now_ms=now_ms()
             )
-            self._on_change()
+            await asyncio.to_thread(self._on_change, endpoint_id)
             if promoted:
                 for e in entities:
                     build_logs[e["name"]].write(f"Config version {version} is serving.")

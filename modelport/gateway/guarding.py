@@ -19,44 +19,35 @@ from typing import Any
 
 import orjson
 
-from modelport.gateway.guardrails import GuardrailPolicy, check, check_body, chunk_text, policies
+from modelport.gateway.exchange import Answer, Exchange
+from modelport.gateway.guardrails import GuardrailPolicy, check, check_body, chunk_text
 
-__all__ = ["Embed", "GuardedChunks", "guard_answer", "guard_request", "guard_stream", "policies_of"]
+__all__ = ["Embed", "GuardedChunks", "guard_answer", "guard_request", "guard_stream"]
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 
-def policies_of(gateway: dict[str, Any]) -> tuple[GuardrailPolicy | None, GuardrailPolicy | None]:
-    """The endpoint's active input and output policies (None where nothing is configured)."""
-    config = gateway.get("guardrails")
-    if not config:
-        return None, None
-    guard_in, guard_out = policies(config)
-    return (guard_in if guard_in.active else None), (guard_out if guard_out.active else None)
-
-
-async def guard_request(
-    policy: GuardrailPolicy, data: dict[str, Any], embed: Embed | None, decisions: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The request to send (masked where PII was masked); raises the 400 of a block."""
+async def guard_request(policy: GuardrailPolicy, ex: Exchange, embed: Embed | None) -> None:
+    """Check the request; a masked request becomes what the model receives. Raises the 400 of a block."""
+    data = ex.data
     new, outcome = await check_body(data, policy, embed=embed if policy.needs_embeddings else None)
-    decisions.extend({"side": "input", **d} for d in outcome.decisions)
+    ex.decisions.extend({"side": "input", **d} for d in outcome.decisions)
     outcome.raise_if_blocked()
-    return dict(new)
+    if new is not data:
+        ex.replace_request(dict(new))
 
 
 async def guard_answer(
-    policy: GuardrailPolicy, body: bytes, embed: Embed | None, decisions: list[dict[str, Any]]
-) -> bytes:
+    policy: GuardrailPolicy, answer: Answer, embed: Embed | None, decisions: list[dict[str, Any]]
+) -> Answer:
     """The answer to send (masked where PII was masked); raises the 400 of a block."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
+    data = answer.data
+    if data is None:
+        return answer
     new, outcome = await check_body(data, policy, embed=embed if policy.needs_embeddings else None)
     decisions.extend({"side": "output", **d} for d in outcome.decisions)
     outcome.raise_if_blocked()
-    return body if new is data else orjson.dumps(new)
+    return answer if new is data else answer.replaced(new)
 
 
 class GuardedChunks:

@@ -11,81 +11,45 @@ when its last chunk has been read, before ``[DONE]`` goes out.
   errors) they are estimated as one token per four bytes of the request and of the answer,
   and ``tokens_estimated`` says so.
 - Inference table (``ai_gateway.inference_table_config`` or the legacy ``auto_capture_config``,
-  enabled): the request and response bodies (up to 1 MB each, flagged when cut), status,
-  timings, served entity, requester, the fallback chain and the guardrail decisions, in
-  ``<catalog>.<schema>.<prefix>_payload``.
+  enabled): the request as the model received it and the response (up to 1 MB each, flagged
+  when cut), status, timings, served entity, requester, the fallback chain and the guardrail
+  decisions, in ``<catalog>.<schema>.<prefix>_payload``; with ``record_raw_request``, also
+  the request as the client sent it, when a guardrail changed it (``received_request``).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from modelport.gateway.exchange import Exchange, Tokens
+from modelport.gateway.routing import Route
 from modelport.tables.names import TableRef, default_prefix
 from modelport.tables.records import InferenceRecord, UsageRecord
 from modelport.tables.writer import TableWriter
 
-__all__ = ["Recorder", "Trace"]
+__all__ = ["Recorder"]
 
 
-@dataclass
-class Trace:
-    """What one query leaves for the tables."""
-
-    request_id: str
-    endpoint: str
-    requester: str
-    request: bytes
-    started: float = field(default_factory=time.perf_counter)
-    timestamp_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    served_entity: str | None = None
-    status: int = 200
-    error_code: str | None = None
-    response: bytes | None = None
-    fallback_chain: tuple[dict[str, Any], ...] = ()
-    guardrails: tuple[dict[str, Any], ...] = ()
-    #: (prompt, completion) from the answer's ``usage``, when it had one.
-    tokens: tuple[int, int] | None = None
-    client_request_id: str | None = None
-    usage_context: dict[str, str] | None = None
-
-
-def usage_of(body: bytes) -> tuple[int, int] | None:
-    """``(prompt_tokens, completion_tokens)`` of an answer, if it says."""
-    if b'"usage"' not in body:
-        return None
+def _request_fields(ex: Exchange) -> tuple[str | None, dict[str, str] | None]:
+    """``client_request_id`` and ``usage_context`` of the request (parsed only when it has them)."""
+    if not ex.parsed and b"client_request_id" not in ex.body and b"usage_context" not in ex.body:
+        return None, None
     try:
-        used = orjson.loads(body).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    if not isinstance(used, dict):
-        return None
-    return int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
-
-
-def request_fields(trace: Trace) -> None:
-    """Fill ``client_request_id`` and ``usage_context`` from the request body (when present)."""
-    body = trace.request
-    if b"client_request_id" not in body and b"usage_context" not in body:
-        return
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return
-    if not isinstance(data, dict):
-        return
+        data = ex.data
+    except Exception:  # not a JSON object: nothing to read
+        return None, None
     rid = data.get("client_request_id")
-    if isinstance(rid, str):
-        trace.client_request_id = rid[:256]
     context = data.get("usage_context")
-    if isinstance(context, dict):
-        trace.usage_context = {str(k): str(v) for k, v in context.items()}
+    return (
+        rid[:256] if isinstance(rid, str) else None,
+        {str(k): str(v) for k, v in context.items()} if isinstance(context, dict) else None,
+    )
 
 
 class Recorder:
+    """Turns a finished exchange into the rows its endpoint asked for (blocking: a spool append)."""
+
     def __init__(self, writer: TableWriter) -> None:
         self.writer = writer
         self._tables: dict[tuple[Any, Any, Any], TableRef] = {}
@@ -99,44 +63,58 @@ class Recorder:
             )
         return ref
 
-    def record(self, trace: Trace, *, usage: bool, inference: dict[str, Any] | None) -> None:
-        latency_ms = int((time.perf_counter() - trace.started) * 1000)
-        request_fields(trace)
-        if usage:
-            tokens = trace.tokens
+    def record(
+        self,
+        ex: Exchange,
+        route: Route,
+        *,
+        status: int,
+        served: str | None,
+        response: bytes | None,
+        tokens: Tokens,
+        error_code: str | None = None,
+    ) -> None:
+        """Append the usage row and the inference row of ``ex``, as ``route`` asks."""
+        latency_ms = int((time.perf_counter() - ex.started) * 1000)
+        client_request_id, usage_context = _request_fields(ex)
+        if route.usage:
             estimated = tokens is None
-            if tokens is None:
-                tokens = (len(trace.request) // 4, len(trace.response or b"") // 4)
+            counted = tokens[:2] if tokens is not None else (len(ex.body) // 4, len(response or b"") // 4)
             self.writer.record_usage(
                 UsageRecord(
-                    request_id=trace.request_id,
-                    endpoint_name=trace.endpoint,
-                    status_code=trace.status,
-                    requester=trace.requester,
-                    client_request_id=trace.client_request_id,
-                    served_entity_name=trace.served_entity,
-                    input_token_count=tokens[0],
-                    output_token_count=tokens[1],
+                    request_id=ex.request_id,
+                    endpoint_name=route.name,
+                    status_code=status,
+                    requester=ex.caller.name,
+                    client_request_id=client_request_id,
+                    served_entity_name=served,
+                    input_token_count=counted[0],
+                    output_token_count=counted[1],
                     tokens_estimated=estimated,
                     latency_ms=latency_ms,
-                    request_time_ms=trace.timestamp_ms,
-                    usage_context=trace.usage_context,
+                    request_time_ms=ex.timestamp_ms,
+                    usage_context=usage_context,
                 )
             )
+        inference = route.inference
         if inference is not None:
+            received = None
+            if inference.get("record_raw_request") and ex.sent is not ex.body:
+                received = ex.body
             record = InferenceRecord.from_bodies(
-                trace.request_id,
-                trace.status,
+                ex.request_id,
+                status,
                 latency_ms,
-                trace.request,
-                trace.response,
-                timestamp_ms=trace.timestamp_ms,
-                client_request_id=trace.client_request_id,
-                served_entity_name=trace.served_entity,
-                requester=trace.requester,
-                request_metadata={"endpoint_name": trace.endpoint},
-                guardrails=list(trace.guardrails) or None,
-                fallback_chain=list(trace.fallback_chain) or None,
-                error_code=trace.error_code,
+                ex.sent,
+                response,
+                received_request_body=received,
+                timestamp_ms=ex.timestamp_ms,
+                client_request_id=client_request_id,
+                served_entity_name=served,
+                requester=ex.caller.name,
+                request_metadata={"endpoint_name": route.name},
+                guardrails=list(ex.decisions) or None,
+                fallback_chain=list(ex.chain) or None,
+                error_code=error_code,
             )
-            self.writer.record_inference(self._table(inference, trace.endpoint), record)
+            self.writer.record_inference(self._table(inference, route.name), record)

@@ -163,6 +163,9 @@ class EndpointCoreConfigInput(Wire):
     served_models: list[ServedModelInput] | None = None
     traffic_config: TrafficConfig | None = None
     auto_capture_config: AutoCaptureConfigInput | None = None
+    #: modelport extension blocks (``spec/extensions.py``), refused until their features exist.
+    shadow: dict[str, Any] | None = None
+    rollout: dict[str, Any] | None = None
 
 
 class RateLimit(Wire):
@@ -216,6 +219,8 @@ class AiGatewayConfig(Wire):
     inference_table_config: InferenceTableConfig | None = None
     rate_limits: list[AiGatewayRateLimit] | None = None
     guardrails: Guardrails | None = None
+    #: modelport extension block (``spec/extensions.py``), refused until the cache exists.
+    response_cache: dict[str, Any] | None = None
     fallback_config: EnabledFlag | None = None
 
 

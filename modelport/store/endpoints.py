@@ -65,6 +65,17 @@ class EndpointRepository:
             )
         return None if row is None else _config(row)
 
+    def current_configs(self, endpoint_ids: list[str] | None = None) -> dict[tuple[str, int], ConfigRecord]:
+        """The active and pending configs of every endpoint (or of ``endpoint_ids``), in one query,
+        keyed by (endpoint id, version): what listing and routing need, without a read per endpoint."""
+        current = (C.c.version == E.c.active_version) | (C.c.version == E.c.pending_version)
+        query = select(C).join(E, (C.c.endpoint_id == E.c.id) & current)
+        if endpoint_ids is not None:
+            query = query.where(C.c.endpoint_id.in_(endpoint_ids))
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return {(str(r["endpoint_id"]), int(r["version"])): _config(r) for r in rows}
+
     def configs(self, endpoint_id: str) -> list[ConfigRecord]:
         with self._engine.connect() as conn:
             rows = (
@@ -106,6 +117,7 @@ class EndpointRepository:
         """Record a new pending config unless an update is in progress; return its version."""
         with self._engine.begin() as conn:
             version = self.next_version(conn, endpoint_id)
+            gateway = conn.execute(select(E.c.ai_gateway).where(E.c.id == endpoint_id)).scalar()
             claimed = conn.execute(
                 update(E)
                 .where(E.c.id == endpoint_id, E.c.config_update != "IN_PROGRESS")
@@ -121,9 +133,25 @@ class EndpointRepository:
                     status="PENDING",
                     creator=creator,
                     created_ms=now_ms,
+                    ai_gateway=gateway,
                 )
             )
         return version
+
+    def set_ai_gateway(self, endpoint_id: str, gateway: dict[str, Any], now_ms: int) -> None:
+        """The endpoint's AI-gateway settings, also recorded in its serving and pending versions."""
+        with self._engine.begin() as conn:
+            conn.execute(update(E).where(E.c.id == endpoint_id).values(ai_gateway=gateway, updated_ms=now_ms))
+            current = conn.execute(
+                select(E.c.active_version, E.c.pending_version).where(E.c.id == endpoint_id)
+            ).first()
+            versions = [v for v in (current or ()) if v is not None]
+            if versions:
+                conn.execute(
+                    update(C)
+                    .where(C.c.endpoint_id == endpoint_id, C.c.version.in_(versions))
+                    .values(ai_gateway=gateway)
+                )
 
     def save_progress(self, endpoint_id: str, version: int, body: dict[str, Any]) -> None:
         """Store entity states of a pending config while the update runs."""

@@ -61,6 +61,9 @@ class ConfigRecord:
     created_ms: int
     message: str | None = None
     finished_ms: int | None = None
+    #: The endpoint's ``ai_gateway`` in effect with this version: copied when the version is
+    #: made, updated by ``PUT .../ai-gateway`` while the version serves or is pending.
+    ai_gateway: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ endpoint_configs = Table(
     Column("creator", String(255), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("finished_ms", BigInteger, nullable=True),
+    # The AI-gateway settings in effect with this version (kept current while it serves).
+    Column("ai_gateway", JSON, nullable=True),
 )
 
 endpoint_acl = Table(

@@ -13,7 +13,23 @@ Payload table columns (Databricks names where they exist, then modelport's own):
     sampling_fraction double, request_metadata map<string,string>, served_entity_id string,
     served_entity_name string, requester string,
     request_truncated boolean, response_truncated boolean, guardrails string (JSON),
-    fallback_chain string (JSON), error_code string
+    fallback_chain string (JSON), error_code string,
+    received_request string, cache_hit boolean, shadow_of string, replay_of string,
+    batch_job_id string, trace string (JSON)
+
+``request`` is the request as the served model received it (input guardrails may have masked
+it). The last six columns are declared here, once, for the features that fill them; null where
+they do not apply:
+
+- ``received_request``: the request as the client sent it, when it differs from ``request``
+  and the endpoint keeps it (``inference_table_config.record_raw_request``);
+- ``cache_hit``: the answer came from the response cache, not from the served entity;
+- ``shadow_of``: this row is a shadow query's (a copy of live traffic sent to another entity),
+  and names the request id of the query it copied;
+- ``replay_of``: this row is a replay of a logged request against a candidate, and names the
+  request id of the row replayed;
+- ``batch_job_id``: the query was sent by a batch job (``ai_query`` or a bulk job);
+- ``trace``: the MLflow trace of the request (agents), as JSON.
 
 Usage table columns::
 
@@ -78,6 +94,12 @@ INFERENCE_SCHEMA = pa.schema(
         ("guardrails", pa.string()),
         ("fallback_chain", pa.string()),
         ("error_code", pa.string()),
+        ("received_request", pa.string()),
+        ("cache_hit", pa.bool_()),
+        ("shadow_of", pa.string()),
+        ("replay_of", pa.string()),
+        ("batch_job_id", pa.string()),
+        ("trace", pa.string()),
     ]
 )
 
@@ -169,6 +191,12 @@ class InferenceRecord:
     guardrails: Any = None
     fallback_chain: Any = None
     error_code: str | None = None
+    received_request: str | None = None
+    cache_hit: bool | None = None
+    shadow_of: str | None = None
+    replay_of: str | None = None
+    batch_job_id: str | None = None
+    trace: Any = None
 
     @classmethod
     def from_bodies(
@@ -178,18 +206,23 @@ class InferenceRecord:
         execution_time_ms: int,
         request_body: bytes | str | None,
         response_body: bytes | str | None,
+        *,
+        received_request_body: bytes | str | None = None,
         **fields: Any,
     ) -> InferenceRecord:
-        """A record whose request and response are raw bodies, clipped to 1 MiB with the flags set."""
+        """A record whose request and response are raw bodies, clipped to 1 MiB with the flags set
+        (``received_request_body``, when given, is clipped too; ``request_truncated`` covers both)."""
         request, request_truncated = clip(request_body)
         response, response_truncated = clip(response_body)
+        received, received_truncated = clip(received_request_body)
         return cls(
+            received_request=received,
             databricks_request_id=databricks_request_id,
             status_code=status_code,
             execution_time_ms=execution_time_ms,
             request=request,
             response=response,
-            request_truncated=request_truncated,
+            request_truncated=request_truncated or received_truncated,
             response_truncated=response_truncated,
             **fields,
         )
@@ -256,6 +289,8 @@ def to_arrow(kind: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
             if row.get("guardrails") is not None or row.get("fallback_chain") is not None:
                 row["guardrails"] = _json_text(row.get("guardrails"))
                 row["fallback_chain"] = _json_text(row.get("fallback_chain"))
+            if row.get("trace") is not None:
+                row["trace"] = _json_text(row["trace"])
             if row.get("request_metadata"):
                 row["request_metadata"] = _str_map(row["request_metadata"])
             fixed.append(row)

@@ -4,7 +4,6 @@ in the fake's record of the request)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ import orjson
 import pytest
 
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 
@@ -49,10 +49,7 @@ def _endpoint(http: httpx.Client, fake: FakeOpenAI, guardrails: dict[str, Any]) 
     body = {"name": name, "config": {"served_entities": [entity]}, "ai_gateway": {"guardrails": guardrails}}
     r = http.post(API, json=body)
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 30
-    while http.get(f"{API}/{name}").json()["state"]["config_update"] == "IN_PROGRESS":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_settled(http, name)
     return name
 
 
@@ -160,11 +157,15 @@ def test_keywords_and_safety(http: httpx.Client, fake: FakeOpenAI, endpoints: di
     assert r.status_code == 200, r.text
 
 
-def _table_requests(http: httpx.Client, table: str, request_id: str) -> list[str]:
-    sql = f"SELECT request FROM main.serving.{table} WHERE databricks_request_id = '{request_id}'"
+def _table_requests(http: httpx.Client, table: str, request_id: str) -> list[list[str | None]]:
+    """``[request, received_request]`` of the row of ``request_id``."""
+    sql = (
+        f"SELECT request, received_request FROM main.serving.{table} "
+        f"WHERE databricks_request_id = '{request_id}'"
+    )
     r = http.post("/api/2.0/modelport/tables/query", json={"sql": sql})
     assert r.status_code == 200, r.text
-    return [row[0] for row in r.json()["rows"]]
+    return [list(row) for row in r.json()["rows"]]
 
 
 def _masked_endpoint(http: httpx.Client, fake: FakeOpenAI, prefix: str, raw: bool | None) -> str:
@@ -192,8 +193,10 @@ def test_the_inference_table_keeps_the_masked_request_unless_raw_is_asked_for(
             answer.json()["choices"][0]["message"]["content"]
             == "You said: Mail [EMAIL] the card [CREDIT_CARD]"
         )
-    [row] = _table_requests(http, "masked_payload", answers[masked].headers["x-request-id"])
-    assert orjson.loads(row)["messages"][-1]["content"] == "Mail [EMAIL] the card [CREDIT_CARD]"
-    assert PII["EMAIL"] not in row and PII["CREDIT_CARD"] not in row
-    [row] = _table_requests(http, "raw_payload", answers[raw].headers["x-request-id"])
-    assert orjson.loads(row)["messages"][-1]["content"] == text
+    [[request, received]] = _table_requests(http, "masked_payload", answers[masked].headers["x-request-id"])
+    assert orjson.loads(request)["messages"][-1]["content"] == "Mail [EMAIL] the card [CREDIT_CARD]"
+    assert PII["EMAIL"] not in request and PII["CREDIT_CARD"] not in request
+    assert received is None
+    [[request, received]] = _table_requests(http, "raw_payload", answers[raw].headers["x-request-id"])
+    assert orjson.loads(request)["messages"][-1]["content"] == "Mail [EMAIL] the card [CREDIT_CARD]"
+    assert received is not None and orjson.loads(received)["messages"][-1]["content"] == text

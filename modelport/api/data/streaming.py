@@ -1,4 +1,4 @@
-"""Streamed answers as server-sent events (compat-api.md §B.5).
+"""Streamed answers as server-sent events.
 
 Exactly what mlflow's strict parser accepts: each chunk is one ``data: <json>`` line and a
 blank line, the last event is ``data: [DONE]``; no comments, no ``event:`` or ``id:``
@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 import orjson
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
-from modelport.errors import ModelportError
-from modelport.gateway.dataplane import Answer
-from modelport.gateway.external import Chunks
-from modelport.log_format import request_id_var
+from modelport.api.errors import error_event_body
+from modelport.gateway.exchange import Answer, Chunks
 
-__all__ = ["EventStreamResponse", "send_events"]
-
-log = logging.getLogger("modelport.api")
+__all__ = ["send_events"]
 
 DONE = b"data: [DONE]\n\n"
 
@@ -41,17 +35,8 @@ async def _pump(send: Send, chunks: Chunks) -> None:
     try:
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": _event(chunk), "more_body": True})
-    except ModelportError as exc:
-        error = _event({"error": exc.to_body()})
-        await send({"type": "http.response.body", "body": error, "more_body": True})
-    except Exception:
-        log.exception("unhandled error while streaming")
-        rid = request_id_var.get() or "unknown"
-        error = {
-            "error_code": "INTERNAL_ERROR",
-            "message": f"Internal error while streaming the answer (request id {rid}); see the server log.",
-        }
-        await send({"type": "http.response.body", "body": _event({"error": error}), "more_body": True})
+    except Exception as exc:
+        await send({"type": "http.response.body", "body": _event(error_event_body(exc)), "more_body": True})
     await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
 
@@ -91,14 +76,3 @@ async def send_events(receive: Receive, send: Send, answer: Answer) -> None:
             pump.result()  # a failure to send, if any
     finally:
         await chunks.aclose()
-
-
-class EventStreamResponse(Response):
-    """The Starlette response of a streamed answer (the fast lane calls :func:`send_events`)."""
-
-    def __init__(self, answer: Answer) -> None:
-        super().__init__(status_code=200, media_type="text/event-stream")
-        self.answer = answer
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_events(receive, send, self.answer)

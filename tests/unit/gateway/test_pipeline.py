@@ -1,4 +1,4 @@
-"""DataPlane routes external served entities to their provider: invocations, the OpenAI
+"""The pipeline routes external served entities to their provider: invocations, the OpenAI
 routes' checks, CAN_QUERY, streams and metrics (real SQLite store, scripted provider)."""
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from typing import Any
 import orjson
 import pytest
 
-from modelport.entities.providers.base import CHAT, EMBEDDINGS, Provider, chat_chunk, chat_response, usage
+from modelport.entities.providers.base import Provider
 from modelport.errors import InvalidParameterValue, MalformedRequest, PermissionDenied, ResourceDoesNotExist
-from modelport.gateway.dataplane import DataPlane
+from modelport.gateway.exchange import Answer, Exchange
 from modelport.gateway.external import ExternalPlane
+from modelport.gateway.pipeline import DataPlane
 from modelport.metrics import Metrics
 from modelport.spec.endpoint import CreateEndpoint
 from modelport.spec.identity import Caller
-from tests.unit.control.test_reconciler import ADMIN, settle, setup
+from modelport.spec.llm import CHAT, EMBEDDINGS, chat_chunk, chat_response, usage
+from tests.support.control import ADMIN, settle, setup
 
 BOB = Caller(id=2, name="bob", kind="user", groups=("users",), principal_ids=frozenset({2}))
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -78,6 +80,14 @@ def with_plane(tmp_path: Path, test: Callable[[DataPlane, Metrics], Awaitable[No
     asyncio.run(main())
 
 
+async def ask(plane: DataPlane, caller: Caller, name: str, body: bytes, served: str | None = None) -> Answer:
+    return await plane.query(Exchange(caller, name, body, served=served))
+
+
+async def ask_openai(plane: DataPlane, caller: Caller, task: str, body: bytes) -> Answer:
+    return await plane.query(Exchange(caller, "", body, task=task))
+
+
 class _NoReplicas:
     def replica_set(self, endpoint_id: str, version: int, entity: str) -> None:
         return None
@@ -85,14 +95,14 @@ class _NoReplicas:
 
 def test_invocations_answer_from_the_provider(tmp_path: Path) -> None:
     async def test(plane: DataPlane, metrics: Metrics) -> None:
-        answer = await plane.query(ADMIN, "chat", orjson.dumps(HI))
+        answer = await ask(plane, ADMIN, "chat", orjson.dumps(HI))
         assert answer.served == "gpt-a" and answer.stream is None
         body = orjson.loads(answer.body)
         assert (body["model"], body["choices"][0]["message"]["content"]) == ("chat", "hi")
-        pinned = await plane.query(ADMIN, "chat", orjson.dumps(HI), served="gpt-a")
+        pinned = await ask(plane, ADMIN, "chat", orjson.dumps(HI), served="gpt-a")
         assert pinned.served == "gpt-a"
         with pytest.raises(ResourceDoesNotExist, match="Served model 'gpt-b'"):
-            await plane.query(ADMIN, "chat", orjson.dumps(HI), served="gpt-b")
+            await ask(plane, ADMIN, "chat", orjson.dumps(HI), served="gpt-b")
         sample = metrics.registry.get_sample_value
         labels = {"endpoint": "chat", "served_entity": "gpt-a"}
         assert sample("modelport_endpoint_requests_total", {**labels, "status": "200"}) == 2
@@ -103,7 +113,7 @@ def test_invocations_answer_from_the_provider(tmp_path: Path) -> None:
 
 def test_streams_are_measured_when_they_end(tmp_path: Path) -> None:
     async def test(plane: DataPlane, metrics: Metrics) -> None:
-        answer = await plane.query(ADMIN, "chat", orjson.dumps({**HI, "stream": True}))
+        answer = await ask(plane, ADMIN, "chat", orjson.dumps({**HI, "stream": True}))
         assert answer.stream is not None and answer.body == b""
         labels = {"endpoint": "chat", "served_entity": "gpt-a"}
         assert metrics.registry.get_sample_value("modelport_endpoint_in_flight_requests", labels) == 1
@@ -114,7 +124,7 @@ def test_streams_are_measured_when_they_end(tmp_path: Path) -> None:
         done = {**labels, "status": "200"}
         assert metrics.registry.get_sample_value("modelport_endpoint_requests_total", done) == 1
 
-        left = await plane.query(ADMIN, "chat", orjson.dumps({**HI, "stream": True}))
+        left = await ask(plane, ADMIN, "chat", orjson.dumps({**HI, "stream": True}))
         assert left.stream is not None
         await left.stream.aclose()  # the client went away before reading
         gone = {**labels, "status": "499"}
@@ -126,31 +136,31 @@ def test_streams_are_measured_when_they_end(tmp_path: Path) -> None:
 def test_can_query_is_needed_and_bodies_must_be_json_objects(tmp_path: Path) -> None:
     async def test(plane: DataPlane, metrics: Metrics) -> None:
         with pytest.raises(PermissionDenied, match="'bob' does not have CAN_QUERY"):
-            await plane.query(BOB, "chat", orjson.dumps(HI))
+            await ask(plane, BOB, "chat", orjson.dumps(HI))
         with pytest.raises(PermissionDenied):
-            await plane.query_openai(BOB, CHAT, orjson.dumps({"model": "chat", **HI}))
+            await ask_openai(plane, BOB, CHAT, orjson.dumps({"model": "chat", **HI}))
         with pytest.raises(MalformedRequest):
-            await plane.query(ADMIN, "chat", b"[1, 2]")
+            await ask(plane, ADMIN, "chat", b"[1, 2]")
         with pytest.raises(InvalidParameterValue, match="needs 'messages'"):
-            await plane.query(ADMIN, "chat", b'{"dataframe_records": []}')
+            await ask(plane, ADMIN, "chat", b'{"dataframe_records": []}')
 
     with_plane(tmp_path, test)
 
 
 def test_openai_routes_check_model_and_task(tmp_path: Path) -> None:
     async def test(plane: DataPlane, metrics: Metrics) -> None:
-        answer = await plane.query_openai(ADMIN, CHAT, orjson.dumps({"model": "chat", **HI}))
+        answer = await ask_openai(plane, ADMIN, CHAT, orjson.dumps({"model": "chat", **HI}))
         assert orjson.loads(answer.body)["model"] == "chat"
         with pytest.raises(InvalidParameterValue, match="Missing required field 'model'"):
-            await plane.query_openai(ADMIN, CHAT, orjson.dumps(HI))
+            await ask_openai(plane, ADMIN, CHAT, orjson.dumps(HI))
         with pytest.raises(ResourceDoesNotExist, match="'nope' does not exist"):
-            await plane.query_openai(ADMIN, CHAT, orjson.dumps({"model": "nope", **HI}))
+            await ask_openai(plane, ADMIN, CHAT, orjson.dumps({"model": "nope", **HI}))
         with pytest.raises(InvalidParameterValue) as wrong:
-            await plane.query_openai(ADMIN, CHAT, orjson.dumps({"model": "emb", **HI}))
+            await ask_openai(plane, ADMIN, CHAT, orjson.dumps({"model": "emb", **HI}))
         assert wrong.value.message == (
             "Endpoint 'emb' serves llm/v1/embeddings: send this query to /serving-endpoints/embeddings."
         )
         with pytest.raises(InvalidParameterValue, match="serves a custom model"):
-            await plane.query_openai(ADMIN, CHAT, orjson.dumps({"model": "iris", **HI}))
+            await ask_openai(plane, ADMIN, CHAT, orjson.dumps({"model": "iris", **HI}))
 
     with_plane(tmp_path, test)

@@ -1,0 +1,121 @@
+"""The composition root: the services of one server process, built from its settings.
+
+:func:`build_services` opens (and migrates) the store, creates the first admin, and wires every
+service with its collaborators; nothing is started here (``api/app.py`` starts them in order).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from modelport.api.services import Services
+from modelport.config import Settings, inherited_environment
+from modelport.control.cipher import load_cipher
+from modelport.control.endpoints import EndpointService
+from modelport.control.identity import IdentityService
+from modelport.control.permissions import AccessControl
+from modelport.control.reconciler import Reconciler
+from modelport.control.secrets import SecretService
+from modelport.entities.foundation.detect import EngineDefaults
+from modelport.entities.registry_handle import RegistryHandle
+from modelport.gateway.auth import Authenticator
+from modelport.gateway.external import ExternalPlane
+from modelport.gateway.pipeline import DataPlane
+from modelport.gateway.ratelimit import LocalCounters, RateLimiter, RedisCounters
+from modelport.gateway.recording import Recorder
+from modelport.metrics import Metrics
+from modelport.runtime.local import LocalBackend, RuntimeOptions
+from modelport.runtime.logs import LogStore
+from modelport.store import open_database
+from modelport.tables.writer import TableWriter
+
+__all__ = ["build_services"]
+
+
+def build_services(settings: Settings) -> tuple[Services, str | None]:
+    """Open the store and wire the services (blocking). Returns them and a new admin token, if any."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.store_url)
+    workspace_id = db.meta_setdefault("workspace_id", str(secrets.randbelow(9 * 10**15) + 10**15))
+    secret_service = SecretService(db, load_cipher(settings.secrets_key, settings.data_path, db))
+    auth = Authenticator(db)
+    identity = IdentityService(db, auth.forget)
+    new_token = identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
+    registry = RegistryHandle()
+    logs = LogStore(settings.logs_path)
+    metrics = Metrics()
+    options = RuntimeOptions(
+        run_dir=settings.run_path,
+        models_dir=settings.models_path,
+        per_replica_concurrency=settings.replica_concurrency,
+        per_replica_in_flight=settings.replica_in_flight,
+        queue_limit=settings.queue_limit,
+        max_replicas=settings.max_replicas,
+        scale_to_zero_seconds=float(settings.scale_to_zero_seconds),
+        batching=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=float(settings.max_batch_wait_ms),
+        env_manager=settings.env_manager,
+        envs_dir=settings.envs_path,
+        prefork=settings.prefork,
+        engines=EngineDefaults(
+            llm_parallel=settings.llm_parallel,
+            llm_context=settings.llm_context,
+            llm_threads=settings.llm_threads,
+            embed_threads=settings.embed_threads,
+        ),
+    )
+    backend = LocalBackend(
+        registry, logs, options, inherited_environment(), resolve_secret=secret_service.resolve
+    )
+    external = ExternalPlane(
+        secret_service.resolve,
+        resolve_async=secret_service.resolve_async,
+        timeout=float(settings.external_timeout),
+        base_urls=settings.provider_base_urls,
+    )
+    limiter = RateLimiter(RedisCounters(settings.redis) if settings.redis else LocalCounters())
+    tables = TableWriter(
+        settings.tables_location,
+        settings.spool_path,
+        fsync=settings.tables_fsync,  # type: ignore[arg-type]
+        flush_interval=float(settings.tables_flush_seconds),
+        max_batch=50_000,
+    )
+    dataplane = DataPlane(
+        db,
+        backend,
+        metrics,
+        timeout=float(settings.request_timeout),
+        external=external,
+        limiter=limiter,
+        recorder=Recorder(tables),
+    )
+    reconciler = Reconciler(
+        db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
+    )
+    access = AccessControl(db)
+    services = Services(
+        settings=settings,
+        db=db,
+        auth=auth,
+        identity=identity,
+        endpoints=EndpointService(
+            db,
+            access,
+            reconciler,
+            logs,
+            registry,
+            on_change=dataplane.invalidate,
+            secrets=secret_service,
+        ),
+        reconciler=reconciler,
+        registry=registry,
+        metrics=metrics,
+        workspace_id=workspace_id,
+        backend=backend,
+        dataplane=dataplane,
+        secrets=secret_service,
+        tables=tables,
+    )
+    return services, new_token

@@ -1,0 +1,239 @@
+"""The query path: one linear pipeline over an :class:`~modelport.gateway.exchange.Exchange`.
+
+    route (CAN_QUERY) → rate limits → input guardrails → served entity (→ fallbacks)
+      → output guardrails → token counts → usage + inference-table record → answer
+
+Each step is a call into a module of its own: ``routing.py`` (the compiled routing table, never
+rebuilt whole on this path), ``ratelimit.py``, ``guarding.py``, ``served.py`` (replicas and
+providers, with the endpoint metrics), ``recording.py`` and ``streams.py``. Authentication
+happens before (``api/``), so a :class:`DataPlane` is given a caller. The request is parsed at
+most once (the exchange keeps it) and only when a step needs its fields; an answer is decoded at
+most once (guardrails, token counts and the record share it).
+
+With ``fallback_config.enabled``, a served entity that answers 429 or 5xx is followed by the
+endpoint's other entities in config order (not for ``/served-models/{name}/invocations``); the
+exchange's ``chain`` says who was tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+import orjson
+
+from modelport.errors import InvalidParameterValue, ModelportError, TemporarilyUnavailable
+from modelport.gateway.exchange import Answer, Exchange
+from modelport.gateway.external import ExternalPlane
+from modelport.gateway.guarding import guard_answer, guard_request, guard_stream
+from modelport.gateway.ratelimit import Admission, RateLimiter
+from modelport.gateway.recording import Recorder
+from modelport.gateway.routing import Route, RoutingTable
+from modelport.gateway.served import ReplicaSource, ServedEntities
+from modelport.gateway.streams import Measured, Recorded
+from modelport.metrics import Metrics
+from modelport.runtime.replica_set import SetClosed
+from modelport.store import Database
+
+__all__ = ["EMBEDDING_ENDPOINT", "DataPlane"]
+
+log = logging.getLogger("modelport.gateway")
+
+#: The system endpoint whose model embeds texts for ``valid_topics`` guardrails.
+EMBEDDING_ENDPOINT = "modelport-all-minilm-l6-v2"
+
+
+class DataPlane:
+    """Answers queries. Holds the routing table (``routes``) and the per-query collaborators;
+    every method runs on the event loop and never reads the store there."""
+
+    def __init__(
+        self,
+        db: Database,
+        replicas: ReplicaSource,
+        metrics: Metrics,
+        *,
+        timeout: float,
+        refresh_seconds: float = 2.0,
+        external: ExternalPlane | None = None,
+        limiter: RateLimiter | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self._external = external
+        self.routes = RoutingTable(
+            db, refresh_seconds=refresh_seconds, on_serving=external.retain if external is not None else None
+        )
+        self._served = ServedEntities(replicas, external, metrics, timeout)
+        self._limiter = limiter or RateLimiter()
+        self._recorder = recorder
+        self._sync_task: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the routing table (before the first query) and follow other processes' changes."""
+        await asyncio.to_thread(self.routes.load)
+        self._sync_task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.routes.refresh_seconds)
+            try:
+                await asyncio.to_thread(self.routes.sync)
+            except Exception:
+                log.exception("routing table sync failed")
+
+    def invalidate(self, endpoint_id: str) -> None:
+        """The control plane changed this endpoint (blocking: reloads its route; call from a thread)."""
+        self.routes.invalidate(endpoint_id)
+
+    async def aclose(self) -> None:
+        """Stop following changes; close the providers' HTTP pool and the rate limiter's connections."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+        if self._external is not None:
+            await self._external.aclose()
+        await self._limiter.aclose()
+
+    # -- the pipeline ----------------------------------------------------------------------------
+
+    async def query(self, ex: Exchange) -> Answer:
+        """Answer one query (``ex.task`` set: an OpenAI route, whose ``model`` names the endpoint)."""
+        if ex.task is not None and not ex.endpoint:
+            name = ex.data.get("model")
+            if not isinstance(name, str) or not name:
+                raise InvalidParameterValue(
+                    "Missing required field 'model': the name of the serving endpoint to query."
+                )
+            ex.endpoint = name
+        route = self.routes.get(ex.endpoint)
+        route.authorize(ex.caller)
+        ex.route = route
+        if self._recorder is None or not route.recorded:
+            return await self._steps(ex, route)
+        try:
+            answer = await self._steps(ex, route)
+        except ModelportError as exc:
+            served = ex.chain[-1]["served_entity"] if ex.chain else None
+            self._record(ex, route, exc.status, served, orjson.dumps(exc.to_body()), None, exc.error_code)
+            raise
+        if answer.stream is None:
+            self._record(ex, route, 200, answer.served, answer.body, answer.tokens, None)
+            return answer
+
+        def record(
+            status: int, error_code: str | None, response: bytes, tokens: tuple[int, int] | None
+        ) -> None:
+            self._record(ex, route, status, answer.served, response, tokens, error_code)
+
+        return replace(answer, stream=Recorded(answer.stream, record))
+
+    async def _steps(self, ex: Exchange, route: Route) -> Answer:
+        admission = None
+        if route.limits:
+            admission = await self._limiter.admit(
+                route.name, route.limits, ex.caller, fingerprint=route.fingerprint
+            )
+        if route.guard_in is not None:
+            await guard_request(route.guard_in, ex, self._embed)
+        answer = await self._answer(ex, route)
+        if route.guard_out is not None:
+            if answer.stream is None:
+                answer = await guard_answer(route.guard_out, answer, self._embed, ex.decisions)
+            else:
+                answer = replace(
+                    answer,
+                    stream=await guard_stream(route.guard_out, answer.stream, self._embed, ex.decisions),
+                )
+        if admission is not None and admission.token_keys:
+            self._count_tokens(admission, answer)
+        return answer
+
+    async def _answer(self, ex: Exchange, route: Route) -> Answer:
+        """The served entity the split picks, then (with fallbacks) the others while the answer is a
+        429 or a 5xx."""
+        order = route.order(route.choose(ex.served), ex.served)
+        for i, entity in enumerate(order):
+            try:
+                answer = await self._call(ex, route, entity)
+            except ModelportError as exc:
+                ex.chain.append(
+                    {"served_entity": entity, "status_code": exc.status, "error_code": exc.error_code}
+                )
+                if i == len(order) - 1 or not (exc.status == 429 or exc.status >= 500):
+                    raise
+                log.info(
+                    "falling back to the next served entity",
+                    extra={"endpoint": route.name, "failed": entity, "status": exc.status},
+                )
+                continue
+            if ex.chain:
+                ex.chain.append({"served_entity": entity, "status_code": 200})
+            return answer
+        raise AssertionError("unreachable: the last entity's failure is raised")
+
+    async def _call(self, ex: Exchange, route: Route, entity: str) -> Answer:
+        try:
+            return await self._served.call(ex, route, route.entities[entity])
+        except SetClosed:
+            # The config changed under this query: the fresh route names the new replicas.
+            await asyncio.to_thread(self.routes.invalidate, route.endpoint_id)
+            fresh = self.routes.get(route.name)
+            fresh.authorize(ex.caller)
+            if entity not in fresh.entities:
+                entity = fresh.choose(None)
+            return await self._served.call(ex, fresh, fresh.entities[entity])
+
+    # -- steps' helpers --------------------------------------------------------------------------
+
+    def _record(
+        self,
+        ex: Exchange,
+        route: Route,
+        status: int,
+        served: str | None,
+        response: bytes | None,
+        tokens: tuple[int, int] | None,
+        error_code: str | None,
+    ) -> None:
+        assert self._recorder is not None
+        try:
+            self._recorder.record(
+                ex,
+                route,
+                status=status,
+                served=served,
+                response=response,
+                tokens=tokens,
+                error_code=error_code,
+            )
+        except ModelportError:
+            log.exception("query not recorded", extra={"endpoint": route.name})
+
+    def _count_tokens(self, admission: Admission, answer: Answer) -> None:
+        """Credit the answer's tokens to the token rate limits (a stream's when it ends)."""
+        if isinstance(answer.stream, Measured):
+            answer.stream.on_end = lambda tokens: self._credit(admission, tokens[2])
+        elif answer.stream is None and (tokens := answer.tokens) is not None:
+            self._credit(admission, tokens[2])
+
+    def _credit(self, admission: Admission, tokens: int) -> None:
+        asyncio.get_running_loop().create_task(self._limiter.add_tokens(admission, tokens))
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors from the system embedding endpoint (for ``valid_topics`` guardrails)."""
+        route = self.routes.find(EMBEDDING_ENDPOINT)
+        replica_set = None
+        if route is not None and route.version is not None and route.names:
+            replica_set = self._served.replicas.replica_set(route.endpoint_id, route.version, route.names[0])
+        if replica_set is None:
+            raise TemporarilyUnavailable(
+                f"The 'valid_topics' guardrail needs the embedding model of the system endpoint "
+                f"'{EMBEDDING_ENDPOINT}', which does not serve on this server (install the llm extra "
+                "and keep --system-endpoints on).",
+                retry_after=5,
+            )
+        body = orjson.dumps({"input": texts, "encoding_format": "float"})
+        answer = await replica_set.predict(body, self._served.timeout)
+        return [item["embedding"] for item in orjson.loads(answer)["data"]]

@@ -1,0 +1,135 @@
+"""Calling one served entity: its replicas (custom and foundation models) or its provider.
+
+:class:`ServedEntities` sends an :class:`~modelport.gateway.exchange.Exchange`'s request, as the
+model is to receive it, to one served entity of the endpoint's serving config, and counts it in
+the endpoint's metrics (requests by status, latency, in flight; a stream when it ends). Replica
+frames are decoded in ``runtime/`` (:meth:`ReplicaSet.predict`, :meth:`ReplicaSet.open_stream`):
+what comes back here is an answer's bytes, chunks, or one of our errors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from modelport.errors import InvalidParameterValue, InvalidState, ModelportError, TemporarilyUnavailable
+from modelport.gateway.exchange import Answer, Exchange
+from modelport.gateway.external import ExternalPlane
+from modelport.gateway.routing import Route, ServedEntity
+from modelport.gateway.streams import Measured
+from modelport.metrics import Metrics
+from modelport.runtime.replica_set import ReplicaSet, SetClosed
+from modelport.spec.llm import CHAT, COMPLETIONS, OPENAI_ROUTES
+
+__all__ = ["ReplicaSource", "ServedEntities"]
+
+
+class ReplicaSource(Protocol):
+    def replica_set(self, endpoint_id: str, version: int, entity: str) -> ReplicaSet | None: ...
+
+
+class _Count:
+    """What :meth:`ServedEntities._measured` counts: the status, unless a stream takes it over."""
+
+    status = "200"
+    stream: Measured | None = None
+
+
+class ServedEntities:
+    def __init__(
+        self, replicas: ReplicaSource, external: ExternalPlane | None, metrics: Metrics, timeout: float
+    ) -> None:
+        self.replicas = replicas
+        self._external = external
+        self._metrics = metrics
+        self.timeout = timeout
+
+    def replica_set(self, route: Route, entity: str) -> ReplicaSet:
+        assert route.version is not None
+        found = self.replicas.replica_set(route.endpoint_id, route.version, entity)
+        if found is None:
+            raise TemporarilyUnavailable(
+                f"Served entity '{entity}' of endpoint '{route.name}' is starting.", retry_after=2
+            )
+        return found
+
+    async def call(self, ex: Exchange, route: Route, entity: ServedEntity) -> Answer:
+        """The entity's answer to ``ex`` (``ex.task``: the OpenAI route's, None for /invocations)."""
+        if entity.external_task is not None:
+            if ex.task is not None and entity.external_task != ex.task:
+                raise _wrong_route(route.name, entity.external_task)
+            return await self._external_answer(ex, route, entity)
+        if ex.task is not None and "foundation_model" not in entity.config:
+            raise InvalidParameterValue(
+                f"Endpoint '{route.name}' serves a custom model, which answers at "
+                f"/serving-endpoints/{route.name}/invocations, not at {OPENAI_ROUTES[ex.task]}."
+            )
+        replica_set = self.replica_set(route, entity.name)
+        engine = replica_set.spec.engine
+        if engine is None:
+            return await self._predict(ex, route, entity.name, replica_set)
+        if (
+            ex.task is not None
+            and ex.task != engine.task
+            and not (engine.task == CHAT and ex.task == COMPLETIONS)
+        ):
+            raise _wrong_route(route.name, engine.task)
+        if ex.data.get("stream") is True:
+            return await self._stream(ex, route, entity.name, replica_set)
+        return await self._predict(ex, route, entity.name, replica_set)
+
+    @asynccontextmanager
+    async def _measured(self, route: Route, entity: str) -> AsyncIterator[_Count]:
+        """Count one call in the endpoint's metrics (a stream counts itself when it ends)."""
+        labels = (route.name, entity)
+        self._metrics.endpoint_in_flight.labels(*labels).inc()
+        count = _Count()
+        started = time.perf_counter()
+        try:
+            yield count
+        except ModelportError as exc:
+            count.status = str(exc.status)
+            raise
+        except SetClosed:  # the config changed under this call: it is tried again
+            count.status = "rerouted"
+            raise
+        except Exception:
+            count.status = "500"
+            raise
+        finally:
+            if count.stream is None:
+                self._metrics.endpoint_in_flight.labels(*labels).dec()
+                self._metrics.endpoint_requests.labels(*labels, count.status).inc()
+                self._metrics.endpoint_latency.labels(*labels).observe(time.perf_counter() - started)
+
+    def _stream_of(self, chunks: Any, route: Route, entity: str, count: _Count) -> Measured:
+        count.stream = Measured(chunks, self._metrics, (route.name, entity), time.perf_counter())
+        return count.stream
+
+    async def _predict(self, ex: Exchange, route: Route, entity: str, replica_set: ReplicaSet) -> Answer:
+        async with self._measured(route, entity):
+            return Answer(await replica_set.predict(ex.sent, self.timeout), entity)
+
+    async def _stream(self, ex: Exchange, route: Route, entity: str, replica_set: ReplicaSet) -> Answer:
+        async with self._measured(route, entity) as count:
+            chunks = await replica_set.open_stream(ex.sent, self.timeout)
+            return Answer(b"", entity, self._stream_of(chunks, route, entity, count))
+
+    async def _external_answer(self, ex: Exchange, route: Route, entity: ServedEntity) -> Answer:
+        if self._external is None:
+            raise InvalidState(f"This server does not serve external models (served entity '{entity.name}').")
+        assert route.version is not None
+        async with self._measured(route, entity.name) as count:
+            provider = self._external.provider(route.endpoint_id, route.name, route.version, entity.config)
+            answer = await self._external.answer(provider, ex.data)
+            if isinstance(answer, dict):
+                return Answer.of(answer, entity.name)
+            return Answer(b"", entity.name, self._stream_of(answer, route, entity.name, count))
+
+
+def _wrong_route(endpoint: str, task: str) -> InvalidParameterValue:
+    return InvalidParameterValue(
+        f"Endpoint '{endpoint}' serves {task}: send this query to {OPENAI_ROUTES[task]}."
+    )

@@ -1,0 +1,92 @@
+"""Each config version keeps the AI-gateway settings in effect with it; extension blocks that this
+server does not act on yet are refused, never silently ignored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelport.errors import InvalidParameterValue
+from modelport.spec.endpoint import AiGatewayConfig, CreateEndpoint, EndpointCoreConfigInput
+from tests.support.control import ADMIN, settle, setup
+
+ENTITY = {"name": "v1", "entity_name": "iris", "entity_version": "1"}
+
+
+def gateway(calls: int) -> dict[str, Any]:
+    return {"rate_limits": [{"calls": calls, "renewal_period": "minute", "key": "endpoint"}]}
+
+
+def test_config_versions_keep_the_gateway_in_effect_with_them(tmp_path: Path) -> None:
+    async def main() -> None:
+        db, _, reconciler, service = setup(tmp_path)
+        await reconciler.start()
+        try:
+            body = {"name": "ep", "config": {"served_entities": [ENTITY]}, "ai_gateway": gateway(1)}
+            await asyncio.to_thread(service.create, ADMIN, CreateEndpoint.model_validate(body))
+            await settle(reconciler)
+            endpoint = db.endpoints.get("ep")
+            assert db.endpoints.get_config(endpoint.id, 1).ai_gateway == gateway(1)
+            await asyncio.to_thread(
+                service.put_ai_gateway, ADMIN, "ep", AiGatewayConfig.model_validate(gateway(2))
+            )
+            assert db.endpoints.get_config(endpoint.id, 1).ai_gateway == gateway(2)  # v1 serves
+            config = EndpointCoreConfigInput.model_validate({"served_entities": [{**ENTITY, "name": "v2"}]})
+            await asyncio.to_thread(service.update_config, ADMIN, "ep", config)
+            await settle(reconciler)
+            assert db.endpoints.get_config(endpoint.id, 2).ai_gateway == gateway(2)  # copied
+            await asyncio.to_thread(
+                service.put_ai_gateway, ADMIN, "ep", AiGatewayConfig.model_validate(gateway(3))
+            )
+            assert db.endpoints.get_config(endpoint.id, 2).ai_gateway == gateway(3)
+            assert db.endpoints.get_config(endpoint.id, 1).ai_gateway == gateway(2)  # as it last served
+        finally:
+            await reconciler.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("where", "block", "path"),
+    [
+        ("ai_gateway", {"response_cache": {"enabled": True, "ttl_seconds": 60}}, "ai_gateway.response_cache"),
+        ("config", {"shadow": {"served_entity_name": "v1", "percentage": 25}}, "config.shadow"),
+        ("config", {"rollout": {"steps": [5, 100]}}, "config.rollout"),
+    ],
+)
+def test_extension_blocks_not_available_yet_are_refused(
+    tmp_path: Path, where: str, block: dict[str, Any], path: str
+) -> None:
+    _, _, _, service = setup(tmp_path)
+    body: dict[str, Any] = {"name": "ep", "config": {"served_entities": [ENTITY]}}
+    if where == "config":
+        body["config"].update(block)
+    else:
+        body["ai_gateway"] = block
+    with pytest.raises(InvalidParameterValue) as refused:
+        service.create(ADMIN, CreateEndpoint.model_validate(body))
+    assert (
+        refused.value.message == f"'{path}' is not available on this server yet; remove it from the request."
+    )
+
+
+def test_a_disabled_response_cache_asks_for_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        _, _, reconciler, service = setup(tmp_path)
+        await reconciler.start()
+        try:
+            body = {
+                "name": "ep",
+                "config": {"served_entities": [ENTITY]},
+                "ai_gateway": {"response_cache": {"enabled": False}},
+            }
+            created = await asyncio.to_thread(service.create, ADMIN, CreateEndpoint.model_validate(body))
+            assert created["name"] == "ep"
+            await settle(reconciler)
+        finally:
+            await reconciler.stop()
+
+    asyncio.run(main())
