@@ -19,210 +19,57 @@ Run: ``python bench/custom_model.py [--quick] [--peers modelport,mlflow,ray,bare
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import itertools
 import os
-import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
+from harness import (
+    BENCH,
+    FEATURES,
+    MODEL_NAME,
+    PY,
+    Median,
+    PeerFailed,
+    Running,
+    first_answer,
+    free_port,
+    header,
+    install_wrk,
+    launch,
+    machine,
+    median_of,
+    one_line,
+    pids_matching,
+    publish,
+    register_model,
+    rotated,
+    serve_modelport,
+    train_model,
+    versions,
+    wait_deployed,
+)
 from loadgen import CellResult, Load, driver_name, run_cell
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-PY = sys.executable
-FEATURES = [f"f{i}" for i in range(5)]
 FAMILIES = ("modelport", "mlflow", "ray", "bare", "echo")
-ADMIN_TOKEN = "bench-admin-token"  # a throwaway server on 127.0.0.1
-MODEL_NAME = "bench-logreg"
 
 
-# -- model and bodies --------------------------------------------------------------------------
-
-
-def train_model(workdir: Path) -> tuple[object, object, Path]:
-    """Train the LogisticRegression and save it as an MLflow model; return (model, signature, dir)."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, 5))
-    y = (x @ np.array([1.0, -2.0, 0.5, 0.0, 1.5]) + rng.normal(scale=0.5, size=2000) > 0).astype(int)
-    import pandas as pd
-
-    frame = pd.DataFrame(x, columns=FEATURES)
-    model = LogisticRegression().fit(frame, y)
-    signature = infer_signature(frame, model.predict(frame))
-    path = workdir / "model"
-    mlflow.sklearn.save_model(model, str(path), signature=signature, pip_requirements=requirements())
-    return model, signature, path
-
-
-def requirements() -> list[str]:
-    """Pinned explicitly: MLflow's inference of them loads the model in a subprocess (slow)."""
-    import sklearn
-
-    return [f"scikit-learn=={sklearn.__version__}"]
+# -- bodies ------------------------------------------------------------------------------------
 
 
 def body(rows: int) -> bytes:
     rng = np.random.default_rng(rows)
     data = np.round(rng.normal(size=(rows, 5)), 4).tolist()
     return orjson.dumps({"dataframe_split": {"columns": FEATURES, "data": data}})
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pids_matching(*texts: str) -> list[int]:
-    """Pids whose command line contains every one of ``texts`` (say, a path unique to a
-    process we started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if all(text in cmdline for text in texts):
-                found.append(int(entry.name))
-    return found
-
-
-def descendants(root: int) -> set[int]:
-    """``root``'s child processes, their children, and so on."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    """Those of ``pids`` that still run (zombies waiting to be reaped count as gone)."""
-    running = set()
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                running.add(pid)
-    return running
-
-
-class PeerFailed(Exception):
-    pass
-
-
-@dataclass
-class Running:
-    """A started peer: where to send queries, and how to stop everything it started."""
-
-    url: str
-    headers: dict[str, str]
-    startup_s: float
-    proc: subprocess.Popen[bytes]
-    log: Path
-    marker: str  # a path in the command line of every process the peer starts
-    phases: dict[str, float] = field(default_factory=dict)  # parts of startup_s, by name
-    scratch: list[Path] = field(default_factory=list)  # removed once stopped
-
-    def stop(self) -> None:
-        """SIGTERM the peer, then SIGKILL whatever it started that outlives a grace period.
-
-        Ray and modelport start processes in sessions of their own (and Ray renames them),
-        so the process group is not enough: the process tree is noted before stopping,
-        and processes with ``marker`` in their command line are found again afterwards.
-        """
-        tree = descendants(self.proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        deadline = time.monotonic() + 15
-        while (left := alive(tree) | set(pids_matching(self.marker))) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for path in self.scratch:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def launch(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = log.open("ab")
-    try:
-        return subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # The venv's bin first: `mlflow models serve` starts `uvicorn` from PATH.
-            env={**os.environ, "PATH": f"{Path(PY).parent}:{os.environ.get('PATH', '')}", **(env or {})},
-            start_new_session=True,
-        )
-    finally:
-        out.close()
-
-
-def log_tail(log: Path, chars: int = 1500) -> str:
-    with contextlib.suppress(OSError):
-        return log.read_text(errors="replace")[-chars:]
-    return ""
-
-
-def first_answer(
-    proc: subprocess.Popen[bytes], url: str, payload: bytes, headers: dict[str, str], log: Path, limit: float
-) -> None:
-    """Poll ``url`` with ``payload`` until it answers 200; raise if the process exits first."""
-    deadline = time.monotonic() + limit
-    last = "no answer"
-    with httpx.Client(timeout=10) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise PeerFailed(f"exited with status {proc.returncode}: {log_tail(log)}")
-            try:
-                answer = client.post(
-                    url, content=payload, headers={"Content-Type": "application/json", **headers}
-                )
-                if answer.status_code == 200:
-                    return
-                last = f"{answer.status_code} {answer.text[:300]}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.05)
-    raise PeerFailed(f"no 200 answer within {limit:.0f} s (last: {last}): {log_tail(log)}")
 
 
 # -- peers -------------------------------------------------------------------------------------
@@ -318,23 +165,6 @@ def _modelport_endpoint(scale_to_zero: bool) -> dict[str, object]:
     return {"name": "bench", "config": {"served_entities": [entity]}}
 
 
-def register_model(ctx: Context, base: str) -> None:
-    """Log the model into modelport's embedded registry through the MLflow client."""
-    import mlflow
-    import mlflow.sklearn
-
-    os.environ["MLFLOW_TRACKING_TOKEN"] = ADMIN_TOKEN
-    mlflow.set_tracking_uri(base)
-    with mlflow.start_run():
-        mlflow.sklearn.log_model(
-            ctx.model,
-            name="model",
-            signature=ctx.signature,
-            registered_model_name=MODEL_NAME,
-            pip_requirements=requirements(),
-        )
-
-
 def start_modelport(ctx: Context, extra: list[str], scale_to_zero: bool = False) -> Running:
     """Start ``modelport serve``, register the model, create the endpoint, wait for an answer.
 
@@ -342,45 +172,21 @@ def start_modelport(ctx: Context, extra: list[str], scale_to_zero: bool = False)
     model upload in between is registry work, not serving, and is left out.
     """
     data = Path(tempfile.mkdtemp(prefix="mp-", dir=ctx.workdir))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = ctx.workdir / f"{data.name}.log"
-    cmd = [PY, "-m", "modelport", "serve", "--port", str(port), "--data-dir", str(data)]
-    cmd += ["--log-level", "warning", *extra]
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    started = time.monotonic()
-    proc = launch(cmd, log, {"MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN})
-    running = Running(f"{base}/serving-endpoints/bench/invocations", headers, 0.0, proc, log, str(data))
+    running = serve_modelport(data, extra=extra)
+    base, ready_s = running.url, running.startup_s
+    running.url = f"{base}/serving-endpoints/bench/invocations"
     try:
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise PeerFailed(f"modelport exited with status {proc.returncode}: {log_tail(log)}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/ready").status_code == 200:
-                        break
-                if time.monotonic() - started > 120:
-                    raise PeerFailed(f"modelport not ready within 120 s: {log_tail(log)}")
-                time.sleep(0.05)
-            ready_s = time.monotonic() - started
-            try:
-                register_model(ctx, base)
-            except Exception as exc:
-                raise PeerFailed(f"registering the model through MLflow failed: {exc!r}") from exc
-            deploy_started = time.monotonic()
+        try:
+            register_model(base, ctx.model, ctx.signature)
+        except Exception as exc:
+            raise PeerFailed(f"registering the model through MLflow failed: {exc!r}") from exc
+        deploy_started = time.monotonic()
+        with httpx.Client(base_url=base, headers=running.headers, timeout=30) as client:
             answer = client.post("/api/2.0/serving-endpoints", json=_modelport_endpoint(scale_to_zero))
-            if answer.status_code != 200:
-                raise PeerFailed(f"creating the endpoint: {answer.status_code} {answer.text[:500]}")
-            state: dict[str, object] = {}
-            while time.monotonic() - deploy_started < 300:
-                state = client.get("/api/2.0/serving-endpoints/bench").json().get("state", {})
-                if state.get("config_update") != "IN_PROGRESS":
-                    break
-                time.sleep(0.05)
-            if state.get("ready") != "READY":
-                detail = client.get("/api/2.0/serving-endpoints/bench").text[:800]
-                raise PeerFailed(f"endpoint not READY (state {state}): {detail} {log_tail(log, 800)}")
-        first_answer(proc, running.url, ctx.probe, headers, log, limit=60)
+        if answer.status_code != 200:
+            raise PeerFailed(f"creating the endpoint: {answer.status_code} {answer.text[:500]}")
+        wait_deployed(base, "bench")
+        first_answer(running.proc, running.url, ctx.probe, running.headers, running.log, limit=60)
         deploy_s = time.monotonic() - deploy_started
     except BaseException:
         running.stop()
@@ -466,17 +272,11 @@ class Outcome:
     cold_error: str = ""
 
 
-def rotated(items: list[Peer] | list[Cell], by: int) -> Iterator[Peer | Cell]:
-    n = len(items)
-    return (items[(i + by) % n] for i in range(n)) if n else iter(())
-
-
 def run_rounds(ctx: Context, peers: list[Peer], cells: list[Cell], args: argparse.Namespace) -> Outcome:
     out = Outcome()
     bodies = {rows: body(rows) for rows in {c.rows for c in cells}}
     for round_no in range(args.rounds):
         for peer in rotated(peers, round_no):
-            assert isinstance(peer, Peer)
             if peer.name in out.failures:
                 continue  # failed once: don't spend every round's start-up time on it again
             print(f"[round {round_no + 1}/{args.rounds}] {peer.name}: starting", flush=True)
@@ -492,7 +292,6 @@ def run_rounds(ctx: Context, peers: list[Peer], cells: list[Cell], args: argpars
             print(f"  first answer after {running.startup_s:.2f} s", flush=True)
             try:
                 for cell in rotated(cells, round_no):
-                    assert isinstance(cell, Cell)
                     load = Load(
                         running.url,
                         bodies[cell.rows],
@@ -524,23 +323,6 @@ def run_rounds(ctx: Context, peers: list[Peer], cells: list[Cell], args: argpars
 
 
 # -- report ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Median:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def median_of(results: list[CellResult]) -> Median:
-    return Median(
-        statistics.median(r.rps for r in results),
-        statistics.median(r.p50_ms for r in results),
-        statistics.median(r.p99_ms for r in results),
-        sum(r.errors for r in results),
-    )
 
 
 def best_of(out: Outcome, peers: list[Peer], ref: str, cell: Cell) -> tuple[str, Median] | None:
@@ -599,15 +381,10 @@ def report(out: Outcome, peers: list[Peer], cells: list[Cell]) -> str:
     if out.failures or out.cold_error:
         lines += ["", "### Failed", ""]
         for name, why in out.failures.items():
-            lines.append(f"- **{name}**: {_one_line(why)}")
+            lines.append(f"- **{name}**: {one_line(why)}")
         if out.cold_error:
-            lines.append(f"- **modelport scale-from-zero**: {_one_line(out.cold_error)}")
+            lines.append(f"- **modelport scale-from-zero**: {one_line(out.cold_error)}")
     return "\n".join(lines) + "\n"
-
-
-def _one_line(text: str, limit: int = 600) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def targets(out: Outcome, peers: list[Peer], cells: list[Cell]) -> list[str]:
@@ -659,55 +436,6 @@ def targets(out: Outcome, peers: list[Peer], cells: list[Cell]) -> list[str]:
     lines += ["| target | measured | met |", "|---|---:|:---:|"]
     lines += [f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in rows]
     return lines
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    cpus = len(os.sched_getaffinity(0))
-    mem = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
-        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
-    system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{cpus} CPUs (nproc), {model}{mem}, {system}; load average at start {load}"
-
-
-def install_wrk() -> None:
-    """Set-up step: install Debian's ``wrk`` when missing and we may (root with apt-get).
-
-    Without it the pure-Python load generator runs instead, which costs the server more CPU.
-    """
-    if shutil.which("wrk") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    print("installing wrk (apt-get install wrk) for the load generator", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    quiet = subprocess.DEVNULL
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        for cmd in (["apt-get", "install", "-y", "-qq", "wrk"], ["apt-get", "update", "-qq"]):
-            subprocess.run(cmd, env=env, stdout=quiet, stderr=quiet, timeout=300, check=False)
-            if shutil.which("wrk"):
-                return
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "wrk"], env=env, stdout=quiet, stderr=quiet, timeout=300
-        )
-    if not shutil.which("wrk"):
-        print("note: wrk could not be installed; using the Python load generator", flush=True)
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for pkg in ("modelport", "mlflow", "ray", "uvicorn", "scikit-learn"):
-        with contextlib.suppress(PackageNotFoundError):
-            found.append(f"{pkg} {version(pkg)}")
-    return ", ".join(found)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -784,20 +512,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(workdir, model_path, model, signature, body(1))
         out = run_rounds(ctx, peers, cells, args)
     table = report(out, peers, cells)
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    header = (
-        f"## {when}\n\n"
-        f"- Machine: {host}\n"
-        f"- Versions: {versions()}\n"
-        f"- Load generator: {driver}, closed loop, {args.warmup:g} s warm-up + {args.duration:g} s per cell, "
-        f"{args.rounds} interleaved round(s); LogisticRegression on 5 features, `dataframe_split` bodies\n"
-        f"- Command: `python bench/custom_model.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
-    )
-    print("\n" + header + "\n" + table)
-    if args.out:
-        with args.out.open("a") as fh:
-            fh.write("\n" + header + "\n" + table)
-        print(f"appended to {args.out}")
+    items = [
+        f"Machine: {host}",
+        f"Versions: {versions('modelport', 'mlflow', 'ray', 'uvicorn', 'scikit-learn')}",
+        f"Load generator: {driver}, closed loop, {args.warmup:g} s warm-up + {args.duration:g} s per cell, "
+        f"{args.rounds} interleaved round(s); LogisticRegression on 5 features, `dataframe_split` bodies",
+    ]
+    publish(header("", items, "custom_model.py", argv), table, args.out)
     return 0
 
 

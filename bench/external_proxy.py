@@ -32,8 +32,6 @@ Run: ``python bench/external_proxy.py [--quick] [--peers direct,modelport,mlflow
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import importlib.util
 import json
 import os
@@ -41,18 +39,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
-from custom_model import PeerFailed, install_wrk, machine
+from harness import (
+    CHAT,
+    Median,
+    PeerFailed,
+    header,
+    install_wrk,
+    load_average,
+    machine,
+    median_of,
+    one_line,
+    publish,
+    rotated,
+    source,
+    versions,
+)
 from loadgen import CellResult, Load, driver_name, run_cell
-from proxy_peers import CHAT, FAMILIES, ROOT, Context, Peer, Target, all_peers, litellm_python
-
-T = TypeVar("T")
-
+from proxy_peers import FAMILIES, Context, Peer, Target, all_peers, litellm_python
 
 # -- rounds ------------------------------------------------------------------------------------
 
@@ -63,11 +70,6 @@ class Outcome:
     cells: dict[tuple[str, int], list[CellResult]] = field(default_factory=dict)
     startups: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
-
-
-def rotated(items: Sequence[T], by: int) -> list[T]:
-    n = len(items)
-    return [items[(i + by) % n] for i in range(n)]
 
 
 def run_rounds(
@@ -119,23 +121,6 @@ def run_rounds(
 
 
 # -- report ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Median:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def median_of(results: list[CellResult]) -> Median:
-    return Median(
-        statistics.median(r.rps for r in results),
-        statistics.median(r.p50_ms for r in results),
-        statistics.median(r.p99_ms for r in results),
-        sum(r.errors for r in results),
-    )
 
 
 class Table:
@@ -229,13 +214,8 @@ def report(out: Outcome, concurrencies: list[int]) -> str:
     lines += ["", *targets(table, concurrencies)]
     if out.failures:
         lines += ["", "### Failed", ""]
-        lines += [f"- **{name}**: {_one_line(why)}" for name, why in out.failures.items()]
+        lines += [f"- **{name}**: {one_line(why)}" for name, why in out.failures.items()]
     return "\n".join(lines) + "\n"
-
-
-def _one_line(text: str, limit: int = 600) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def targets(table: Table, concurrencies: list[int]) -> list[str]:
@@ -266,13 +246,8 @@ def targets(table: Table, concurrencies: list[int]) -> list[str]:
     return lines
 
 
-def versions(ctx: Context) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for pkg in ("modelport", "mlflow", "uvicorn", "httpx"):
-        with contextlib.suppress(PackageNotFoundError):
-            found.append(f"{pkg} {version(pkg)}")
+def all_versions(ctx: Context) -> str:
+    found = [v for v in [versions("modelport", "mlflow", "uvicorn", "httpx")] if v]
     if ctx.litellm_python is not None:
         probe = "import importlib.metadata as m; print(m.version('litellm'))"
         cmd = [str(ctx.litellm_python), "-c", probe]
@@ -280,28 +255,6 @@ def versions(ctx: Context) -> str:
         if done.returncode == 0:
             found.append(f"litellm {done.stdout.strip()} (own venv)")
     return ", ".join(found)
-
-
-def source() -> str:
-    """Which modelport is measured: the commit, and whether ``modelport/`` differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "modelport"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"commit {head}" + (" plus uncommitted changes in modelport/" if dirty else "")
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -366,21 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(Path(tmp), litellm)
         out = run_rounds(ctx, peers, concurrencies, args)
         tables = report(out, concurrencies)
-        header = (
-            f"## {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: external-model proxies\n\n"
-            f"- Machine: {host}; at the end {load_average()}\n"
-            f"- Versions: {versions(ctx)}; modelport from {source()}\n"
-            f"- Load generator: {driver}, closed loop, {args.warmup:g} s warm-up + {args.duration:g} s "
+        items = [
+            f"Machine: {host}; at the end {load_average()}",
+            f"Versions: {all_versions(ctx)}; modelport from {source()}",
+            f"Load generator: {driver}, closed loop, {args.warmup:g} s warm-up + {args.duration:g} s "
             f"per cell, {args.rounds} interleaved round(s); the loopback OpenAI fake as provider, "
-            f"a fresh one per configuration; chat body `{json.dumps(CHAT)}`\n"
-            f"- Command: `python bench/external_proxy.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
-            "\n"
-        )
-    print("\n" + header + "\n" + tables)
-    if args.out:
-        with args.out.open("a") as fh:
-            fh.write("\n" + header + "\n" + tables)
-        print(f"appended to {args.out}")
+            f"a fresh one per configuration; chat body `{json.dumps(CHAT)}`",
+        ]
+    publish(header("external-model proxies", items, "external_proxy.py", argv), tables, args.out)
     return 0
 
 

@@ -51,14 +51,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import random
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,15 +66,30 @@ from typing import Any
 
 import httpx
 import orjson
-from custom_model import PeerFailed, alive, descendants, free_port, log_tail, machine
+from harness import (
+    HEADERS,
+    PY,
+    ROOT,
+    PeerFailed,
+    Running,
+    cpu_seconds,
+    descendants,
+    header,
+    load_average,
+    log_tail,
+    machine,
+    one_line,
+    publish,
+    rotated,
+    serve_modelport,
+    source,
+    versions,
+)
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-PY = sys.executable
-ADMIN_TOKEN = "bench-admin-token"  # a throwaway server on 127.0.0.1
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
 SIDES = ("in-process", "modelport")
+PACKAGES = ("modelport", "llama_cpp_python", "onnxruntime", "httpx", "uvicorn", "uvloop")  # in the header
 
 PROMPTS = (
     "Write a short poem about the sea.",
@@ -418,35 +430,30 @@ class InProcess:
 
 @dataclass
 class Server:
-    proc: subprocess.Popen[bytes]
-    base: str
+    """The run's ``modelport serve``: its process (see :class:`Running`) and its data folder."""
+
+    running: Running
     data: Path
-    log: Path
+
+    @property
+    def proc(self) -> Any:
+        return self.running.proc
+
+    @property
+    def base(self) -> str:
+        return self.running.url
+
+    @property
+    def log(self) -> Path:
+        return self.running.log
 
     def pids(self) -> set[int]:
-        return {self.proc.pid} | descendants(self.proc.pid)
+        return self.running.pids()
 
     def stop(self) -> None:
         """SIGTERM the server's session, then SIGKILL whatever it started that outlives it
         (the zygote and the replicas it forked are in the tree noted before stopping)."""
-        tree = descendants(self.proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        deadline = time.monotonic() + 15
-        while (left := alive(tree)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self.running.stop()
 
 
 def endpoint_of(model_id: str) -> str:
@@ -459,38 +466,14 @@ def start_server(workdir: Path, out: Outcome) -> Server:
     """``modelport serve`` with system endpoints, up to both endpoints READY (replicas not
     started yet: scale-to-zero; the first query of each starts one)."""
     data = workdir / "data"
-    log = workdir / "server.log"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [PY, "-m", "modelport", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--data-dir", str(data), "--log-format", "text", "--log-level", "warning"]
-    env = {"MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN, "MODELPORT_SYSTEM_ENDPOINTS": "true"}
-    started = time.monotonic()
-    with log.open("ab") as sink:
-        # cwd: not the checkout, whose modelport/ would come first on `python -m`'s sys.path
-        # (the snapshot on PYTHONPATH is what both sides run).
-        proc = subprocess.Popen(
-            cmd,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-            start_new_session=True,
-        )
-    server = Server(proc, base, data, log)
+    # cwd: not the checkout, whose modelport/ would come first on `python -m`'s sys.path
+    # (the snapshot on PYTHONPATH is what both sides run).
+    running = serve_modelport(data, cwd=workdir, system_endpoints=True)
+    server = Server(running, data)
+    ready = running.startup_s
+    started = time.monotonic() - ready
     try:
-        with httpx.Client(base_url=base, headers=HEADERS, timeout=30) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise PeerFailed(f"modelport exited with status {proc.returncode}: {log_tail(log)}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/ready").status_code == 200:
-                        break
-                if time.monotonic() - started > 120:
-                    raise PeerFailed(f"modelport not ready within 120 s: {log_tail(log)}")
-                time.sleep(0.05)
-            ready = time.monotonic() - started
+        with httpx.Client(base_url=server.base, headers=HEADERS, timeout=30) as client:
             wanted = {endpoint_of(CHAT_MODEL), endpoint_of(EMBED_MODEL)}
             states: dict[str, Any] = {}
             while time.monotonic() - started < 300:
@@ -501,7 +484,9 @@ def start_server(workdir: Path, out: Outcome) -> Server:
                         break
                 time.sleep(0.1)
             else:
-                raise PeerFailed(f"system endpoints not READY within 300 s: {states} {log_tail(log, 800)}")
+                raise PeerFailed(
+                    f"system endpoints not READY within 300 s: {states} {log_tail(server.log, 800)}"
+                )
     except BaseException:
         server.stop()
         raise
@@ -665,11 +650,6 @@ class Modelport:
 # -- rounds --------------------------------------------------------------------------------------
 
 
-def rotated(items: Sequence[Any], by: int) -> list[Any]:
-    n = len(items)
-    return [items[(i + by) % n] for i in range(n)]
-
-
 SNAPSHOT_ENV = "BENCH_FOUNDATION_SNAPSHOT"
 
 
@@ -689,17 +669,6 @@ def snapshot(workdir: Path) -> Path:
     if not Path(modelport.__file__).resolve().is_relative_to(src.resolve()):
         raise RuntimeError(f"modelport imported from {modelport.__file__}, not from the snapshot {src}")
     return src
-
-
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU seconds used so far by ``pids`` (those still running)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
 
 
 def run(plan: Plan, args: argparse.Namespace, workdir: Path) -> Outcome:
@@ -1023,7 +992,7 @@ def report(out: Outcome, plan: Plan) -> str:
     if out.failures:
         lines += ["", "### Failed", ""]
         for name, why in out.failures.items():
-            lines.append(f"- **{name}**: {_one_line(why)}")
+            lines.append(f"- **{name}**: {one_line(why)}")
     return "\n".join(lines) + "\n"
 
 
@@ -1093,47 +1062,6 @@ def targets(out: Outcome, plan: Plan) -> list[str]:
     lines = ["### Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
     lines += [f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in rows]
     return lines
-
-
-def _one_line(text: str, limit: int = 600) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for pkg in ("modelport", "llama_cpp_python", "onnxruntime", "httpx", "uvicorn", "uvloop"):
-        with contextlib.suppress(PackageNotFoundError):
-            found.append(f"{pkg} {version(pkg)}")
-    return ", ".join(found)
-
-
-def source() -> str:
-    """Which modelport is measured: the commit, and whether ``modelport/`` differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "modelport"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    paths = [line[3:] for line in dirty.splitlines() if line.strip()]  # "XY path"
-    if not paths:
-        return f"commit {head}"
-    shown = ", ".join(f"`{p}`" for p in paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
-    return f"commit {head} plus uncommitted changes in {shown}"
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def idle_line(out: Outcome) -> str:
@@ -1213,30 +1141,23 @@ def main(argv: list[str] | None = None) -> int:
         out = run(plan, args, Path(tmp))
     minutes = (time.monotonic() - started) / 60
     tables = report(out, plan)
-    header = (
-        f"## {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: foundation models\n\n"
-        f"- Machine: {host}; at the start of each round {', '.join(f'{x:.2f}' for x in out.loads)}; "
-        f"at the end {load_average()}\n"
-        f"- Versions: {versions()}; modelport from {code} (a copy taken at the start, run by "
-        "both sides)\n"
-        f"- Run: {minutes:.1f} min, {args.rounds} round(s). One `modelport serve` for the whole run "
+    items = [
+        f"Machine: {host}; at the start of each round {', '.join(f'{x:.2f}' for x in out.loads)}; "
+        f"at the end {load_average()}",
+        f"Versions: {versions(*PACKAGES)}; modelport from {code} (a copy taken at the start, "
+        "run by both sides)",
+        f"Run: {minutes:.1f} min, {args.rounds} round(s). One `modelport serve` for the whole run "
         "(`--log-level warning`, system endpoints, replicas cold-started before round 1; "
         f"{out.replicas_started} chat replica(s) started in all) and one in-process driver process, "
         "in a session of its own as a replica is, which loads the engine for each cell, warms up, "
         "measures and closes it. The two sides take turns cell by cell, in an order that rotates, "
         f"never at the same time. Threads: {args.threads} on both sides. Chat: {len(PROMPTS)} "
         f"prompts, max_tokens {plan.max_tokens}, temperature 0, streamed (SSE) through modelport, "
-        f"closed loop of c streams x {plan.requests_per_stream} requests, one warm-up request per cell"
-        "\n"
-        f"- Engine settings: {settings_line(out)}\n"
-        f"- Idle side's CPU while the other was measured: {idle_line(out)}\n"
-        f"- Command: `python bench/foundation.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
-    )
-    print("\n" + header + "\n" + tables)
-    if args.out:
-        with args.out.open("a") as fh:
-            fh.write("\n" + header + "\n" + tables)
-        print(f"appended to {args.out}")
+        f"closed loop of c streams x {plan.requests_per_stream} requests, one warm-up request per cell",
+        f"Engine settings: {settings_line(out)}",
+        f"Idle side's CPU while the other was measured: {idle_line(out)}",
+    ]
+    publish(header("foundation models", items, "foundation.py", argv), tables, args.out)
     return 0
 
 

@@ -41,8 +41,6 @@ Run: ``python bench/gateway.py [--quick] [--rounds 3] [--concurrency 1,32,64]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
 import statistics
@@ -54,43 +52,45 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
 import orjson
-from custom_model import (
-    ADMIN_TOKEN,
+from harness import (
+    CHAT,
+    FAKE_OPENAI_KEY,
     FEATURES,
+    HEADERS,
     MODEL_NAME,
+    PY,
+    ROOT,
+    UPSTREAM_MODEL,
     PeerFailed,
     Running,
+    chat_body,
     first_answer,
-    free_port,
+    header,
     install_wrk,
-    launch,
+    load_average,
     log_tail,
     machine,
+    median_of,
+    publish,
     register_model,
+    rotated,
+    serve_modelport,
+    source,
+    start_openai_fake,
     train_model,
+    versions,
+    wait_deployed,
+    wait_idle,
 )
-from custom_model import Context as ModelContext
 from loadgen import CellResult, Load, driver_name, run_cell
-from proxy_peers import CHAT, UPSTREAM_MODEL, chat_body, start_fake, wait_get, wait_idle
-from proxy_peers import Context as FakeContext
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fakes
-
-from tests.fakes.openai_server import API_KEY
-
-T = TypeVar("T")
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-PY = sys.executable
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ENDPOINT_KINDS = ("external", "custom")
-HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TABLE_PREFIX = {"external": "bench_chat", "custom": "bench_custom"}
 LIMIT = {"calls": 100_000_000, "renewal_period": "minute", "key": "user"}
 
@@ -177,43 +177,30 @@ class Server:
         self.current[kind] = config.name
 
 
-def _wait_deployed(client: httpx.Client, name: str, limit: float = 300) -> None:
-    deadline = time.monotonic() + limit
-    state: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        state = client.get(f"/api/2.0/serving-endpoints/{name}").json().get("state", {})
-        if state.get("config_update") != "IN_PROGRESS":
-            break
-        time.sleep(0.05)
-    if state.get("ready") != "READY":
-        detail = client.get(f"/api/2.0/serving-endpoints/{name}").text[:800]
-        raise PeerFailed(f"endpoint {name} not READY (state {state}): {detail}")
+@dataclass(frozen=True)
+class Model:
+    """The LogisticRegression of ``custom_model.py``, trained once for the whole run."""
+
+    model: object
+    signature: object
 
 
 def start_server(
-    role: str, workdir: Path, kinds: Sequence[str], model: ModelContext, upstream: str, tag: str
+    role: str, workdir: Path, kinds: Sequence[str], model: Model, upstream: str, tag: str
 ) -> Server:
-    """``modelport serve`` as ``tests/serverproc.py`` starts it (log level warning, as the other
-    benchmarks run it), with the endpoints of ``kinds`` created and answering, idle."""
+    """``modelport serve`` (system endpoints off, as the tests run it), with the endpoints of
+    ``kinds`` created and answering, idle."""
     data = Path(tempfile.mkdtemp(prefix=f"mp-{role}-", dir=workdir))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = workdir / f"{data.name}.log"
-    cmd = [PY, "-m", "modelport", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--data-dir", str(data), "--log-format", "text", "--log-level", "warning"]
-    if role == "redis":
-        cmd += ["--redis", REDIS_URL]
-    env = {"MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN, "MODELPORT_SYSTEM_ENDPOINTS": "false"}
-    proc = launch(cmd, log, env)
-    endpoints = {kind: f"gw-{kind}-{tag}-{role}" for kind in kinds}
-    running = Running(f"{base}/ready", HEADERS, 0.0, proc, log, str(data))
+    extra = ["--redis", REDIS_URL] if role == "redis" else []
     started = time.monotonic()
+    running = serve_modelport(data, extra=extra, system_endpoints=False)
+    base = running.url
+    endpoints = {kind: f"gw-{kind}-{tag}-{role}" for kind in kinds}
     try:
-        wait_get(proc, f"{base}/ready", log, limit=120)
         with httpx.Client(base_url=base, headers=HEADERS, timeout=30) as client:
             if "custom" in kinds:
                 try:
-                    register_model(model, base)
+                    register_model(base, model.model, model.signature)
                 except Exception as exc:
                     raise PeerFailed(f"registering the model through MLflow failed: {exc!r}") from exc
             for kind, name in endpoints.items():
@@ -222,7 +209,10 @@ def start_server(
                         "provider": "openai",
                         "name": UPSTREAM_MODEL,
                         "task": "llm/v1/chat",
-                        "openai_config": {"openai_api_key_plaintext": API_KEY, "openai_api_base": upstream},
+                        "openai_config": {
+                            "openai_api_key_plaintext": FAKE_OPENAI_KEY,
+                            "openai_api_base": upstream,
+                        },
                     }
                     entity: dict[str, Any] = {"name": "gpt", "external_model": external}
                 else:
@@ -231,11 +221,10 @@ def start_server(
                 answer = client.post("/api/2.0/serving-endpoints", json=body)
                 if answer.status_code != 200:
                     raise PeerFailed(f"creating {name}: {answer.status_code} {answer.text[:500]}")
-            for kind, name in endpoints.items():
-                _wait_deployed(client, name)
-                first_answer(
-                    proc, f"{base}/serving-endpoints/{name}/invocations", BODIES[kind], HEADERS, log, 60
-                )
+        for kind, name in endpoints.items():
+            wait_deployed(base, name)
+            url = f"{base}/serving-endpoints/{name}/invocations"
+            first_answer(running.proc, url, BODIES[kind], HEADERS, running.log, 60)
         running.startup_s = time.monotonic() - started
         wait_idle(running)
     except BaseException:
@@ -277,11 +266,6 @@ def count_rows(server: Server) -> dict[str, dict[str, int]]:
 
 
 # -- rounds ------------------------------------------------------------------------------------
-
-
-def rotated(items: Sequence[T], by: int) -> list[T]:
-    n = len(items)
-    return [items[(i + by) % n] for i in range(n)]
 
 
 @dataclass
@@ -326,8 +310,8 @@ def measure(
 
 def run_round(
     round_no: int,
-    ctx: FakeContext,
-    model: ModelContext,
+    workdir: Path,
+    model: Model,
     configs: list[Config],
     kinds: list[str],
     concurrencies: list[int],
@@ -336,13 +320,13 @@ def run_round(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     roles = sorted({c.server for c in configs}, key=["local", "redis"].index)
-    fake, _ = start_fake(ctx) if "external" in kinds else (None, None)
+    fake = start_openai_fake(workdir) if "external" in kinds else None
     servers: dict[str, Server] = {}
     try:
         upstream = fake.url.removesuffix("/chat/completions") if fake is not None else ""
         for role in rotated(roles, round_no):
             print(f"[round {round_no + 1}/{args.rounds}] starting the {role} server", flush=True)
-            servers[role] = server = start_server(role, ctx.workdir, kinds, model, upstream, tag)
+            servers[role] = server = start_server(role, workdir, kinds, model, upstream, tag)
             out.startups.setdefault(role, []).append(server.running.startup_s)
             print(f"  ready with its endpoints after {server.running.startup_s:.1f} s", flush=True)
         for config in configs:
@@ -383,7 +367,7 @@ def run_round(
 
 
 def run_rounds(
-    model: ModelContext,
+    model: Model,
     configs: list[Config],
     kinds: list[str],
     concurrencies: list[int],
@@ -391,10 +375,9 @@ def run_rounds(
 ) -> Outcome:
     out = Outcome()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
-        ctx = FakeContext(Path(tmp), None)
         for round_no in range(args.rounds):
             try:
-                run_round(round_no, ctx, model, configs, kinds, concurrencies, args, out)
+                run_round(round_no, Path(tmp), model, configs, kinds, concurrencies, args, out)
             except (PeerFailed, OSError, httpx.HTTPError, subprocess.SubprocessError) as exc:
                 why = " ".join(str(exc).split())
                 out.failures.append(f"round {round_no + 1}: {why[:1500]}")
@@ -403,23 +386,6 @@ def run_rounds(
 
 
 # -- report ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Median:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def median_of(results: list[CellResult]) -> Median:
-    return Median(
-        statistics.median(r.rps for r in results),
-        statistics.median(r.p50_ms for r in results),
-        statistics.median(r.p99_ms for r in results),
-        sum(r.errors for r in results),
-    )
 
 
 def paired_ratio(out: Outcome, kind: str, config: Config, conc: int) -> tuple[float, list[float]] | None:
@@ -518,38 +484,12 @@ def targets(out: Outcome, configs: list[Config], kinds: list[str], concurrencies
     return ["### Target", "", "| target | measured | met |", "|---|---:|:---:|", *rows]
 
 
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for pkg in ("modelport", "uvicorn", "deltalake", "redis", "scikit-learn"):
-        with contextlib.suppress(PackageNotFoundError):
-            found.append(f"{pkg} {version(pkg)}")
+def all_versions() -> str:
+    found = [v for v in [versions("modelport", "uvicorn", "deltalake", "redis", "scikit-learn")] if v]
     with_redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False)
     if with_redis.returncode == 0:
         found.append(with_redis.stdout.split()[2].replace("v=", "Redis server "))
     return ", ".join(found)
-
-
-def source() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "modelport"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"commit {head}" + (" plus uncommitted changes in modelport/" if dirty else "")
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -618,26 +558,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     host = machine()  # before the run: the load average is the machine's, not ours
     with tempfile.TemporaryDirectory(prefix="bench-gateway-model-") as tmp:
-        model, signature, model_path = train_model(Path(tmp))
-        model_ctx = ModelContext(Path(tmp), model_path, model, signature, BODIES["custom"])
-        out = run_rounds(model_ctx, configs, args.endpoints, concurrencies, args)
+        model, signature, _ = train_model(Path(tmp))
+        out = run_rounds(Model(model, signature), configs, args.endpoints, concurrencies, args)
     tables = report(out, configs, args.endpoints, concurrencies)
-    header = (
-        f"## {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: AI-gateway features "
-        "(usage and inference tables, rate limits)\n\n"
-        f"- Machine: {host}; at the end {load_average()}\n"
-        f"- Versions: {versions()}; modelport from {source()}\n"
-        f"- Load generator: {driver}, closed loop, {args.warmup:g} s warm-up + {args.duration:g} s per cell, "
+    items = [
+        f"Machine: {host}; at the end {load_average()}",
+        f"Versions: {all_versions()}; modelport from {source()}",
+        f"Load generator: {driver}, closed loop, {args.warmup:g} s warm-up + {args.duration:g} s per cell, "
         f"{args.rounds} interleaved round(s); external: `openai` endpoint in front of the loopback OpenAI "
         f"fake, body `{json.dumps(CHAT)}`; custom: LogisticRegression on 5 features, "
-        f"`{BODIES['custom'].decode()}`; limit `{json.dumps(LIMIT)}`\n"
-        f"- Command: `python bench/gateway.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n"
-    )
-    print("\n" + header + "\n" + tables)
-    if args.out:
-        with args.out.open("a") as fh:
-            fh.write("\n" + header + "\n" + tables)
-        print(f"appended to {args.out}")
+        f"`{BODIES['custom'].decode()}`; limit `{json.dumps(LIMIT)}`",
+    ]
+    title = "AI-gateway features (usage and inference tables, rate limits)"
+    publish(header(title, items, "gateway.py", argv), tables, args.out)
     return 0
 
 

@@ -9,12 +9,10 @@ advise for throughput; the docstring of each ``build_*`` says how and why.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,31 +20,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from custom_model import (
-    ADMIN_TOKEN,
+from harness import (
+    BENCH,
+    FAKE_OPENAI_KEY,
+    PY,
+    UPSTREAM_MODEL,
     PeerFailed,
     Running,
-    descendants,
+    chat_body,
     first_answer,
     free_port,
     launch,
-    log_tail,
+    serve_modelport,
+    start_openai_fake,
+    wait_deployed,
+    wait_get,
+    wait_idle,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fakes
+__all__ = ["FAMILIES", "Context", "Peer", "Started", "Target", "all_peers", "litellm_python"]
 
-from tests.fakes.openai_server import API_KEY
-
-__all__ = ["CHAT", "FAMILIES", "ROOT", "Context", "Peer", "Started", "Target", "all_peers", "litellm_python"]
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-PY = sys.executable
 CPUS = len(os.sched_getaffinity(0))
 FAMILIES = ("direct", "modelport", "mlflow", "litellm")
-CHAT = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 32}
 ENDPOINT = "chat"  # the route's name at every proxy (and the OpenAI routes' `model`)
-UPSTREAM_MODEL = "gpt-4o-mini"
 LITELLM_KEY = "sk-bench-litellm-master-key"
 # The newest LiteLLM whose proxy extra resolves from the package index here. Without
 # opentelemetry-sdk, LiteLLM 1.106 retries a failing import of its OTel module on every
@@ -101,48 +97,12 @@ class Peer:
     start: Callable[[Context], Started]
 
 
-def chat_body(model: str | None) -> bytes:
-    return json.dumps({**CHAT, "model": model} if model else CHAT).encode()
-
-
-def wait_get(proc: subprocess.Popen[bytes], url: str, log: Path, limit: float) -> None:
-    """Poll ``url`` until it answers 200; raise if the process exits first."""
-    deadline = time.monotonic() + limit
-    with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise PeerFailed(f"exited with status {proc.returncode}: {log_tail(log)}")
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-    raise PeerFailed(f"{url} did not answer 200 within {limit:.0f} s: {log_tail(log)}")
-
-
 def start_fake(ctx: Context) -> tuple[Running, Target]:
-    port = free_port()
-    log = ctx.workdir / f"fake-{port}.log"
-    base = f"http://127.0.0.1:{port}"
+    fake = start_openai_fake(ctx.workdir)
     target = Target(
-        "direct (the fake)",
-        "direct",
-        "direct",
-        f"{base}/v1/chat/completions",
-        chat_body(UPSTREAM_MODEL),
-        {"Authorization": f"Bearer {API_KEY}"},
+        "direct (the fake)", "direct", "direct", fake.url, chat_body(UPSTREAM_MODEL), fake.headers
     )
-    started = time.monotonic()
-    proc = launch([PY, "-m", "bench.peers.openai_fake", "--port", str(port)], log)
-    running = Running(target.url, target.headers, 0.0, proc, log, f"\0never\0fake-{port}")
-    try:
-        first_answer(proc, target.url, target.body, target.headers, log, limit=60)
-    except BaseException:
-        running.stop()
-        raise
-    running.startup_s = time.monotonic() - started
-    return running, target
+    return fake, target
 
 
 Build = Callable[[Context, str], tuple[list[Target], Running]]
@@ -170,36 +130,6 @@ def with_fake(build: Build) -> Callable[[Context], Started]:
     return start
 
 
-def cpu_seconds(pids: set[int]) -> float:
-    """CPU time (user + system) used so far by ``pids``; processes that ended count 0."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def wait_idle(running: Running, limit: float = 60.0, window: float = 1.0, busy: float = 0.1) -> float:
-    """Wait until ``running`` and its children use less than ``busy`` of a CPU over ``window``
-    seconds (at most ``limit`` seconds); return how long that took.
-
-    A server may go on working after its first answer: modelport can still be loading its
-    model registry in the background, and only then freezes its start-up objects out of
-    the garbage collector's way (until then a full collection takes 100-250 ms). Measuring
-    during that time would charge start-up work to the first cells; every configuration
-    gets the same wait.
-    """
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        tree = {running.proc.pid} | descendants(running.proc.pid)
-        before = cpu_seconds(tree)
-        time.sleep(window)
-        if (cpu_seconds(tree) - before) / window < busy:
-            break
-    return time.monotonic() - started
-
-
 def start_direct(ctx: Context) -> Started:
     fake, direct = start_fake(ctx)
     return Started([direct], [fake], fake.startup_s)
@@ -214,10 +144,9 @@ def build_modelport(ctx: Context, upstream: str) -> tuple[list[Target], Running]
     """``modelport serve`` as it ships (one process; log level warning as in custom_model.py),
     one ``openai`` endpoint whose inline key becomes a secret."""
     data = Path(tempfile.mkdtemp(prefix="mp-", dir=ctx.workdir))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = ctx.workdir / f"{data.name}.log"
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    started = time.monotonic()
+    running = serve_modelport(data)
+    base, headers = running.url, running.headers
     targets = [
         Target(
             "modelport /invocations",
@@ -236,30 +165,21 @@ def build_modelport(ctx: Context, upstream: str) -> tuple[list[Target], Running]
             headers,
         ),
     ]
-    cmd = [PY, "-m", "modelport", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--data-dir", str(data), "--log-level", "warning"]
-    started = time.monotonic()
-    proc = launch(cmd, log, {"MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN})
-    running = Running(targets[0].url, headers, 0.0, proc, log, str(data))
+    running.url = targets[0].url
     try:
-        wait_get(proc, f"{base}/ready", log, limit=120)
         external = {
             "provider": "openai",
             "name": UPSTREAM_MODEL,
             "task": "llm/v1/chat",
-            "openai_config": {"openai_api_key_plaintext": API_KEY, "openai_api_base": upstream},
+            "openai_config": {"openai_api_key_plaintext": FAKE_OPENAI_KEY, "openai_api_base": upstream},
         }
         entity = {"name": "gpt", "external_model": external}
         body = {"name": ENDPOINT, "config": {"served_entities": [entity]}}
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             answer = client.post("/api/2.0/serving-endpoints", json=body)
-            if answer.status_code != 200:
-                raise PeerFailed(f"creating the endpoint: {answer.status_code} {answer.text[:500]}")
-            deadline = time.monotonic() + 60
-            while client.get(f"/api/2.0/serving-endpoints/{ENDPOINT}").json()["state"][
-                "config_update"
-            ] == "IN_PROGRESS" and (time.monotonic() < deadline):
-                time.sleep(0.05)
+        if answer.status_code != 200:
+            raise PeerFailed(f"creating the endpoint: {answer.status_code} {answer.text[:500]}")
+        wait_deployed(base, ENDPOINT, limit=60)
         first_answers(running, targets)
     except BaseException:
         running.stop()
@@ -284,7 +204,7 @@ def build_mlflow_gateway(ctx: Context, upstream: str) -> tuple[list[Target], Run
         "model": {
             "provider": "openai",
             "name": UPSTREAM_MODEL,
-            "config": {"openai_api_key": API_KEY, "openai_api_base": upstream},
+            "config": {"openai_api_key": FAKE_OPENAI_KEY, "openai_api_base": upstream},
         },
     }
     config.write_text(json.dumps({"endpoints": [endpoint]}, indent=2))  # JSON is YAML
@@ -381,7 +301,7 @@ def build_mlflow_server(ctx: Context, upstream: str) -> tuple[list[Target], Runn
                 "secrets/create",
                 {
                     "secret_name": "fake-openai",
-                    "secret_value": {"api_key": API_KEY},
+                    "secret_value": {"api_key": FAKE_OPENAI_KEY},
                     "provider": "openai",
                     "auth_config": {"api_base": upstream},
                 },
@@ -419,7 +339,11 @@ def build_litellm(ctx: Context, upstream: str) -> tuple[list[Target], Running]:
     config = folder / "config.yaml"
     model = {
         "model_name": ENDPOINT,
-        "litellm_params": {"model": f"openai/{UPSTREAM_MODEL}", "api_base": upstream, "api_key": API_KEY},
+        "litellm_params": {
+            "model": f"openai/{UPSTREAM_MODEL}",
+            "api_base": upstream,
+            "api_key": FAKE_OPENAI_KEY,
+        },
     }
     settings = {
         "model_list": [model],

@@ -31,12 +31,19 @@ class ServerProcess:
         store: str | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        new_session: bool = False,
     ) -> None:
+        """``cwd``: the server's working folder (``python -m modelport`` imports from it first);
+        ``new_session``: start it in a session of its own (``os.killpg(proc.pid, ...)`` then
+        reaches it and what it starts; the benchmarks use both)."""
         self.data_dir = data_dir
         self.store = store
         self.port = free_port()
         self.extra_args = extra_args or []
         self.env = env or {}
+        self.cwd = cwd
+        self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
         self.scheme = "https" if "--tls-certfile" in self.extra_args else "http"
@@ -80,7 +87,14 @@ class ServerProcess:
         }
         log = self.log_path.open("ab")
         started = time.monotonic()
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.cwd,
+            start_new_session=self.new_session,
+        )
         self.wait_ready(path, timeout, started)
         return self
 

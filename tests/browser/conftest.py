@@ -73,7 +73,7 @@ class _Registration:
 
     def __init__(self, url: str) -> None:
         code = (
-            "import sys; from tests.integration.conftest import log_sklearn_model as log\n"
+            "import sys; from tests.support.models import log_sklearn_model as log\n"
             "for name in sys.argv[3:]: log(sys.argv[1], sys.argv[2], name)"
         )
         self.proc = subprocess.Popen(

@@ -50,10 +50,7 @@ def test_a_client_registers_serves_and_queries_a_model_after_the_demo(
     docs_server: ServerProcess, home: Path
 ) -> None:
     token = (home / ".modelport" / "admin-token").read_text().strip()
-    code = (
-        "import sys; from tests.integration.conftest import log_sklearn_model as log; "
-        "print(log(*sys.argv[1:]))"
-    )
+    code = "import sys; from tests.support.models import log_sklearn_model as log; print(log(*sys.argv[1:]))"
     registered = subprocess.run(
         [sys.executable, "-c", code, docs_server.url, token, "after-demo"],
         cwd=ROOT,

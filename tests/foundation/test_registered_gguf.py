@@ -4,7 +4,6 @@ file, deployed on an endpoint of its own and served by the llama.cpp engine."""
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from modelport.entities.foundation.catalog import SYSTEM_MODELS
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 
@@ -58,10 +58,7 @@ def test_registered_gguf_is_served_by_llama_cpp(llm_http: httpx.Client, gguf_mod
     r = llm_http.post(API, json={"name": "my-gguf", "config": {"served_entities": [entity]}})
     assert r.status_code == 200, r.text
     try:
-        deadline = time.monotonic() + 180
-        while (got := llm_http.get(f"{API}/my-gguf").json())["state"]["config_update"] == "IN_PROGRESS":
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        got = wait_settled(llm_http, "my-gguf", timeout=180)
         assert got["state"]["ready"] == "READY", got
         served = got["config"]["served_entities"][0]["name"]
         build = llm_http.get(f"{API}/my-gguf/served-models/{served}/build-logs").json()["logs"]
@@ -103,10 +100,7 @@ def test_pt_endpoint_of_a_custom_model_fails_its_deployment(
     r = llm_http.post(f"{API}/pt", json={"name": "pt-sklearn", "config": {"served_entities": [entity]}})
     assert r.status_code == 200, r.text
     try:
-        deadline = time.monotonic() + 60
-        while (got := llm_http.get(f"{API}/pt-sklearn").json())["state"]["config_update"] == "IN_PROGRESS":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        got = wait_settled(llm_http, "pt-sklearn", timeout=60)
         assert got["state"]["config_update"] == "UPDATE_FAILED", got
         served = got["pending_config"]["served_entities"][0]
         assert "is a custom model" in served["state"]["deployment_state_message"], served

@@ -18,6 +18,7 @@ from openai import OpenAI
 
 from tests.foundation.conftest import CHAT_ENDPOINT, EMBED_ENDPOINT, IDLE_SECONDS
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 QUESTION = [{"role": "user", "content": "Name three colours."}]
@@ -294,13 +295,7 @@ def test_scale_to_zero_and_cold_start(llm_http: httpx.Client) -> None:
 
 
 def _wait_ready(http: httpx.Client, name: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = http.get(f"{API}/{name}").json()
-        if got["state"]["config_update"] != "IN_PROGRESS":
-            return dict(got)
-        assert time.monotonic() < deadline, got
-        time.sleep(0.2)
+    return wait_settled(http, name, timeout=timeout)
 
 
 def test_provisioned_throughput_endpoint(llm_http: httpx.Client) -> None:

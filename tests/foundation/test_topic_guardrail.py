@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
+
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 
@@ -22,10 +22,7 @@ def test_valid_topics_with_the_system_embedding_model(llm_http: httpx.Client) ->
     )
     assert r.status_code == 200, r.text
     try:
-        deadline = time.monotonic() + 120
-        while llm_http.get(f"{API}/cook-bot").json()["state"]["config_update"] == "IN_PROGRESS":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_settled(llm_http, "cook-bot", timeout=120)
 
         def ask(text: str) -> httpx.Response:
             return llm_http.post(

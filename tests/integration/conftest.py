@@ -1,22 +1,36 @@
-"""A real ``modelport serve`` shared by the integration tests, and models in its registry."""
+"""The real ``modelport serve`` processes shared by the integration tests, and models in
+their registry.
+
+- ``server``: the session's server; ``_clean_endpoints`` deletes what each test created,
+  except the endpoints of :func:`~tests.support.endpoints.kept_endpoint`.
+- ``provider_server``: a second session server whose provider base URLs point at every
+  external-provider fake (``fakes``, see :mod:`tests.support.providers`), with their
+  endpoints made at start; ``client`` (the ``openai`` client) and ``databricks``
+  (``mlflow.deployments``) query it, each with the fakes reset.
+
+Shared helpers live in :mod:`tests.support`; ``log_sklearn_model``, ``kept_endpoint`` and
+``KEPT_ENDPOINTS`` are still importable from here.
+"""
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import KEPT_ENDPOINTS
+from tests.support.endpoints import kept_endpoint as kept_endpoint
+from tests.support.models import log_sklearn_model
+from tests.support.providers import EXTERNAL_TIMEOUT_S, ProviderFakes, create_external, provider_endpoints
 
-#: Endpoints owned by module- or session-scoped fixtures (see :func:`kept_endpoint`):
-#: ``_clean_endpoints`` leaves them alone, and their fixture deletes them when it ends.
-KEPT_ENDPOINTS: set[str] = set()
+if TYPE_CHECKING:
+    import openai
+    from mlflow.deployments import BaseDeploymentClient
 
 
 @pytest.fixture(scope="session")
@@ -60,60 +74,6 @@ def _clean_endpoints(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
-@contextmanager
-def kept_endpoint(server: ServerProcess, name: str, entities: list[dict[str, Any]]) -> Iterator[str]:
-    """Create endpoint ``name``, wait until it serves, keep it across tests, delete it at exit.
-
-    For module-scoped fixtures: each endpoint starts real replica processes, so a module
-    that queries one model many times shares one endpoint instead of making one per test.
-    """
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
-        body = {"name": name, "config": {"served_entities": entities}}
-        created = client.post("/api/2.0/serving-endpoints", json=body)
-        assert created.status_code == 200, created.text
-        KEPT_ENDPOINTS.add(name)
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                got = client.get(f"/api/2.0/serving-endpoints/{name}").json()
-                if got["state"]["config_update"] != "IN_PROGRESS":
-                    break
-                assert time.monotonic() < deadline, f"endpoint {name} still updating after 180 s"
-                time.sleep(0.2)
-            assert got["state"]["config_update"] == "NOT_UPDATING", got
-            yield name
-        finally:
-            KEPT_ENDPOINTS.discard(name)
-            client.delete(f"/api/2.0/serving-endpoints/{name}")
-
-
-def log_sklearn_model(tracking_uri: str, token: str, name: str, **kwargs: Any) -> str:
-    """Train a tiny classifier on columns f0..f3 (label: f0 > 0.5) and register it as a new
-    version of ``name``, with the signature MLflow infers from an input example."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-
-    os.environ["MLFLOW_TRACKING_TOKEN"] = token
-    mlflow.set_tracking_uri(tracking_uri)
-    rng = np.random.default_rng(0)
-    x = pd.DataFrame(rng.random((40, 4)), columns=["f0", "f1", "f2", "f3"])
-    y = (x["f0"] > 0.5).astype(int)
-    model = LogisticRegression(C=100.0).fit(x, y)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=name,
-            input_example=x.head(2),
-            pip_requirements=["scikit-learn"],
-            **kwargs,
-        )
-    return str(info.registered_model_version)
-
-
 @pytest.fixture(scope="session")
 def iris_model(server: ServerProcess) -> str:
     """Registered model 'iris' with versions 1 and 2 and alias @champion → 2."""
@@ -141,3 +101,57 @@ def no_pyfunc_model(server: ServerProcess, tmp_path_factory: pytest.TempPathFact
     client.create_registered_model("onnx-only")
     client.create_model_version("onnx-only", f"runs:/{run.info.run_id}/model", run.info.run_id)
     return "onnx-only"
+
+
+# ---- external providers ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def fakes() -> Iterator[ProviderFakes]:
+    """Every external-provider fake (OpenAI, Anthropic, Bedrock, Cohere, Google, AI21)."""
+    started = ProviderFakes()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def provider_server(
+    fakes: ProviderFakes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server in front of the fakes (``MODELPORT_*_BASE_URL``, a short ``--external-timeout``)
+    with the endpoints of :func:`~tests.support.providers.provider_endpoints`."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("modelport-providers"),
+        env=fakes.env(),
+        extra_args=["--external-timeout", str(EXTERNAL_TIMEOUT_S)],
+    ).start()
+    try:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=proc.url, headers=headers, timeout=30) as http:
+            for name, ext in provider_endpoints(fakes).items():
+                create_external(http, name, ext)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def client(provider_server: ServerProcess, fakes: ProviderFakes) -> openai.OpenAI:
+    """The official ``openai`` client on the provider server (the fakes reset)."""
+    import openai
+
+    fakes.reset()
+    return openai.OpenAI(
+        base_url=f"{provider_server.url}/serving-endpoints", api_key=ADMIN_TOKEN, max_retries=0
+    )
+
+
+@pytest.fixture
+def databricks(
+    provider_server: ServerProcess, fakes: ProviderFakes, monkeypatch: pytest.MonkeyPatch
+) -> BaseDeploymentClient:
+    """``mlflow.deployments``' "databricks" target on the provider server (the fakes reset)."""
+    from mlflow.deployments import get_deploy_client
+
+    fakes.reset()
+    monkeypatch.setenv("DATABRICKS_HOST", provider_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", ADMIN_TOKEN)
+    return get_deploy_client("databricks")

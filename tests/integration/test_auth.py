@@ -13,14 +13,13 @@ import httpx
 import pytest
 
 from tests.serverproc import ServerProcess
+from tests.support.endpoints import wait_settled
+from tests.support.names import unique
+from tests.support.principals import create_user, obo_token
 
 API = "/api/2.0/serving-endpoints"
 SCIM = "/api/2.0/preview/scim/v2"
 IRIS_V1 = {"entity_name": "iris", "entity_version": "1"}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def client_for(server: ServerProcess, token: str | None) -> httpx.Client:
@@ -28,32 +27,10 @@ def client_for(server: ServerProcess, token: str | None) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers=headers, timeout=30)
 
 
-def create_user(http: httpx.Client, user_name: str) -> dict[str, Any]:
-    resp = http.post(f"{SCIM}/Users", json={"userName": user_name, "displayName": "Alice Test"})
-    assert resp.status_code == 201, resp.text
-    return dict(resp.json())
-
-
-def obo_token(http: httpx.Client, **who: str) -> dict[str, Any]:
-    resp = http.post("/api/2.0/token-management/on-behalf-of/tokens", json={**who, "comment": "for tests"})
-    assert resp.status_code == 200, resp.text
-    return dict(resp.json())
-
-
 def create_endpoint(client: httpx.Client, name: str, served: dict[str, Any] = IRIS_V1) -> dict[str, Any]:
     resp = client.post(API, json={"name": name, "config": {"served_entities": [served]}})
     assert resp.status_code == 200, resp.text
     return wait_settled(client, name)
-
-
-def wait_settled(client: httpx.Client, name: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"{API}/{name}").json()
-        if body["state"]["config_update"] != "IN_PROGRESS":
-            return dict(body)
-        assert time.monotonic() < deadline, f"{name} still IN_PROGRESS: {body}"
-        time.sleep(0.05)
 
 
 def grant(http: httpx.Client, endpoint_id: str, level: str, **who: str) -> dict[str, Any]:

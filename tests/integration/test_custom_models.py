@@ -14,18 +14,10 @@ import httpx
 import pytest
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
+from tests.support.models import log_sklearn_model
 
 ROW = {"columns": ["f0", "f1", "f2", "f3"], "data": [[0.9, 0.1, 0.2, 0.3]]}
-
-
-def wait_settled(http: httpx.Client, name: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = http.get(f"/api/2.0/serving-endpoints/{name}").json()
-        if got["state"]["config_update"] != "IN_PROGRESS":
-            return dict(got)
-        time.sleep(0.2)
-    raise AssertionError(f"endpoint {name} still updating after {timeout}s")
 
 
 def create(
@@ -39,7 +31,7 @@ def create(
         config["traffic_config"] = {"routes": routes}
     r = http.post("/api/2.0/serving-endpoints", json={"name": name, "config": config})
     assert r.status_code == 200, r.text
-    got = wait_settled(http, name)
+    got = wait_settled(http, name, timeout=120)
     states = [e.get("state") for e in got.get("pending_config", {}).get("served_entities", [])]
     assert got["state"]["config_update"] == "NOT_UPDATING", states
     return got
@@ -169,7 +161,7 @@ def test_update_under_load_loses_no_request(
             json={"served_entities": [{"name": "m2", "entity_name": "iris", "entity_version": "2"}]},
         )
         assert r.status_code == 200
-        got = wait_settled(http, "rolling")
+        got = wait_settled(http, "rolling", timeout=120)
         assert got["config"]["config_version"] == 2
         time.sleep(1.0)
     finally:
@@ -190,7 +182,7 @@ def test_failed_update_keeps_old_version_serving(
         json={"served_entities": [{"name": "bad", "entity_name": "onnx-only", "entity_version": "1"}]},
     )
     assert r.status_code == 200
-    got = wait_settled(http, "keep")
+    got = wait_settled(http, "keep", timeout=120)
     assert got["state"]["config_update"] == "UPDATE_FAILED"
     assert query(http, "keep", {"dataframe_split": ROW}).headers["served-model-name"] == "m"
 
@@ -265,8 +257,6 @@ def test_databricks_sdk_create_and_query(server: ServerProcess, iris_model: str)
 
 @pytest.mark.slow
 def test_scale_to_zero_and_cold_start(tmp_path: Any) -> None:
-    from tests.integration.conftest import log_sklearn_model
-
     server = ServerProcess(tmp_path / "mp", extra_args=["--scale-to-zero-seconds", "2"]).start()
     try:
         log_sklearn_model(server.url, ADMIN_TOKEN, "zero")

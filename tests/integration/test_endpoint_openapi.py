@@ -4,7 +4,6 @@ signature and saved input example in the document, for the web UI and any client
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import numpy as np
 
 from tests.integration.conftest import log_sklearn_model
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 COLUMNS = ["f0", "f1", "f2", "f3"]
@@ -62,10 +62,7 @@ def test_the_example_is_a_body_the_endpoint_answers(http: httpx.Client, iris_mod
     doc = openapi(http, "openapi-query", f"models:/main.default.{iris_model}", "1")
     _, media = request_of(doc, "/serving-endpoints/openapi-query/invocations")
     body = media["example"]
-    deadline = time.monotonic() + 120
-    while http.get(f"{API}/openapi-query").json()["state"]["config_update"] == "IN_PROGRESS":
-        assert time.monotonic() < deadline, "openapi-query still updating after 120 s"
-        time.sleep(0.2)
+    wait_settled(http, "openapi-query", timeout=120)
 
     answer = http.post("/serving-endpoints/openapi-query/invocations", json=body, timeout=120)
 

@@ -2,15 +2,14 @@
 queried through ``/invocations`` (httpx), the official ``openai`` client and
 ``mlflow.deployments`` ("databricks" target), for each OpenAI-family provider.
 
-One server for the module (it needs ``MODELPORT_OPENAI_BASE_URL`` and ``MODELPORT_ENTRA_BASE_URL``
-pointed at the fake, and a short ``--external-timeout``), one fake, and one endpoint per
-provider and task; ``databricks-model-serving`` endpoints query the ``openai-*`` endpoints of
-the same server. No replica processes are involved.
+The session's ``provider_server`` (``tests/integration/conftest.py``: ``MODELPORT_OPENAI_BASE_URL``
+and ``MODELPORT_ENTRA_BASE_URL`` point at the fake, and its ``--external-timeout`` is short),
+with one endpoint per provider and task made here; ``databricks-model-serving`` endpoints
+query the ``openai-*`` endpoints of the same server. No replica processes are involved.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,16 +18,18 @@ import httpx
 import openai
 import orjson
 import pytest
-from mlflow.deployments import BaseDeploymentClient, get_deploy_client
+from mlflow.deployments import BaseDeploymentClient
 
 from tests.fakes.openai_server import API_KEY, AZURE_KEY, ENTRA, FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
+from tests.support.providers import EXTERNAL_TIMEOUT_S, ProviderFakes, create_external
 
 API = "/api/2.0/serving-endpoints"
 PROVIDER_KEYS = ("openai", "azure", "entra", "custom", "databricks")
 TASKS = {"chat": "llm/v1/chat", "completions": "llm/v1/completions", "embeddings": "llm/v1/embeddings"}
 HELLO = [{"role": "user", "content": "hello there"}]
-TIMEOUT_S = 1
+TIMEOUT_S = EXTERNAL_TIMEOUT_S
 
 
 def external_model(key: str, kind: str, fake: FakeOpenAI, server_url: str) -> dict[str, Any]:
@@ -71,51 +72,21 @@ def external_model(key: str, kind: str, fake: FakeOpenAI, server_url: str) -> di
     }
 
 
-def wait_settled(http: httpx.Client, name: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        got = http.get(f"{API}/{name}").json()
-        if got["state"]["config_update"] != "IN_PROGRESS":
-            assert got["state"]["config_update"] == "NOT_UPDATING", got
-            return dict(got)
-        assert time.monotonic() < deadline, f"{name} still updating"
-        time.sleep(0.05)
-
-
-def create(http: httpx.Client, name: str, ext: dict[str, Any]) -> dict[str, Any]:
-    created = http.post(
-        API,
-        json={"name": name, "config": {"served_entities": [{"name": f"{name}-e", "external_model": ext}]}},
-    )
-    assert created.status_code == 200, created.text
-    return wait_settled(http, name)
-
-
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
+def fake(fakes: ProviderFakes) -> FakeOpenAI:
+    return fakes.openai
 
 
-@pytest.fixture(scope="module")
-def ext_server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"MODELPORT_OPENAI_BASE_URL": f"{fake.url}/v1", "MODELPORT_ENTRA_BASE_URL": fake.url}
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("modelport-external"),
-        env=env,
-        extra_args=["--external-timeout", str(TIMEOUT_S)],
-    ).start()
-    try:
-        with httpx.Client(
-            base_url=proc.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
-        ) as http:
-            for key in PROVIDER_KEYS:  # databricks last: it queries the openai-* endpoints
-                for kind in TASKS:
-                    create(http, f"{key}-{kind}", external_model(key, kind, fake, proc.url))
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture(scope="module", autouse=True)
+def ext_server(fake: FakeOpenAI, provider_server: ServerProcess) -> ServerProcess:
+    """The provider server with this module's endpoints."""
+    with httpx.Client(
+        base_url=provider_server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+    ) as http:
+        for key in PROVIDER_KEYS:  # databricks last: it queries the openai-* endpoints
+            for kind in TASKS:
+                create_external(http, f"{key}-{kind}", external_model(key, kind, fake, provider_server.url))
+    return provider_server
 
 
 @pytest.fixture
@@ -125,18 +96,6 @@ def http(ext_server: ServerProcess, fake: FakeOpenAI) -> Iterator[httpx.Client]:
         base_url=ext_server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
     ) as client:
         yield client
-
-
-@pytest.fixture
-def client(ext_server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{ext_server.url}/serving-endpoints", api_key=ADMIN_TOKEN, max_retries=0)
-
-
-@pytest.fixture
-def databricks(ext_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> BaseDeploymentClient:
-    monkeypatch.setenv("DATABRICKS_HOST", ext_server.url)
-    monkeypatch.setenv("DATABRICKS_TOKEN", ADMIN_TOKEN)
-    return get_deploy_client("databricks")
 
 
 def sse_events(response: httpx.Response) -> list[Any]:
@@ -284,7 +243,9 @@ def test_credentials_never_come_back(http: httpx.Client) -> None:
 def create_config(http: httpx.Client, name: str, config: dict[str, Any]) -> dict[str, Any]:
     created = http.post(API, json={"name": name, "config": config})
     assert created.status_code == 200, created.text
-    return wait_settled(http, name)
+    got = wait_settled(http, name)
+    assert got["state"]["config_update"] == "NOT_UPDATING", got
+    return got
 
 
 def routes(*names: str) -> dict[str, Any]:
@@ -386,7 +347,7 @@ def test_a_referenced_secret_is_read_per_query(http: httpx.Client) -> None:
     put(API_KEY)
     config = {"openai_api_key": "{{secrets/rotating/openai}}"}
     ext = {"provider": "openai", "name": "gpt-4o-mini", "task": "llm/v1/chat", "openai_config": config}
-    create(http, "rotating", ext)
+    create_external(http, "rotating", ext)
     query = "/serving-endpoints/rotating/invocations"
     try:
         assert http.post(query, json={"messages": HELLO}).status_code == 200
@@ -500,7 +461,7 @@ def test_an_endpoint_that_points_at_itself_is_refused_after_a_few_hops(
         "task": "llm/v1/chat",
         "databricks_model_serving_config": config,
     }
-    create(http, "loop", ext)
+    create_external(http, "loop", ext)
     try:
         response = http.post("/serving-endpoints/loop/invocations", json={"messages": HELLO})
         assert "points back at itself" in error_of(response, 400, "BAD_REQUEST")

@@ -1,30 +1,29 @@
-"""Cohere, Vertex AI, PaLM (Gemini API) and AI21 end to end: a real ``modelport serve`` in front
-of their loopback fakes, queried with the official ``openai`` client and with
-``mlflow.deployments`` ("databricks" target: ``predict`` and ``predict_stream`` over
-``/invocations``).
+"""External providers end to end: a real ``modelport serve`` in front of their loopback fakes,
+queried with the official ``openai`` client and with ``mlflow.deployments`` ("databricks"
+target: ``predict`` and ``predict_stream`` over ``/invocations``).
 
-One server for the module, its ``MODELPORT_*_BASE_URL`` variables pointed at the fakes (the
-Vertex key's ``token_uri`` points at the Google fake, so the server fetches real signed-JWT
-tokens from it), and one endpoint per provider and task the provider offers.
+The session's ``provider_server`` (``tests/integration/conftest.py``) has its
+``MODELPORT_*_BASE_URL`` variables pointed at the fakes (the Vertex key's ``token_uri``
+points at the Google fake, so the server fetches real signed-JWT tokens from it), and one
+endpoint per provider and task (``tests/support/providers.py``). The chat and completion
+tables below cover every provider but the OpenAI family (``test_external_models.py``); the
+rest of this module is Cohere, Vertex AI, PaLM (Gemini API) and AI21, and
+``test_external_anthropic_bedrock.py`` has Anthropic's and Bedrock's own cases.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from mlflow.deployments import BaseDeploymentClient, get_deploy_client
+from mlflow.deployments import BaseDeploymentClient
 
 from tests.fakes import cohere_server, vertex_server
-from tests.fakes.ai21_server import FakeAI21
-from tests.fakes.cohere_server import FakeCohere
-from tests.fakes.vertex_server import FakeGoogle
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.providers import ProviderFakes, create_external
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +42,21 @@ TOOLS = [
         },
     }
 ]
-CHAT_ENDPOINTS = ("co-chat", "vx-chat", "palm-chat", "ai21-chat")
+ECHO, YOU_SAID = "echo: ", "You said: "  # how the Cohere/Google/AI21 and Anthropic/Bedrock fakes answer
+#: Every chat endpoint but the OpenAI family's: (name, the answer's prefix, completion tokens of HELLO).
+CHATS = [
+    *(pytest.param(name, ECHO, 3, id=name) for name in ("co-chat", "vx-chat", "palm-chat", "ai21-chat")),
+    *(
+        pytest.param(name, YOU_SAID, 4, id=name)
+        for name in ("claude-chat", "br-claude", "br-nova", "br-command-r", "br-jamba")
+    ),
+]
+#: Every completions endpoint but the OpenAI family's: (name, the answer's prefix).
 COMPLETION_ENDPOINTS = ("co-complete", "vx-complete", "palm-complete", "ai21-complete")
+COMPLETIONS = [
+    *(pytest.param(name, ECHO, id=name) for name in COMPLETION_ENDPOINTS),
+    *(pytest.param(name, YOU_SAID, id=name) for name in ("claude-complete", "br-titan-complete")),
+]
 #: Embeddings endpoints and the vectors their fake computes (AI21 has no embeddings).
 EMBEDDING_ENDPOINTS = (
     ("co-embed", cohere_server.embedding_of),
@@ -53,165 +65,18 @@ EMBEDDING_ENDPOINTS = (
 )
 
 
-class Fakes:
-    def __init__(self) -> None:
-        self.cohere = FakeCohere().start()
-        self.google = FakeGoogle().start()
-        self.ai21 = FakeAI21().start()
-
-    def reset(self) -> None:
-        self.cohere.reset()
-        self.google.reset()
-        self.ai21.reset()
-
-    def stop(self) -> None:
-        for fake in (self.cohere, self.google, self.ai21):
-            fake.stop()
-
-
-def _endpoints(fakes: Fakes) -> dict[str, dict[str, Any]]:
-    vertex = {
-        "project_id": "proj-1",
-        "region": "us-central1",
-        "private_key_plaintext": json.dumps(fakes.google.new_service_account()),
-    }
-    cohere = {"cohere_api_key_plaintext": cohere_server.API_KEY}
-    return {
-        "co-chat": {
-            "provider": "cohere",
-            "name": "command-r",
-            "task": "llm/v1/chat",
-            "cohere_config": cohere,
-        },
-        "co-complete": {
-            "provider": "cohere",
-            "name": "command-r",
-            "task": "llm/v1/completions",
-            "cohere_config": cohere,
-        },
-        "co-embed": {
-            "provider": "cohere",
-            "name": "embed-v4.0",
-            "task": "llm/v1/embeddings",
-            "cohere_config": cohere,
-        },
-        "vx-chat": {
-            "provider": "google-cloud-vertex-ai",
-            "name": "gemini-2.0-flash",
-            "task": "llm/v1/chat",
-            "google_cloud_vertex_ai_config": vertex,
-        },
-        "vx-complete": {
-            "provider": "google-cloud-vertex-ai",
-            "name": "gemini-2.0-flash",
-            "task": "llm/v1/completions",
-            "google_cloud_vertex_ai_config": vertex,
-        },
-        "vx-embed": {
-            "provider": "google-cloud-vertex-ai",
-            "name": "text-embedding-005",
-            "task": "llm/v1/embeddings",
-            "google_cloud_vertex_ai_config": vertex,
-        },
-        "palm-chat": {
-            "provider": "palm",
-            "name": "gemini-2.0-flash",
-            "task": "llm/v1/chat",
-            "palm_config": {"palm_api_key_plaintext": vertex_server.API_KEY},
-        },
-        "palm-complete": {
-            "provider": "palm",
-            "name": "gemini-2.0-flash",
-            "task": "llm/v1/completions",
-            "palm_config": {"palm_api_key_plaintext": vertex_server.API_KEY},
-        },
-        "palm-embed": {
-            "provider": "palm",
-            "name": "text-embedding-004",
-            "task": "llm/v1/embeddings",
-            "palm_config": {"palm_api_key_plaintext": vertex_server.API_KEY},
-        },
-        "ai21-chat": {
-            "provider": "ai21labs",
-            "name": "jamba-mini",
-            "task": "llm/v1/chat",
-            "ai21labs_config": {"ai21labs_api_key_plaintext": "ai21-test-key"},
-        },
-        "ai21-complete": {
-            "provider": "ai21labs",
-            "name": "jamba-mini",
-            "task": "llm/v1/completions",
-            "ai21labs_config": {"ai21labs_api_key_plaintext": "ai21-test-key"},
-        },
-    }
-
-
-def _create(http: httpx.Client, name: str, ext: dict[str, Any]) -> None:
-    body = {"name": name, "config": {"served_entities": [{"name": f"{name}-e", "external_model": ext}]}}
-    created = http.post(API, json=body)
-    assert created.status_code == 200, created.text
-    deadline = time.monotonic() + 30
-    while (state := http.get(f"{API}/{name}").json()["state"])["config_update"] == "IN_PROGRESS":
-        assert time.monotonic() < deadline, f"{name} still updating"
-        time.sleep(0.05)
-    assert state["config_update"] == "NOT_UPDATING", state
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[Fakes]:
-    started = Fakes()
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def provider_server(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
-        "MODELPORT_COHERE_BASE_URL": fakes.cohere.url,
-        "MODELPORT_VERTEX_BASE_URL": fakes.google.url,
-        "MODELPORT_PALM_BASE_URL": fakes.google.url,
-        "MODELPORT_AI21_BASE_URL": fakes.ai21.url,
-    }
-    proc = ServerProcess(tmp_path_factory.mktemp("modelport-providers"), env=env).start()
-    try:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        with httpx.Client(base_url=proc.url, headers=headers, timeout=30) as http:
-            for name, ext in _endpoints(fakes).items():
-                _create(http, name, ext)
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def client(provider_server: ServerProcess, fakes: Fakes) -> openai.OpenAI:
-    fakes.reset()
-    return openai.OpenAI(
-        base_url=f"{provider_server.url}/serving-endpoints", api_key=ADMIN_TOKEN, max_retries=0
-    )
-
-
-@pytest.fixture
-def databricks(
-    provider_server: ServerProcess, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
-) -> BaseDeploymentClient:
-    fakes.reset()
-    monkeypatch.setenv("DATABRICKS_HOST", provider_server.url)
-    monkeypatch.setenv("DATABRICKS_TOKEN", ADMIN_TOKEN)
-    return get_deploy_client("databricks")
-
-
-@pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
-def test_chat(endpoint: str, client: openai.OpenAI) -> None:
+# ---- every provider: one table -------------------------------------------------------------------
+@pytest.mark.parametrize(("endpoint", "said", "tokens"), CHATS)
+def test_chat(endpoint: str, said: str, tokens: int, client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(model=endpoint, messages=HELLO, max_tokens=50)  # type: ignore[arg-type]
     assert answer.model == endpoint
-    assert answer.choices[0].message.content == "echo: hello there"
+    assert answer.choices[0].message.content == f"{said}hello there"
     assert answer.choices[0].finish_reason == "stop"
-    assert answer.usage is not None and answer.usage.completion_tokens == 3
+    assert answer.usage is not None and answer.usage.completion_tokens == tokens
 
 
-@pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
-def test_streaming_chat(endpoint: str, client: openai.OpenAI) -> None:
+@pytest.mark.parametrize(("endpoint", "said", "tokens"), CHATS)
+def test_streaming_chat(endpoint: str, said: str, tokens: int, client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
             model=endpoint,
@@ -221,13 +86,36 @@ def test_streaming_chat(endpoint: str, client: openai.OpenAI) -> None:
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "echo: hello there"
+    assert text == f"{said}hello there"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == tokens
+
+
+@pytest.mark.parametrize(("endpoint", "said", "tokens"), CHATS)
+def test_mlflow_predict_and_predict_stream_chat(
+    endpoint: str, said: str, tokens: int, databricks: BaseDeploymentClient
+) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"messages": HELLO, "max_tokens": 50})
+    assert answer["choices"][0]["message"]["content"] == f"{said}hello there"
+    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"messages": HELLO}))
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == f"{said}hello there"
+
+
+@pytest.mark.parametrize(("endpoint", "said"), COMPLETIONS)
+def test_mlflow_predict_and_predict_stream_completions(
+    endpoint: str, said: str, databricks: BaseDeploymentClient
+) -> None:
+    answer = databricks.predict(endpoint=endpoint, inputs={"prompt": "say this", "max_tokens": 10})
+    assert answer["choices"][0]["text"] == f"{said}say this"
+    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"prompt": "say this"}))
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == f"{said}say this"
+
+
+# ---- Cohere, Vertex AI, PaLM and AI21 --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("endpoint", ["co-chat", "vx-chat"])
-def test_tool_calls(endpoint: str, client: openai.OpenAI, fakes: Fakes) -> None:
+def test_tool_calls(endpoint: str, client: openai.OpenAI, fakes: ProviderFakes) -> None:
     fakes.cohere.tool_call = {"name": "get_weather", "arguments": {"city": "Paris"}}
     fakes.google.function_call = {"name": "get_weather", "args": {"city": "Paris"}}
     answer = client.chat.completions.create(model=endpoint, messages=HELLO, tools=TOOLS)  # type: ignore[arg-type]
@@ -258,24 +146,6 @@ def test_completions(endpoint: str, client: openai.OpenAI) -> None:
 
 
 # ---- mlflow.deployments ("databricks" target) over /invocations -----------------------------------
-@pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
-def test_mlflow_predict_and_predict_stream_chat(endpoint: str, databricks: BaseDeploymentClient) -> None:
-    answer = databricks.predict(endpoint=endpoint, inputs={"messages": HELLO, "max_tokens": 50})
-    assert answer["choices"][0]["message"]["content"] == "echo: hello there"
-    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"messages": HELLO}))
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "echo: hello there"
-
-
-@pytest.mark.parametrize("endpoint", COMPLETION_ENDPOINTS)
-def test_mlflow_predict_and_predict_stream_completions(
-    endpoint: str, databricks: BaseDeploymentClient
-) -> None:
-    answer = databricks.predict(endpoint=endpoint, inputs={"prompt": "say this", "max_tokens": 10})
-    assert answer["choices"][0]["text"] == "echo: say this"
-    chunks = list(databricks.predict_stream(endpoint=endpoint, inputs={"prompt": "say this"}))
-    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "echo: say this"
-
-
 @pytest.mark.parametrize(("endpoint", "embedding_of"), EMBEDDING_ENDPOINTS)
 def test_mlflow_predict_embeddings(
     endpoint: str, embedding_of: Any, databricks: BaseDeploymentClient
@@ -284,16 +154,16 @@ def test_mlflow_predict_embeddings(
     assert [d["embedding"] for d in answer["data"]] == [embedding_of("a b"), embedding_of("c")]
 
 
-def test_the_server_reuses_its_vertex_token(client: openai.OpenAI, fakes: Fakes) -> None:
+def test_the_server_reuses_its_vertex_token(client: openai.OpenAI, fakes: ProviderFakes) -> None:
     for _ in range(3):
         client.chat.completions.create(model="vx-chat", messages=HELLO)  # type: ignore[arg-type]
     client.embeddings.create(model="vx-embed", input="x")
-    # The key is shared by both endpoints; at most the module's first query fetched a token.
+    # The key is shared by both endpoints; at most the server's first query fetched a token.
     assert len(fakes.google.token_requests) <= 1
     assert len({r["headers"]["authorization"] for r in fakes.google.requests}) == 1
 
 
-def test_provider_errors_reach_the_client(client: openai.OpenAI, fakes: Fakes) -> None:
+def test_provider_errors_reach_the_client(client: openai.OpenAI, fakes: ProviderFakes) -> None:
     fakes.cohere.faults.fail(429, "slow down", headers={"retry-after": "2"})
     with pytest.raises(openai.RateLimitError, match="slow down"):
         client.chat.completions.create(model="co-chat", messages=HELLO)  # type: ignore[arg-type]
@@ -325,7 +195,7 @@ def test_ai21_embeddings_are_refused_when_the_endpoint_is_created(provider_serve
         assert http.get(f"{API}/ai21-embed").status_code == 404
 
 
-def test_credentials_from_a_secret_scope(provider_server: ServerProcess, fakes: Fakes) -> None:
+def test_credentials_from_a_secret_scope(provider_server: ServerProcess, fakes: ProviderFakes) -> None:
     """A Cohere key and a Vertex service-account key stored as secrets and referenced."""
     fakes.reset()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -351,8 +221,8 @@ def test_credentials_from_a_secret_scope(provider_server: ServerProcess, fakes: 
                 "private_key": "{{secrets/llm/gcp}}",
             },
         }
-        _create(http, "co-secret", cohere)
-        _create(http, "vx-secret", vertex)
+        create_external(http, "co-secret", cohere)
+        create_external(http, "vx-secret", vertex)
         try:
             for name in ("co-secret", "vx-secret"):
                 answer = http.post(f"/serving-endpoints/{name}/invocations", json={"messages": HELLO})

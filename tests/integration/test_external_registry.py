@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.conftest import log_sklearn_model
 from tests.serverproc import ADMIN_TOKEN, ServerProcess, free_port
+from tests.support.endpoints import wait_settled
 
 pytestmark = pytest.mark.slow
 
@@ -74,12 +75,7 @@ def test_endpoint_resolves_models_in_an_external_registry(mlflow_server: str, tm
             }
             created = http.post("/api/2.0/serving-endpoints", json=body)
             assert created.status_code == 200, created.text
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                got = http.get("/api/2.0/serving-endpoints/ext").json()
-                if got["state"]["config_update"] != "IN_PROGRESS":
-                    break
-                time.sleep(0.2)
+            got = wait_settled(http, "ext", timeout=60)
             assert got["state"] == {
                 "ready": "READY",
                 "config_update": "NOT_UPDATING",

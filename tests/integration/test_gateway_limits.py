@@ -19,6 +19,8 @@ import pytest
 
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
+from tests.support.names import unique
 
 API = "/api/2.0/serving-endpoints"
 SCIM = "/api/2.0/preview/scim/v2"
@@ -45,19 +47,23 @@ def external(fake: FakeOpenAI, name: str = "gpt") -> dict[str, Any]:
     }
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def create(http: httpx.Client, name: str, entities: list[dict[str, Any]], **extra: Any) -> None:
     r = http.post(
         API, json={"name": name, "config": {"served_entities": entities, **extra.pop("config", {})}, **extra}
     )
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 60
-    while http.get(f"{API}/{name}").json()["state"]["config_update"] == "IN_PROGRESS":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_settled(http, name, timeout=60)
+
+
+def in_one_window(seconds: float = 15.0) -> None:
+    """Wait for the next rate-limit window when fewer than ``seconds`` are left in this one.
+
+    Windows are fixed minutes aligned to the epoch (``gateway/ratelimit.py``): every counter
+    starts again at :00, so a burst that crosses it would see its counts reset halfway.
+    """
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.1)
 
 
 def query(client: httpx.Client, name: str) -> httpx.Response:
@@ -83,6 +89,7 @@ def test_endpoint_calls_limit(http: httpx.Client, fake: FakeOpenAI) -> None:
     name = unique("rl-endpoint")
     limits = {"rate_limits": [{"calls": 3, "renewal_period": "minute"}]}
     create(http, name, [external(fake)], ai_gateway=limits)
+    in_one_window()
     statuses = [query(http, name).status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
     refused = query(http, name)
@@ -104,6 +111,7 @@ def test_user_limits_with_an_override(server: ServerProcess, http: httpx.Client,
         user_client(server, http, "plain@example.com", name) as plain,
         user_client(server, http, "vip@example.com", name) as vip,
     ):
+        in_one_window()
         assert [query(plain, name).status_code for _ in range(3)] == [200, 200, 429]
         assert "for user 'plain@example.com'" in query(plain, name).json()["message"]
         assert [query(vip, name).status_code for _ in range(5)] == [200, 200, 200, 200, 429]
@@ -131,6 +139,7 @@ def test_group_and_endpoint_limits_strictest_wins(
     ]
     create(http, name, [external(fake)], ai_gateway={"rate_limits": limits})
     with user_client(server, http, member, name) as client:
+        in_one_window()
         assert [query(client, name).status_code for _ in range(4)] == [200, 200, 200, 429]
         assert f"group '{group}'" in query(client, name).json()["message"]
     # Others are held by the endpoint's limit only: 10 - 3 calls left.
@@ -156,6 +165,7 @@ def test_service_principal_limit(server: ServerProcess, http: httpx.Client, fake
     with httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {token['token_value']}"}, timeout=30
     ) as sp:
+        in_one_window()
         assert [query(sp, name).status_code for _ in range(2)] == [200, 429]
     assert query(http, name).status_code == 200  # users are not service principals
 
@@ -165,6 +175,7 @@ def test_tokens_limit(http: httpx.Client, fake: FakeOpenAI) -> None:
     create(
         http, name, [external(fake)], ai_gateway={"rate_limits": [{"tokens": 5, "renewal_period": "minute"}]}
     )
+    in_one_window(25.0)  # both endpoints' token counts, and up to 5 s for the streamed one
     first = query(http, name)
     assert first.status_code == 200
     assert first.json()["usage"]["total_tokens"] > 5  # one answer may overshoot; the next is refused
@@ -192,6 +203,7 @@ def test_legacy_rate_limits_apply(http: httpx.Client, fake: FakeOpenAI) -> None:
     )
     assert r.status_code == 200, r.text
     time.sleep(0.1)
+    in_one_window()
     assert [query(http, name).status_code for _ in range(2)] == [200, 429]
 
 
@@ -217,13 +229,17 @@ def test_fallback_on_a_provider_503(http: httpx.Client, fake: FakeOpenAI) -> Non
     r = query(http, name)
     assert r.headers["served-model-name"] == "primary"
     # Without fallbacks the 503 reaches the client.
-    http.put(f"{API}/{name}/ai-gateway", json={"fallback_config": {"enabled": False}})
+    put = http.put(f"{API}/{name}/ai-gateway", json={"fallback_config": {"enabled": False}})
+    assert put.status_code == 200, put.text
+    assert put.json()["fallback_config"] == {"enabled": False}
     time.sleep(0.1)
     fake.faults.fail(503, "overloaded")
     r = query(http, name)
     assert r.status_code == 503
     # A 400 is the caller's mistake: no fallback either.
-    http.put(f"{API}/{name}/ai-gateway", json={"fallback_config": {"enabled": True}})
+    put = http.put(f"{API}/{name}/ai-gateway", json={"fallback_config": {"enabled": True}})
+    assert put.status_code == 200, put.text
+    assert put.json()["fallback_config"] == {"enabled": True}
     time.sleep(0.1)
     fake.faults.fail(400, "bad request")
     assert query(http, name).status_code == 400
@@ -312,8 +328,6 @@ def test_limits_are_exact_across_two_servers_sharing_redis(
                 [external(fake)],
                 ai_gateway={"rate_limits": [{"calls": 30, "renewal_period": "minute"}]},
             )
-        # Start right after a minute boundary, so that the burst stays in one window.
-        time.sleep((60 - time.time() % 60) % 60 if time.time() % 60 > 50 else 0)
         clients = [httpx.Client(base_url=s.url, headers=headers, timeout=30) for s in (one, two)]
         # The second server learns of the endpoint within its 2 s refresh.
         deadline = time.monotonic() + 10
@@ -321,6 +335,7 @@ def test_limits_are_exact_across_two_servers_sharing_redis(
             assert time.monotonic() < deadline
             time.sleep(0.2)
         time.sleep(2.5)
+        in_one_window()  # the burst stays in one window
 
         def hit(i: int) -> int:
             return query(clients[i % 2], name).status_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from modelport.tables.query import query, usage_summary
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -54,10 +56,7 @@ def _create(url: str, fake: FakeOpenAI, name: str) -> None:
             API, json={"name": name, "config": {"served_entities": [entity]}, "ai_gateway": GATEWAY}
         )
         assert r.status_code == 200, r.text
-        deadline = time.monotonic() + 30
-        while http.get(f"{API}/{name}").json()["state"]["config_update"] == "IN_PROGRESS":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_settled(http, name)
 
 
 def _rows(root: Path, sql: str) -> list[dict[str, Any]]:
@@ -163,11 +162,14 @@ def test_kill_9_mid_burst_loses_no_answered_query(tmp_path: Path, fake: FakeOpen
     for t in threads:
         t.join()
     killed_with = len(answered)
-    spool = list((data / "spool").glob("*"))
-    assert spool, "the spool should hold records not yet in the tables"
 
+    logged_before = server.log_path.stat().st_size  # the restart appends to the same log
     restarted = ServerProcess(data).start()  # replays the spool at start
     restarted.stop()
+    with restarted.log_path.open("rb") as log:
+        log.seek(logged_before)
+        replay = re.search(rb"replayed recorded queries into their tables rows=(\d+)", log.read())
+    assert replay and int(replay[1]) > 0, "the restart replayed no rows from the spool"
     root = data / "tables"
     ids = [row["request_id"] for row in _rows(root, "SELECT request_id FROM system.serving.endpoint_usage")]
     assert len(ids) == len(set(ids)), "a replayed query was written twice"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ from mlflow.deployments import BaseDeploymentClient, get_deploy_client
 from mlflow.exceptions import MlflowException
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 
@@ -24,16 +24,6 @@ def served(version: str = "1") -> dict[str, Any]:
         "workload_size": "Small",
         "scale_to_zero_enabled": True,
     }
-
-
-def wait_settled(client: BaseDeploymentClient, name: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        endpoint = client.get_endpoint(name)
-        if endpoint["state"]["config_update"] != "IN_PROGRESS":
-            return dict(endpoint)
-        assert time.monotonic() < deadline, f"{name} still IN_PROGRESS: {endpoint}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -67,7 +57,8 @@ def test_databricks_target_endpoint_lifecycle(
     assert created["state"]["config_update"] in ("IN_PROGRESS", "NOT_UPDATING")
     assert created["tags"] == [{"key": "owner", "value": "mlflow"}]
 
-    settled = wait_settled(databricks, "mlf-life")
+    wait_settled(http, "mlf-life")
+    settled = databricks.get_endpoint("mlf-life")
     assert settled["state"] == {"ready": "READY", "config_update": "NOT_UPDATING", "suspend": "NOT_SUSPENDED"}
     assert settled["config"]["config_version"] == 1
     assert settled["config"]["served_entities"][0]["name"] == "iris-1"
@@ -93,7 +84,8 @@ def test_databricks_target_endpoint_lifecycle(
     )
     assert updated["name"] == "mlf-life"
     assert updated["pending_config"]["config_version"] == 2
-    after = wait_settled(databricks, "mlf-life")
+    wait_settled(http, "mlf-life")
+    after = databricks.get_endpoint("mlf-life")
     assert after["config"]["config_version"] == 2
     assert [
         (r["served_entity_name"], r["traffic_percentage"])
@@ -157,10 +149,12 @@ def test_databricks_target_errors_are_http_errors_with_the_message(
     assert "Version 99 of registered model 'iris' does not exist (versions: 1, 2)" in str(version.value)
 
 
-def test_databricks_target_conflict_is_409(databricks: BaseDeploymentClient, iris_model: str) -> None:
+def test_databricks_target_conflict_is_409(
+    databricks: BaseDeploymentClient, http: httpx.Client, iris_model: str
+) -> None:
     """mlflow maps RESOURCE_CONFLICT to 409: refuse a second update while one is running."""
     databricks.create_endpoint(config={"name": "mlf-conflict", "config": {"served_entities": [served("1")]}})
-    wait_settled(databricks, "mlf-conflict")
+    wait_settled(http, "mlf-conflict")
     config = {
         "served_entities": [{**served("1"), "name": "a"}, {**served("@champion"), "name": "b"}],
         "traffic_config": {
@@ -183,7 +177,7 @@ def test_databricks_target_conflict_is_409(databricks: BaseDeploymentClient, iri
             break
         else:
             assert second["config"]["config_version"] == started
-        wait_settled(databricks, "mlf-conflict")
+        wait_settled(http, "mlf-conflict")
     assert conflicts == 1, "no concurrent update was refused in 20 attempts"
 
 
@@ -202,7 +196,8 @@ def test_modelport_plugin_create_get_list_delete(
     assert created["state"]["config_update"] in ("IN_PROGRESS", "NOT_UPDATING")
     assert created.name == "mp-plugin"  # an attribute-dict, as the databricks target returns
 
-    settled = wait_settled(modelport, "mp-plugin")
+    wait_settled(http, "mp-plugin")
+    settled = modelport.get_endpoint("mp-plugin")
     assert settled["state"]["ready"] == "READY"
     assert settled["config"]["served_entities"][0]["entity_version"] == "2"
     assert settled["tags"] == [{"key": "k"}]

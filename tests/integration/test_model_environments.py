@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 PROBE = """
 import importlib.util
@@ -71,13 +72,8 @@ def deploy(http: httpx.Client, name: str, model: str, timeout: float = 300) -> t
     started = time.monotonic()
     r = http.post("/api/2.0/serving-endpoints", json={"name": name, "config": {"served_entities": [entity]}})
     assert r.status_code == 200, r.text
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        got: dict[str, Any] = http.get(f"/api/2.0/serving-endpoints/{name}").json()
-        if got["state"]["config_update"] != "IN_PROGRESS":
-            return got, time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"endpoint {name} still updating after {timeout}s")
+    got = wait_settled(http, name, timeout=timeout)
+    return got, time.monotonic() - started
 
 
 def build_log(http: httpx.Client, name: str) -> str:

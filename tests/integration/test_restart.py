@@ -5,7 +5,6 @@ Each test runs its own ``modelport serve`` (not the shared one) on SQLite and on
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import log_sklearn_model
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
+from tests.support.models import log_sklearn_model
 
 API = "/api/2.0/serving-endpoints"
 SCIM = "/api/2.0/preview/scim/v2"
@@ -47,16 +47,6 @@ def client(proc: ServerProcess, token: str = ADMIN_TOKEN) -> httpx.Client:
 def ok(resp: httpx.Response, status: int = 200) -> Any:
     assert resp.status_code == status, resp.text
     return resp.json()
-
-
-def wait_settled(http: httpx.Client, name: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = ok(http.get(f"{API}/{name}"))
-        if body["state"]["config_update"] != "IN_PROGRESS":
-            return dict(body)
-        assert time.monotonic() < deadline, f"{name} still IN_PROGRESS after {timeout}s: {body}"
-        time.sleep(0.05)
 
 
 def without_updated(endpoint: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +98,8 @@ def test_state_survives_clean_stop_and_kill_during_update(own_server: ServerProc
             )
         )
         ok(admin.post(API, json={"name": "rs-private", "config": {"served_entities": [served]}}))
-        wait_settled(admin, "rs-shared")
-        wait_settled(admin, "rs-private")
+        wait_settled(admin, "rs-shared", timeout=60)
+        wait_settled(admin, "rs-private", timeout=60)
         shared_id = ok(admin.get(f"{API}/rs-shared"))["id"]
         ok(
             admin.patch(
@@ -153,7 +143,7 @@ def test_state_survives_clean_stop_and_kill_during_update(own_server: ServerProc
     start(own_server, "restart after kill -9")
 
     with client(own_server) as admin, client(own_server, bob_token["token_value"]) as bob:
-        settled = wait_settled(admin, "rs-shared")
+        settled = wait_settled(admin, "rs-shared", timeout=60)
         assert settled["state"] == {
             "ready": "READY",
             "config_update": "NOT_UPDATING",

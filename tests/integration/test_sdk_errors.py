@@ -6,7 +6,6 @@ Every refusal must reach the SDK as the class of compat-api.md §D.2 (chosen by
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from databricks.sdk.service.serving import (
 )
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 API = "/api/2.0/serving-endpoints"
 OPENAI = {
@@ -87,10 +87,7 @@ def create_raw(http: httpx.Client, name: str, served: dict[str, Any]) -> None:
     """Create an endpoint with raw HTTP and wait (polling fast) until its update settles."""
     resp = http.post(API, json={"name": name, "config": {"served_entities": [served]}})
     assert resp.status_code == 200, resp.text
-    deadline = time.monotonic() + 30
-    while http.get(f"{API}/{name}").json()["state"]["config_update"] == "IN_PROGRESS":
-        assert time.monotonic() < deadline, f"{name} did not settle"
-        time.sleep(0.05)
+    wait_settled(http, name)
 
 
 def assert_error(resp: httpx.Response, status: int, code: str, *fragments: str) -> dict[str, Any]:
@@ -216,10 +213,7 @@ def test_config_update_while_in_progress_is_resource_conflict(
         else:
             assert second.response.config is not None
             assert second.response.config.config_version == started
-        deadline = time.monotonic() + 30
-        while http.get(f"{API}/err-conflict").json()["state"]["config_update"] == "IN_PROGRESS":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_settled(http, "err-conflict")
         if conflicts >= 2:
             break
     assert conflicts >= 1, "no concurrent update was refused in 20 attempts"

@@ -47,6 +47,7 @@ from databricks.sdk.service.serving import (
 )
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 WAIT = timedelta(seconds=60)
 ADMIN = "admin"
@@ -81,17 +82,6 @@ def create(
 def routes_of(ep: ServingEndpointDetailed) -> list[tuple[str | None, int]]:
     assert ep.config is not None and ep.config.traffic_config is not None
     return [(r.served_entity_name, r.traffic_percentage) for r in ep.config.traffic_config.routes or []]
-
-
-def wait_settled(http: httpx.Client, name: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Poll GET until the endpoint is no longer IN_PROGRESS (raw, without the SDK's 1-10 s sleeps)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = http.get(f"/api/2.0/serving-endpoints/{name}").json()
-        if body["state"]["config_update"] != "IN_PROGRESS":
-            return body
-        assert time.monotonic() < deadline, f"{name} still IN_PROGRESS after {timeout}s: {body}"
-        time.sleep(0.05)
 
 
 # ---- create / get / list ------------------------------------------------------------------

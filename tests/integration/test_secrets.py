@@ -31,15 +31,13 @@ from databricks.sdk.errors import (
 )
 from databricks.sdk.service.workspace import AclItem, AclPermission, ScopeBackendType
 
-from tests.integration.test_auth import create_user, obo_token
 from tests.serverproc import ADMIN_TOKEN, ServerProcess, free_port
+from tests.support.endpoints import wait_settled
+from tests.support.names import unique
+from tests.support.principals import create_user, obo_token
 
 API = "/api/2.0/serving-endpoints"
 SECRETS = "/api/2.0/secrets"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +66,6 @@ def alice(server: ServerProcess, http: httpx.Client) -> tuple[str, WorkspaceClie
 
 def b64(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
-
-
-def wait_settled(client: httpx.Client, name: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"{API}/{name}").json()
-        if body["state"]["config_update"] != "IN_PROGRESS":
-            return dict(body)
-        assert time.monotonic() < deadline, f"{name} still IN_PROGRESS: {body}"
-        time.sleep(0.05)
 
 
 def openai_entity(openai_config: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
 
 PROBE = """
 import os
@@ -68,14 +69,8 @@ def deploy(http: httpx.Client, name: str, model: str, env: dict[str, str]) -> No
     entity = {"name": "probe", "entity_name": model, "entity_version": "1", "environment_vars": env}
     r = http.post("/api/2.0/serving-endpoints", json={"name": name, "config": {"served_entities": [entity]}})
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        got = http.get(f"/api/2.0/serving-endpoints/{name}").json()
-        if got["state"]["config_update"] != "IN_PROGRESS":
-            assert got["state"]["config_update"] == "NOT_UPDATING", build_log(http, name)
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"endpoint {name} still updating")
+    got = wait_settled(http, name, timeout=120)
+    assert got["state"]["config_update"] == "NOT_UPDATING", build_log(http, name)
 
 
 def build_log(http: httpx.Client, name: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-from tests.tables.conftest import id_counts, recorder
+from tests.support.tables import id_counts, recorder
 
 
 def test_two_processes_append_to_one_table(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from modelport.tables.writer import TableWriter
-from tests.tables.conftest import id_counts, recorder
+from tests.support.tables import id_counts, recorder
 
 
 def _commits(table_uri: str) -> int:

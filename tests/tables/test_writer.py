@@ -17,7 +17,7 @@ from modelport.tables import writer as writer_module
 from modelport.tables.names import TableRef
 from modelport.tables.records import MAX_BODY_BYTES, InferenceRecord, UsageRecord
 from modelport.tables.writer import TableWriter
-from tests.tables.conftest import id_counts, read_table
+from tests.support.tables import id_counts, read_table
 
 T0 = 1_767_225_599_000  # 2025-12-31T23:59:59Z: one second before a date boundary
 

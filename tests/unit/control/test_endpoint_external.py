@@ -14,8 +14,7 @@ from modelport.control.reconciler import Reconciler
 from modelport.errors import InvalidParameterValue
 from modelport.spec.endpoint import CreateEndpoint, EndpointCoreConfigInput
 from modelport.store import Database
-from tests.unit.control.test_endpoint_secrets import KEY, alice, external, run, stored_block
-from tests.unit.control.test_reconciler import ADMIN, settle
+from tests.support.control import ADMIN, KEY, alice, external, run, settle, stored_block
 
 
 def create(

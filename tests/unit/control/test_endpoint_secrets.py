@@ -15,56 +15,15 @@ from modelport.errors import InvalidParameterValue, PermissionDenied
 from modelport.spec.endpoint import CreateEndpoint, EndpointCoreConfigInput
 from modelport.spec.identity import Caller
 from modelport.store import Database
-from tests.unit.control.test_reconciler import ADMIN, settle, setup
-
-KEY = "sk-endpoint-unit-7f3a9c"
-
-
-def external(openai_config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "served_entities": [
-            {
-                "name": "chat",
-                "external_model": {
-                    "provider": "openai",
-                    "name": "gpt",
-                    "task": "llm/v1/chat",
-                    "openai_config": openai_config,
-                },
-            }
-        ]
-    }
+from tests.support.control import ADMIN, KEY, alice, external, run, settle, stored_block
 
 
 def create(service: EndpointService, caller: Caller, config: dict[str, Any]) -> dict[str, Any]:
     return service.create(caller, CreateEndpoint.model_validate({"name": "ext", "config": config}))
 
 
-def stored_block(db: Database, version: int = 1) -> dict[str, Any]:
-    endpoint = db.endpoints.get("ext")
-    assert endpoint is not None
-    config = db.endpoints.get_config(endpoint.id, version)
-    assert config is not None
-    block: dict[str, Any] = config.body["served_entities"][0]["external_model"]["openai_config"]
-    return block
-
-
 def _key(ref: str, scope: str) -> str:
     return ref[len(f"{{{{secrets/{scope}/") : -2]
-
-
-def alice(db: Database) -> Caller:
-    record = db.principals.create("alice", "user", display_name=None, is_admin=False, now_ms=1)
-    return Caller(id=record.id, name="alice", kind="user", groups=(), principal_ids=frozenset({record.id}))
-
-
-def run(tmp_path: Path, body: Any) -> None:
-    async def main() -> None:
-        db, _, reconciler, service = setup(tmp_path)
-        await reconciler.start()
-        await body(db, reconciler, service)
-
-    asyncio.run(main())
 
 
 def test_plaintext_key_is_stored_as_a_secret_and_only_the_reference_kept(tmp_path: Path) -> None:

@@ -8,87 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 
-from modelport.control.cipher import SecretCipher
-from modelport.control.endpoints import EndpointService
-from modelport.control.permissions import AccessControl
-from modelport.control.reconciler import Reconciler
-from modelport.control.secrets import SecretService
-from modelport.entities.registry import ModelVersionRef
-from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import InvalidParameterValue, ResourceConflict, ResourceDoesNotExist
-from modelport.runtime.base import DeploymentFailed
-from modelport.runtime.logs import BuildLog, LogStore
 from modelport.spec.endpoint import CreateEndpoint, EndpointCoreConfigInput
-from modelport.spec.identity import Caller
-from modelport.store import Database, open_database
-from modelport.store.records import EndpointRecord
-
-
-class FakeRegistry:
-    versions = {"iris": ["1", "2"]}
-
-    def lookup(self, name: str, version: str) -> ModelVersionRef:
-        if name not in self.versions or version not in self.versions[name]:
-            raise ResourceDoesNotExist(f"no {name} {version}")
-        return ModelVersionRef(name, version)
-
-
-class FakeBackend:
-    """Deploys instantly, fails on entity names starting with 'bad', or waits on a gate."""
-
-    def __init__(self) -> None:
-        self.gate: asyncio.Event | None = None
-        self.started = asyncio.Event()
-        self.calls: list[tuple[str, Any]] = []
-
-    async def deploy(
-        self,
-        endpoint: EndpointRecord,
-        version: int,
-        entities: list[dict[str, Any]],
-        logs: dict[str, BuildLog],
-    ) -> list[dict[str, Any]]:
-        self.calls.append(("deploy", version))
-        self.started.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        for e in entities:
-            if e["name"].startswith("bad"):
-                raise DeploymentFailed(e["name"], "model failed to load: boom")
-        return entities
-
-    async def abort(self, endpoint_id: str, version: int) -> None:
-        self.calls.append(("abort", version))
-
-    async def retire(self, endpoint_id: str, serving_version: int) -> None:
-        self.calls.append(("retire", serving_version))
-
-    async def remove(self, endpoint_id: str) -> None:
-        self.calls.append(("remove", None))
-
-
-ADMIN = Caller(id=1, name="admin", kind="user", groups=("admins",), principal_ids=frozenset({1}))
-
-
-def setup(
-    tmp_path: Path, db: Database | None = None
-) -> tuple[Database, FakeBackend, Reconciler, EndpointService]:
-    db = db or open_database(f"sqlite:///{tmp_path / 'm.db'}")
-    if db.principals.get("admin") is None:
-        db.principals.create("admin", "user", display_name=None, is_admin=True, now_ms=1)
-    backend = FakeBackend()
-    logs = LogStore(tmp_path / "logs")
-    reconciler = Reconciler(db, backend, logs)
-    registry = RegistryHandle()
-    registry.set(FakeRegistry())  # type: ignore[arg-type]
-    secrets = SecretService(db, SecretCipher([Fernet.generate_key()]))
-    service = EndpointService(db, AccessControl(db), reconciler, logs, registry, secrets=secrets)
-    return db, backend, reconciler, service
+from modelport.store import open_database
+from tests.support.control import ADMIN, settle, setup
 
 
 def create_body(*names: str, version: str = "1") -> CreateEndpoint:
@@ -103,11 +29,6 @@ def create_body(*names: str, version: str = "1") -> CreateEndpoint:
 
 def update_body(*names: str) -> EndpointCoreConfigInput:
     return create_body(*names).config  # type: ignore[return-value]
-
-
-async def settle(reconciler: Reconciler) -> None:
-    await asyncio.sleep(0)
-    await reconciler.idle()
 
 
 def test_create_goes_in_progress_then_ready(tmp_path: Path) -> None:

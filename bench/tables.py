@@ -1,6 +1,6 @@
 """Measure the cost of recording a row and the rate of flushing rows to Delta.
 
-    python -m tests.tables.bench_tables [--records 20000] [--fsync never|interval|always]
+    python bench/tables.py [--records 20000] [--fsync never|interval|always]
 
 Prints microseconds per ``record_inference`` call for a ~1 KB record (spool append: orjson + one
 ``os.write``), alone and with the background flusher running, and rows per second written to Delta
