@@ -254,30 +254,33 @@ class RoutingTable:
         self._serving_changed()
 
     def sync(self) -> int:
-        """Reload the endpoints another process changed (blocking); return how many changed."""
+        """Reload the endpoints another process changed (blocking); return how many changed.
+
+        Two light queries (each endpoint's change marker, the grants), then the changed
+        endpoints' rows and configs only."""
         sequence = next(self._sequence)
         repo = self._db.endpoints
-        endpoints = {e.id: e for e in repo.list()}
+        markers = repo.markers()
         grants = repo.all_acls()
         changed = []
-        for endpoint_id, endpoint in endpoints.items():
+        for endpoint_id, marker in markers.items():
             known = self._routes.get(self._names.get(endpoint_id, ""))
             if (
                 known is None
                 or known.endpoint_id != endpoint_id
-                or known.marker != _marker(endpoint)
+                or known.marker != marker
                 or known.grants != grants.get(endpoint_id, {})
             ):
                 changed.append(endpoint_id)
-        gone = set(self._names) - set(endpoints)
+        gone = set(self._names) - set(markers)
         if not changed and not gone:
             return 0
+        endpoints = {e.id: e for e in repo.list_by_ids(changed)} if changed else {}
         configs = repo.current_configs(changed) if changed else {}
         with self._lock:
             for endpoint_id in gone:
                 self._drop(endpoint_id, sequence)
-            for endpoint_id in changed:
-                e = endpoints[endpoint_id]
+            for endpoint_id, e in endpoints.items():
                 config = configs.get((endpoint_id, e.active_version or 0))
                 self._apply(endpoint_id, compile_route(e, config, grants.get(endpoint_id, {})), sequence)
         self._serving_changed()

@@ -54,6 +54,19 @@ class EndpointRepository:
             rows = conn.execute(select(E).order_by(E.c.name)).mappings().all()
         return [_endpoint(r) for r in rows]
 
+    def list_by_ids(self, endpoint_ids: list[str]) -> list[EndpointRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(E).where(E.c.id.in_(endpoint_ids))).mappings().all()
+        return [_endpoint(r) for r in rows]
+
+    def markers(self) -> dict[str, tuple[Any, ...]]:
+        """What changes when an endpoint changes, for every endpoint, without its JSON columns:
+        id -> (updated_ms, active_version, pending_version, config_update)."""
+        columns = (E.c.id, E.c.updated_ms, E.c.active_version, E.c.pending_version, E.c.config_update)
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(*columns)).all()
+        return {str(r[0]): tuple(r[1:]) for r in rows}
+
     def get_config(self, endpoint_id: str, version: int | None) -> ConfigRecord | None:
         if version is None:
             return None

@@ -141,8 +141,10 @@ def test_sync_reloads_only_what_another_process_changed(tmp_path: Path) -> None:
         other._db = counting  # type: ignore[assignment]
         assert other.sync() == 3  # created, deleted, changed
         assert counting.endpoints.calls["current_configs"] == 1
-        [asked] = [i for i in counting.endpoints.ids if isinstance(i, list)]
-        assert sorted(asked) == sorted([table.get("new").endpoint_id, table.get("ep-5").endpoint_id])
+        assert counting.endpoints.calls["list_by_ids"] == 1 and "list" not in counting.endpoints.calls
+        asked = [i for i in counting.endpoints.ids if isinstance(i, list)]
+        changed = sorted([table.get("new").endpoint_id, table.get("ep-5").endpoint_id])
+        assert [sorted(ids) for ids in asked] == [changed, changed]  # rows, then configs
         assert other.get("new").version == 1
         assert other.get("ep-5").limits == ({"calls": 1, "renewal_period": "minute", "key": "endpoint"},)
         with pytest.raises(ResourceDoesNotExist):
