@@ -21,7 +21,7 @@ import threading
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler
 
-__all__ = ["configure_logging", "request_id_var"]
+__all__ = ["configure_logging", "flush_logging", "request_id_var"]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
@@ -92,31 +92,33 @@ class _BatchWriter(threading.Thread):
         super().__init__(name="modelport-log-writer", daemon=True)
         self._records = records
         self._formatter = formatter
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # one drain at a time, so batches keep their order
         self.interval = 0.05
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stopping.wait(self.interval):
             self.drain()
         self.drain()
 
     def drain(self) -> None:
-        lines = []
-        while True:
-            try:
-                record = self._records.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                lines.append(self._formatter.format(record))
-            except Exception:  # a record that cannot be formatted must not stop the writer
-                lines.append(f"(unformattable log record from {record.name}: {record.msg!r})")
-        if lines:
-            sys.stderr.write("\n".join(lines) + "\n")
-            sys.stderr.flush()
+        with self._lock:
+            lines = []
+            while True:
+                try:
+                    record = self._records.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    lines.append(self._formatter.format(record))
+                except Exception:  # a record that cannot be formatted must not stop the writer
+                    lines.append(f"(unformattable log record from {record.name}: {record.msg!r})")
+            if lines:
+                sys.stderr.write("\n".join(lines) + "\n")
+                sys.stderr.flush()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(5)
 
 
@@ -128,6 +130,12 @@ def _stop_writer() -> None:
     if _writer is not None:
         _writer.stop()  # writes what is still queued
         _writer = None
+
+
+def flush_logging() -> None:
+    """Write what is queued now (before a process prints its last line, or exits)."""
+    if _writer is not None:
+        _writer.drain()
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

@@ -22,7 +22,7 @@ from modelport.api.app import ModelportApp
 from modelport.api.services import Services
 from modelport.config import Settings
 from modelport.errors import InvalidParameterValue, ModelportError, ResourceConflict
-from modelport.log_format import configure_logging
+from modelport.log_format import configure_logging, flush_logging
 from modelport.tables.spool import spool_holder, spool_in_use
 
 __all__ = ["check_data_dir", "check_port", "run"]
@@ -141,6 +141,7 @@ def run(settings: Settings, on_started: Callable[[Services], None] | None = None
     try:
         uvicorn.Server(config).run()
     except SystemExit:
+        flush_logging()  # what the start-up logged comes before the one error line
         # uvicorn exits when the start-up fails; report why instead.
         if app.error is None:
             raise
@@ -153,3 +154,4 @@ def run(settings: Settings, on_started: Callable[[Services], None] | None = None
             "(--log-level debug logs the traceback)"
         ) from None
     log.info("stopped")
+    flush_logging()

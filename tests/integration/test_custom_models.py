@@ -66,7 +66,7 @@ def test_every_input_format_gets_predictions(http: httpx.Client, iris_endpoint: 
 
 def test_bad_inputs_get_clear_400s(http: httpx.Client, iris_endpoint: str) -> None:
     missing = query(http, iris_endpoint, {"dataframe_split": {"columns": ["f0", "f1"], "data": [[1, 2]]}})
-    assert missing.status_code == 400
+    assert missing.status_code == 400, missing.text
     assert missing.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
     assert "f2" in missing.json()["message"]
     none = query(http, iris_endpoint, {"foo": 1})
