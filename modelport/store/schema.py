@@ -127,3 +127,27 @@ secret_acls = Table(
     Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
     Column("permission", Integer, nullable=False),  # 1 READ, 2 WRITE, 3 MANAGE
 )
+
+# Grants on objects other than endpoints and secret scopes: registered models and
+# experiments of the embedded MLflow registry, Delta tables. One row per principal and
+# object; ``level`` is 1 read (CAN_READ / SELECT), 2 edit (CAN_EDIT / MODIFY), 3 manage.
+object_acl = Table(
+    "object_acl",
+    metadata,
+    Column("object_type", String(32), primary_key=True),  # registered-model | experiment | table
+    Column("object_id", String(512), primary_key=True),
+    Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
+    Column("level", Integer, nullable=False),
+)
+
+# The content digest of each registered model version's artifacts, recorded when the
+# version became READY; a replica refuses to load artifacts that no longer match.
+model_version_digests = Table(
+    "model_version_digests",
+    metadata,
+    Column("model_name", String(512), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("digest", String(80), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
