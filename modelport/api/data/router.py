@@ -28,13 +28,19 @@ from modelport.errors import MalformedRequest, MethodNotAllowed
 from modelport.gateway.exchange import Exchange
 from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS, OPENAI_ROUTES
 
-__all__ = ["Query", "match", "serve_query"]
+__all__ = ["PATHS", "Query", "match", "serve_query"]
 
 _INVOCATIONS = re.compile(r"^/serving-endpoints/([^/]+)(?:/served-models/([^/]+))?/invocations$")
 #: Path → the task it serves.
 _OPENAI = {path: task for task, path in OPENAI_ROUTES.items()}
 #: The route label in the metrics (``modelport_http_requests_total{route=...}``).
 _LABELS = {CHAT: "chat_completions", COMPLETIONS: "completions", EMBEDDINGS: "embeddings"}
+#: Every path :func:`match` answers, as templates (the server's route table and OpenAPI document).
+PATHS = (
+    "/serving-endpoints/{name}/invocations",
+    "/serving-endpoints/{name}/served-models/{served}/invocations",
+    *_OPENAI,
+)
 
 
 @dataclass(frozen=True)

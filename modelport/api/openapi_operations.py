@@ -1,0 +1,602 @@
+"""Every route of modelport's REST surface, as its OpenAPI document describes it.
+
+One :class:`~modelport.api.openapi_schemas.Operation` per method and route: what the handler
+reads (body fields, required ones, query parameters), what it answers, and who may call it.
+A route added to the server needs an entry here: ``tests/unit/api/test_openapi_document.py``
+compares this table with the server's route table, both ways. MLflow's own REST API (the
+embedded registry's ``/api/2.0/mlflow/...`` paths) is MLflow's document, not this one.
+"""
+
+from __future__ import annotations
+
+from modelport.api.openapi_schemas import OBJECT, Operation, Param, Schema, array_of, obj, string
+from modelport.spec.endpoint import (
+    AiGatewayConfig,
+    CreateEndpoint,
+    CreatePtEndpoint,
+    EndpointCoreConfigInput,
+    PatchTags,
+    PutRateLimits,
+    UpdatePtConfig,
+)
+
+__all__ = ["OPERATIONS"]
+
+SE = "/api/2.0/serving-endpoints"
+SCIM = "/api/2.0/preview/scim/v2"
+ANY_USER = "any authenticated principal"
+ADMIN = "admins"
+VIEW, QUERY, MANAGE = (f"{level} on the endpoint" for level in ("CAN_VIEW", "CAN_QUERY", "CAN_MANAGE"))
+
+_TAG = "serving-endpoints"
+_PERMS = "permissions"
+_SECRETS = "secrets"
+_TOKENS = "tokens"
+_SCIM = "scim"
+_TABLES = "tables"
+_DATA = "queries"
+_SYSTEM = "system"
+
+_PERMISSION_LEVEL = string(enum=["CAN_VIEW", "CAN_QUERY", "CAN_MANAGE"])
+_ACL_ENTRY = obj(
+    {
+        "user_name": string(),
+        "group_name": string(),
+        "service_principal_name": string(),
+        "permission_level": _PERMISSION_LEVEL,
+    },
+    ("permission_level",),
+    description="One grant: exactly one of user_name, group_name, service_principal_name.",
+)
+_ACL_BODY = obj({"access_control_list": array_of(_ACL_ENTRY)})
+_SCOPE = string("A secret scope's name: letters, digits, '-', '_', '.', '@', at most 128 characters.")
+_KEY = string("A secret's key: letters, digits, '-', '_', '.', at most 128 characters.")
+_SCOPE_PERMISSION = string(enum=["READ", "WRITE", "MANAGE"])
+_LIFETIME: Schema = {
+    "type": "integer",
+    "description": "Seconds until the token expires (at most a year); -1 or absent: never.",
+}
+_VALUES = array_of(obj({"value": string(), "display": string()}))
+_SCIM_KINDS: Schema = string(enum=["Users", "ServicePrincipals", "Groups"])
+_PRINCIPAL_BODY = obj(
+    {
+        "userName": string("Users: the user's name (an e-mail address or any name)."),
+        "applicationId": string("Service principals: the application id (name)."),
+        "displayName": string("Groups: the group's name; users and service principals: shown name."),
+        "groups": _VALUES,
+        "members": _VALUES,
+        "modelport_admin": {"type": "boolean", "description": "Make the new principal an admin."},
+    },
+    description="Users need userName, service principals applicationId, groups displayName.",
+)
+_GROUP_PATCH = obj(
+    {
+        "schemas": array_of(string()),
+        "Operations": array_of(
+            obj(
+                {"op": string(enum=["add", "remove"]), "path": string(), "value": _VALUES},
+                ("op",),
+            )
+        ),
+    },
+    ("Operations",),
+)
+_CHAT_MESSAGE = obj({"role": string(), "content": {"type": ["string", "array", "null"]}}, ("role",))
+_QUERY_BODY = obj(
+    {
+        "dataframe_split": OBJECT,
+        "dataframe_records": array_of(OBJECT),
+        "instances": {"type": "array"},
+        "inputs": {},
+        "messages": array_of(_CHAT_MESSAGE),
+        "prompt": {"type": ["string", "array"]},
+        "input": {"type": ["string", "array"]},
+        "stream": {"type": "boolean"},
+        "max_tokens": {"type": "integer"},
+        "temperature": {"type": "number"},
+    },
+    minProperties=1,
+    description="A custom model's input (dataframe_split, dataframe_records, instances or inputs) "
+    "or an llm/v1 request (messages, prompt or input), as the endpoint's task takes.",
+)
+_OPENAI_COMMON = {
+    "model": string("The endpoint's name."),
+    "stream": {"type": "boolean"},
+    "max_tokens": {"type": "integer"},
+    "temperature": {"type": "number"},
+}
+_TOKEN_INFO = obj(
+    {"token_id": string(), "creation_time": {"type": "integer"}, "expiry_time": {"type": "integer"}}
+)
+
+
+def _ops() -> list[Operation]:
+    name_link = {"name": "$response.body#/name"}
+    get_endpoint = "get_api_2_0_serving_endpoints_by_name"
+    return [
+        # ---- system ------------------------------------------------------------------------
+        Operation(
+            "GET",
+            "/.well-known/databricks-config",
+            "Host discovery for the databricks-sdk.",
+            _SYSTEM,
+            "public",
+            public=True,
+            response=obj({"oidc_endpoint": string(), "workspace_id": string(), "cloud": string()}),
+        ),
+        Operation("GET", "/health", "200 while the process runs.", _SYSTEM, "public", public=True),
+        Operation(
+            "GET",
+            "/ready",
+            "200 once the store, the reconciler and the registry are up; 503 before.",
+            _SYSTEM,
+            "public",
+            public=True,
+        ),
+        Operation(
+            "GET",
+            "/metrics",
+            "Prometheus text of the whole server.",
+            _SYSTEM,
+            "public",
+            public=True,
+            media_type="text/plain",
+            response=string(),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/modelport/openapi.json",
+            "This document.",
+            _SYSTEM,
+            "public",
+            public=True,
+        ),
+        Operation(
+            "GET", "/", "Redirects to the UI.", _SYSTEM, "public", public=True, status=307, response=string()
+        ),
+        Operation(
+            "GET",
+            "/ui/{path}",
+            "The serving UI's static files (it signs in with a token).",
+            _SYSTEM,
+            "public",
+            public=True,
+            media_type="text/html",
+            response=string(),
+        ),
+        # ---- serving endpoints -------------------------------------------------------------
+        Operation("GET", SE, "List the endpoints the caller may view.", _TAG, ANY_USER),
+        Operation(
+            "POST",
+            SE,
+            "Create an endpoint (the creator gets CAN_MANAGE).",
+            _TAG,
+            ANY_USER,
+            body=CreateEndpoint,
+            required=("name",),
+            links={"GetEndpoint": (get_endpoint, name_link)},
+        ),
+        Operation(
+            "POST",
+            f"{SE}/pt",
+            "Create a provisioned-throughput endpoint (entities sized in model units).",
+            _TAG,
+            ANY_USER,
+            body=CreatePtEndpoint,
+            required=("name", "config"),
+            links={"GetEndpoint": (get_endpoint, name_link)},
+        ),
+        Operation(
+            "PUT",
+            f"{SE}/pt/{{name}}/config",
+            "Update a provisioned-throughput endpoint's config.",
+            _TAG,
+            MANAGE,
+            body=UpdatePtConfig,
+            required=("config",),
+        ),
+        Operation("GET", f"{SE}/{{name}}", "Get an endpoint.", _TAG, VIEW),
+        Operation("DELETE", f"{SE}/{{name}}", "Delete an endpoint.", _TAG, MANAGE),
+        Operation(
+            "PUT",
+            f"{SE}/{{name}}/config",
+            "Update the serving config (a new config version).",
+            _TAG,
+            MANAGE,
+            body=EndpointCoreConfigInput,
+        ),
+        Operation(
+            "POST",
+            f"{SE}/{{name}}/cancel-update",
+            "Cancel the config update in progress.",
+            _TAG,
+            MANAGE,
+            body=OBJECT,
+            body_required=False,
+        ),
+        Operation(
+            "PUT",
+            f"{SE}/{{name}}/rate-limits",
+            "Set the legacy rate limits.",
+            _TAG,
+            MANAGE,
+            body=PutRateLimits,
+        ),
+        Operation(
+            "PUT",
+            f"{SE}/{{name}}/ai-gateway",
+            "Set the AI gateway (usage, inference table, limits, guardrails, fallbacks).",
+            _TAG,
+            MANAGE,
+            body=AiGatewayConfig,
+        ),
+        Operation("PATCH", f"{SE}/{{name}}/tags", "Add and delete tags.", _TAG, MANAGE, body=PatchTags),
+        Operation(
+            "PATCH",
+            f"{SE}/{{name}}/notifications",
+            "Set the e-mail notifications.",
+            _TAG,
+            MANAGE,
+            body=obj({"email_notifications": OBJECT}),
+            body_required=False,
+        ),
+        Operation(
+            "PATCH",
+            f"{SE}/{{name}}/telemetry-config",
+            "Set the telemetry config.",
+            _TAG,
+            MANAGE,
+            body=obj({"telemetry_config": OBJECT}),
+            body_required=False,
+        ),
+        Operation(
+            "GET",
+            f"{SE}/{{name}}/served-models/{{served}}/logs",
+            "A served entity's runtime logs.",
+            _TAG,
+            VIEW,
+            response=obj({"logs": string()}),
+        ),
+        Operation(
+            "GET",
+            f"{SE}/{{name}}/served-models/{{served}}/build-logs",
+            "A served entity's build logs.",
+            _TAG,
+            VIEW,
+            response=obj({"logs": string()}),
+        ),
+        Operation(
+            "GET",
+            f"{SE}/{{name}}/metrics",
+            "The endpoint's metrics in Prometheus text.",
+            _TAG,
+            VIEW,
+            media_type="text/plain",
+            response=string(),
+        ),
+        Operation(
+            "GET",
+            f"{SE}/{{name}}/openapi",
+            "The OpenAPI document of the endpoint's query routes (the UI's playground).",
+            _TAG,
+            VIEW,
+        ),
+        # ---- endpoint permissions ----------------------------------------------------------
+        Operation(
+            "GET",
+            "/api/2.0/permissions/serving-endpoints/{endpoint_id}",
+            "An endpoint's grants (endpoint_id: the endpoint's id, not its name).",
+            _PERMS,
+            VIEW,
+        ),
+        Operation(
+            "PUT",
+            "/api/2.0/permissions/serving-endpoints/{endpoint_id}",
+            "Replace an endpoint's grants.",
+            _PERMS,
+            MANAGE,
+            body=_ACL_BODY,
+            body_required=False,
+        ),
+        Operation(
+            "PATCH",
+            "/api/2.0/permissions/serving-endpoints/{endpoint_id}",
+            "Add to an endpoint's grants.",
+            _PERMS,
+            MANAGE,
+            body=_ACL_BODY,
+            body_required=False,
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/permissions/serving-endpoints/{endpoint_id}/permissionLevels",
+            "The levels an endpoint's grants take.",
+            _PERMS,
+            VIEW,
+        ),
+        # ---- secrets -----------------------------------------------------------------------
+        Operation(
+            "POST",
+            "/api/2.0/secrets/scopes/create",
+            "Create a scope (the creator gets MANAGE).",
+            _SECRETS,
+            ANY_USER,
+            body=obj(
+                {
+                    "scope": _SCOPE,
+                    "initial_manage_principal": string("Only 'users' (all users) is supported."),
+                    "scope_backend_type": string(enum=["DATABRICKS"]),
+                },
+                ("scope",),
+            ),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/secrets/scopes/delete",
+            "Delete a scope and its secrets.",
+            _SECRETS,
+            "MANAGE on the scope",
+            body=obj({"scope": _SCOPE}, ("scope",)),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/secrets/scopes/list",
+            "List every scope (names only).",
+            _SECRETS,
+            ANY_USER,
+            response=obj({"scopes": array_of(obj({"name": string(), "backend_type": string()}))}),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/secrets/put",
+            "Create or overwrite a secret.",
+            _SECRETS,
+            "WRITE on the scope",
+            body=obj(
+                {
+                    "scope": _SCOPE,
+                    "key": _KEY,
+                    "string_value": string("The value as text (or bytes_value)."),
+                    "bytes_value": string("The value, base64-encoded (or string_value)."),
+                },
+                ("scope", "key"),
+            ),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/secrets/delete",
+            "Delete a secret.",
+            _SECRETS,
+            "WRITE on the scope",
+            body=obj({"scope": _SCOPE, "key": _KEY}, ("scope", "key")),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/secrets/list",
+            "A scope's keys and update times (never values).",
+            _SECRETS,
+            "READ on the scope",
+            query=(Param("scope", _SCOPE, required=True),),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/secrets/get",
+            "A secret's value, base64-encoded.",
+            _SECRETS,
+            "READ on the scope",
+            query=(Param("scope", _SCOPE, required=True), Param("key", _KEY, required=True)),
+            response=obj({"key": string(), "value": string()}),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/secrets/acls/put",
+            "Grant a principal a permission on a scope.",
+            _SECRETS,
+            "MANAGE on the scope",
+            body=obj(
+                {"scope": _SCOPE, "principal": string(), "permission": _SCOPE_PERMISSION},
+                ("scope", "principal", "permission"),
+            ),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/secrets/acls/delete",
+            "Remove a principal's grant on a scope.",
+            _SECRETS,
+            "MANAGE on the scope",
+            body=obj({"scope": _SCOPE, "principal": string()}, ("scope", "principal")),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/secrets/acls/list",
+            "A scope's grants.",
+            _SECRETS,
+            "MANAGE on the scope",
+            query=(Param("scope", _SCOPE, required=True),),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/secrets/acls/get",
+            "One principal's grant on a scope.",
+            _SECRETS,
+            "MANAGE on the scope",
+            query=(Param("scope", _SCOPE, required=True), Param("principal", string(), required=True)),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/modelport/secrets/rotate-key",
+            "Rewrite every secret with the first configured secrets key.",
+            _SECRETS,
+            ADMIN,
+            response=obj({"rewritten": {"type": "integer"}}),
+        ),
+        # ---- tokens ------------------------------------------------------------------------
+        Operation(
+            "POST",
+            "/api/2.0/token/create",
+            "Create a token for the caller (shown once).",
+            _TOKENS,
+            ANY_USER,
+            body=obj({"lifetime_seconds": _LIFETIME, "comment": string()}),
+            body_required=False,
+            response=obj({"token_value": string(), "token_info": _TOKEN_INFO}),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/token/list",
+            "The caller's tokens.",
+            _TOKENS,
+            ANY_USER,
+            response=obj({"token_infos": array_of(_TOKEN_INFO)}),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/token/delete",
+            "Delete one of the caller's tokens (admins: anyone's).",
+            _TOKENS,
+            ANY_USER,
+            body=obj({"token_id": string()}, ("token_id",)),
+            body_required=False,
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/token-management/on-behalf-of/tokens",
+            "Create a token for a user or service principal.",
+            _TOKENS,
+            ADMIN,
+            body=obj(
+                {
+                    "application_id": string("A service principal (or user_name)."),
+                    "user_name": string("A user (or application_id)."),
+                    "lifetime_seconds": _LIFETIME,
+                    "comment": string(),
+                }
+            ),
+        ),
+        Operation("GET", "/api/2.0/token-management/tokens", "Every principal's tokens.", _TOKENS, ADMIN),
+        Operation(
+            "DELETE",
+            "/api/2.0/token-management/tokens/{token_id}",
+            "Delete a token (admins: anyone's; others: their own).",
+            _TOKENS,
+            ANY_USER,
+        ),
+        # ---- SCIM --------------------------------------------------------------------------
+        Operation("GET", f"{SCIM}/Me", "The caller.", _SCIM, ANY_USER),
+        Operation(
+            "GET",
+            f"{SCIM}/{{kind}}",
+            "List users, service principals or groups.",
+            _SCIM,
+            ANY_USER,
+            path_params={"kind": _SCIM_KINDS},
+        ),
+        Operation(
+            "POST",
+            f"{SCIM}/{{kind}}",
+            "Create a user, service principal or group.",
+            _SCIM,
+            ADMIN,
+            body=_PRINCIPAL_BODY,
+            path_params={"kind": _SCIM_KINDS},
+            status=201,
+        ),
+        Operation(
+            "GET",
+            f"{SCIM}/{{kind}}/{{id}}",
+            "Get a principal by id (or name).",
+            _SCIM,
+            ANY_USER,
+            path_params={"kind": _SCIM_KINDS},
+        ),
+        Operation(
+            "DELETE",
+            f"{SCIM}/{{kind}}/{{id}}",
+            "Delete a principal.",
+            _SCIM,
+            ADMIN,
+            path_params={"kind": _SCIM_KINDS},
+            status=204,
+            media_type="",
+        ),
+        Operation(
+            "PATCH", f"{SCIM}/Groups/{{id}}", "Add or remove group members.", _SCIM, ADMIN, body=_GROUP_PATCH
+        ),
+        # ---- tables ------------------------------------------------------------------------
+        Operation(
+            "GET",
+            "/api/2.0/modelport/usage",
+            "Totals of system.serving.endpoint_usage.",
+            _TABLES,
+            ADMIN,
+            query=(
+                Param("by", string(enum=["user", "endpoint", "day"])),
+                Param("since", string(format="date"), description="First day counted (YYYY-MM-DD)."),
+            ),
+        ),
+        Operation(
+            "POST",
+            "/api/2.0/modelport/tables/query",
+            "A read-only SQL query over the Delta tables.",
+            _TABLES,
+            ADMIN,
+            body=obj({"sql": string("One SELECT; tables named catalog.schema.table.")}, ("sql",)),
+            response=obj(
+                {
+                    "columns": array_of(string()),
+                    "rows": array_of({"type": "array"}),
+                    "truncated": {"type": "boolean"},
+                }
+            ),
+        ),
+        # ---- queries (the data plane) ------------------------------------------------------
+        Operation(
+            "POST",
+            "/serving-endpoints/{name}/invocations",
+            "Query an endpoint (traffic split across its served entities).",
+            _DATA,
+            QUERY,
+            body=_QUERY_BODY,
+        ),
+        Operation(
+            "POST",
+            "/serving-endpoints/{name}/served-models/{served}/invocations",
+            "Query one served entity of an endpoint.",
+            _DATA,
+            QUERY,
+            body=_QUERY_BODY,
+        ),
+        Operation(
+            "POST",
+            "/serving-endpoints/chat/completions",
+            "OpenAI-compatible chat completions; model: the endpoint's name.",
+            _DATA,
+            QUERY,
+            body=obj(
+                {**_OPENAI_COMMON, "messages": array_of(_CHAT_MESSAGE, minItems=1)}, ("model", "messages")
+            ),
+        ),
+        Operation(
+            "POST",
+            "/serving-endpoints/completions",
+            "OpenAI-compatible completions; model: the endpoint's name.",
+            _DATA,
+            QUERY,
+            body=obj({**_OPENAI_COMMON, "prompt": {"type": ["string", "array"]}}, ("model", "prompt")),
+        ),
+        Operation(
+            "POST",
+            "/serving-endpoints/embeddings",
+            "OpenAI-compatible embeddings; model: the endpoint's name.",
+            _DATA,
+            QUERY,
+            body=obj(
+                {"model": string("The endpoint's name."), "input": {"type": ["string", "array"]}},
+                ("model", "input"),
+            ),
+        ),
+    ]
+
+
+#: Every operation, in the order the document lists them.
+OPERATIONS: tuple[Operation, ...] = tuple(_ops())
