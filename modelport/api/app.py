@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from modelport.api import system
+from modelport.api import openapi_document, system
 from modelport.api.control import endpoints, permissions, scim, tokens
 from modelport.api.control import secrets as secret_routes
 from modelport.api.control import tables as table_routes
@@ -77,6 +77,7 @@ class ModelportApp:
                 *secret_routes.routes,
                 *table_routes.routes,
                 *scim.routes,
+                *openapi_document.routes,
                 *ui_routes.routes,
             ],
             exception_handlers={
