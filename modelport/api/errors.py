@@ -64,15 +64,18 @@ def internal_error_response() -> Response:
     return error_response(internal_error())
 
 
-async def send_error(send: Send, exc: BaseException, path: str = "") -> None:
-    """Send the error answer of ``exc`` on a raw ASGI ``send`` (logging what is not ours)."""
+async def send_error(
+    send: Send, exc: BaseException, path: str = "", headers: dict[str, str] | None = None
+) -> None:
+    """Send the error answer of ``exc`` on a raw ASGI ``send`` (logging what is not ours), with
+    ``headers`` besides its own (a 405's ``Allow``)."""
     if not isinstance(exc, ModelportError):
         log.error("unhandled error", exc_info=exc, extra={"path": path})
         exc = internal_error()
     body = orjson.dumps(exc.to_body())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in {**error_headers(exc), **(headers or {})}.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -96,7 +99,11 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(EndpointNotFound(f"No API found for '{request.method} {request.url.path}'."))
     if exc.status_code == 405:
-        return error_response(
+        response = error_response(
             MethodNotAllowed(f"Method {request.method} is not allowed for '{request.url.path}'.")
         )
+        allow = (exc.headers or {}).get("Allow")
+        if allow:  # RFC 9110: a 405 lists the methods the path takes
+            response.headers["Allow"] = allow
+        return response
     return error_response(ModelportError(str(exc.detail)))

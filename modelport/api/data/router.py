@@ -73,9 +73,11 @@ def _authorization(scope: Scope) -> str | None:
 
 async def serve_query(services: Services, query: Query, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one data-plane request, errors included."""
+    if scope["method"] != "POST":
+        refused = MethodNotAllowed(f"Method {scope['method']} is not allowed for '{scope['path']}'.")
+        await send_error(send, refused, scope["path"], headers={"Allow": "POST"})
+        return
     try:
-        if scope["method"] != "POST":
-            raise MethodNotAllowed(f"Method {scope['method']} is not allowed for '{scope['path']}'.")
         caller = await services.auth.authenticate_async(_authorization(scope))
         body = await read_body(scope, receive, MAX_BODY, what="a query")
         if not body.strip():

@@ -75,8 +75,9 @@ def test_other_5xx_leave_retrying_to_the_client() -> None:
 
 
 def test_a_wrong_method_is_405_before_authentication() -> None:
-    status, _, body = answer_to(AssertionError("never queried"), method="GET")
+    status, headers, body = answer_to(AssertionError("never queried"), method="GET")
     assert (status, body["error_code"]) == (405, "METHOD_NOT_ALLOWED")
+    assert headers[b"allow"] == b"POST"  # RFC 9110
     assert body["message"] == "Method GET is not allowed for '/serving-endpoints/e/invocations'."
 
 
