@@ -107,7 +107,7 @@ class ModelportApp:
         self.api.state.services = services
         if new_token:
             _announce_token(new_token, self.settings)
-        self.mlflow = MlflowMount(services.auth, services.registry)
+        self.mlflow = MlflowMount(services.auth, services.registry, services.db)
         await asyncio.to_thread(_open_tables, services.tables)
         await services.tables.start()
         await services.dataplane.start()

@@ -2,8 +2,10 @@
 
 The Flask app of ``mlflow.server`` is imported in a thread after start-up (it takes
 seconds), configured through the variables ``mlflow server`` itself sets, and run
-behind a guard that checks the same bearer tokens as the rest of the API. Until it is
-loaded, requests to it wait (up to the registry's start-up limit).
+behind a guard that checks the same bearer tokens as the rest of the API, then the caller's
+permissions on the registered model or experiment each route acts on
+(:mod:`modelport.api.mlflow_guard`). Until it is loaded, requests to it wait (up to the
+registry's start-up limit).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.api.errors import error_response
+from modelport.api.mlflow_guard import MlflowGuard
 from modelport.config import Settings
+from modelport.control.registry_acl import RegistryAccess
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import ModelportError, TemporarilyUnavailable
 from modelport.gateway.auth import Authenticator
+from modelport.store import Database
 
 __all__ = ["MLFLOW_PREFIXES", "MlflowMount", "load_registry"]
 
@@ -69,17 +74,28 @@ def load_registry(settings: Settings) -> tuple[Any, Any]:
 
 
 class MlflowMount:
-    """ASGI app: authenticate, wait for MLflow to load, pass the request through unchanged."""
+    """ASGI app: authenticate, wait for MLflow to load, check the caller's registry
+    permissions, pass the request to ``app`` (MLflow's WSGI app, wrapped)."""
 
-    def __init__(self, auth: Authenticator, registry: RegistryHandle) -> None:
+    def __init__(self, auth: Authenticator, registry: RegistryHandle, db: Database) -> None:
         self._auth = auth
         self._registry = registry
+        self.access = RegistryAccess(db)
+        self._guard: MlflowGuard | None = None
         self.app: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            self._auth.authenticate(headers.get("authorization"))
+            caller = self._auth.authenticate(headers.get("authorization"))
+            scope["modelport.caller"] = caller
             if self.app is None:
                 await self._registry.get_async()
             if self.app is None:
@@ -87,7 +103,10 @@ class MlflowMount:
                     "The embedded MLflow registry is off: this server uses the one given by --registry-uri.",
                     retry_after=None,
                 )
+            if self._guard is None:
+                self._guard = MlflowGuard(self.access)
+            await self._guard(caller, self.app, scope, receive, tracked)
         except ModelportError as exc:
+            if started:
+                raise
             await error_response(exc)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
