@@ -49,6 +49,29 @@ _ACL_ENTRY = obj(
     description="One grant: exactly one of user_name, group_name, service_principal_name.",
 )
 _ACL_BODY = obj({"access_control_list": array_of(_ACL_ENTRY)})
+TABLE_PERMS = "/api/2.0/permissions/tables/{full_name}"
+UC_GRANTS = "/api/2.1/unity-catalog/permissions/{securable_type}/{full_name}"
+TABLE_SELECT, TABLE_MANAGE = (f"{p} on the table" for p in ("SELECT", "MANAGE"))
+_TABLE_PRIVILEGE = string(enum=["SELECT", "MODIFY", "MANAGE", "ALL_PRIVILEGES"])
+_TABLE_ACL_BODY = obj(
+    {
+        "access_control_list": array_of(
+            obj(
+                {
+                    "user_name": string(),
+                    "group_name": string(),
+                    "service_principal_name": string(),
+                    "permission_level": string(enum=["SELECT", "MODIFY", "MANAGE"]),
+                },
+                ("permission_level",),
+                description="One grant: exactly one of user_name, group_name, service_principal_name.",
+            )
+        )
+    }
+)
+_PRIVILEGE_ASSIGNMENTS = obj(
+    {"privilege_assignments": array_of(obj({"principal": string(), "privileges": array_of(string())}))}
+)
 _SCOPE = string("A secret scope's name: letters, digits, '-', '_', '.', '@', at most 128 characters.")
 _KEY = string("A secret's key: letters, digits, '-', '_', '.', at most 128 characters.")
 _SCOPE_PERMISSION = string(enum=["READ", "WRITE", "MANAGE"])
@@ -152,7 +175,7 @@ def _ops() -> list[Operation]:
             public=True,
         ),
         Operation(
-            "GET", "/", "Redirects to the UI.", _SYSTEM, "public", public=True, status=307, response=string()
+            "GET", "/", "Redirects to the UI.", _SYSTEM, "public", public=True, status=307, media_type=""
         ),
         Operation(
             "GET",
@@ -526,9 +549,9 @@ def _ops() -> list[Operation]:
         Operation(
             "GET",
             "/api/2.0/modelport/usage",
-            "Totals of system.serving.endpoint_usage.",
+            "Totals of system.serving.endpoint_usage (the caller's own requests without SELECT).",
             _TABLES,
-            ADMIN,
+            ANY_USER,
             query=(
                 Param("by", string(enum=["user", "endpoint", "day"])),
                 Param("since", string(format="date"), description="First day counted (YYYY-MM-DD)."),
@@ -537,9 +560,9 @@ def _ops() -> list[Operation]:
         Operation(
             "POST",
             "/api/2.0/modelport/tables/query",
-            "A read-only SQL query over the Delta tables.",
+            "A read-only SQL query over the Delta tables the caller may read.",
             _TABLES,
-            ADMIN,
+            ANY_USER,
             body=obj({"sql": string("One SELECT; tables named catalog.schema.table.")}, ("sql",)),
             response=obj(
                 {
@@ -548,6 +571,72 @@ def _ops() -> list[Operation]:
                     "truncated": {"type": "boolean"},
                 }
             ),
+        ),
+        # ---- table grants ------------------------------------------------------------------
+        Operation(
+            "GET",
+            TABLE_PERMS,
+            "A table's grants (full_name: catalog.schema.table).",
+            _PERMS,
+            TABLE_SELECT,
+        ),
+        Operation(
+            "PUT",
+            TABLE_PERMS,
+            "Replace a table's grants.",
+            _PERMS,
+            TABLE_MANAGE,
+            body=_TABLE_ACL_BODY,
+            body_required=False,
+        ),
+        Operation(
+            "PATCH",
+            TABLE_PERMS,
+            "Add to a table's grants.",
+            _PERMS,
+            TABLE_MANAGE,
+            body=_TABLE_ACL_BODY,
+            body_required=False,
+        ),
+        Operation(
+            "GET",
+            f"{TABLE_PERMS}/permissionLevels",
+            "The privileges a table's grants take.",
+            _PERMS,
+            TABLE_SELECT,
+        ),
+        Operation(
+            "GET",
+            UC_GRANTS,
+            "A table's grants, Unity Catalog's shape (securable_type: table).",
+            _PERMS,
+            TABLE_SELECT,
+            query=(Param("principal", description="Only this principal's grants."),),
+            response=_PRIVILEGE_ASSIGNMENTS,
+        ),
+        Operation(
+            "PATCH",
+            UC_GRANTS,
+            "Add and remove privileges on a table, Unity Catalog's shape.",
+            _PERMS,
+            TABLE_MANAGE,
+            body=obj(
+                {
+                    "changes": array_of(
+                        obj(
+                            {
+                                "principal": string("A user, group or service principal name."),
+                                "add": array_of(_TABLE_PRIVILEGE),
+                                "remove": array_of(_TABLE_PRIVILEGE),
+                            },
+                            ("principal",),
+                        )
+                    ),
+                    "omit_permissions_in_response": {"type": "boolean"},
+                }
+            ),
+            body_required=False,
+            response=_PRIVILEGE_ASSIGNMENTS,
         ),
         # ---- queries (the data plane) ------------------------------------------------------
         Operation(
