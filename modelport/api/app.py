@@ -25,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from modelport.api import openapi_document, system
 from modelport.api.control import endpoints, permissions, scim, tokens
+from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
 from modelport.api.control import tables as table_routes
 from modelport.api.data.router import match, serve_query
@@ -34,6 +35,7 @@ from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registr
 from modelport.api.services import Services
 from modelport.api.wiring import build_services
 from modelport.config import Settings
+from modelport.control.registry_owners import backfill_owners_once
 from modelport.control.system_endpoints import ensure_system_endpoints
 from modelport.errors import ModelportError
 from modelport.metrics import Metrics
@@ -76,6 +78,7 @@ class ModelportApp:
                 *tokens.routes,
                 *secret_routes.routes,
                 *table_routes.routes,
+                *registry_permission_routes.routes,
                 *scim.routes,
                 *openapi_document.routes,
                 *ui_routes.routes,
@@ -147,6 +150,8 @@ class ModelportApp:
         if self.mlflow is not None:
             self.mlflow.app = wsgi
         services.registry.set(registry)
+        if wsgi is not None:
+            await asyncio.to_thread(backfill_owners_once, services.db)
         # Everything imported and built so far lives as long as the server: keep it out of
         # the garbage collector's full passes, which otherwise walk MLflow's and SQLAlchemy's
         # object graphs and pause every query in flight.

@@ -15,6 +15,7 @@ from modelport.control.endpoints import EndpointService
 from modelport.control.identity import IdentityService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
+from modelport.control.registry_acl import RegistryAccess
 from modelport.control.secrets import SecretService
 from modelport.entities.foundation.detect import EngineDefaults
 from modelport.entities.registry_handle import RegistryHandle
@@ -108,6 +109,7 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
             registry,
             on_change=dataplane.invalidate,
             secrets=secret_service,
+            models=RegistryAccess(db) if settings.embedded_registry else None,
         ),
         reconciler=reconciler,
         registry=registry,

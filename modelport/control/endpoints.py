@@ -15,6 +15,7 @@ from modelport.clock import now_ms
 from modelport.control.endpoint_state import with_entity_states
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
+from modelport.control.registry_acl import RegistryAccess
 from modelport.control.render import render_detailed, render_summary
 from modelport.control.secrets import SecretService
 from modelport.control.system_endpoints import forbid_changes
@@ -41,6 +42,7 @@ from modelport.spec.endpoint import (
 from modelport.spec.extensions import refuse_unavailable
 from modelport.spec.identity import Caller
 from modelport.spec.permissions import PermissionLevel
+from modelport.spec.registry_permissions import RegistryLevel, RegistryObject
 from modelport.spec.secrets import keep_masked
 from modelport.spec.validation import (
     normalize_ai_gateway,
@@ -55,6 +57,7 @@ from modelport.store.records import ConfigRecord, EndpointRecord
 __all__ = ["EndpointService"]
 
 VIEW, QUERY, MANAGE = PermissionLevel.CAN_VIEW, PermissionLevel.CAN_QUERY, PermissionLevel.CAN_MANAGE
+MODEL = RegistryObject.REGISTERED_MODEL
 
 
 def _has_external(body: dict[str, Any] | None) -> bool:
@@ -91,8 +94,12 @@ class EndpointService:
         on_change: Callable[[str], None] = lambda endpoint_id: None,
         *,
         secrets: SecretService,
+        models: RegistryAccess | None = None,
     ) -> None:
+        """``models``: registry permissions to check (the embedded registry's); None serves
+        any registered model the registry holds."""
         self._db = db
+        self._models = models
         self._secrets = secrets
         self.access = access
         self._reconciler = reconciler
@@ -131,8 +138,9 @@ class EndpointService:
         fresh = self._db.endpoints.get_by_id(endpoint.id) or endpoint
         return render_detailed(fresh, *self._configs(fresh), level)
 
-    def _check_registry(self, body: dict[str, Any]) -> None:
-        """Every registered model and version (or alias) named must exist now."""
+    def _check_registry(self, caller: Caller, body: dict[str, Any]) -> None:
+        """Every registered model and version (or alias) named must exist now, and the caller
+        must be able to read each registered model (CAN_READ)."""
         for entity in body["served_entities"]:
             if "external_model" in entity:
                 continue
@@ -144,9 +152,11 @@ class EndpointService:
                         f"(package {model.package}, in modelport's llm extra)."
                     )
                 continue
-            self._registry.get().lookup(entity["entity_name"], str(entity["entity_version"]))
+            ref = self._registry.get().lookup(entity["entity_name"], str(entity["entity_version"]))
+            if self._models is not None:
+                self._models.require(caller, MODEL, ref.name, RegistryLevel.CAN_READ)
 
-    def _validated_config(self, config: EndpointCoreConfigInput, name: str) -> dict[str, Any]:
+    def _validated_config(self, caller: Caller, config: EndpointCoreConfigInput, name: str) -> dict[str, Any]:
         if config.name is not None and config.name != name:
             raise InvalidParameterValue(
                 f"Invalid value for 'config.name': '{config.name}' differs from the endpoint name '{name}'."
@@ -155,13 +165,13 @@ class EndpointService:
         refuse_unavailable("config.rollout", config.rollout)
         body = normalize_config(config, name)
         _check_tasks(body)
-        self._check_registry(body)
+        self._check_registry(caller, body)
         return body
 
     # ---- operations ---------------------------------------------------------------------
     def create(self, caller: Caller, req: CreateEndpoint) -> dict[str, Any]:
         name = validate_endpoint_name(req.name)
-        body = self._validated_config(req.config, name) if req.config is not None else None
+        body = self._validated_config(caller, req.config, name) if req.config is not None else None
         if req.ai_gateway is not None:
             refuse_unavailable("ai_gateway.response_cache", req.ai_gateway.response_cache)
         gateway = normalize_ai_gateway(req.ai_gateway, name) if req.ai_gateway is not None else None
@@ -241,7 +251,7 @@ class EndpointService:
     def update_config(self, caller: Caller, name: str, config: EndpointCoreConfigInput) -> dict[str, Any]:
         endpoint, level = self.authorized(caller, name, MANAGE)
         forbid_changes(endpoint, "reconfigured")
-        body = self._validated_config(config, name)
+        body = self._validated_config(caller, config, name)
         active, pending = self._configs(endpoint)
         current = active or pending
         if current is not None and _has_external(current.body) != _has_external(body):
