@@ -135,6 +135,37 @@ class Settings:
         "", "PEM certificate file: serve HTTPS instead of plain HTTP (with --tls-keyfile)."
     )
     tls_keyfile: str = _opt("", "PEM private-key file for --tls-certfile.")
+    # Hardening: what a client may send, and who may read /metrics (docs/security.md).
+    public_metrics: bool = _opt(
+        False,
+        "Serve /metrics without a token. Off: /metrics needs a valid token of any principal "
+        "(give Prometheus a service principal's token).",
+    )
+    trusted_proxies: str = _opt(
+        "",
+        "Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers name the client and scheme. Empty: none; the connection's peer "
+        "is the client.",
+    )
+    auth_failure_limit: int = _opt(
+        20,
+        "Failed authentications (401) one client address may have within --auth-failure-window "
+        "seconds; beyond them every request from that address is answered 429 until the window "
+        "ends. 0: no limit.",
+    )
+    auth_failure_window: int = _opt(
+        60, "Seconds over which --auth-failure-limit counts failed authentications."
+    )
+    max_body_mb: int = _opt(
+        4,
+        "Largest request body, in MiB, of a control-plane request (serving endpoints, permissions, "
+        "secrets, tokens, SCIM, tables); queries and MLflow API calls may send 16 MiB.",
+    )
+    max_upload_mb: int = _opt(
+        10240, "Largest artifact, in MiB, uploaded through the MLflow artifact proxy. 0: no limit."
+    )
+    max_header_kb: int = _opt(32, "Largest request line and headers of a request, in KiB (larger: 431).")
+    max_headers: int = _opt(100, "Most header fields a request may have (more: 431).")
     # Foundation-model engines: a served entity's environment_vars override these per entity.
     llm_parallel: int = _opt(
         4,
@@ -215,6 +246,13 @@ class Settings:
             raise ValueError(f"--llm-parallel must be at least 1, not {self.llm_parallel}.")
         if self.llm_context < 16:
             raise ValueError(f"--llm-context must be at least 16, not {self.llm_context}.")
+        if min(self.auth_failure_limit, self.max_upload_mb) < 0 or self.auth_failure_window < 1:
+            raise ValueError(
+                "--auth-failure-limit and --max-upload-mb must be 0 (off) or more, "
+                "--auth-failure-window at least 1."
+            )
+        if min(self.max_body_mb, self.max_header_kb, self.max_headers) < 1:
+            raise ValueError("--max-body-mb, --max-header-kb and --max-headers must be at least 1.")
         if self.llm_threads < 0 or self.embed_threads < 0:
             raise ValueError("--llm-threads and --embed-threads must be 0 (half the cores) or more.")
 

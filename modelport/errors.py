@@ -20,6 +20,8 @@ same class with :func:`error_from_body`.
     ├── ResourceConflict                RESOURCE_CONFLICT         409
     │   ├── ResourceAlreadyExists       RESOURCE_ALREADY_EXISTS   409
     │   └── Aborted                     ABORTED                   409
+    ├── RequestTooLarge                 REQUEST_TOO_LARGE         413
+    │   └── HeadersTooLarge             REQUEST_HEADERS_TOO_LARGE 431
     ├── RequestLimitExceeded            REQUEST_LIMIT_EXCEEDED    429
     ├── Cancelled                       CANCELLED                 499
     ├── NotImplementedByServer          NOT_IMPLEMENTED           501
@@ -38,6 +40,7 @@ __all__ = [
     "Cancelled",
     "DeadlineExceeded",
     "EndpointNotFound",
+    "HeadersTooLarge",
     "InvalidParameterValue",
     "InvalidState",
     "MalformedRequest",
@@ -47,6 +50,7 @@ __all__ = [
     "NotImplementedByServer",
     "PermissionDenied",
     "RequestLimitExceeded",
+    "RequestTooLarge",
     "ResourceAlreadyExists",
     "ResourceConflict",
     "ResourceDoesNotExist",
@@ -151,6 +155,18 @@ class Aborted(ResourceConflict):
     error_code, status = "ABORTED", 409
 
 
+class RequestTooLarge(ModelportError):
+    """The request body is larger than the route's limit (the connection is closed after it)."""
+
+    error_code, status = "REQUEST_TOO_LARGE", 413
+
+
+class HeadersTooLarge(RequestTooLarge):
+    """The request line and headers are too long, or there are too many headers."""
+
+    error_code, status = "REQUEST_HEADERS_TOO_LARGE", 431
+
+
 class RequestLimitExceeded(ModelportError):
     """Too many requests; ``retry_after`` says when to come back."""
 
@@ -205,6 +221,8 @@ _BY_STATUS: dict[int, type[ModelportError]] = {
     404: NotFound,
     405: MethodNotAllowed,
     409: ResourceConflict,
+    413: RequestTooLarge,
+    431: HeadersTooLarge,
     429: RequestLimitExceeded,
     499: Cancelled,
     501: NotImplementedByServer,

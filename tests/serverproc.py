@@ -79,10 +79,13 @@ class ServerProcess:
             args += ["--store", self.store]
         # System endpoints (foundation models) are on by default in modelport; tests that
         # count or list endpoints get a server without them unless they ask.
+        # The failed-authentication limit (per client address, and every test client is
+        # 127.0.0.1) is off unless a test turns it on: suites that check 401s would trip it.
         env = {
             **os.environ,
             "MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN,
             "MODELPORT_SYSTEM_ENDPOINTS": "false",
+            "MODELPORT_AUTH_FAILURE_LIMIT": "0",
             **self.env,
         }
         log = self.log_path.open("ab")

@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from modelport.api import openapi_document, system
+from modelport.api.auth_throttle import AuthThrottle
+from modelport.api.body_limits import BodyLimits
 from modelport.api.control import endpoints, permissions, scim, tokens
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
@@ -32,6 +34,7 @@ from modelport.api.data.router import match, serve_query
 from modelport.api.errors import handle_exception, handle_http_exception, send_error
 from modelport.api.middleware import Observed
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
+from modelport.api.security_headers import SecurityHeaders
 from modelport.api.services import Services
 from modelport.api.wiring import build_services
 from modelport.config import Settings
@@ -92,7 +95,15 @@ class ModelportApp:
         )
         self.mlflow: MlflowMount | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._observed = Observed(self._handle, self._metrics)
+        # Outermost first: request id, metrics and access log (every answer, refusals too);
+        # security headers; failed authentications per client address; body limits.
+        limited = BodyLimits(
+            self._handle,
+            control=settings.max_body_mb << 20,
+            upload=(settings.max_upload_mb << 20) or None,
+        )
+        throttled = AuthThrottle(limited, settings.auth_failure_limit, settings.auth_failure_window)
+        self._observed = Observed(SecurityHeaders(throttled), self._metrics)
 
     def _metrics(self) -> Metrics | None:
         services = getattr(self.api.state, "services", None)

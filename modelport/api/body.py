@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope
 
 from modelport.control.render import MASK, mask_credentials
-from modelport.errors import InvalidParameterValue, MalformedRequest
+from modelport.errors import InvalidParameterValue, MalformedRequest, RequestTooLarge
 
 __all__ = ["MAX_BODY", "json_object", "parse", "read_body", "validate"]
 
@@ -23,8 +23,9 @@ M = TypeVar("M", bound=BaseModel)
 async def read_body(
     scope: Scope, receive: Receive, limit: int = MAX_BODY, *, what: str = "a request"
 ) -> bytes:
-    """The whole body of a request, refused past ``limit`` bytes (by its ``content-length`` at once)."""
-    too_large = MalformedRequest(
+    """The whole body of a request, refused past ``limit`` bytes (by its ``content-length`` at once)
+    with 413 ``REQUEST_TOO_LARGE``."""
+    too_large = RequestTooLarge(
         f"Request body is larger than the {limit // (1024 * 1024)} MB limit of {what}."
     )
     for key, value in scope["headers"]:

@@ -19,6 +19,7 @@ import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
 from modelport.api.app import ModelportApp
+from modelport.api.header_limits import limited_protocol
 from modelport.api.services import Services
 from modelport.config import Settings
 from modelport.errors import InvalidParameterValue, ModelportError, ResourceConflict
@@ -126,7 +127,11 @@ def run(settings: Settings, on_started: Callable[[Services], None] | None = None
         access_log=False,
         lifespan="on",
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(settings.max_header_kb * 1024, settings.max_headers),
+        # X-Forwarded-For/-Proto are believed only from the proxies the settings name (uvicorn's
+        # own default believes any local process).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=15,
         server_header=False,
         ssl_certfile=settings.tls_certfile or None,

@@ -1,4 +1,5 @@
-"""Unauthenticated routes: Databricks host discovery, health, readiness, Prometheus metrics."""
+"""System routes: Databricks host discovery, health and readiness (no token), and Prometheus
+metrics (any principal's valid token, or none with ``--public-metrics``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport.api.responses import json_response
-from modelport.api.services import services_of
+from modelport.api.services import caller_of, services_of
 
 
 async def discovery(request: Request) -> Response:
@@ -42,7 +43,12 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body = services_of(request).metrics.server_text()
+    """Any valid token will do (no permission is needed): the text names endpoints and served
+    entities with their counts and latencies, never payloads or principals."""
+    services = services_of(request)
+    if not services.settings.public_metrics:
+        caller_of(request)
+    body = services.metrics.server_text()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

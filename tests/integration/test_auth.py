@@ -308,7 +308,7 @@ def test_discovery_needs_no_auth(server: ServerProcess) -> None:
     assert again["workspace_id"] == body["workspace_id"]
 
 
-def test_health_ready_and_metrics(server: ServerProcess) -> None:
+def test_health_ready_and_metrics(server: ServerProcess, http: httpx.Client) -> None:
     health = httpx.get(f"{server.url}/health", timeout=30)
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/ready", timeout=30)
@@ -317,7 +317,7 @@ def test_health_ready_and_metrics(server: ServerProcess) -> None:
         "status": "ready",
         "checks": {"store": "ok", "registry": "ok", "reconciler": "ok"},
     }
-    metrics = httpx.get(f"{server.url}/metrics", timeout=30)
+    metrics = http.get("/metrics")  # needs a token unless --public-metrics
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "# TYPE modelport_http_requests_total counter" in metrics.text

@@ -1,0 +1,54 @@
+"""Security headers on the answers: every answer gets ``X-Content-Type-Options: nosniff``; the
+serving UI's pages (``/`` and ``/ui/...``) also get a Content-Security-Policy without inline
+scripts or styles, no framing (``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``) and
+``Referrer-Policy: no-referrer``.
+
+The UI's scripts and styles are files under ``/ui/`` (``ui/static``): the policy allows only
+those, so a script injected into a page (an endpoint's name, a model's answer) does not run. The
+UI sets element styles through the CSSOM (``el.style``), which the policy allows, never through
+``style`` attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.types import Message, Receive, Scope, Send
+
+__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders"]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_UI = [
+    _NOSNIFF,
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def _is_ui(path: str) -> bool:
+    return path == "/" or path == "/ui" or path.startswith("/ui/")
+
+
+class SecurityHeaders:
+    """Wraps an ASGI handler: adds the headers above to each answer's start."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        added = _UI if _is_ui(scope["path"]) else [_NOSNIFF]
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *added]
+            await send(message)
+
+        await self._handler(scope, receive, with_headers)
