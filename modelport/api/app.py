@@ -26,7 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelport.api import openapi_document, system
 from modelport.api.auth_throttle import AuthThrottle
 from modelport.api.body_limits import BodyLimits
-from modelport.api.control import endpoints, permissions, scim, tokens
+from modelport.api.control import endpoints, permissions, scim, table_permissions, tokens
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
 from modelport.api.control import tables as table_routes
@@ -81,6 +81,7 @@ class ModelportApp:
                 *tokens.routes,
                 *secret_routes.routes,
                 *table_routes.routes,
+                *table_permissions.routes,
                 *registry_permission_routes.routes,
                 *scim.routes,
                 *openapi_document.routes,

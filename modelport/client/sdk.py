@@ -144,15 +144,45 @@ class ModelportClient:
                 f"{method} {path}: the server answered {response.status_code} with a body that is not JSON"
             ) from exc
 
-    # ---- inference and usage tables (admins) ------------------------------------------------
+    # ---- inference, usage and audit tables ---------------------------------------------------
     def usage(self, by: str = "user", since: str | None = None) -> list[dict[str, Any]]:
-        """Totals of ``system.serving.endpoint_usage`` by user, endpoint or day."""
+        """Totals of ``system.serving.endpoint_usage`` by user, endpoint or day (the caller's
+        own requests unless they hold SELECT on the table)."""
         path = f"/api/2.0/modelport/usage?by={by}" + (f"&since={since}" if since else "")
         return list(self._json("GET", path).get("rows", []))
 
     def query_tables(self, sql: str) -> dict[str, Any]:
         """``{"columns", "rows", "truncated"}`` of a SQL query over the Delta tables (DuckDB)."""
         return dict(self._json("POST", "/api/2.0/modelport/tables/query", {"sql": sql}))
+
+    def get_table_permissions(self, full_name: str) -> dict[str, Any]:
+        """A table's grants in the permissions API's shape (``access_control_list``)."""
+        return dict(self._json("GET", f"/api/2.0/permissions/tables/{_segment(full_name)}"))
+
+    def set_table_permissions(self, full_name: str, acl: list[dict[str, Any]]) -> dict[str, Any]:
+        """Replace a table's grants (``[{"user_name"|"group_name"|..., "permission_level"}]``)."""
+        path = f"/api/2.0/permissions/tables/{_segment(full_name)}"
+        return dict(self._json("PUT", path, {"access_control_list": acl}))
+
+    def update_table_permissions(self, full_name: str, acl: list[dict[str, Any]]) -> dict[str, Any]:
+        """Merge entries into a table's grants."""
+        path = f"/api/2.0/permissions/tables/{_segment(full_name)}"
+        return dict(self._json("PATCH", path, {"access_control_list": acl}))
+
+    def get_table_grants(self, full_name: str, principal: str | None = None) -> list[dict[str, Any]]:
+        """A table's direct grants in Unity Catalog's shape: ``[{"principal", "privileges"}]``."""
+        path = f"/api/2.1/unity-catalog/permissions/table/{_segment(full_name)}"
+        if principal:
+            path += f"?principal={quote(principal, safe='')}"
+        return list(self._json("GET", path).get("privilege_assignments", []))
+
+    def update_table_grants(
+        self, full_name: str, principal: str, add: list[str] | None = None, remove: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Add and remove privileges of one principal on a table (Unity Catalog's PATCH)."""
+        path = f"/api/2.1/unity-catalog/permissions/table/{_segment(full_name)}"
+        change = {"principal": principal, "add": add or [], "remove": remove or []}
+        return list(self._json("PATCH", path, {"changes": [change]}).get("privilege_assignments", []))
 
     # ---- serving endpoints (control plane) ------------------------------------------------
     def list_endpoints(self) -> list[dict[str, Any]]:

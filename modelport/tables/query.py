@@ -13,8 +13,15 @@ a known table in the SQL (outside string literals and comments) is rewritten to 
 are matched case-insensitively; ``a.b.c`` that names no table found is left alone.
 
 The connection is in-memory, in UTC, with file-system access switched off once the tables are
-registered (the SQL can read the tables and nothing else). Results come back through Arrow: timestamps
-as timezone-aware ``datetime`` (UTC), dates as ``date``, maps as ``dict``.
+registered (the SQL can read the tables and nothing else). Which tables are registered is the
+caller's choice (``tables=``): a table left out cannot be read, whatever the SQL says. A
+*row filter* (``row_filters={name: (column, value)}``) registers only the rows whose column
+equals the value (a filtered Arrow dataset: DuckDB never sees the other rows). When DuckDB
+cannot resolve a table, ``missing`` is called with the three-part names the SQL uses that are
+not registered (DuckDB's own parser finds them), so that the caller can say why.
+
+Results come back through Arrow: timestamps as timezone-aware ``datetime`` (UTC), dates as
+``date``, maps as ``dict``.
 
 :func:`usage_summary` totals ``system.serving.endpoint_usage`` by user, endpoint or day (what
 ``modelport usage`` prints).
@@ -24,19 +31,31 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
 from modelport.errors import InvalidParameterValue
 from modelport.tables.names import USAGE_TABLE_NAME, is_uri
 
-__all__ = ["connect", "discover_tables", "query", "rewrite_table_names", "usage_summary"]
+__all__ = [
+    "RowFilter",
+    "connect",
+    "discover_tables",
+    "query",
+    "rewrite_table_names",
+    "unresolved_tables",
+    "usage_summary",
+]
+
+#: ``(column, value)``: keep only the rows whose ``column`` equals ``value``.
+RowFilter = tuple[str, str]
 
 _NAME_PART = re.compile(r"^[a-z0-9_]+$")
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
@@ -119,17 +138,24 @@ def connect(
     *,
     tables: Mapping[str, str] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    row_filters: Mapping[str, RowFilter] | None = None,
 ) -> tuple[duckdb.DuckDBPyConnection, set[str]]:
     """An in-memory DuckDB connection with the tables under ``root`` registered; and their names.
 
-    ``tables`` (three-part name -> URI) replaces discovery, for roots that cannot be listed.
+    ``tables`` (three-part name -> URI) replaces discovery: only those are registered.
+    ``row_filters`` registers only the matching rows of the tables it names.
     """
     found = dict(tables) if tables is not None else discover_tables(root)
+    filters = {k.lower(): v for k, v in (row_filters or {}).items()}
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     opts = dict(storage_options) if storage_options else None
     for name, uri in found.items():
         dataset = DeltaTable(uri, storage_options=opts).to_pyarrow_dataset()
+        row_filter = filters.get(name.lower())
+        if row_filter is not None:
+            column, value = row_filter
+            dataset = dataset.filter(pc.field(column) == value)
         con.register(name.lower(), dataset)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -141,6 +167,30 @@ def _rows(table: pa.Table) -> list[tuple[Any, ...]]:
     return list(zip(*columns, strict=True)) if columns else []
 
 
+def unresolved_tables(con: duckdb.DuckDBPyConnection, sql: str, registered: set[str]) -> set[str]:
+    """The three-part names (lower-case) ``sql`` reads that are not in ``registered`` (the
+    names registered on ``con``).
+
+    DuckDB's parser lists the tables; a quoted name holding two dots counts as three parts.
+    DuckDB binds the query to list them, so where binding fails for another reason (a column
+    that is not there), every ``a.b.c`` outside literals and comments is taken instead. Call it
+    on a connection with external access off (binding reaches table functions).
+    """
+    try:
+        listed = list(con.get_table_names(sql, qualified=True))
+    except duckdb.Error:
+        listed = [m.group(0) for m in _TOKEN.finditer(sql) if m.lastgroup in ("name", "ident")]
+    out: set[str] = set()
+    for entry in listed:
+        m = re.match(rf"\s*({_IDENT}(?:\.{_IDENT})*)", entry)
+        if m is None:
+            continue
+        full = ".".join(_unquote(p) for p in re.findall(_IDENT, m.group(1)))
+        if full.count(".") == 2 and full not in registered:
+            out.add(full)
+    return out
+
+
 def query(
     sql: str,
     root: str,
@@ -148,17 +198,26 @@ def query(
     *,
     tables: Mapping[str, str] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    row_filters: Mapping[str, RowFilter] | None = None,
+    missing: Callable[[set[str]], None] | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run ``sql`` (DuckDB dialect) over the Delta tables under ``root``; return (columns, rows).
 
     Tables are named by their three-part names (``system.serving.endpoint_usage``,
-    ``main.default.chat_payload``). ``params`` binds ``?``/``$name`` placeholders. Raises
+    ``main.default.chat_payload``). ``params`` binds ``?``/``$name`` placeholders. ``tables``
+    and ``row_filters``: see :func:`connect`. When DuckDB cannot resolve a table, ``missing``
+    (if given) is called first with :func:`unresolved_tables` and may raise. Raises
     :class:`~modelport.errors.InvalidParameterValue` when DuckDB rejects the SQL (the message says why).
     """
-    con, names = connect(root, tables=tables, storage_options=storage_options)
+    con, names = connect(root, tables=tables, storage_options=storage_options, row_filters=row_filters)
     try:
+        rewritten = rewrite_table_names(sql, names)
         try:
-            rel = con.sql(rewrite_table_names(sql, names), params=params)
+            rel = con.sql(rewritten, params=params)
+        except duckdb.CatalogException as exc:
+            if missing is not None:
+                missing(unresolved_tables(con, rewritten, names))
+            raise InvalidParameterValue(f"Query failed: {exc}") from exc
         except duckdb.Error as exc:
             raise InvalidParameterValue(f"Query failed: {exc}") from exc
         if rel is None:
@@ -200,13 +259,15 @@ def usage_summary(
     since: dt.date | dt.datetime | str | None = None,
     *,
     storage_options: Mapping[str, str] | None = None,
+    row_filter: RowFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Totals of ``system.serving.endpoint_usage`` grouped ``by`` user, endpoint or day, from ``since``.
 
     Each row: ``{<by>: key, "requests", "input_tokens", "output_tokens", "total_tokens", "errors",
     "estimated"}`` (``errors``: status 400 and up; ``estimated``: requests whose token counts modelport
     estimated), ordered by key. ``since`` (a ``date``, a ``datetime``, naive meaning UTC, or ISO text)
-    keeps requests at or after it. No usage table yet: no rows.
+    keeps requests at or after it. ``row_filter`` totals only the matching rows (one
+    requester's). No usage table yet: no rows.
     """
     if by not in _SUMMARY_KEYS:
         raise InvalidParameterValue(f"by must be one of {', '.join(_SUMMARY_KEYS)}; got {by!r}.")
@@ -232,5 +293,8 @@ def usage_summary(
         GROUP BY 1 ORDER BY 1
     """
     usage = {USAGE_TABLE_NAME: tables[USAGE_TABLE_NAME]}
-    columns, rows = query(sql, root, params, tables=usage, storage_options=storage_options)
+    filters = {USAGE_TABLE_NAME: row_filter} if row_filter is not None else None
+    columns, rows = query(
+        sql, root, params, tables=usage, storage_options=storage_options, row_filters=filters
+    )
     return [dict(zip(columns, row, strict=True)) for row in rows]

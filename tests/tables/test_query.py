@@ -139,3 +139,57 @@ def test_usage_summary_checks_its_arguments(root: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterValue):
         usage_summary(root, since="yesterday")
     assert usage_summary(str(tmp_path)) == []
+
+
+def test_only_the_tables_given_are_registered(root: str) -> None:
+    """A table left out of ``tables=`` cannot be read, however the SQL names it."""
+    only_usage = {"system.serving.endpoint_usage": discover_tables(root)["system.serving.endpoint_usage"]}
+    for sql in (
+        "SELECT count(*) FROM main.default.chat_payload",
+        'SELECT count(*) FROM "main.default.chat_payload"',
+        'SELECT count(*) FROM "main"."default"."chat_payload"',
+    ):
+        with pytest.raises(InvalidParameterValue, match="Catalog Error"):
+            query(sql, root, tables=only_usage)
+
+
+def test_row_filter_registers_only_matching_rows(root: str) -> None:
+    usage = "system.serving.endpoint_usage"
+    filters = {usage: ("requester", "alice")}
+    for sql in (
+        f"SELECT DISTINCT requester FROM {usage}",
+        f"SELECT requester FROM {usage} WHERE requester = 'bob' OR requester IS NULL OR true",
+    ):
+        _, rows = query(sql, root, row_filters=filters)
+        assert {r[0] for r in rows} == {"alice"}
+    assert query(f"SELECT count(*) FROM {usage}", root, row_filters=filters)[1] == [(2,)]
+    assert query(f"SELECT count(*) FROM {usage}", root)[1] == [(5,)]
+    totals = usage_summary(root, "user", row_filter=("requester", "bob"))
+    assert [(r["user"], r["requests"]) for r in totals] == [("bob", 2)]
+
+
+def test_missing_is_told_the_unregistered_three_part_names(root: str) -> None:
+    seen: list[set[str]] = []
+    only_usage = {"system.serving.endpoint_usage": discover_tables(root)["system.serving.endpoint_usage"]}
+    sql = (
+        'SELECT * FROM system.serving.endpoint_usage u JOIN "Main"."default".chat_payload p '
+        'ON true JOIN "a.b.c" ON true'
+    )
+    with pytest.raises(InvalidParameterValue):
+        query(sql, root, tables=only_usage, missing=seen.append)
+    assert seen == [{"main.default.chat_payload", "a.b.c"}]
+    # When DuckDB cannot bind the query to list its tables, the names in the text are used.
+    with pytest.raises(InvalidParameterValue):
+        query(
+            "SELECT * FROM system.serving.endpoint_usage JOIN ml.prod.fraud_payload USING (no_such_column)",
+            root,
+            tables=only_usage,
+            missing=seen.append,
+        )
+    assert seen[1] == {"ml.prod.fraud_payload"}
+    seen.clear()
+    # A query that runs never calls it; nor does an error other than an unknown table.
+    query("SELECT count(*) FROM system.serving.endpoint_usage", root, tables=only_usage, missing=seen.append)
+    with pytest.raises(InvalidParameterValue):
+        query("SELEC 1", root, tables=only_usage, missing=seen.append)
+    assert seen == []

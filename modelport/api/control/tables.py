@@ -1,10 +1,13 @@
-"""modelport's own routes over the inference and usage tables (admins only).
+"""modelport's own routes over the inference, usage and audit tables.
 
 - ``GET /api/2.0/modelport/usage?by=user|endpoint|day[&since=YYYY-MM-DD]``: totals of
-  ``system.serving.endpoint_usage`` (requests, input/output/total tokens, errors, estimated).
+  ``system.serving.endpoint_usage`` (requests, input/output/total tokens, errors, estimated);
+  the caller's own requests unless they hold SELECT on the table (admins hold it).
 - ``POST /api/2.0/modelport/tables/query`` ``{"sql": "..."}``: a read-only SQL query over the
   Delta tables with DuckDB, tables named ``catalog.schema.table``; answers
-  ``{"columns": [...], "rows": [[...], ...]}``.
+  ``{"columns": [...], "rows": [[...], ...]}``. Every user may query the tables they hold
+  SELECT (or more) on and their own rows of the usage table; only those are registered in
+  the query's DuckDB connection (``control/table_acl.py``), and a table out of reach is 403.
 
 Both first write what this server has recorded to Delta (up to a few seconds), so an answer
 given before the query is in its result; other servers' rows arrive within their
@@ -28,7 +31,7 @@ from starlette.routing import Route
 from modelport.api.body import json_object
 from modelport.api.responses import json_response
 from modelport.api.services import caller_of, services_of
-from modelport.control.identity import IdentityService
+from modelport.control.table_acl import TableAccess
 from modelport.errors import InvalidParameterValue
 from modelport.tables.query import query, usage_summary
 
@@ -61,26 +64,43 @@ def _plain(value: Any) -> Any:
 
 async def usage(request: Request) -> Response:
     caller = caller_of(request)
-    IdentityService.require_admin(caller, "read the usage table")
     services = services_of(request)
+    root = services.settings.tables_location
     by = request.query_params.get("by", "user")
     if by not in ("user", "endpoint", "day"):
         raise InvalidParameterValue(f"'by' must be user, endpoint or day; got {by!r}.")
     since = request.query_params.get("since") or None
     await _flushed(request)
-    rows = await run_in_threadpool(usage_summary, services.settings.tables_location, by, since)  # type: ignore[arg-type]
+
+    def work() -> list[dict[str, Any]]:
+        row_filter = TableAccess(services.db, root).usage_filter(caller)
+        return usage_summary(root, by, since, row_filter=row_filter)  # type: ignore[arg-type]
+
+    rows = await run_in_threadpool(work)
     return json_response({"by": by, "rows": _plain(rows)})
 
 
 async def query_tables(request: Request) -> Response:
     caller = caller_of(request)
-    IdentityService.require_admin(caller, "query the inference and usage tables")
     body = await json_object(request)
     sql = body.get("sql")
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidParameterValue("Missing required field 'sql': the query to run.")
+    services = services_of(request)
+    root = services.settings.tables_location
     await _flushed(request)
-    columns, rows = await run_in_threadpool(query, sql, services_of(request).settings.tables_location)
+
+    def work() -> tuple[list[str], list[tuple[Any, ...]]]:
+        scope = TableAccess(services.db, root).query_scope(caller)
+        return query(
+            sql,
+            root,
+            tables=scope.tables,
+            row_filters=scope.row_filters,
+            missing=scope.deny_missing(caller),
+        )
+
+    columns, rows = await run_in_threadpool(work)
     truncated = len(rows) > MAX_ROWS
     return json_response(
         {"columns": list(columns), "rows": _plain(list(rows[:MAX_ROWS])), "truncated": truncated}

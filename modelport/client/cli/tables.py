@@ -1,4 +1,5 @@
-"""``modelport usage`` and ``modelport tables query``: the usage and inference tables (admins)."""
+"""``modelport usage`` and ``modelport tables ...``: SQL over the tables, usage totals, and who
+may read, change and grant each table (SELECT < MODIFY < MANAGE)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from modelport.client.cli.output import EMPTY, render_json, render_table
 __all__ = ["app", "usage"]
 
 app = typer.Typer(
-    help="Query the inference and usage tables (Delta, with DuckDB's SQL).",
+    help="Query the inference, usage and audit tables (Delta, with DuckDB's SQL) and manage their grants.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -37,7 +38,11 @@ def query(
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Run a read-only SQL query over the tables of the server (admins only)."""
+    """Run a read-only SQL query over the tables you may read.
+
+    Admins read every table; others the tables they hold SELECT (or more) on, and their own
+    rows of system.serving.endpoint_usage. A table out of reach is refused with PERMISSION_DENIED.
+    """
     with open_client(ctx, host, token) as client:
         result = client.query_tables(sql)
     if output is OutputFormat.json:
@@ -52,6 +57,114 @@ def query(
         typer.echo(f"(first {len(result['rows'])} rows shown)")
 
 
+TableArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="TABLE", help="The table's three-part name, catalog.schema.table.", show_default=False
+    ),
+]
+PrincipalArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="PRINCIPAL",
+        help="User name, group name or service principal application id.",
+        show_default=False,
+    ),
+]
+PRIVILEGES = ("SELECT", "MODIFY", "MANAGE")
+
+
+def _privilege(value: str) -> str:
+    upper = value.upper()
+    if upper not in PRIVILEGES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PRIVILEGES)}.")
+    return upper
+
+
+@app.command("permissions")
+def permissions(
+    ctx: typer.Context,
+    table: TableArg,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Show who may read (SELECT), change (MODIFY) or grant (MANAGE) a table (needs SELECT)."""
+    with open_client(ctx, host, token) as client:
+        acl = client.get_table_permissions(table)
+    if output is OutputFormat.json:
+        typer.echo(render_json(acl))
+        return
+    rows = []
+    for entry in acl.get("access_control_list") or []:
+        kind, principal = next(
+            ((k, entry[k]) for k in ("user_name", "group_name", "service_principal_name") if entry.get(k)),
+            ("?", EMPTY),
+        )
+        levels = []
+        for p in entry.get("all_permissions") or []:
+            level = str(p.get("permission_level"))
+            if p.get("inherited"):
+                level += " (from " + ", ".join(p.get("inherited_from_object") or []) + ")"
+            levels.append(level)
+        rows.append([str(principal), kind.removesuffix("_name"), ", ".join(levels) or EMPTY])
+    typer.echo(render_table(["PRINCIPAL", "TYPE", "PRIVILEGE"], rows))
+
+
+def _grants(output: OutputFormat, assignments: list[dict[str, Any]], message: str) -> None:
+    typer.echo(
+        render_json({"privilege_assignments": assignments}) if output is OutputFormat.json else message
+    )
+
+
+@app.command("grant")
+def grant(
+    ctx: typer.Context,
+    table: TableArg,
+    principal: PrincipalArg,
+    privilege: Annotated[
+        str,
+        typer.Argument(
+            metavar="PRIVILEGE",
+            help="SELECT (read), MODIFY (also write) or MANAGE (also grant); each includes the ones before.",
+            show_default=False,
+        ),
+    ],
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Grant a privilege on a table (needs MANAGE). A higher privilege already held is kept."""
+    level = _privilege(privilege)
+    with open_client(ctx, host, token) as client:
+        assignments = client.update_table_grants(table, principal, add=[level])
+    _grants(output, assignments, f"Granted {level} on table {table} to {principal}.")
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    table: TableArg,
+    principal: PrincipalArg,
+    privilege: Annotated[
+        str,
+        typer.Argument(
+            metavar="PRIVILEGE",
+            help="The privilege to take away, and every higher one; SELECT (the default) takes all.",
+            show_default=False,
+        ),
+    ] = "SELECT",
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Revoke a principal's privilege on a table (needs MANAGE); what is below it is kept."""
+    level = _privilege(privilege)
+    with open_client(ctx, host, token) as client:
+        assignments = client.update_table_grants(table, principal, remove=[level])
+    _grants(output, assignments, f"Revoked {level} on table {table} from {principal}.")
+
+
 def usage(
     ctx: typer.Context,
     by: Annotated[
@@ -64,7 +177,10 @@ def usage(
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Requests, tokens and errors from the usage table, totalled by user, endpoint or day (admins)."""
+    """Requests, tokens and errors from the usage table, totalled by user, endpoint or day.
+
+    Yours only, unless you hold SELECT on system.serving.endpoint_usage (admins do).
+    """
     with open_client(ctx, host, token) as client:
         rows = client.usage(by, since)
     if output is OutputFormat.json:
