@@ -402,6 +402,14 @@ class ModelportClient:
         path = "/api/2.0/secrets/acls/get?" + urlencode({"scope": scope, "principal": principal})
         return dict(self._json("GET", path))
 
+    def rotate_secrets_key(self) -> dict[str, Any]:
+        """Rewrite every secret with the server's first secrets key (admins; modelport's own).
+
+        Answers ``{"rewritten": n}``. Run it once every server sharing the store runs with
+        ``MODELPORT_SECRETS_KEY=NEW,OLD``; afterwards they may start with ``NEW`` alone.
+        """
+        return dict(self._json("POST", "/api/2.0/modelport/secrets/rotate-key", {}))
+
     # ---- principals (minimal SCIM) ----------------------------------------------------------
     def create_user(self, user_name: str, admin: bool = False) -> dict[str, Any]:
         """Create a user; ``admin`` makes it a modelport administrator."""

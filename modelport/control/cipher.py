@@ -1,14 +1,19 @@
 """The key that encrypts secret values at rest, and encryption with it (Fernet).
 
 The key comes from the ``secrets_key`` setting (``MODELPORT_SECRETS_KEY``): one Fernet key,
-or several separated by commas, the first of which encrypts while all of them decrypt (to
-rotate: put the new key first, keep the old one until every secret has been written
-again). Without the setting the key lives in ``<data-dir>/secrets.key``, created with mode
-0600 on the first start.
+or several separated by commas, the first of which encrypts while all of them decrypt.
+Without the setting the key lives in ``<data-dir>/secrets.key``, created with mode 0600 on
+the first start.
 
 The store records a token encrypted with the key (``meta`` row ``secrets_key_check``) on
 the first start, so a start with a different key stops with :class:`SecretsKeyError`
 instead of reading garbage or writing secrets no other server can read.
+
+Rotating the key K1 to K2: start every server with ``K2,K1``; then one admin call
+(``POST /api/2.0/modelport/secrets/rotate-key``, ``modelport secrets rotate-key``) rewrites
+every secret with K2 and seals the check token with K2 (:func:`seal_check`); from then on
+the servers start with ``K2`` alone. Until that call the token stays sealed with K1, so a
+start with ``K2`` alone is refused, as it must be while secrets are still K1's.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from modelport.errors import ModelportError
 from modelport.store import Database
 
-__all__ = ["KEY_FILE", "SecretCipher", "SecretsKeyError", "load_cipher"]
+__all__ = ["KEY_FILE", "SecretCipher", "SecretsKeyError", "load_cipher", "seal_check"]
 
 KEY_FILE = "secrets.key"
 _CHECK_KEY = "secrets_key_check"
@@ -46,6 +51,13 @@ class SecretCipher:
 
     def encrypt(self, value: bytes) -> bytes:
         return self._fernet.encrypt(value)
+
+    def rotate(self, token: bytes) -> bytes | None:
+        """``token`` encrypted again with the first key; None when no key fits it."""
+        try:
+            return self._fernet.rotate(token)
+        except InvalidToken:
+            return None
 
     def try_decrypt(self, token: bytes) -> bytes | None:
         """The value of ``token``; None when no key fits it."""
@@ -119,6 +131,14 @@ def load_cipher(configured: str, data_path: Path, db: Database) -> SecretCipher:
         raise SecretsKeyError(
             f"The secrets key from {source} is not the key this store's secrets were encrypted with, "
             "so they cannot be read. Start with the original key (MODELPORT_SECRETS_KEY or "
-            f"{path}); to change keys, list the new key first and the old one after it."
+            f"{path}). To change keys: start with the new key first and the old one after it "
+            "(NEW,OLD), run `modelport secrets rotate-key` (it rewrites every secret with the new "
+            "key), and only then start with the new key alone."
         )
     return cipher
+
+
+def seal_check(db: Database, cipher: SecretCipher) -> None:
+    """Seal the store's check token with ``cipher``'s first key (after every secret was rewritten
+    with it), so that later starts with that key alone are accepted."""
+    db.meta_set(_CHECK_KEY, cipher.encrypt(_CHECK_VALUE).decode("ascii"))

@@ -30,7 +30,8 @@ from secrets import token_hex
 from typing import Any
 
 from modelport.clock import now_ms
-from modelport.control.cipher import SecretCipher
+from modelport.control.cipher import SecretCipher, seal_check
+from modelport.control.identity import IdentityService
 from modelport.errors import (
     InvalidParameterValue,
     InvalidState,
@@ -254,6 +255,30 @@ class SecretService:
             if entry.principal_id == pid:
                 return _acl_item(entry)
         raise ResourceDoesNotExist(f"No ACL for principal '{name}' on scope {found.name}.")
+
+    # ---- the secrets key ----------------------------------------------------------------------
+    def rotate_key(self, caller: Caller) -> int:
+        """Rewrite every secret with the first configured key and seal the store's check token
+        with it (admins only; the second step of a key rotation, ``control/cipher.py``).
+
+        All or nothing: a secret that no configured key decrypts stops the rotation with an
+        error naming it, and nothing is rewritten. Returns how many secrets were rewritten.
+        """
+        IdentityService.require_admin(caller, "rotate the secrets key")
+
+        def rotated(scope: str, key: str, token: bytes) -> bytes:
+            value = self._cipher.rotate(token)
+            if value is None:
+                raise InvalidState(
+                    f"Secret {reference(scope, key)} cannot be decrypted with any configured secrets "
+                    "key, so the key was not rotated (nothing was rewritten). Add the key it was "
+                    "written with to MODELPORT_SECRETS_KEY (after the new one), or put the secret again."
+                )
+            return value
+
+        count = self._db.secrets.rewrite_values(rotated)
+        seal_check(self._db, self._cipher)
+        return count
 
     # ---- the data plane -----------------------------------------------------------------------
     def resolve(self, scope: str, key: str) -> str:

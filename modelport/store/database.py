@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select, text
+from sqlalchemy import Engine, create_engine, event, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
@@ -93,6 +93,14 @@ class Database:
             stored = self.meta_get(key)
             assert stored is not None
             return stored
+
+    def meta_set(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing what is there."""
+        with self.engine.begin() as conn:
+            if not conn.execute(
+                update(schema.meta).where(schema.meta.c.key == key).values(value=value)
+            ).rowcount:
+                conn.execute(insert(schema.meta).values(key=key, value=value))
 
     def close(self) -> None:
         self.engine.dispose()

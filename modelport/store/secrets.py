@@ -8,6 +8,7 @@ The repository stores what it is given: values arrive here already encrypted
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
@@ -107,6 +108,20 @@ class SecretRepository:
                 select(V.c.scope, V.c.key, V.c.last_updated_ms).where(V.c.scope == scope).order_by(V.c.key)
             ).all()
         return [SecretRecord(scope=r[0], key=r[1], last_updated_ms=r[2]) for r in rows]
+
+    def rewrite_values(self, rewrite: Callable[[str, str, bytes], bytes]) -> int:
+        """Replace every secret's value with ``rewrite(scope, key, value)`` in one transaction
+        (re-encryption: ``last_updated_ms`` is kept); returns how many were rewritten. An
+        exception from ``rewrite`` rolls every change back."""
+        with self._engine.begin() as conn:
+            rows = conn.execute(select(V.c.scope, V.c.key, V.c.value).order_by(V.c.scope, V.c.key)).all()
+            for scope, key, value in rows:
+                conn.execute(
+                    update(V)
+                    .where(V.c.scope == scope, V.c.key == key)
+                    .values(value=rewrite(scope, key, bytes(value)))
+                )
+        return len(rows)
 
     def delete(self, scope: str, key: str) -> bool:
         with self._engine.begin() as conn:

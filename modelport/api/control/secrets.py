@@ -119,6 +119,13 @@ async def get_acl(request: Request) -> Response:
     return json_response(item)
 
 
+async def rotate_key(request: Request) -> Response:
+    """modelport's own: rewrite every secret with the first configured key (admins only)."""
+    caller = caller_of(request)
+    count = await run_in_threadpool(services_of(request).secrets.rotate_key, caller)
+    return json_response({"rewritten": count})
+
+
 routes = [
     Route("/api/2.0/secrets/scopes/create", create_scope, methods=["POST"]),
     Route("/api/2.0/secrets/scopes/delete", delete_scope, methods=["POST"]),
@@ -131,4 +138,5 @@ routes = [
     Route("/api/2.0/secrets/acls/delete", delete_acl, methods=["POST"]),
     Route("/api/2.0/secrets/acls/list", list_acls, methods=["GET"]),
     Route("/api/2.0/secrets/acls/get", get_acl, methods=["GET"]),
+    Route("/api/2.0/modelport/secrets/rotate-key", rotate_key, methods=["POST"]),
 ]

@@ -270,3 +270,26 @@ def get_acl(
     with open_client(ctx, host, token) as client:
         item = client.get_secret_acl(scope, principal)
     typer.echo(render_json(item) if output is OutputFormat.json else _acl_rows([item]))
+
+
+@app.command("rotate-key")
+def rotate_key(
+    ctx: typer.Context,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Rewrite every secret with the server's new secrets key (admins only).
+
+    Rotating the key: start every server with MODELPORT_SECRETS_KEY=NEW,OLD, run this once,
+    then start the servers with NEW alone.
+    """
+    with open_client(ctx, host, token) as client:
+        result = client.rotate_secrets_key()
+    if output is OutputFormat.json:
+        typer.echo(render_json(result))
+    else:
+        typer.echo(
+            f"Rewrote {result.get('rewritten', 0)} secrets with the first secrets key; the servers may "
+            "now start with that key alone."
+        )

@@ -388,3 +388,39 @@ def test_rotation_lists_the_new_key_first(db: Database, tmp_path: Path) -> None:
     assert rotated.decrypt(token, "t") == b"x"
     with pytest.raises(ModelportError, match="cannot be decrypted"):
         SecretCipher([new.encode()]).decrypt(token, "Secret t")
+
+
+def test_rotate_key_rewrites_every_secret_and_reseals_the_check(db: Database, tmp_path: Path) -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    first = SecretService(db, load_cipher(old, tmp_path, db))
+    root = user(db, "root", admin=True)
+    first.create_scope(root, "sc")
+    put(first, root, "sc", "a")
+    before = db.secrets.list_secrets("sc")[0].last_updated_ms
+    both = SecretService(db, load_cipher(f"{new},{old}", tmp_path, db))
+    with pytest.raises(SecretsKeyError, match="rotate-key"):
+        load_cipher(new, tmp_path, db)  # the secrets are still the old key's
+    with pytest.raises(PermissionDenied, match="rotate the secrets key"):
+        both.rotate_key(user(db, "bob"))
+
+    assert both.rotate_key(root) == 1
+
+    after = SecretService(db, load_cipher(new, tmp_path, db))
+    assert after.resolve("sc", "a") == VALUE
+    assert db.secrets.list_secrets("sc")[0].last_updated_ms == before  # re-encrypted, not rewritten
+    with pytest.raises(SecretsKeyError, match="not the key"):
+        load_cipher(old, tmp_path, db)
+
+
+def test_rotate_key_is_all_or_nothing(db: Database, tmp_path: Path) -> None:
+    old, new, stray = (Fernet.generate_key().decode() for _ in range(3))
+    load_cipher(old, tmp_path, db)  # the first start seals the check token with the old key
+    service = SecretService(db, load_cipher(f"{new},{old}", tmp_path, db))
+    root = user(db, "root", admin=True)
+    service.create_scope(root, "sc")
+    put(service, root, "sc", "a")
+    db.secrets.put("sc", "z", SecretCipher([stray.encode()]).encrypt(b"lost"), 1)
+    with pytest.raises(InvalidState, match=r"\{\{secrets/sc/z\}\} cannot be decrypted"):
+        service.rotate_key(root)
+    with pytest.raises(SecretsKeyError):
+        load_cipher(new, tmp_path, db)  # the check token was not resealed either
