@@ -133,6 +133,57 @@ _TOKEN_INFO = obj(
 )
 
 
+_REGISTRY_LEVEL = string(enum=["CAN_READ", "CAN_EDIT", "CAN_MANAGE"])
+_REGISTRY_ACL_BODY = obj(
+    {
+        "access_control_list": array_of(
+            obj(
+                {
+                    "user_name": string(),
+                    "group_name": string(),
+                    "service_principal_name": string(),
+                    "permission_level": _REGISTRY_LEVEL,
+                },
+                ("permission_level",),
+                description="One grant: exactly one of user_name, group_name, service_principal_name.",
+            )
+        )
+    }
+)
+
+
+def _registry_permission_ops() -> list[Operation]:
+    """Grants on the embedded registry's registered models (id: the model's name) and
+    experiments (id: the experiment's id)."""
+    out: list[Operation] = []
+    for collection, noun in (("registered-models", "registered model"), ("experiments", "experiment")):
+        base = f"/api/2.0/permissions/{collection}/{{object_id}}"
+        read, manage = (f"{level} on the {noun}" for level in ("CAN_READ", "CAN_MANAGE"))
+        out += [
+            Operation("GET", base, f"A {noun}'s grants.", _PERMS, read),
+            Operation(
+                "PUT",
+                base,
+                f"Replace a {noun}'s grants.",
+                _PERMS,
+                manage,
+                body=_REGISTRY_ACL_BODY,
+                body_required=False,
+            ),
+            Operation(
+                "PATCH",
+                base,
+                f"Add to a {noun}'s grants.",
+                _PERMS,
+                manage,
+                body=_REGISTRY_ACL_BODY,
+                body_required=False,
+            ),
+            Operation("GET", f"{base}/permissionLevels", f"The levels a {noun}'s grants take.", _PERMS, read),
+        ]
+    return out
+
+
 def _ops() -> list[Operation]:
     name_link = {"name": "$response.body#/name"}
     get_endpoint = "get_api_2_0_serving_endpoints_by_name"
@@ -337,6 +388,7 @@ def _ops() -> list[Operation]:
             _PERMS,
             VIEW,
         ),
+        *_registry_permission_ops(),
         # ---- secrets -----------------------------------------------------------------------
         Operation(
             "POST",
