@@ -220,5 +220,6 @@ def _read_through_the_server(server: ServerProcess) -> None:
         token = http.post(
             "/api/2.0/token-management/on-behalf-of/tokens", json={"user_name": "viewer@example.com"}
         ).json()["token_value"]
+    # A user with no grant on the usage table totals only their own requests: none here.
     r = httpx.get(f"{server.url}/api/2.0/modelport/usage", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED"
+    assert r.status_code == 200 and r.json()["rows"] == [], r.text
