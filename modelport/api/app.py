@@ -34,6 +34,7 @@ from modelport.api.data.router import match, serve_query
 from modelport.api.errors import handle_exception, handle_http_exception, send_error
 from modelport.api.middleware import Observed
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
+from modelport.api.mlflow_seal import sealed_app
 from modelport.api.security_headers import SecurityHeaders
 from modelport.api.services import Services
 from modelport.api.wiring import build_services
@@ -160,7 +161,7 @@ class ModelportApp:
             services.registry.set(None, f"{type(exc).__name__}: {exc}")
             return
         if self.mlflow is not None:
-            self.mlflow.app = wsgi
+            self.mlflow.app = await sealed_app(wsgi, registry, services.db, self.settings.artifacts_path)
         services.registry.set(registry)
         if wsgi is not None:
             await asyncio.to_thread(backfill_owners_once, services.db)

@@ -27,6 +27,7 @@ from modelport.gateway.recording import Recorder
 from modelport.metrics import Metrics
 from modelport.runtime.local import LocalBackend, RuntimeOptions
 from modelport.runtime.logs import LogStore
+from modelport.runtime.model_check import ModelCheck
 from modelport.store import open_database
 from modelport.tables.writer import TableWriter
 
@@ -67,7 +68,12 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         ),
     )
     backend = LocalBackend(
-        registry, logs, options, inherited_environment(), resolve_secret=secret_service.resolve
+        registry,
+        logs,
+        options,
+        inherited_environment(),
+        resolve_secret=secret_service.resolve,
+        model_check=ModelCheck(db.digests, embedded=settings.embedded_registry),
     )
     external = ExternalPlane(
         secret_service.resolve,

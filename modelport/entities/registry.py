@@ -139,6 +139,33 @@ class ModelRegistry:
         uri = self._underlying_uri(str(uri))
         return ResolvedModel(ref=ref, artifact_uri=uri, mlmodel=self._read_mlmodel(uri))
 
+    def storage_uri(self, name: str, version: str) -> str:
+        """Where a registered version's files are stored (blocking), as a storage URI."""
+        uri = self._call(
+            f"finding the files of '{name}' version {version}",
+            self._client.get_model_version_download_uri,
+            name,
+            version,
+        )
+        return self._underlying_uri(str(uri))
+
+    def all_versions(self) -> list[tuple[str, str, str]]:
+        """Every registered version that is not deleted: (name, version, status), blocking."""
+        found: list[tuple[str, str, str]] = []
+        token: str | None = None
+        while True:
+            page = self._call(
+                "listing model versions", self._client.search_model_versions, None, 1000, None, token
+            )
+            found.extend((str(v.name), str(v.version), str(v.status)) for v in page)
+            token = page.token
+            if not token:
+                return found
+
+    def run_artifact_uri(self, run_id: str, path: str) -> str:
+        """The storage URI of ``path`` among a run's artifacts (blocking)."""
+        return self._underlying_uri(f"runs:/{run_id}/{path}")
+
     def _underlying_uri(self, uri: str) -> str:
         """Turn ``runs:/<run>/<path>`` and ``models:/<logged-model-id>`` into storage URIs."""
         parsed = urlparse(uri)

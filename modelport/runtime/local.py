@@ -35,6 +35,7 @@ from modelport.runtime.environments import (
 from modelport.runtime.gpus import gpu_ids
 from modelport.runtime.launcher import ZygoteClient
 from modelport.runtime.logs import BuildLog, LogStore
+from modelport.runtime.model_check import ModelCheck
 from modelport.runtime.preflight import check_entity, check_external
 from modelport.runtime.replica import ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.replica_set import ReplicaSet
@@ -91,9 +92,11 @@ class LocalBackend:
         base_env: dict[str, str],
         *,
         resolve_secret: SecretResolver = _no_secrets,
+        model_check: ModelCheck | None = None,
     ) -> None:
         self._registry = registry
         self._resolve_secret = resolve_secret
+        self._model_check = model_check
         self._logs = logs
         self.options = options
         self._base_env = base_env
@@ -181,6 +184,8 @@ class LocalBackend:
             else:
                 local = target
         log_.write(f"Model files at {local}.")
+        if self._model_check is not None:
+            self._model_check.verify(resolved.ref.name, resolved.ref.version, local, log_)
         engine = detect(local, deployed.get("environment_vars") or {})
         if engine is not None:
             log_.write(f"Foundation model: {engine.engine} serving {engine.task} from {engine.path}.")
