@@ -210,10 +210,9 @@ def _ops() -> list[Operation]:
         Operation(
             "GET",
             "/metrics",
-            "Prometheus text of the whole server.",
+            "Prometheus text of the whole server (no token needed with --public-metrics).",
             _SYSTEM,
-            "public",
-            public=True,
+            ANY_USER,
             media_type="text/plain",
             response=string(),
         ),
