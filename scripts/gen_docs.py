@@ -1,7 +1,8 @@
 """Regenerate the parts of the docs that come from the code.
 
 - docs/cli.md: the ``--help`` blocks under "## Help output";
-- docs/configuration.md: the settings table (from modelport.config.SETTINGS).
+- docs/configuration.md: the settings table (from modelport.config.SETTINGS);
+- docs/api.md: the route reference, from modelport's OpenAPI document (the server's routes).
 
 Run: .venv/bin/python scripts/gen_docs.py (or `make docs`). Tests fail when these parts are stale.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from modelport.api.openapi_markdown import BEGIN, END
 from modelport.client.cli.main import app
 from modelport.config import SETTINGS
 
@@ -46,6 +48,24 @@ def configuration_table() -> None:
     path.write_text(text)
 
 
+def api_reference() -> str:
+    """The route reference as docs/api.md holds it, from the document of the server's routes."""
+    from modelport.api.app import ModelportApp
+    from modelport.api.openapi_document import build_document, route_table
+    from modelport.api.openapi_markdown import render
+    from modelport.config import Settings
+
+    return render(build_document(route_table(ModelportApp(Settings()).api.routes)))
+
+
+def write_api_reference() -> None:
+    path = DOCS / "api.md"
+    text = path.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    path.write_text(text[:start] + api_reference() + text[end:])
+
+
 if __name__ == "__main__":
     cli_help()
     configuration_table()
+    write_api_reference()

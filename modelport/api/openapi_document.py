@@ -31,7 +31,7 @@ PATH = "/api/2.0/modelport/openapi.json"
 _CONVERTOR = re.compile(r"\{(\w+)(?::\w+)?\}")
 _PARAM = re.compile(r"\{(\w+)\}")
 _TAGS = {
-    "system": "Discovery, health, metrics, the UI and this document (no token).",
+    "system": "Discovery, health, metrics, the UI and this document.",
     "serving-endpoints": "The control plane of serving endpoints (Databricks-compatible).",
     "permissions": "Grants on serving endpoints and, as they are added, on other objects.",
     "secrets": "Secret scopes, secrets and their ACLs (Databricks-compatible).",

@@ -16,3 +16,10 @@ def test_configuration_doc_lists_every_setting_with_flag_variable_and_help() -> 
         assert spec.help in text, spec.name
         if spec.flag:
             assert f"`{spec.cli_flag}`" in text, spec.name
+
+
+def test_api_reference_is_rendered_from_the_current_openapi_document() -> None:
+    from scripts.gen_docs import api_reference
+
+    text = (DOCS / "api.md").read_text()
+    assert api_reference() in text, "docs/api.md's route reference is stale: run make docs"
