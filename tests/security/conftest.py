@@ -13,7 +13,9 @@ from tests.serverproc import ADMIN_TOKEN, ServerProcess
 
 @pytest.fixture(scope="package")
 def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("security-data")).start()
+    # The registry (MLflow) must be loaded: the fuzzer's writes reach it. A loaded machine
+    # takes longer than the default 90 s to get there.
+    proc = ServerProcess(tmp_path_factory.mktemp("security-data")).start(timeout=240)
     try:
         yield proc
     finally:
