@@ -218,6 +218,12 @@ class TableAccess:
             filters[USAGE_TABLE_NAME] = (REQUESTER_COLUMN, caller.name)
         return QueryScope(tables, filters)
 
+    def set_owner(self, full_name: str, principal_id: int) -> bool:
+        """Give the creator of a table modelport makes for a user (a feature table, a monitor's
+        output) MANAGE on it, unless they hold a grant there already; True when written."""
+        name = ".".join(split_name(full_name))
+        return self._db.grants.grant_if_absent(OBJECT_TYPE, name, principal_id, int(TablePrivilege.MANAGE))
+
     def usage_filter(self, caller: Caller) -> tuple[str, str] | None:
         """The row filter on the usage table for ``caller`` (None: every row)."""
         if caller.is_admin:
