@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,23 @@ def page_errors() -> list[str]:
 
 
 @pytest.fixture(scope="package")
-def page(ui_server: ServerProcess, registered_model: _Registration, page_errors: list[str]) -> Iterator[Any]:
+def csp_violations() -> list[str]:
+    """Console messages of the Content-Security-Policy refusing something (chromium logs each)."""
+    return []
+
+
+def _record_csp(violations: list[str], message: Any) -> None:
+    if "Content Security Policy" in message.text:
+        violations.append(message.text)
+
+
+@pytest.fixture(scope="package")
+def page(
+    ui_server: ServerProcess,
+    registered_model: _Registration,
+    page_errors: list[str],
+    csp_violations: list[str],
+) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -122,6 +139,7 @@ def page(ui_server: ServerProcess, registered_model: _Registration, page_errors:
         context.set_default_timeout(30_000)
         pg = context.new_page()
         pg.on("pageerror", lambda exc: page_errors.append(str(exc)))
+        pg.on("console", lambda message: _record_csp(csp_violations, message))
         try:
             yield pg
         finally:
@@ -155,6 +173,16 @@ def screenshot(page: Any, name: str) -> None:
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name} is {overflow} px wider than {width} px"
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
+def wait_until(page: Any, expression: str, timeout: float = 30_000) -> None:
+    """Poll a JavaScript expression until it is truthy (``timeout`` in ms). Playwright's
+    ``wait_for_function`` evaluates its predicate as a string inside the page, which the UI's
+    Content-Security-Policy (no ``unsafe-eval``) refuses; ``page.evaluate`` goes through DevTools."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true after {timeout / 1000:g} s: {expression}"
+        page.wait_for_timeout(100)
 
 
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]

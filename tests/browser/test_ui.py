@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.browser.conftest import CATALOG_MODEL, MODEL, assert_accessible, screenshot
+from tests.browser.conftest import CATALOG_MODEL, MODEL, assert_accessible, screenshot, wait_until
 from tests.serverproc import ADMIN_TOKEN
 
 pytestmark = pytest.mark.slow
@@ -165,12 +165,12 @@ def test_endpoints_list_filter_and_search(page: Any) -> None:
     assert_accessible(page)
     screenshot(page, "endpoints")
     page.fill("#ep-search", "ui-")
-    page.wait_for_function("document.querySelectorAll('#endpoints tbody tr').length === 3")
+    wait_until(page, "document.querySelectorAll('#endpoints tbody tr').length === 3")
     page.fill("#ep-search", "")
     page.select_option("#ep-state", "failed")
-    page.wait_for_function("document.querySelectorAll('#endpoints tbody tr').length === 0")
+    wait_until(page, "document.querySelectorAll('#endpoints tbody tr').length === 0")
     page.select_option("#ep-state", "ready")
-    page.wait_for_function("document.querySelectorAll('#endpoints tbody tr').length === 5")
+    wait_until(page, "document.querySelectorAll('#endpoints tbody tr').length === 5")
     page.select_option("#ep-state", "")
 
 
@@ -257,9 +257,7 @@ def test_edit_traffic_validates_then_updates(page: Any, api: httpx.Client) -> No
     assert config_version(api, REGISTERED) == version  # nothing was sent
     editor.fill(config(50, 50))
     page.click("#save-config")
-    page.wait_for_function(
-        "document.querySelectorAll('#served-entities tbody tr').length === 2", timeout=120_000
-    )
+    wait_until(page, "document.querySelectorAll('#served-entities tbody tr').length === 2", timeout=120_000)
     page.wait_for_selector(READY, timeout=120_000)
     assert config_version(api, REGISTERED) == version + 1
     page.fill("[data-entity='iris-a']", "70")
@@ -339,8 +337,8 @@ def test_charts_move_after_a_burst(page: Any, ui_server: Any) -> None:
 
     thread = threading.Thread(target=burst)
     thread.start()
-    page.wait_for_function("Number(document.querySelector('#chart-rps').dataset.max) > 0", timeout=20_000)
-    page.wait_for_function("Number(document.querySelector('#chart-errors').dataset.max) > 0", timeout=20_000)
+    wait_until(page, "Number(document.querySelector('#chart-rps').dataset.max) > 0", timeout=20_000)
+    wait_until(page, "Number(document.querySelector('#chart-errors').dataset.max) > 0", timeout=20_000)
     thread.join()
     latency = page.locator("#chart-latency [data-chart-value]").inner_text()
     assert re.search(r"\d ms / .*\d ms", latency), latency
@@ -351,11 +349,11 @@ def test_charts_move_after_a_burst(page: Any, ui_server: Any) -> None:
 def test_logs_and_openapi_and_snippets(page: Any) -> None:
     page.select_option("#logs-entity", "iris-b")
     page.click("#show-logs")
-    page.wait_for_function("document.querySelector('#logs-output').textContent.includes('modelport-worker')")
+    wait_until(page, "document.querySelector('#logs-output').textContent.includes('modelport-worker')")
     page.click("#show-build-logs")
-    page.wait_for_function("document.querySelector('#logs-output').textContent.includes('Config version')")
+    wait_until(page, "document.querySelector('#logs-output').textContent.includes('Config version')")
     page.click("#show-openapi")
-    page.wait_for_function("document.querySelector('#openapi-output').textContent.includes('openapi')")
+    wait_until(page, "document.querySelector('#openapi-output').textContent.includes('openapi')")
     page.click("[data-snippet='Python (databricks-sdk)']")
     snippet = page.locator("#snippet").inner_text()
     assert f'name="{REGISTERED}"' in snippet, snippet
@@ -374,7 +372,7 @@ def test_permissions_grant(page: Any) -> None:
     section.locator("input[type=text]").fill("users")
     section.locator("select").nth(1).select_option("CAN_QUERY")
     page.click("#grant")
-    page.wait_for_function("document.querySelector('#permissions').textContent.includes('users')")
+    wait_until(page, "document.querySelector('#permissions').textContent.includes('users')")
 
 
 def test_inference_table_row(page: Any) -> None:
@@ -385,15 +383,15 @@ def test_inference_table_row(page: Any) -> None:
         assert time.monotonic() < deadline, "no inference rows after 30 s"
         page.wait_for_timeout(500)
         page.click("#tables-run")
-        page.wait_for_function("!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
+        wait_until(page, "!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
     page.select_option("#tables-status", "error")
     page.click("#tables-run")
-    page.wait_for_function("!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
+    wait_until(page, "!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
     assert page.locator("#inference-rows tbody tr").count() >= 1
     assert "400" in page.locator("#inference-rows tbody tr").first.inner_text()
     page.select_option("#tables-status", "ok")
     page.click("#tables-run")
-    page.wait_for_function("!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
+    wait_until(page, "!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
     page.locator("#inference-rows tbody tr button").first.click()
     assert "dataframe_records" in page.locator("#row-request").inner_text()
     assert "predictions" in page.locator("#row-response").inner_text()
@@ -466,3 +464,19 @@ def test_permissions_list_each_principal_once(page: Any, api: httpx.Client) -> N
 
 def test_no_script_errors(page_errors: list[str]) -> None:
     assert page_errors == []
+
+
+def test_no_content_security_policy_violations(csp_violations: list[str]) -> None:
+    assert csp_violations == []
+
+
+def test_the_content_security_policy_refuses_an_inline_script(page: Any, csp_violations: list[str]) -> None:
+    # What an injected <script> (an endpoint name, a model's answer) would try; the check above
+    # sees violations only because chromium logs this one.
+    page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+        " document.body.append(s); }"
+    )
+    page.wait_for_timeout(200)
+    assert page.evaluate("() => window.injected") is None
+    assert any("script-src 'self'" in v for v in csp_violations), csp_violations
