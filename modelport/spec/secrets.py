@@ -51,8 +51,8 @@ MASK = "[REDACTED]"
 #: Fields of a provider block that say where its credentials are sent.
 _DESTINATION_SUFFIXES = ("_url", "_base")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_REF_RE = re.compile(r"^\{\{secrets/([^/{}]+)/([^/{}]+)\}\}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+\Z")  # \Z: "$" matches before a final newline
+_REF_RE = re.compile(r"^\{\{secrets/([^/{}]+)/([^/{}]+)\}\}\Z")
 _PLAINTEXT = "_plaintext"
 
 #: ``(scope, key) -> value``; raises :class:`~modelport.errors.ModelportError` when missing.

@@ -43,11 +43,11 @@ __all__ = [
 
 MAX_NAME_LENGTH = 63
 MAX_RATE_LIMITS = 20
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_IDENT_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_VERSION_RE = re.compile(r"^[0-9]+$")
-_ALIAS_RE = re.compile(r"^@[A-Za-z0-9_-]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")  # \Z: "$" matches before a final newline
+_IDENT_RE = re.compile(r"^[A-Za-z0-9_]+\Z")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_VERSION_RE = re.compile(r"^[0-9]+\Z")
+_ALIAS_RE = re.compile(r"^@[A-Za-z0-9_-]+\Z")
 
 #: Concurrency band of each named workload size (Databricks' definition).
 WORKLOAD_SIZES: dict[str, tuple[int, int]] = {"Small": (0, 4), "Medium": (8, 16), "Large": (16, 64)}

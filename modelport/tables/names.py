@@ -49,7 +49,7 @@ USAGE_TABLE_NAME = "system.serving.endpoint_usage"
 #: Longest name part accepted (Unity Catalog's limit).
 MAX_NAME_LENGTH = 255
 
-_PART = re.compile(r"^[a-z0-9_]+$")
+_PART = re.compile(r"^[a-z0-9_]+\Z")  # \Z: "$" matches before a final newline
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 

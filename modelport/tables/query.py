@@ -57,7 +57,7 @@ __all__ = [
 #: ``(column, value)``: keep only the rows whose ``column`` equals ``value``.
 RowFilter = tuple[str, str]
 
-_NAME_PART = re.compile(r"^[a-z0-9_]+$")
+_NAME_PART = re.compile(r"^[a-z0-9_]+\Z")
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
 _TOKEN = re.compile(
     rf"""
