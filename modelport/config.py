@@ -86,6 +86,11 @@ class Settings:
         4, "Concurrent requests counted per replica when sizing an entity (Small = 4 = one replica)."
     )
     replica_in_flight: int = _opt(64, "Requests one replica holds at once (its batching window).")
+    replica_health_seconds: int = _opt(
+        10,
+        "A running replica is pinged every half of this; one that does not answer within it "
+        "(stopped, hung) is killed and replaced.",
+    )
     queue_limit: int = _opt(64, "Requests that may wait per served entity beyond that; more get 429.")
     max_replicas: int = _opt(8, "Upper bound on replicas per served entity on this machine.")
     batching: str = _opt(
@@ -125,6 +130,11 @@ class Settings:
         "never",
         "When the spool of table records is fsynced: never (a killed server loses nothing; a machine "
         "crash may lose the last records), interval (once a second) or always (every record).",
+    )
+    tables_memory_records: int = _opt(
+        10_000,
+        "Table records kept in memory while the spool's disk refuses writes (full); they are written "
+        "when it has room again. Beyond them, queries to endpoints with tables are answered 503.",
     )
     system_endpoints: bool = _opt(
         True,
@@ -240,6 +250,10 @@ class Settings:
             raise ValueError(f"--tables-flush-seconds must be at least 1, not {self.tables_flush_seconds}.")
         if self.tables_fsync not in ("never", "interval", "always"):
             raise ValueError(f"--tables-fsync must be never, interval or always, not {self.tables_fsync!r}.")
+        if self.replica_health_seconds < 1 or self.tables_memory_records < 0:
+            raise ValueError(
+                "--replica-health-seconds must be at least 1, --tables-memory-records 0 or more."
+            )
         if self.env_manager not in ENV_MANAGERS:
             raise ValueError(f"--env-manager must be local or uv, not {self.env_manager!r}.")
         if self.llm_parallel < 1:

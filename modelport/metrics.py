@@ -7,7 +7,12 @@ returns. The data plane (replicas, providers) records its requests here too.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Literal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
@@ -24,6 +29,17 @@ def _fmt(value: float) -> str:
         if abs(value) < 1e15
         else repr(value)
     )
+
+
+class _Read(Collector):
+    """One sample read from a callable at each scrape (a counter kept by its owner)."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float], kind: str) -> None:
+        self._name, self._doc, self._read, self._kind = name, documentation, read, kind
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily if self._kind == "counter" else GaugeMetricFamily
+        yield family(self._name, self._doc, value=float(self._read()))
 
 
 class Metrics:
@@ -71,6 +87,13 @@ class Metrics:
 
     def server_text(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch(
+        self, name: str, documentation: str, read: Callable[[], float], kind: Literal["counter", "gauge"]
+    ) -> None:
+        """Export a value its owner keeps (read at each scrape of ``/metrics``); a counter's
+        ``name`` is given without ``_total``, which Prometheus adds."""
+        self.registry.register(_Read(name, documentation, read, kind))
 
     def forget_endpoint(self, name: str) -> None:
         for metric in (

@@ -3,7 +3,10 @@
 A :class:`ModelportError` becomes ``{"error_code", "message"}`` with its status, ``Retry-After``
 when it has one, and ``x-should-retry: false`` on a 501 (the openai client retries every 5xx
 unless told not to). Anything else is a bug: it is logged with its traceback and the client gets
-a generic 500 that carries the request id, never the trace. The Starlette routes get a
+a generic 500 that carries the request id, never the trace. One family of foreign errors has a
+meaning for the client and is translated here (:func:`translated`): the metadata store
+unreachable (``store/connectivity.py``) becomes 503 ``TEMPORARILY_UNAVAILABLE`` with
+``Retry-After``. The Starlette routes get a
 :class:`~starlette.responses.Response` (:func:`error_response`); the data plane's raw ASGI path
 sends the same bytes (:func:`send_error`); a stream that fails after it began sends the same body
 as its last event (:func:`error_event_body`).
@@ -19,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
 
-from modelport.errors import EndpointNotFound, MethodNotAllowed, ModelportError
+from modelport.errors import EndpointNotFound, MethodNotAllowed, ModelportError, TemporarilyUnavailable
 from modelport.log_format import request_id_var
+from modelport.store.connectivity import RETRY_AFTER_SECONDS, is_unreachable
 
 __all__ = [
     "error_event_body",
@@ -31,6 +35,7 @@ __all__ = [
     "internal_error",
     "internal_error_response",
     "send_error",
+    "translated",
 ]
 
 log = logging.getLogger("modelport.api")
@@ -40,6 +45,17 @@ def internal_error(what: str = "handling the request") -> ModelportError:
     """The error a client gets for a bug of ours: a generic message with the request id."""
     rid = request_id_var.get() or "unknown"
     return ModelportError(f"Internal error while {what} (request id {rid}); see the server log.")
+
+
+def translated(exc: BaseException) -> BaseException:
+    """``exc``, or the :class:`ModelportError` a foreign error means for the client: the metadata
+    store unreachable is a 503 with ``Retry-After`` (logged in one line, no traceback)."""
+    if not isinstance(exc, ModelportError) and is_unreachable(exc):
+        log.warning("metadata store unreachable: %s", str(exc).splitlines()[0] if str(exc) else type(exc))
+        return TemporarilyUnavailable(
+            "The metadata store is unreachable; retry later.", retry_after=RETRY_AFTER_SECONDS
+        )
+    return exc
 
 
 def error_headers(exc: ModelportError) -> dict[str, str]:
@@ -69,6 +85,7 @@ async def send_error(
 ) -> None:
     """Send the error answer of ``exc`` on a raw ASGI ``send`` (logging what is not ours), with
     ``headers`` besides its own (a 405's ``Allow``)."""
+    exc = translated(exc)
     if not isinstance(exc, ModelportError):
         log.error("unhandled error", exc_info=exc, extra={"path": path})
         exc = internal_error()
@@ -81,6 +98,7 @@ async def send_error(
 
 def error_event_body(exc: BaseException) -> dict[str, object]:
     """The ``{"error": {...}}`` event that ends a stream that failed after it began."""
+    exc = translated(exc)
     if not isinstance(exc, ModelportError):
         log.error("unhandled error while streaming", exc_info=exc)
         exc = internal_error("streaming the answer")
@@ -88,8 +106,9 @@ def error_event_body(exc: BaseException) -> dict[str, object]:
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, ModelportError):
-        return error_response(exc)
+    ours = translated(exc)
+    if isinstance(ours, ModelportError):
+        return error_response(ours)
     log.exception("unhandled error", extra={"path": request.url.path})
     return internal_error_response()
 

@@ -51,6 +51,7 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         models_dir=settings.models_path,
         per_replica_concurrency=settings.replica_concurrency,
         per_replica_in_flight=settings.replica_in_flight,
+        health_seconds=float(settings.replica_health_seconds),
         queue_limit=settings.queue_limit,
         max_replicas=settings.max_replicas,
         scale_to_zero_seconds=float(settings.scale_to_zero_seconds),
@@ -88,7 +89,9 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         fsync=settings.tables_fsync,  # type: ignore[arg-type]
         flush_interval=float(settings.tables_flush_seconds),
         max_batch=50_000,
+        memory_records=settings.tables_memory_records,
     )
+    _watch_faults(metrics, limiter, tables)
     dataplane = DataPlane(
         db,
         backend,
@@ -127,3 +130,32 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         tables=tables,
     )
     return services, new_token
+
+
+def _watch_faults(metrics: Metrics, limiter: RateLimiter, tables: TableWriter) -> None:
+    """Counters of degraded service on ``/metrics``: rate limits not checked (Redis away) and
+    table records held in memory or refused (the spool's disk full)."""
+    metrics.watch(
+        "modelport_ratelimit_unchecked_admits",
+        "Queries admitted without a rate-limit check because the counters (Redis) were unreachable.",
+        lambda: limiter.unchecked_admits,
+        "counter",
+    )
+    metrics.watch(
+        "modelport_ratelimit_backend_errors",
+        "Rate-limit counter calls that failed (Redis unreachable or erroring).",
+        lambda: limiter.backend_errors,
+        "counter",
+    )
+    metrics.watch(
+        "modelport_spool_records_in_memory",
+        "Table records kept in memory because the spool's disk refuses writes (written when it has room).",
+        lambda: tables.stats.in_memory,
+        "gauge",
+    )
+    metrics.watch(
+        "modelport_spool_records_refused",
+        "Queries and records refused with 503: the spool's disk was full and its memory bound reached.",
+        lambda: tables.stats.refused,
+        "counter",
+    )

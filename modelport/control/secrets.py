@@ -51,6 +51,7 @@ from modelport.spec.secrets import (
     validate_scope_name,
 )
 from modelport.store import Database
+from modelport.store.connectivity import is_unreachable
 from modelport.store.records import SecretAclRecord, SecretScopeRecord
 
 __all__ = ["SecretService"]
@@ -284,13 +285,21 @@ class SecretService:
     def resolve(self, scope: str, key: str) -> str:
         """The value of ``{{secrets/scope/key}}`` as text, for the server's own use (provider
         credentials, replica environments). Raises :class:`InvalidState` naming the reference
-        when the secret is gone."""
+        when the secret is gone. While the store is unreachable, a value resolved before is
+        served from the expired cache (queries to external models go on; asked again one
+        cache period later)."""
         now = self._clock()
         hit = self._cache.get((scope, key))
         if hit is not None and hit[0] > now:
             return hit[1]
         what = f"Secret {reference(scope, key)}"
-        record = self._db.secrets.get(scope, key)
+        try:
+            record = self._db.secrets.get(scope, key)
+        except Exception as exc:
+            if hit is None or not is_unreachable(exc):
+                raise
+            self._cache[(scope, key)] = (now + self._ttl, hit[1])
+            return hit[1]
         if record is None:
             self._cache.pop((scope, key), None)
             raise InvalidState(

@@ -4,21 +4,32 @@ Tokens are stored as SHA-256 hashes; the cache maps a hash to the caller for a f
 seconds so the request path does no database read per request. Deleting a token evicts
 it from this process's cache at once; other server processes see the deletion within
 ``ttl_seconds``.
+
+While the store is unreachable (``store/connectivity.py``: PostgreSQL restarting, the network
+cut), a token this process has seen keeps working from its expired cache entry, so the data
+plane goes on answering the callers it knows; the entry is checked against the store again
+as soon as the store answers. A token never seen before gets 503 ``TEMPORARILY_UNAVAILABLE``
+meanwhile. The price: a token deleted or a principal deactivated by another process while the
+store is away stays accepted here until the store is back (expiry times are still enforced).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 from modelport.clock import now_ms
-from modelport.errors import Unauthenticated
+from modelport.errors import TemporarilyUnavailable, Unauthenticated
 from modelport.spec.identity import Caller, hash_token
 from modelport.store import Database
+from modelport.store.connectivity import RETRY_AFTER_SECONDS, is_unreachable
 from modelport.store.records import PrincipalRecord
 
 __all__ = ["Authenticator", "caller_from"]
+
+log = logging.getLogger("modelport.gateway")
 
 
 def caller_from(record: PrincipalRecord, token_id: str | None = None) -> Caller:
@@ -46,11 +57,15 @@ def _digest(authorization: str | None) -> str:
 
 
 class Authenticator:
+    """Tokens to callers, cached ``ttl_seconds`` per token hash (see the module docstring for
+    what happens while the store is unreachable). Thread-safe; lookups run in threads."""
+
     def __init__(self, db: Database, ttl_seconds: float = 5.0) -> None:
         self._db = db
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[float, Caller, int | None]] = {}
         self._lock = threading.Lock()
+        self._stale_served = False
 
     def authenticate(self, authorization: str | None) -> Caller:
         """Resolve an ``Authorization`` header to a caller or raise :class:`Unauthenticated`."""
@@ -73,7 +88,15 @@ class Authenticator:
         return None
 
     def _lookup(self, digest: str) -> tuple[Caller, int | None]:
-        found = self._db.principals.find_token(digest)
+        try:
+            found = self._db.principals.find_token(digest)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            return self._stale(digest, exc)
+        if self._stale_served:
+            self._stale_served = False
+            log.info("metadata store reachable again: tokens are checked against it")
         if found is None:
             raise Unauthenticated("Invalid access token.")
         token, principal = found
@@ -83,6 +106,25 @@ class Authenticator:
         with self._lock:
             self._cache[digest] = (time.monotonic() + self._ttl, caller, expiry_ms)
         return caller, expiry_ms
+
+    def _stale(self, digest: str, exc: BaseException) -> tuple[Caller, int | None]:
+        """The expired cache entry of ``digest`` while the store cannot be asked; else 503."""
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is None:
+            raise TemporarilyUnavailable(
+                "The metadata store is unreachable, so this token cannot be checked now; retry later.",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from exc
+        with self._lock:  # ask the store again for this token one TTL from now, not per request
+            self._cache[digest] = (time.monotonic() + self._ttl, hit[1], hit[2])
+        if not self._stale_served:
+            self._stale_served = True
+            log.warning(
+                "metadata store unreachable (%s): serving tokens seen before from the cache",
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+        return hit[1], hit[2]
 
     @staticmethod
     def _check(found: tuple[Caller, int | None]) -> Caller:

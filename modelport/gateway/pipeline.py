@@ -35,6 +35,7 @@ from modelport.gateway.streams import Measured, Recorded
 from modelport.metrics import Metrics
 from modelport.runtime.replica_set import SetClosed
 from modelport.store import Database
+from modelport.store.connectivity import is_unreachable
 
 __all__ = ["EMBEDDING_ENDPOINT", "DataPlane"]
 
@@ -77,12 +78,23 @@ class DataPlane:
         self._sync_task = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:
+        """Sync the routing table every ``refresh_seconds``. While the store is unreachable the
+        routes in memory keep serving; that is logged once when it starts and once when it ends."""
+        store_down = False
         while True:
             await asyncio.sleep(self.routes.refresh_seconds)
             try:
                 await asyncio.to_thread(self.routes.sync)
-            except Exception:
-                log.exception("routing table sync failed")
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    log.exception("routing table sync failed")
+                elif not store_down:
+                    log.warning("metadata store unreachable: serving the routes in memory until it is back")
+                store_down = store_down or is_unreachable(exc)
+                continue
+            if store_down:
+                store_down = False
+                log.info("metadata store reachable again: routing table synced")
 
     def invalidate(self, endpoint_id: str) -> None:
         """The control plane changed this endpoint (blocking: reloads its route; call from a thread)."""
@@ -112,6 +124,9 @@ class DataPlane:
         ex.route = route
         if self._recorder is None or not route.recorded:
             return await self._steps(ex, route)
+        # A query whose record could be neither written nor kept (the spool's disk is full and
+        # its memory bound reached) is refused with 503 before any work: never answered unrecorded.
+        self._recorder.writer.check_room()
         try:
             answer = await self._steps(ex, route)
         except ModelportError as exc:
@@ -125,7 +140,7 @@ class DataPlane:
         def record(
             status: int, error_code: str | None, response: bytes, tokens: tuple[int, int] | None
         ) -> None:
-            self._record(ex, route, status, answer.served, response, tokens, error_code)
+            self._record(ex, route, status, answer.served, response, tokens, error_code, streamed=True)
 
         return replace(answer, stream=Recorded(answer.stream, record))
 
@@ -196,7 +211,11 @@ class DataPlane:
         response: bytes | None,
         tokens: tuple[int, int] | None,
         error_code: str | None,
+        *,
+        streamed: bool = False,
     ) -> None:
+        """Record the query; a record refused for want of room (503) is raised, so the client
+        gets the 503 instead of an unrecorded answer, except for a stream, which has begun."""
         assert self._recorder is not None
         try:
             self._recorder.record(
@@ -208,6 +227,10 @@ class DataPlane:
                 tokens=tokens,
                 error_code=error_code,
             )
+        except TemporarilyUnavailable:
+            if not streamed:
+                raise
+            log.error("streamed query not recorded: the spool is full", extra={"endpoint": route.name})
         except ModelportError:
             log.exception("query not recorded", extra={"endpoint": route.name})
 

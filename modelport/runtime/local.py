@@ -67,6 +67,8 @@ class RuntimeOptions:
     max_batch_size: int = 1024
     max_batch_wait_ms: float = 2.0
     start_timeout: float = 300.0
+    #: A running replica that does not answer a health ping within this is killed and replaced.
+    health_seconds: float = 10.0
     #: Where replicas run unless their entity says (``MODELPORT_ENV_MANAGER``): local or uv.
     env_manager: str = "local"
     #: Cache of per-model environments built with uv; None: ``envs`` beside ``models_dir``.
@@ -289,6 +291,7 @@ class LocalBackend:
             band,
             per_replica_in_flight=opts.per_replica_in_flight,
             queue_limit=opts.queue_limit,
+            health_seconds=opts.health_seconds,
         )
 
     async def _bring_up(

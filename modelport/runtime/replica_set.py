@@ -5,6 +5,13 @@ worker batches what it holds); beyond that, up to ``queue_limit`` requests wait 
 first-come-first-served queue; beyond that a request is refused at once with 429 and
 ``Retry-After`` instead of waiting for seconds. With no replica running (scale-to-zero),
 the first request starts one and waits for the cold start.
+
+Health: :meth:`ReplicaSet.tick` replaces a replica whose process exited or whose connection
+closed, and pings every ready replica every ``health_seconds / 2``; one that has not answered a
+ping within ``health_seconds`` (stopped, deadlocked event loop, swapped out) is killed and
+replaced like a dead one. A ping is answered by the replica's event loop, not by the model: a
+predict that never returns while the loop runs is answered 504 per request (the request
+timeout) but does not make the replica hung.
 """
 
 from __future__ import annotations
@@ -52,8 +59,11 @@ class ReplicaSet:
         per_replica_in_flight: int = 64,
         queue_limit: int = 64,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        health_seconds: float = 10.0,
     ) -> None:
         self.name = name
+        self.health_seconds = health_seconds
+        self._pings: dict[ReplicaHandle, tuple[float, asyncio.Task[bytes]]] = {}
         self.spec = spec
         self.band = band
         self.per_replica_in_flight = per_replica_in_flight
@@ -68,6 +78,10 @@ class ReplicaSet:
         self._low_since: float | None = None
         self._ready = asyncio.Event()
         self._scale_lock = asyncio.Lock()
+        # The one cold start in progress: every request that finds no replica waits on it.
+        # Set before the task first runs, so requests parsed in the same loop turn (before
+        # scale_to counts the replica as starting) do not start a second one.
+        self._cold_start_task: asyncio.Task[None] | None = None
         self.cold_starts = 0
         self.restarts = 0
         self._on_event = on_event or (lambda _kind, _data: None)
@@ -138,13 +152,23 @@ class ReplicaSet:
         await replica.stop()
 
     async def tick(self, now: float) -> None:
-        """Supervise: replace dead replicas, then apply the autoscaler's decision."""
+        """Supervise: replace dead and hung replicas, then apply the autoscaler's decision."""
         dead = [r for r in self.replicas if r.was_ready and not r.closing and not r.alive]
+        hung = self._hung(now)
         for r in dead:
             code = r.process.returncode if r.process else None
             log.warning("replica died", extra={"entity": self.name, "pid": r.pid, "exit": code})
             self._on_event("replica_died", {"pid": r.pid, "exit": code})
+        for r in hung:
+            log.warning(
+                "replica hung: no answer to a health ping; killing and replacing it",
+                extra={"entity": self.name, "pid": r.pid, "seconds": self.health_seconds},
+            )
+            self._on_event("replica_hung", {"pid": r.pid, "seconds": self.health_seconds})
+        dead += hung
+        for r in dead:
             self.replicas.remove(r)
+            self._forget_ping(r)
             await r.kill()
             self.restarts += 1
         load = Load(
@@ -161,6 +185,40 @@ class ReplicaSet:
                 await self.scale_to(decision.replicas)
             except ReplicaStartFailed as exc:
                 log.error("replica failed to start", extra={"entity": self.name, "reason": exc.message})
+
+    def _hung(self, now: float) -> list[ReplicaHandle]:
+        """Replicas whose last ping failed or got no answer within ``health_seconds``; starts the
+        pings that are due (they run beside the tick, so one slow replica holds up nothing)."""
+        hung: list[ReplicaHandle] = []
+        for r in list(self._pings):
+            if r not in self.replicas or r.closing or not r.alive:
+                self._forget_ping(r)
+        for r in self.replicas:
+            if not (r.ready and r.alive and not r.closing):
+                continue
+            sent = self._pings.get(r)
+            if sent is None:
+                self._ping(r, now)
+                continue
+            at, task = sent
+            if not task.done():
+                continue
+            if task.cancelled() or task.exception() is not None:
+                hung.append(r)
+            elif now - at >= self.health_seconds / 2:
+                self._ping(r, now)
+        return hung
+
+    def _ping(self, replica: ReplicaHandle, now: float) -> None:
+        task = asyncio.get_running_loop().create_task(replica.ping(timeout=self.health_seconds))
+        self._pings[replica] = (now, task)
+
+    def _forget_ping(self, replica: ReplicaHandle) -> None:
+        sent = self._pings.pop(replica, None)
+        if sent is not None:
+            sent[1].cancel()
+            if sent[1].done() and not sent[1].cancelled():
+                sent[1].exception()  # retrieved: no "exception was never retrieved" at exit
 
     # ---- admission ---------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -182,8 +240,9 @@ class ReplicaSet:
             )
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        if not self.ready_replicas and not self._starting and not self.closed:
-            asyncio.get_running_loop().create_task(self._cold_start())
+        idle = not self.ready_replicas and not self._starting and self._cold_start_task is None
+        if idle and not self.closed:
+            self._cold_start_task = asyncio.get_running_loop().create_task(self._cold_start())
         try:
             await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -206,6 +265,8 @@ class ReplicaSet:
         self._wake()
 
     async def _cold_start(self) -> None:
+        """Start the replicas of a set at zero for the requests waiting (one at a time: see
+        ``_cold_start_task``); if they cannot start, those requests get 503."""
         self.cold_starts += 1
         started = time.monotonic()
         try:
@@ -221,6 +282,8 @@ class ReplicaSet:
                             f"Served entity '{self.name}' could not start: {exc.message}", retry_after=5
                         )
                     )
+        finally:
+            self._cold_start_task = None
 
     def _pick(self) -> ReplicaHandle:
         ready = self.ready_replicas
@@ -316,5 +379,7 @@ class ReplicaSet:
                     TemporarilyUnavailable(f"Served entity '{self.name}' is stopping.", retry_after=1)
                 )
         self._waiters.clear()
+        for r in list(self._pings):
+            self._forget_ping(r)
         await self.scale_to(0)
         self.closed = True

@@ -19,6 +19,13 @@ A segment that holds rows for several tables may be half done (one table committ
 :meth:`Spool.mark_table_done` records the table in ``<seq>.done`` so that those rows are not written
 again. A line that does not parse (the torn tail of a write cut by a crash) is skipped and counted.
 
+A full disk (or any write the file system refuses) does not lose accepted records: the record is kept
+in memory, in order, up to ``memory_limit`` records, and later records queue behind it in memory;
+:meth:`Spool.drain` (the flusher calls it every cycle) writes them to the active segment as soon as the
+disk takes them again. Beyond ``memory_limit`` :meth:`Spool.append` raises
+:class:`~modelport.errors.TemporarilyUnavailable` (the query is answered 503, not silently unrecorded),
+counted in :attr:`Spool.refused`. Records in memory are lost if the process is killed meanwhile.
+
 One process owns a spool folder at a time (``flock`` on ``<dir>/LOCK``, which holds the owner's pid);
 segments left by an earlier run come back from :meth:`Spool.open` as pending segments with
 ``replayed=True``. :func:`spool_in_use` and :func:`spool_holder` let a server that is about to start
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -38,7 +46,7 @@ from typing import Any, Literal
 
 import orjson
 
-from modelport.errors import InvalidParameterValue, InvalidState
+from modelport.errors import InvalidParameterValue, InvalidState, TemporarilyUnavailable
 
 __all__ = ["FsyncPolicy", "Segment", "SegmentContents", "Spool", "spool_holder", "spool_in_use"]
 
@@ -48,6 +56,8 @@ _SEG = ".seg"
 _DONE = ".done"
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 _LOCK = "LOCK"
+
+log = logging.getLogger("modelport.tables")
 
 
 def spool_in_use(directory: str | os.PathLike[str]) -> bool:
@@ -114,11 +124,19 @@ class SegmentContents:
 
 
 class Spool:
-    """Append-only, segment-rotated record log in ``directory`` (see the module docstring)."""
+    """Append-only, segment-rotated record log in ``directory`` (see the module docstring).
 
-    def __init__(self, directory: str | os.PathLike[str], *, fsync: FsyncPolicy = "never") -> None:
+    ``memory_limit``: records kept in memory while the disk refuses writes (0: refuse at once).
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, fsync: FsyncPolicy = "never", memory_limit: int = 0
+    ) -> None:
         if fsync not in ("never", "interval", "always"):
             raise InvalidParameterValue(f"fsync must be 'never', 'interval' or 'always'; got {fsync!r}.")
+        if memory_limit < 0:
+            raise InvalidParameterValue("memory_limit must be 0 or more.")
+        self.memory_limit = memory_limit
         self.directory = Path(directory)
         self.fsync: FsyncPolicy = fsync
         self._lock = threading.Lock()
@@ -129,8 +147,12 @@ class Spool:
         self._tables: set[bytes] = set()
         self._broken = False
         self._pending: list[Segment] = []
-        #: Records appended since this object was made.
+        #: Records appended since this object was made (those kept in memory included).
         self.appended = 0
+        #: Records refused because the disk refused them and memory held ``memory_limit`` already.
+        self.refused = 0
+        #: (table key, line) of records the disk refused, oldest first (see :meth:`drain`).
+        self._memory: list[tuple[bytes, bytes]] = []
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -175,7 +197,13 @@ class Spool:
         self._sync_dir()
 
     def close(self) -> None:
-        """Close the active segment (deleting it when empty) and release the folder."""
+        """Close the active segment (deleting it when empty) and release the folder.
+
+        Records still in memory (the disk refused them until now) are lost, and logged as such."""
+        if self.drain():
+            log.error(
+                "tables: %d record(s) kept in memory are lost: the spool's disk is full", self.in_memory
+            )
         with self._lock:
             fd, self._fd = self._fd, None
             if fd is not None:
@@ -194,8 +222,10 @@ class Spool:
         return self.directory / f"{seq:016d}{_SEG}"
 
     def _open_next(self) -> None:
+        """Open the next segment; when the file cannot be made, raise with nothing changed."""
+        fd = os.open(self._segment_path(self._seq + 1), _OPEN_FLAGS, 0o644)
         self._seq += 1
-        self._fd = os.open(self._segment_path(self._seq), _OPEN_FLAGS, 0o644)
+        self._fd = fd
         self._count = 0
         self._tables = set()
         self._broken = False
@@ -206,32 +236,94 @@ class Spool:
         """Write one record for the table ``table_key`` to the active segment; return its record count.
 
         ``record`` is anything orjson serialises (a dict or a dataclass). When this returns, the line is
-        in the file (and on disk under ``fsync="always"``). Raises :class:`InvalidState` when the spool
-        is not open and ``OSError`` when the disk refuses the write (the segment is then sealed, so that
-        a torn line can never run into the next record).
+        in the file (and on disk under ``fsync="always"``), or, when the disk refuses it, kept in memory
+        (0 is returned; see the module docstring). Raises :class:`InvalidState` when the spool is not
+        open and :class:`TemporarilyUnavailable` when the disk refuses the record and memory is full. A
+        refused write seals the segment before the next one, so a torn line never runs into a record.
         """
         line = b'{"t":' + table_key + b',"r":' + orjson.dumps(record) + b"}\n"
         with self._lock:
-            fd = self._fd
-            if fd is None:
+            if self._fd is None:
                 raise InvalidState("The spool is not open.")
-            if self._broken:
-                self._finish(self._seal_locked()[1])
-                fd = self._fd
-                assert fd is not None
+            if self._memory:  # the disk refused records: these wait behind them, in order
+                self._keep_locked(table_key, line, None)
+                return 0
             try:
-                written = os.write(fd, line)
-                while written < len(line):  # short writes only happen on a full disk or a signal
-                    written += os.write(fd, line[written:])
-                if self.fsync == "always":
-                    os.fdatasync(fd)
-            except BaseException:
-                self._broken = True
-                raise
-            self._count += 1
+                self._write_locked(table_key, line)
+            except OSError as exc:
+                self._keep_locked(table_key, line, exc)
+                return 0
             self.appended += 1
-            self._tables.add(table_key)
             return self._count
+
+    def _write_locked(self, table_key: bytes, line: bytes) -> None:
+        if self._broken:
+            self._finish(self._seal_locked()[1])
+        fd = self._fd
+        assert fd is not None
+        try:
+            written = os.write(fd, line)
+            while written < len(line):  # short writes only happen on a full disk or a signal
+                written += os.write(fd, line[written:])
+            if self.fsync == "always":
+                os.fdatasync(fd)
+        except BaseException:
+            self._broken = True
+            raise
+        self._count += 1
+        self._tables.add(table_key)
+
+    def _keep_locked(self, table_key: bytes, line: bytes, exc: OSError | None) -> None:
+        if len(self._memory) >= self.memory_limit:
+            raise self._full()
+        if not self._memory:
+            log.warning(
+                "tables: the spool's disk refuses writes (%s): keeping up to %d records in memory",
+                exc,
+                self.memory_limit,
+            )
+        self._memory.append((table_key, line))
+        self.appended += 1
+
+    def _full(self) -> TemporarilyUnavailable:
+        self.refused += 1
+        return TemporarilyUnavailable(
+            f"The disk of the tables spool refuses writes and {len(self._memory)} record(s) already "
+            "wait in memory: queries to endpoints with inference or usage tables are refused until "
+            "it has room again.",
+            retry_after=5,
+        )
+
+    def check_room(self) -> None:
+        """Raise (and count) what :meth:`append` would raise now because memory is full; a cheap
+        check before work whose record could not be kept. (With ``memory_limit`` 0 nothing is
+        known before a write fails.)"""
+        if self._memory and len(self._memory) >= self.memory_limit:
+            with self._lock:
+                raise self._full()
+
+    @property
+    def in_memory(self) -> int:
+        """Records the disk refused that wait in memory for :meth:`drain`."""
+        return len(self._memory)
+
+    def drain(self) -> int:
+        """Write the records kept in memory to the active segment, oldest first, as far as the disk
+        takes them; return how many are still in memory."""
+        with self._lock:
+            if self._fd is None or not self._memory:
+                return len(self._memory)
+            written = 0
+            with contextlib.suppress(OSError):
+                for table_key, line in self._memory:
+                    self._write_locked(table_key, line)
+                    written += 1
+            del self._memory[:written]
+            if written and not self._memory:
+                log.info(
+                    "tables: the spool's disk takes writes again; %d record(s) written from memory", written
+                )
+            return len(self._memory)
 
     # -- flusher side -------------------------------------------------------------------------------
 
@@ -248,8 +340,8 @@ class Spool:
         fd = self._fd
         assert fd is not None
         seg = Segment(self._seq, self._segment_path(self._seq), self._count, set(self._tables))
-        self._pending.append(seg)
         self._open_next()
+        self._pending.append(seg)
         return seg, fd
 
     def _finish(self, fd: int) -> None:
@@ -326,15 +418,23 @@ class Spool:
         return contents
 
     def mark_table_done(self, segment: Segment, table_key: bytes) -> None:
-        """Remember that the rows of ``table_key`` in ``segment`` are committed."""
+        """Remember that the rows of ``table_key`` in ``segment`` are committed.
+
+        When the disk refuses the note, it is kept in memory only and the segment marked
+        ``needs_dedup``: a replay after a crash checks ids, so the rows are not written twice."""
         if table_key in segment.done:
             return
-        fd = os.open(segment.done_path, _OPEN_FLAGS, 0o644)
-        try:
-            os.write(fd, table_key + b"\n")
-        finally:
-            os.close(fd)
         segment.done.add(table_key)
+        try:
+            fd = os.open(segment.done_path, _OPEN_FLAGS, 0o644)
+            try:
+                if os.write(fd, table_key + b"\n") != len(table_key) + 1:
+                    raise OSError("short write")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            segment.needs_dedup = True
+            log.warning("tables: could not note a flushed table in %s (%s)", segment.done_path, exc)
 
     def mark_flushed(self, segment: Segment) -> None:
         """Forget a segment whose rows are all in Delta: delete its files."""

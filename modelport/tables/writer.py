@@ -24,6 +24,12 @@ Concurrency: writes to one table from one process go through one lock; writers i
 handled by Delta's optimistic concurrency (appends do not conflict; a failed commit is retried
 ``commit_retries`` times). A table whose write fails is retried with exponential backoff while other
 tables go on; its rows stay in the spool until they are written.
+
+A full spool disk: records the disk refuses wait in memory (``memory_records`` of them, see
+:mod:`modelport.tables.spool`); each flush cycle first writes them to the spool, so they reach
+Delta once the disk has room again. Beyond that bound ``record_*`` raise
+:class:`~modelport.errors.TemporarilyUnavailable`, and :meth:`TableWriter.check_room` says so
+before the work whose record it would be.
 """
 
 from __future__ import annotations
@@ -85,7 +91,9 @@ class WriterStats:
     twice in the batch); ``failed``: rows whose write failed (each failed attempt counts; they are
     retried); ``rejected``: rows that could not be converted to the table's schema (kept in
     ``<spool>/rejected.jsonl``); ``corrupt``: spool lines that did not parse (a write torn by a crash);
-    ``commits``: Delta commits made; ``pending_segments``: sealed segments not yet flushed.
+    ``commits``: Delta commits made; ``pending_segments``: sealed segments not yet flushed;
+    ``in_memory``: records the spool's disk refused that wait in memory; ``refused``: records (and
+    queries) refused because that memory was full.
     """
 
     recorded: int = 0
@@ -97,6 +105,8 @@ class WriterStats:
     corrupt: int = 0
     commits: int = 0
     pending_segments: int = 0
+    in_memory: int = 0
+    refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -110,7 +120,8 @@ class TableWriter:
     ``flush_interval`` (seconds) and ``max_batch`` (records) bound how long rows wait in the spool;
     ``fsync`` is the spool's policy (``"never"``, ``"interval"``, ``"always"``, see
     :mod:`modelport.tables.spool`); ``commit_retries`` bounds retries of a conflicting Delta commit;
-    ``max_bytes_per_cycle`` bounds how much of a backlog of spool segments one flush reads at once.
+    ``max_bytes_per_cycle`` bounds how much of a backlog of spool segments one flush reads at once;
+    ``memory_records`` bounds the records kept in memory while the spool's disk refuses writes.
     """
 
     def __init__(
@@ -124,6 +135,7 @@ class TableWriter:
         storage_options: dict[str, str] | None = None,
         commit_retries: int = 5,
         max_bytes_per_cycle: int = 64 * 1024 * 1024,
+        memory_records: int = 10_000,
     ) -> None:
         if flush_interval <= 0:
             raise InvalidParameterValue("flush_interval must be positive.")
@@ -136,7 +148,7 @@ class TableWriter:
         self.commit_retries = commit_retries
         self.max_bytes_per_cycle = max_bytes_per_cycle
         self.usage = usage_table(self.root)
-        self._spool = Spool(spool_dir, fsync=fsync)
+        self._spool = Spool(spool_dir, fsync=fsync, memory_limit=memory_records)
         self._stats = WriterStats()
         self._stats_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -284,6 +296,11 @@ class TableWriter:
             raise InvalidParameterValue("request_id is required.")
         self._append(self.usage, record)
 
+    def check_room(self) -> None:
+        """Raise :class:`~modelport.errors.TemporarilyUnavailable` when a record could be neither
+        written nor kept now (the spool's disk refuses writes and its memory bound is reached)."""
+        self._spool.check_room()
+
     def _append(self, table: TableRef, record: Any) -> None:
         key = table.spool_key
         if key not in self._refs:
@@ -300,6 +317,8 @@ class TableWriter:
         with self._stats_lock:
             copy = WriterStats(**self._stats.as_dict())
         copy.recorded = self._spool.appended
+        copy.in_memory = self._spool.in_memory
+        copy.refused = self._spool.refused
         copy.pending_segments = len(self._spool.pending()) if self._spool.is_open else 0
         return copy
 
@@ -335,6 +354,7 @@ class TableWriter:
             if not self._spool.is_open:
                 return False
             if not only_replayed:
+                self._spool.drain()  # records the disk refused before, if it takes them now
                 self._spool.seal()
             now = time.monotonic()
             blocked = {k for k, (at, _) in self._backoff.items() if at > now}

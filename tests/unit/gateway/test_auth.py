@@ -118,3 +118,23 @@ def test_group_change_is_seen_after_cache_is_cleared(db: Database, tmp_path: Pat
     assert not auth.authenticate(f"Bearer {tok.value}").is_admin
     identity.change_members(admin, "admins", ["alice"], [])
     assert auth.authenticate(f"Bearer {tok.value}").is_admin
+
+
+def test_a_known_token_outlives_its_ttl_while_the_store_is_unreachable(tmp_path: Path) -> None:
+    from modelport.errors import TemporarilyUnavailable
+
+    path = tmp_path / "m.db"
+    db = open_database(f"sqlite:///{path}")
+    auth = Authenticator(db, ttl_seconds=0.0)  # every call past the cache asks the store
+    IdentityService(db, auth.forget).bootstrap("admin", "dapi-ok", tmp_path)
+    assert auth.authenticate("Bearer dapi-ok").name == "admin"
+    path.rename(tmp_path / "away.db")
+    path.mkdir()  # the store's file is gone: SQLite cannot open it (OperationalError)
+    assert auth.authenticate("Bearer dapi-ok").name == "admin"  # the stale entry serves
+    with pytest.raises(TemporarilyUnavailable):
+        auth.authenticate("Bearer dapi-never-seen")  # cannot be checked: 503, not 401
+    path.rmdir()
+    (tmp_path / "away.db").rename(path)
+    assert auth.authenticate("Bearer dapi-ok").name == "admin"  # checked against the store again
+    with pytest.raises(Unauthenticated):
+        auth.authenticate("Bearer dapi-never-seen")

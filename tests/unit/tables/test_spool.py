@@ -96,3 +96,48 @@ def test_a_failed_write_starts_a_new_segment(tmp_path: Path) -> None:
     pending = spool.pending()
     assert len(pending) == 1 and pending[0].records == 1
     spool.close()
+
+
+def test_a_full_disk_keeps_records_in_memory_then_refuses_then_writes_them(tmp_path: Path) -> None:
+    from modelport.errors import TemporarilyUnavailable
+
+    spool = Spool(tmp_path, memory_limit=2)
+    spool.open()
+    spool.append(A, {"request_id": "1"})
+    full = tmp_path / f"{2:016d}.seg"
+    full.symlink_to("/dev/full")  # the next segment is a file whose every write fails with ENOSPC
+    first = spool.seal()
+    assert first is not None
+    assert spool.append(A, {"request_id": "2"}) == 0  # refused by the disk: kept in memory
+    assert spool.append(B, {"databricks_request_id": "3"}) == 0  # queued behind it, in order
+    assert spool.in_memory == 2 and spool.appended == 3
+    with pytest.raises(TemporarilyUnavailable) as refused:
+        spool.append(A, {"request_id": "4"})
+    assert refused.value.retry_after
+    with pytest.raises(TemporarilyUnavailable):
+        spool.check_room()
+    assert spool.refused == 2
+    # The disk takes writes again (a new segment, a real file): drain writes what memory held.
+    assert spool.drain() == 0 and spool.in_memory == 0
+    spool.check_room()
+    drained = spool.seal()
+    assert drained is not None and drained.records == 2
+    [broken] = [s for s in spool.pending() if s.path == full]
+    assert broken.records == 0  # sealed by the drain; nothing to read (reading /dev/full never ends)
+    spool.mark_flushed(broken)
+    assert spool.read(drained).rows == {A: [{"request_id": "2"}], B: [{"databricks_request_id": "3"}]}
+    spool.close()
+
+
+def test_no_memory_refuses_at_once(tmp_path: Path) -> None:
+    from modelport.errors import TemporarilyUnavailable
+
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(A, {"request_id": "1"})
+    (tmp_path / f"{2:016d}.seg").symlink_to("/dev/full")
+    spool.seal()
+    with pytest.raises(TemporarilyUnavailable):
+        spool.append(A, {"request_id": "2"})
+    assert spool.refused == 1 and spool.in_memory == 0
+    spool.close()
