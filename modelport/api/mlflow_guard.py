@@ -29,7 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelport.api.body import read_body
 from modelport.api.mlflow_routes import ADMIN_ONLY, RULES, After, Need, Rule
 from modelport.control.registry_acl import RegistryAccess
-from modelport.errors import EndpointNotFound, InvalidParameterValue, MethodNotAllowed, PermissionDenied
+from modelport.errors import (
+    EndpointNotFound,
+    InvalidParameterValue,
+    MethodNotAllowed,
+    PermissionDenied,
+    TemporarilyUnavailable,
+)
 from modelport.spec.identity import Caller
 from modelport.spec.registry_permissions import RegistryObject
 
@@ -45,6 +51,10 @@ _WRAPPED = {
     "serve_get_metric_history_bulk_interval": "get_metric_history_bulk_interval_handler",
     "serve_search_datasets": "_search_datasets_handler",
 }
+
+#: Lookup errors that mean "no such object" (or an id that cannot name one); any other error
+#: (the store unreachable) refuses the request rather than letting it through unchecked.
+_NO_SUCH_OBJECT = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "BAD_REQUEST"})
 
 #: Search answers: (list field, how to get a listed item's object id, its kind).
 _FILTERS: dict[After, tuple[str, Callable[[dict[str, Any]], str], RegistryObject]] = {
@@ -91,8 +101,12 @@ class _Parsed:
 
         try:
             return fn()
-        except MlflowException:
-            return None  # no such object (or a bad id): MLflow's handler answers for it
+        except MlflowException as exc:
+            if exc.error_code in _NO_SUCH_OBJECT:
+                return None  # MLflow's handler answers for it (404, 400)
+            raise TemporarilyUnavailable(
+                f"The registry could not be read to check permissions: {exc.message}", retry_after=1
+            ) from None
 
     def experiment_of_run(self, run_id: str) -> str | None:
         found = self._lookup(lambda: self._tracking.get_run(run_id))
