@@ -148,6 +148,8 @@ def world(store: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         for c in clients:
             c.close()
+        # A server stopped while it still loads the registry may take more than stop()'s 30 s.
+        server.wait_ready("/ready", timeout=180)
         server.stop()
         fake.stop()
 
