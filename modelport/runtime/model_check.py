@@ -11,7 +11,8 @@ with a message naming the model, the version and both digests.
 - **External registry** (``--registry-uri``): nothing is checked. modelport does not see that
   registry's registrations, so it has nothing to compare with; that server's own controls apply.
 
-Every deployment hashes the folder (a sha256 pass over the files: about a second per GB).
+Every deployment hashes the folder: one sha256 pass over the files (0.13-0.17 GiB/s measured
+on a busy 2-core machine, so seconds for a GB-sized model).
 Replicas that the supervisor restarts later load the same folder without hashing it again;
 the seal (``api/mlflow_seal.py``) keeps MLflow's routes from writing there.
 """

@@ -30,7 +30,7 @@ def sealed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     import mlflow
 
     previous = mlflow.get_tracking_uri()
-    proc = ServerProcess(tmp_path_factory.mktemp("seal-data")).start()
+    proc = ServerProcess(tmp_path_factory.mktemp("seal-data")).start(timeout=180)
     try:
         yield proc
     finally:
