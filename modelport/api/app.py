@@ -106,7 +106,9 @@ class ModelportApp:
             upload=(settings.max_upload_mb << 20) or None,
         )
         throttled = AuthThrottle(limited, settings.auth_failure_limit, settings.auth_failure_window)
-        self._observed = Observed(SecurityHeaders(throttled), self._metrics)
+        self._observed = Observed(
+            SecurityHeaders(throttled), self._metrics, lambda: getattr(self.api.state, "services", None)
+        )
 
     def _metrics(self) -> Metrics | None:
         services = getattr(self.api.state, "services", None)

@@ -52,4 +52,5 @@ def caller_of(request: Request) -> Caller:
     """Authenticate the request (an in-memory cache answers most of these)."""
     caller: Caller = services_of(request).auth.authenticate(request.headers.get("authorization"))
     request.state.caller = caller
+    request.scope["modelport.caller"] = caller  # for the audit log (api/middleware.py)
     return caller

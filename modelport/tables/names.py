@@ -7,6 +7,7 @@ per name part::
 
     <root>/<catalog>/<schema>/<table>          e.g. <root>/main/default/chat_payload
     <root>/system/serving/endpoint_usage
+    <root>/system/access/audit
 
 Name parts are case-insensitive (Unity Catalog lower-cases them); they are stored lower-case and may hold
 only letters, digits and underscores, so a name can never climb out of the root.
@@ -24,13 +25,16 @@ from typing import Literal
 import orjson
 
 from modelport.errors import InvalidParameterValue
+from modelport.spec.table_privileges import AUDIT_TABLE_NAME
 
 __all__ = [
+    "AUDIT_TABLE_NAME",
     "MAX_NAME_LENGTH",
     "PAYLOAD_SUFFIX",
     "USAGE_TABLE_NAME",
     "TableKind",
     "TableRef",
+    "audit_table",
     "default_prefix",
     "is_uri",
     "payload_table",
@@ -40,7 +44,7 @@ __all__ = [
     "validate_part",
 ]
 
-TableKind = Literal["inference", "usage"]
+TableKind = Literal["inference", "usage", "audit"]
 
 #: Suffix Databricks appends to ``table_name_prefix`` for the payload (inference) table.
 PAYLOAD_SUFFIX = "_payload"
@@ -122,14 +126,21 @@ class TableRef:
     spool_key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("inference", "usage"):
+        if self.kind not in ("inference", "usage", "audit"):
             raise InvalidParameterValue(f"Unknown table kind {self.kind!r}.")
         object.__setattr__(self, "spool_key", orjson.dumps([self.kind, self.name, self.uri]))
 
     @property
     def id_column(self) -> str:
         """The column holding the request id, the key rows are deduplicated by."""
+        if self.kind == "audit":
+            return "event_id"
         return "databricks_request_id" if self.kind == "inference" else "request_id"
+
+    @property
+    def partition_column(self) -> str:
+        """The date column the table is partitioned by (Databricks' ``event_date`` for the audit log)."""
+        return "event_date" if self.kind == "audit" else "date"
 
 
 def payload_table(root: str, catalog_name: str, schema_name: str, table_name_prefix: str) -> TableRef:
@@ -145,3 +156,8 @@ def payload_table(root: str, catalog_name: str, schema_name: str, table_name_pre
 def usage_table(root: str) -> TableRef:
     """The usage table ``system.serving.endpoint_usage`` under ``root``."""
     return TableRef("usage", USAGE_TABLE_NAME, table_uri(root, "system", "serving", "endpoint_usage"))
+
+
+def audit_table(root: str) -> TableRef:
+    """The audit log ``system.access.audit`` under ``root``."""
+    return TableRef("audit", AUDIT_TABLE_NAME, table_uri(root, "system", "access", "audit"))

@@ -38,6 +38,16 @@ Usage table columns::
     tokens_estimated boolean, latency_ms long, request_time timestamp (UTC),
     usage_context map<string,string>, date date (partition, UTC)
 
+Audit log columns (``system.access.audit``: Databricks' names and types where they fit, then
+modelport's own ``http_method`` and ``path``)::
+
+    workspace_id string, event_time timestamp (UTC), event_date date (partition, UTC),
+    event_id string, request_id string, source_ip_address string, user_agent string,
+    user_identity struct<email string>, service_name string, action_name string,
+    request_params map<string,string>,
+    response struct<status_code int, error_code string, error_message string>,
+    audit_level string, http_method string, path string
+
 Bodies are kept up to :data:`MAX_BODY_BYTES` (1 MiB) of UTF-8; :func:`clip` cuts a longer one at a
 character boundary and says so, and the record's ``request_truncated``/``response_truncated`` flag it.
 """
@@ -55,10 +65,12 @@ import pyarrow.compute as pc
 from modelport.clock import now_ms
 
 __all__ = [
+    "AUDIT_SCHEMA",
     "INFERENCE_SCHEMA",
     "MAX_BODY_BYTES",
     "PARTITION_COLUMN",
     "USAGE_SCHEMA",
+    "AuditRecord",
     "InferenceRecord",
     "UsageRecord",
     "clip",
@@ -67,7 +79,7 @@ __all__ = [
 
 #: Largest request or response body kept whole, in bytes of UTF-8.
 MAX_BODY_BYTES = 1024 * 1024
-#: The column both tables are partitioned by (the UTC date of the request).
+#: The column the inference and usage tables are partitioned by (the UTC date of the request).
 PARTITION_COLUMN = "date"
 
 _STR_MAP = pa.map_(pa.string(), pa.string())
@@ -119,6 +131,32 @@ USAGE_SCHEMA = pa.schema(
         ("request_time", _UTC_US),
         ("usage_context", _STR_MAP),
         ("date", pa.date32()),
+    ]
+)
+
+#: Arrow schema of the audit log ``system.access.audit``, in column order.
+AUDIT_SCHEMA = pa.schema(
+    [
+        ("workspace_id", pa.string()),
+        ("event_time", _UTC_US),
+        ("event_date", pa.date32()),
+        ("event_id", pa.string()),
+        ("request_id", pa.string()),
+        ("source_ip_address", pa.string()),
+        ("user_agent", pa.string()),
+        ("user_identity", pa.struct([("email", pa.string())])),
+        ("service_name", pa.string()),
+        ("action_name", pa.string()),
+        ("request_params", _STR_MAP),
+        (
+            "response",
+            pa.struct(
+                [("status_code", pa.int32()), ("error_code", pa.string()), ("error_message", pa.string())]
+            ),
+        ),
+        ("audit_level", pa.string()),
+        ("http_method", pa.string()),
+        ("path", pa.string()),
     ]
 )
 
@@ -251,10 +289,41 @@ class UsageRecord:
     usage_context: dict[str, str] | None = None
 
 
+@dataclass(slots=True)
+class AuditRecord:
+    """One audited request, as a row of ``system.access.audit``.
+
+    ``event_time_ms`` becomes the ``event_time`` timestamp and the ``event_date`` partition;
+    ``event_id`` (unique) is the key recovery deduplicates by. ``user_identity`` is
+    ``{"email": <principal name>}`` (None when the caller was not authenticated) and ``response``
+    ``{"status_code", "error_code", "error_message"}``. ``request_params`` holds identifiers only
+    (names of endpoints, scopes, keys and principals): whoever builds the record keeps values,
+    tokens and bodies out of it.
+    """
+
+    event_id: str
+    request_id: str
+    service_name: str
+    action_name: str
+    response: dict[str, Any]
+    event_time_ms: int = field(default_factory=now_ms)
+    workspace_id: str | None = None
+    source_ip_address: str | None = None
+    user_agent: str | None = None
+    user_identity: dict[str, str | None] | None = None
+    request_params: dict[str, str] | None = None
+    audit_level: str = "WORKSPACE_LEVEL"
+    http_method: str | None = None
+    path: str | None = None
+
+
 # What the spooled JSON rows look like before the derived columns are computed.
 _INFERENCE_INPUT = pa.schema([f for f in INFERENCE_SCHEMA if f.name != "date"])
 _USAGE_INPUT = pa.schema(
     [f for f in USAGE_SCHEMA if f.name not in ("request_time", "date")] + [("request_time_ms", pa.int64())]
+)
+_AUDIT_INPUT = pa.schema(
+    [f for f in AUDIT_SCHEMA if f.name not in ("event_time", "event_date")] + [("event_time_ms", pa.int64())]
 )
 
 
@@ -279,9 +348,9 @@ def _utc_date(ms: pa.ChunkedArray) -> pa.ChunkedArray:
 def to_arrow(kind: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
     """Rows as spooled (dicts with the record's field names) -> an Arrow table of the table's schema.
 
-    ``kind`` is ``"inference"`` or ``"usage"``. Unknown keys are ignored and missing ones are null, so
-    spool files written by an older or newer modelport still load. Raises ``pyarrow.ArrowException``
-    (or ``TypeError``/``ValueError``) when a value has the wrong type.
+    ``kind`` is ``"inference"``, ``"usage"`` or ``"audit"``. Unknown keys are ignored and missing
+    ones are null, so spool files written by an older or newer modelport still load. Raises
+    ``pyarrow.ArrowException`` (or ``TypeError``/``ValueError``) when a value has the wrong type.
     """
     if kind == "inference":
         fixed = []
@@ -309,4 +378,16 @@ def to_arrow(kind: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
         table = table.drop_columns(["request_time_ms"])
         table = table.append_column("request_time", request_time).append_column("date", _utc_date(ms))
         return table.select(USAGE_SCHEMA.names)
+    if kind == "audit":
+        fixed = []
+        for row in rows:
+            if row.get("request_params"):
+                row["request_params"] = _str_map(row["request_params"])
+            fixed.append(row)
+        table = _from_rows(fixed, _AUDIT_INPUT)
+        ms = table["event_time_ms"]
+        event_time = pc.cast(pc.multiply(ms, 1000), pa.int64()).cast(_UTC_US)
+        table = table.drop_columns(["event_time_ms"])
+        table = table.append_column("event_time", event_time).append_column("event_date", _utc_date(ms))
+        return table.select(AUDIT_SCHEMA.names)
     raise ValueError(f"unknown table kind {kind!r}")

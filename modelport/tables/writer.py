@@ -52,10 +52,10 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, SchemaMismatchError
 
 from modelport.errors import InvalidParameterValue, InvalidState
-from modelport.tables.names import TableRef, payload_table, usage_table
+from modelport.tables.names import TableRef, audit_table, payload_table, usage_table
 from modelport.tables.records import (
     MAX_BODY_BYTES,
-    PARTITION_COLUMN,
+    AuditRecord,
     InferenceRecord,
     UsageRecord,
     clip,
@@ -148,6 +148,7 @@ class TableWriter:
         self.commit_retries = commit_retries
         self.max_bytes_per_cycle = max_bytes_per_cycle
         self.usage = usage_table(self.root)
+        self.audit = audit_table(self.root)
         self._spool = Spool(spool_dir, fsync=fsync, memory_limit=memory_records)
         self._stats = WriterStats()
         self._stats_lock = threading.Lock()
@@ -155,7 +156,10 @@ class TableWriter:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._refs: dict[bytes, TableRef] = {self.usage.spool_key: self.usage}
+        self._refs: dict[bytes, TableRef] = {
+            self.usage.spool_key: self.usage,
+            self.audit.spool_key: self.audit,
+        }
         self._backoff: dict[bytes, tuple[float, int]] = {}  # table key -> (retry at, failures)
 
     # -- names --------------------------------------------------------------------------------------
@@ -287,6 +291,14 @@ class TableWriter:
             record.response, cut = clip(record.response)
             record.response_truncated = record.response_truncated or cut
         self._append(table, record)
+
+    def record_audit(self, record: AuditRecord) -> None:
+        """Append ``record`` to the spool for the audit log ``system.access.audit``."""
+        if type(record) is not AuditRecord:
+            raise InvalidParameterValue("record_audit takes an AuditRecord.")
+        if not record.event_id:
+            raise InvalidParameterValue("event_id is required.")
+        self._append(self.audit, record)
 
     def record_usage(self, record: UsageRecord) -> None:
         """Append ``record`` to the spool for ``system.serving.endpoint_usage``."""
@@ -491,7 +503,7 @@ class TableWriter:
         ids = table[id_col]
         # Duplicates within the batch: keep the first row of each id.
         unique = table.filter(_first_positions(ids))
-        existing = self._existing_ids(ref, unique[id_col], unique[PARTITION_COLUMN])
+        existing = self._existing_ids(ref, unique[id_col], unique[ref.partition_column])
         if existing is not None and len(existing):
             unique = unique.filter(pc.invert(pc.is_in(unique[id_col], value_set=existing)))
         dropped = table.num_rows - unique.num_rows
@@ -506,7 +518,7 @@ class TableWriter:
 
         dataset = DeltaTable(ref.uri, storage_options=self.storage_options).to_pyarrow_dataset()
         wanted = pc.unique(ids.combine_chunks())
-        filt = ds.field(PARTITION_COLUMN).isin(pc.unique(dates.combine_chunks())) & ds.field(
+        filt = ds.field(ref.partition_column).isin(pc.unique(dates.combine_chunks())) & ds.field(
             ref.id_column
         ).isin(wanted)
         found = dataset.to_table(filter=filt, columns=[ref.id_column])
@@ -520,7 +532,7 @@ class TableWriter:
                     ref.uri,
                     table,
                     mode="append",
-                    partition_by=[PARTITION_COLUMN],
+                    partition_by=[ref.partition_column],
                     storage_options=self.storage_options,
                     schema_mode=schema_mode,
                 )

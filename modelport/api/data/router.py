@@ -79,6 +79,7 @@ async def serve_query(services: Services, query: Query, scope: Scope, receive: R
         return
     try:
         caller = await services.auth.authenticate_async(_authorization(scope))
+        scope["modelport.caller"] = caller  # for the audit log of a refusal (api/middleware.py)
         body = await read_body(scope, receive, MAX_BODY, what="a query")
         if not body.strip():
             raise MalformedRequest(
