@@ -260,3 +260,49 @@ def test_a_replica_gone_mid_stream_is_a_503_to_retry() -> None:
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
         run(stream_with(replica, [(protocol.CHUNK, b"1"), ReplicaDied("gone")], consume))
     assert caught.value.retry_after == 1
+
+
+# ---- cold start ------------------------------------------------------------------------------
+
+
+class StartedReplica(FakeReplica):
+    """What ``ReplicaSet.scale_to`` makes in place of a ``ReplicaHandle``: ready once
+    ``start()`` has taken a little while, as a process would."""
+
+    started = 0
+
+    def __init__(self, spec: ReplicaSpec, index: int) -> None:
+        super().__init__(answering(*[(protocol.OK, b'{"predictions": [1]}')] * 100))
+        self.ready = False
+        self.pid, self.started_at = index, 0.0
+
+    async def start(self) -> None:
+        type(self).started += 1
+        await asyncio.sleep(0.05)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.alive = False
+
+
+def test_a_burst_at_zero_replicas_shares_one_cold_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelport.runtime import replica_set as module
+
+    monkeypatch.setattr(module, "ReplicaHandle", StartedReplica)
+    StartedReplica.started = 0
+    nowhere = Path("/nonexistent")
+    spec = ReplicaSpec(nowhere / "model", nowhere / "run", "t", nowhere / "log", {})
+    band = Band(min_replicas=0, max_replicas=2, per_replica=4, scale_to_zero=True, idle_seconds=60)
+    rs = ReplicaSet("m", spec, band, per_replica_in_flight=64, queue_limit=64)
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(*(rs.predict(b"{}", 5) for _ in range(32)))
+
+    async def twice() -> None:
+        assert await burst() == [b'{"predictions": [1]}'] * 32
+        assert (rs.cold_starts, StartedReplica.started) == (1, 1)
+        await rs.scale_to(0)  # idle: back to zero, and the next burst starts it again
+        assert await burst() == [b'{"predictions": [1]}'] * 32
+        assert (rs.cold_starts, StartedReplica.started) == (2, 2)
+
+    run(twice())
