@@ -74,7 +74,7 @@ bench-install: $(UV)
 # generated cases (80 an operation as the admin, 16 as a user with no permission, plus the
 # coverage and stateful phases), 0 5xx; prints the figures (tests/security/test_fuzz.py).
 fuzz: install
-	MODELPORT_FUZZ_EXAMPLES=80 MODELPORT_FUZZ_MIN_CASES=5000 \
+	MODELPORT_FUZZ_EXAMPLES=80 MODELPORT_FUZZ_MIN_CASES=5000 MODELPORT_FUZZ_SEED= \
 		$(BIN)/pytest -q -s -p no:cacheprovider --timeout 3600 tests/security/test_fuzz.py
 
 docs: install

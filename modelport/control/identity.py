@@ -127,9 +127,13 @@ class IdentityService:
         self.require_admin(caller, f"create a {kind.replace('_', ' ')}")
         if kind == "service_principal" and not name:
             name = str(uuid.uuid4())
+        field = {"user": "userName", "service_principal": "applicationId", "group": "displayName"}[kind]
         if not name:
-            field = {"user": "userName", "group": "displayName"}[kind]
             raise InvalidParameterValue(f"Missing required field '{field}'.")
+        if not isinstance(name, str):  # e.g. {"userName": ["a"]}: a 400, not a 500 from the store
+            raise InvalidParameterValue(f"Invalid value for '{field}': must be a string.")
+        if display_name is not None and not isinstance(display_name, str):
+            raise InvalidParameterValue("Invalid value for 'displayName': must be a string.")
         record = self._create(name, kind, display_name=display_name or name)
         repo = self._db.principals
         for group_name in groups or []:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelport.errors import InvalidParameterValue, PermissionDenied
 from modelport.spec.identity import ADMINS_GROUP, USERS_GROUP, Caller
 from modelport.spec.permissions import AccessControlRequest
@@ -138,7 +140,12 @@ class RegistryAccess:
             path = f"access_control_list[{i}]"
             if not isinstance(raw, dict):
                 raise InvalidParameterValue(f"Invalid value for '{path}': must be an object.")
-            acr = AccessControlRequest.model_validate(raw)
+            try:
+                acr = AccessControlRequest.model_validate(raw)
+            except ValidationError as err:  # e.g. {"permission_level": {}}: a 400, not a 500
+                first = err.errors()[0]
+                where = ".".join([path, *(str(p) for p in first["loc"])])
+                raise InvalidParameterValue(f"Invalid value for '{where}': {first['msg']}.") from None
             named = [(f, getattr(acr, f)) for f in _NAME_FIELDS if getattr(acr, f)]
             if len(named) != 1:
                 raise InvalidParameterValue(

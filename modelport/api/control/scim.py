@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -155,7 +156,12 @@ async def patch_group(request: Request) -> Response:
     identity = services_of(request).identity
     add: list[str] = []
     remove: list[str] = []
-    for i, op in enumerate(data.get("Operations") or []):
+    operations = data.get("Operations") or []
+    if not isinstance(operations, list):
+        raise InvalidParameterValue("Invalid value for 'Operations': must be a list of operations.")
+    for i, op in enumerate(operations):
+        if not isinstance(op, dict):  # e.g. {"Operations": [[]]}: a 400, not a 500
+            raise InvalidParameterValue(f"Invalid value for 'Operations[{i}]': must be an object.")
         verb = str(op.get("op", "")).lower()
         path = str(op.get("path") or "members")
         if verb == "add" and path == "members":
@@ -175,7 +181,21 @@ async def patch_group(request: Request) -> Response:
     return json_response(await run_in_threadpool(work))
 
 
-_KIND_PATH = "{kind:str}"
+class _KindConvertor(Convertor[str]):
+    """Only the three kinds match ``{kind}``: ``POST /Me`` is then a 405 (``/Me`` takes GET), not
+    a create request read before its kind was checked."""
+
+    regex = "|".join(_KINDS)
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("scim_kind", _KindConvertor())
+_KIND_PATH = "{kind:scim_kind}"
 routes = [
     Route(f"{BASE}/Me", me, methods=["GET"]),
     Route(f"{BASE}/Groups/{{id}}", patch_group, methods=["PATCH"]),
