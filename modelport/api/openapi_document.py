@@ -68,9 +68,11 @@ def mismatches(
 
 def _body(op: Operation, components: dict[str, Schema]) -> Schema:
     if isinstance(op.body, type) and issubclass(op.body, BaseModel):
-        schema = model_schema(op.body, components, op.required)
+        schema = model_schema(op.body, components, op.required, op.fields)
     else:
         schema = dict(op.body or {})
+        if op.fields:
+            schema["properties"] = {**schema.get("properties", {}), **op.fields}
         if op.required:
             schema["required"] = sorted(set(schema.get("required", [])) | set(op.required))
     return {"required": op.body_required, "content": {"application/json": {"schema": schema}}}

@@ -10,6 +10,8 @@ embedded registry's ``/api/2.0/mlflow/...`` paths) is MLflow's document, not thi
 from __future__ import annotations
 
 from modelport.api.openapi_schemas import OBJECT, Operation, Param, Schema, array_of, obj, string
+from modelport.spec import secrets as secret_names
+from modelport.spec import validation as endpoint_names
 from modelport.spec.endpoint import (
     AiGatewayConfig,
     CreateEndpoint,
@@ -72,8 +74,15 @@ _TABLE_ACL_BODY = obj(
 _PRIVILEGE_ASSIGNMENTS = obj(
     {"privilege_assignments": array_of(obj({"principal": string(), "privileges": array_of(string())}))}
 )
-_SCOPE = string("A secret scope's name: letters, digits, '-', '_', '.', '@', at most 128 characters.")
-_KEY = string("A secret's key: letters, digits, '-', '_', '.', at most 128 characters.")
+_ENDPOINT_NAME = string(
+    "An endpoint's name: letters, digits, '-' and '_'.",
+    pattern="^[A-Za-z0-9_-]+$",
+    minLength=1,
+    maxLength=endpoint_names.MAX_NAME_LENGTH,
+)
+_SECRET_NAME = {"pattern": "^[A-Za-z0-9_.-]+$", "minLength": 1, "maxLength": secret_names.MAX_NAME_LENGTH}
+_SCOPE = string("A secret scope's name: letters, digits, '-', '_' and '.'.", **_SECRET_NAME)
+_KEY = string("A secret's key: letters, digits, '-', '_' and '.'.", **_SECRET_NAME)
 _SCOPE_PERMISSION = string(enum=["READ", "WRITE", "MANAGE"])
 _LIFETIME: Schema = {
     "type": "integer",
@@ -247,6 +256,7 @@ def _ops() -> list[Operation]:
             ANY_USER,
             body=CreateEndpoint,
             required=("name",),
+            fields={"name": _ENDPOINT_NAME},
             links={"GetEndpoint": (get_endpoint, name_link)},
         ),
         Operation(
@@ -257,6 +267,7 @@ def _ops() -> list[Operation]:
             ANY_USER,
             body=CreatePtEndpoint,
             required=("name", "config"),
+            fields={"name": _ENDPOINT_NAME},
             links={"GetEndpoint": (get_endpoint, name_link)},
         ),
         Operation(

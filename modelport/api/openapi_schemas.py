@@ -79,7 +79,9 @@ class Operation:
     parameters other than plain strings; ``response``: the schema of the success answer;
     ``access``: who may call it, in words (documentation; ``tests/security`` checks it);
     ``links``: OpenAPI links from the success answer to other operations (``{name:
-    (operation_id, {parameter: runtime expression})}``), which stateful fuzzing follows.
+    (operation_id, {parameter: runtime expression})}``), which stateful fuzzing follows;
+    ``fields``: schemas that replace top-level body fields of ``body`` (a name's pattern that
+    the spec's model checks in code).
     """
 
     method: str
@@ -97,6 +99,7 @@ class Operation:
     media_type: str = "application/json"
     public: bool = False
     links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    fields: dict[str, Schema] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -109,7 +112,10 @@ class Operation:
 
 
 def model_schema(
-    model: type[BaseModel], components: dict[str, Schema], required: tuple[str, ...] = ()
+    model: type[BaseModel],
+    components: dict[str, Schema],
+    required: tuple[str, ...] = (),
+    fields: dict[str, Schema] | None = None,
 ) -> Schema:
     """``model``'s JSON schema with its nested models moved to ``components`` (referenced as
     ``#/components/schemas/Name``), plus ``required``: the fields the server refuses to go
@@ -117,8 +123,11 @@ def model_schema(
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, sub in schema.pop("$defs", {}).items():
         components.setdefault(name, sub)
-    if required:
-        schema["required"] = sorted(set(schema.get("required", [])) | set(required))
+    if fields:
+        schema["properties"] = {**schema.get("properties", {}), **fields}
+    if required or fields:
+        if required:
+            schema["required"] = sorted(set(schema.get("required", [])) | set(required))
         components[model.__name__] = schema
     else:
         components.setdefault(model.__name__, schema)
