@@ -399,6 +399,25 @@ def test_inference_table_row(page: Any) -> None:
     screenshot(page, "inference-table")
 
 
+def test_audit_log(page: Any, ui_server: Any) -> None:
+    refused = httpx.get(
+        f"{ui_server.url}/api/2.0/serving-endpoints", headers={"Authorization": "Bearer dapi-wrong"}
+    )
+    assert refused.status_code == 401
+    page.click("nav >> text=Audit log")
+    wait_until(page, "document.querySelectorAll('#audit-rows tbody tr').length > 0")
+    assert "createEndpoint" in page.locator("#audit-rows tbody").inner_text()
+    page.select_option("#audit-outcome", "denied")
+    page.click("#audit-run")
+    wait_until(page, "!document.querySelector('#audit-form p').textContent.startsWith('Querying')")
+    first = page.locator("#audit-rows tbody tr").first
+    assert "401" in first.inner_text() and "(not signed in)" in first.inner_text()
+    first.locator("button").click()
+    assert "Invalid access token" in page.locator("#audit-message").inner_text()
+    assert_accessible(page)
+    screenshot(page, "audit-log")
+
+
 def test_catalog_schema_name_model_in_snippets_and_playground(page: Any, api: httpx.Client) -> None:
     """A model registered as 'ui_fraud_detector' and served as 'main.default.ui_fraud_detector'
     (the README's naming): the server resolves the name, the page shows its input example."""
