@@ -10,6 +10,8 @@ Writes outside the data plane and every 401 and 403 get a row in ``system.access
 (``api/audit.py`` says which and what), appended to the tables' spool just before the last
 part of the answer is sent; for those requests the JSON body (up to 64 KiB) and an error
 answer (up to 8 KiB) are kept while they pass, for the identifiers and error code they hold.
+A write is refused with 503 ``TEMPORARILY_UNAVAILABLE`` when the spool could keep no row (its
+disk full and its memory bound reached), so no change goes unaudited.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from modelport.api.audit import (
     audited,
     wants_body,
 )
+from modelport.api.errors import send_error
 from modelport.api.services import Services
+from modelport.errors import ModelportError
 from modelport.log_format import request_id_var
 from modelport.metrics import Metrics
 
@@ -107,7 +111,14 @@ class Observed:
             await send(message)
 
         try:
-            await self._handler(scope, receive, send_with_id)
+            services = self._services() if write else None
+            try:
+                if services is not None:
+                    services.tables.check_room()  # a write whose audit row could not be kept: 503
+            except ModelportError as exc:
+                await send_error(send_with_id, exc, scope["path"])
+            else:
+                await self._handler(scope, receive, send_with_id)
         finally:
             if not recorded and (write or status in (401, 403)):
                 self._audit(scope, rid, status, body, answer)

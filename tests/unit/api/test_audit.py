@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
 from modelport.api.audit import audit_record, audited, request_params
+from modelport.api.middleware import Observed
+from modelport.errors import TemporarilyUnavailable
 from modelport.spec.identity import Caller
 
 
@@ -130,3 +134,71 @@ def test_data_plane_refusals_keep_the_code_not_the_message() -> None:
 def test_action_and_service_names(method: str, path: str, action: str, service: str) -> None:
     row = audit_record(scope(method, path), "r", 200, None, None)
     assert (row.action_name, row.service_name) == (action, service)
+
+
+# ---- the middleware ---------------------------------------------------------------------------
+class Tables:
+    """Stands for the TableWriter: records what it is given, in order with what was sent."""
+
+    def __init__(self, events: list[Any], full: bool = False) -> None:
+        self.events, self.full = events, full
+
+    def record_audit(self, record: Any) -> None:
+        self.events.append(record)
+
+    def check_room(self) -> None:
+        if self.full:
+            raise TemporarilyUnavailable("The tables' spool is full.")
+
+
+def served(method: str, path: str, status: int, *, full: bool = False) -> tuple[list[Any], bool]:
+    """Run one request through Observed; return what was recorded and sent (in order), and
+    whether the handler ran."""
+    events: list[Any] = []
+    ran = False
+    services = SimpleNamespace(tables=Tables(events, full), workspace_id="1")
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal ran
+        ran = True
+        assert (await receive())["body"] == b'{"scope": "s", "string_value": "v"}'
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"error_code": "X", "message": "m"}'})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"scope": "s", "string_value": "v"}'}
+
+    async def send(message: dict[str, Any]) -> None:
+        events.append(message["type"])
+
+    request = scope(method, path)
+    request["headers"] = [*request["headers"], (b"content-type", b"application/json")]
+    asyncio.run(Observed(handler, lambda: None, lambda: services)(request, receive, send))  # type: ignore[arg-type,return-value]
+    return events, ran
+
+
+def test_the_middleware_records_a_write_before_the_answer_ends() -> None:
+    events, _ = served("POST", "/api/2.0/secrets/put", 400)
+    assert [e if isinstance(e, str) else "row" for e in events] == [
+        "http.response.start",
+        "row",
+        "http.response.body",
+    ]
+    row = events[1]
+    assert row.request_params == {"scope": "s"} and row.response["error_code"] == "X"
+
+
+def test_the_middleware_leaves_reads_and_answered_queries_alone() -> None:
+    assert served("GET", "/api/2.0/secrets/list", 200)[0] == ["http.response.start", "http.response.body"]
+    assert served("POST", "/serving-endpoints/a/invocations", 200)[0] == [
+        "http.response.start",
+        "http.response.body",
+    ]
+    assert len(served("POST", "/serving-endpoints/a/invocations", 403)[0]) == 3
+
+
+def test_a_write_is_refused_when_its_row_could_not_be_kept() -> None:
+    events, ran = served("POST", "/api/2.0/secrets/put", 200, full=True)
+    assert not ran
+    assert events[0] == "http.response.start" and events[1].response["status_code"] == 503
+    assert events[1].response["error_code"] == "TEMPORARILY_UNAVAILABLE"
