@@ -24,10 +24,23 @@ from urllib.parse import urlsplit
 from modelport.errors import InvalidParameterValue, PermissionDenied
 from modelport.spec.registry_permissions import DEFAULT_EXPERIMENT_ID, RegistryLevel, RegistryObject
 
-__all__ = ["ADMIN_ONLY", "RULES", "After", "Need", "Rule", "Target", "artifact_experiment"]
+__all__ = [
+    "ADMIN_ONLY",
+    "PROMPT_SOURCE",
+    "RULES",
+    "After",
+    "Need",
+    "Rule",
+    "Target",
+    "artifact_experiment",
+    "source_of",
+]
 
 READ, EDIT, MANAGE = RegistryLevel.CAN_READ, RegistryLevel.CAN_EDIT, RegistryLevel.CAN_MANAGE
 MODEL, EXPERIMENT = RegistryObject.REGISTERED_MODEL, RegistryObject.EXPERIMENT
+#: The ``source`` MLflow's prompt registry gives every prompt version (``mlflow.genai.register_prompt``;
+#: ``mlflow.prompt.constants._STORE_PROMPT_SOURCE_PLACEHOLDER``): it names no files.
+PROMPT_SOURCE = "prompt-template"
 
 
 @dataclass(frozen=True)
@@ -155,7 +168,7 @@ def artifact_path(level: RegistryLevel, *, field: str | None = None) -> Locate:
 
 def source_of(uri: str, t: Target) -> list[Need]:
     """What a model version's ``source`` reads: the caller must be able to read it too."""
-    if not uri:
+    if not uri or uri == PROMPT_SOURCE:
         return []
     parts = urlsplit(uri)
     scheme, path = parts.scheme, parts.path.lstrip("/")

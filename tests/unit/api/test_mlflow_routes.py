@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelport.api.mlflow_mount import is_mlflow_path
-from modelport.api.mlflow_routes import ADMIN_ONLY, RULES, Need, artifact_experiment, source_of
+from modelport.api.mlflow_routes import ADMIN_ONLY, PROMPT_SOURCE, RULES, Need, artifact_experiment, source_of
 from modelport.errors import PermissionDenied
 from modelport.spec.identity import Caller
 from modelport.spec.registry_permissions import RegistryLevel, RegistryObject
@@ -73,6 +73,12 @@ def test_an_artifact_path_outside_an_experiment_folder_is_refused(path: str) -> 
         artifact_experiment(path)
 
 
+def test_the_prompt_source_placeholder_is_mlflows() -> None:
+    from mlflow.prompt.constants import _STORE_PROMPT_SOURCE_PLACEHOLDER
+
+    assert PROMPT_SOURCE == _STORE_PROMPT_SOURCE_PLACEHOLDER
+
+
 class Store:
     """A Target whose lookups know one run and one logged model."""
 
@@ -96,6 +102,7 @@ class Store:
         ("models:/fraud/3", [Need(MODEL, "fraud", READ)]),
         ("models:/fraud@champion", [Need(MODEL, "fraud", READ)]),
         ("", []),
+        ("prompt-template", []),
     ],
 )
 def test_a_version_source_is_read_through_its_owner(uri: str, needs: list[Need]) -> None:
