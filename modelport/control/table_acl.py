@@ -41,7 +41,15 @@ from modelport.store.records import ConfigRecord, EndpointRecord
 from modelport.tables.names import PAYLOAD_SUFFIX, USAGE_TABLE_NAME, default_prefix, split_name, validate_part
 from modelport.tables.query import discover_tables
 
-__all__ = ["OBJECT_TYPE", "SYSTEM_TABLES", "KnownTables", "QueryScope", "TableAccess"]
+__all__ = [
+    "OBJECT_TYPE",
+    "REQUESTER_COLUMN",
+    "SYSTEM_TABLES",
+    "KnownTables",
+    "QueryScope",
+    "TableAccess",
+    "inference_table_of",
+]
 
 #: ``object_acl.object_type`` of table grants.
 OBJECT_TYPE = "table"
