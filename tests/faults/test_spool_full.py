@@ -34,6 +34,9 @@ def test_queries_answered_from_memory_then_503_and_kept_records_written_after(
         pytest.skip(f"cannot mount a tmpfs for the spool here: {spool_disk.reason}")
     name = unique("spool")
     create(http, name, [external(fake.url)], ai_gateway={"usage_tracking_config": {"enabled": True}})
+    # Made before the disk is full: a control-plane write is audited through the same spool.
+    plain = unique("spool-plain")
+    create(http, plain, [external(fake.url)])
     first = query(http, name)
     assert first.status_code == 200, first.text
     answered = {first.headers["x-request-id"]}
@@ -55,9 +58,7 @@ def test_queries_answered_from_memory_then_503_and_kept_records_written_after(
         assert refused.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
         assert int(refused.headers["Retry-After"]) > 0
         assert metric(http, "modelport_spool_records_refused_total") - refused_before == 1
-        # An endpoint without tables is not affected.
-        plain = unique("spool-plain")
-        create(http, plain, [external(fake.url)])
+        # Queries to an endpoint without tables are not affected.
         assert query(http, plain).status_code == 200
     finally:
         spool_disk.free()
