@@ -3,8 +3,9 @@
 Audited (:func:`audited`): every request that may change something (any method but GET, HEAD
 and OPTIONS) outside the data plane's query routes, MLflow's registry and artifact writes
 included, minus the POSTs that only read (``.../search``, ``/api/2.0/modelport/tables/query``);
-and every answer 401 or 403 on any route, queries included (a denied permission decision,
-whichever layer made it). A successful query costs one string and one integer comparison.
+every read of a secret's value (``GET /api/2.0/secrets/get``), whatever its outcome; and every
+answer 401 or 403 on any route, queries included (a denied permission decision, whichever layer
+made it). A successful query costs one string and one integer comparison.
 
 A row (:func:`audit_record`) names who (the authenticated principal, from
 ``scope["modelport.caller"]``, which ``api/services.py:caller_of``, the data plane's router and
@@ -36,7 +37,14 @@ from starlette.types import Scope
 from modelport.spec.identity import Caller
 from modelport.tables.records import AuditRecord
 
-__all__ = ["MAX_CAPTURED_BODY", "MAX_CAPTURED_ERROR", "QUERY_PREFIX", "audit_record", "audited", "wants_body"]
+__all__ = [
+    "MAX_CAPTURED_BODY",
+    "MAX_CAPTURED_ERROR",
+    "QUERY_PREFIX",
+    "always_audited",
+    "audit_record",
+    "audited",
+]
 
 #: Largest JSON request body read for identifiers; a longer one contributes none.
 MAX_CAPTURED_BODY = 64 * 1024
@@ -46,6 +54,8 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DENIED = frozenset({401, 403})
 #: Where the data plane's queries arrive (the control plane is under /api/2.0/serving-endpoints).
 QUERY_PREFIX = "/serving-endpoints/"
+#: Reads audited whatever their outcome: they hand out a secret's value.
+_SENSITIVE_READS = frozenset({"/api/2.0/secrets/get"})
 #: POST routes that only read.
 _READ_POSTS = re.compile(r"(?:/search|/api/2\.0/modelport/tables/query)$")
 #: Top-level fields recorded as they are (identifiers, never values).
@@ -114,12 +124,14 @@ def audited(method: str, path: str, status: int) -> bool:
     """Whether the request goes to the audit log (see the module docstring)."""
     if status in _DENIED:
         return True
-    return wants_body(method, path)
+    return always_audited(method, path)
 
 
-def wants_body(method: str, path: str) -> bool:
-    """Whether a request is a write the audit log records whatever its outcome."""
-    return method not in _SAFE_METHODS and not path.startswith(QUERY_PREFIX) and not _READ_POSTS.search(path)
+def always_audited(method: str, path: str) -> bool:
+    """Whether the audit log records a request whatever its outcome (a write, a secret read)."""
+    if method in _SAFE_METHODS:
+        return path in _SENSITIVE_READS
+    return not path.startswith(QUERY_PREFIX) and not _READ_POSTS.search(path)
 
 
 def _camel(words: list[str]) -> str:

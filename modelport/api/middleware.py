@@ -6,11 +6,11 @@ in the answer's ``x-request-id`` header and set in :data:`~modelport.log_format.
 for everything logged while the request is handled. The access log line is handed to the
 logging queue (``log_format.py``), never written on the event loop.
 
-Writes outside the data plane and every 401 and 403 get a row in ``system.access.audit``
+Writes outside the data plane, secret reads and every 401 and 403 get a row in ``system.access.audit``
 (``api/audit.py`` says which and what), appended to the tables' spool just before the last
 part of the answer is sent; for those requests the JSON body (up to 64 KiB) and an error
 answer (up to 8 KiB) are kept while they pass, for the identifiers and error code they hold.
-A write is refused with 503 ``TEMPORARILY_UNAVAILABLE`` when the spool could keep no row (its
+A write (or secret read) is refused with 503 ``TEMPORARILY_UNAVAILABLE`` when the spool could keep no row (its
 disk full and its memory bound reached), so no change goes unaudited.
 """
 
@@ -27,9 +27,9 @@ from modelport.api.audit import (
     MAX_CAPTURED_BODY,
     MAX_CAPTURED_ERROR,
     QUERY_PREFIX,
+    always_audited,
     audit_record,
     audited,
-    wants_body,
 )
 from modelport.api.errors import send_error
 from modelport.api.services import Services
@@ -86,8 +86,8 @@ class Observed:
         status = 500
         start = time.perf_counter()
         # A query (the hot path) pays for one prefix check here and a few comparisons below.
-        write = not scope["path"].startswith(QUERY_PREFIX) and wants_body(scope["method"], scope["path"])
-        body: bytearray | None = bytearray() if write and _is_json(scope) else None
+        always = not scope["path"].startswith(QUERY_PREFIX) and always_audited(scope["method"], scope["path"])
+        body: bytearray | None = bytearray() if always and _is_json(scope) else None
         answer: bytearray | None = None
         if body is not None:
             receive = _kept(receive, body)
@@ -99,28 +99,28 @@ class Observed:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
-                if status >= 400 and (write or status in (401, 403)):
+                if status >= 400 and (always or status in (401, 403)):
                     answer = bytearray()
             elif message["type"] == "http.response.body":
                 if answer is not None and len(answer) < MAX_CAPTURED_ERROR:
                     answer += message.get("body", b"")[:MAX_CAPTURED_ERROR]
-                if not recorded and not message.get("more_body") and (write or status in (401, 403)):
+                if not recorded and not message.get("more_body") and (always or status in (401, 403)):
                     # In the spool before the answer ends: a kill -9 after the client has it loses no row.
                     recorded = True
                     self._audit(scope, rid, status, body, answer)
             await send(message)
 
         try:
-            services = self._services() if write else None
+            services = self._services() if always else None
             try:
                 if services is not None:
-                    services.tables.check_room()  # a write whose audit row could not be kept: 503
+                    services.tables.check_room()  # a always whose audit row could not be kept: 503
             except ModelportError as exc:
                 await send_error(send_with_id, exc, scope["path"])
             else:
                 await self._handler(scope, receive, send_with_id)
         finally:
-            if not recorded and (write or status in (401, 403)):
+            if not recorded and (always or status in (401, 403)):
                 self._audit(scope, rid, status, body, answer)
             elapsed = time.perf_counter() - start
             route = route_label(scope)

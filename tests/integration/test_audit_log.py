@@ -93,6 +93,7 @@ def written(server: ServerProcess, admin: httpx.Client, bob: httpx.Client) -> di
     assert call("put", "POST", "/api/2.0/secrets/put", put).status_code == 200
     put_bytes = {"scope": "audited", "key": "blob", "bytes_value": _b64(BYTES_SECRET)}
     assert call("put-bytes", "POST", "/api/2.0/secrets/put", put_bytes).status_code == 200
+    assert call("read", "GET", "/api/2.0/secrets/get?scope=audited&key=api").status_code == 200
     token = call("token", "POST", "/api/2.0/token/create", {"comment": "audited", "lifetime_seconds": 600})
     assert token.status_code == 200
     made["token_value"] = token.json()["token_value"]
@@ -152,6 +153,7 @@ def test_control_plane_writes_are_recorded(admin: httpx.Client, written: dict[st
         "scope": ("secrets", "createScope", {"scope": "audited"}),
         "put": ("secrets", "putSecret", {"scope": "audited", "key": "api"}),
         "token": ("tokens", "createToken", {}),
+        "read": ("secrets", "getSecret", {"scope": "audited", "key": "api"}),  # a secret read, too
     }
     for what, (service, action, params) in expected.items():
         row = rows.get(written["ids"][what])

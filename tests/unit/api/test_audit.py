@@ -44,6 +44,8 @@ def scope(method: str, path: str, **extra: Any) -> dict[str, Any]:
         ("GET", "/api/2.0/serving-endpoints", 200, False),
         ("GET", "/api/2.0/serving-endpoints", 401, True),
         ("GET", "/api/2.0/secrets/get", 403, True),
+        ("GET", "/api/2.0/secrets/get", 200, True),
+        ("GET", "/api/2.0/secrets/list", 200, False),
         ("POST", "/serving-endpoints/chat/invocations", 200, False),
         ("POST", "/serving-endpoints/chat/invocations", 429, False),
         ("POST", "/serving-endpoints/chat/invocations", 403, True),
