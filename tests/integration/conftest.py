@@ -1,8 +1,12 @@
 """The real ``modelport serve`` processes shared by the integration tests, and models in
 their registry.
 
-- ``server``: the session's server; ``_clean_endpoints`` deletes what each test created,
-  except the endpoints of :func:`~tests.support.endpoints.kept_endpoint`.
+- ``server``: the session's server (SQLite); ``_clean_endpoints`` deletes what each test
+  created, except the endpoints of :func:`~tests.support.endpoints.kept_endpoint`.
+- ``postgresql_server``: a session server on a fresh PostgreSQL database. The suites where
+  storage matters run on both: they override ``server`` with a module fixture over
+  :data:`~tests.support.stores.STORES` (see :func:`~tests.support.stores.server_on_each_store`);
+  ``iris_model`` and ``no_pyfunc_model`` register their model once on each server that asks.
 - ``provider_server``: a second session server whose provider base URLs point at every
   external-provider fake (``fakes``, see :mod:`tests.support.providers`), with their
   endpoints made at start; ``client`` (the ``openai`` client) and ``databricks``
@@ -27,6 +31,7 @@ from tests.support.endpoints import KEPT_ENDPOINTS
 from tests.support.endpoints import kept_endpoint as kept_endpoint
 from tests.support.models import log_sklearn_model
 from tests.support.providers import EXTERNAL_TIMEOUT_S, ProviderFakes, create_external, provider_endpoints
+from tests.support.stores import fresh_pg_database
 
 if TYPE_CHECKING:
     import openai
@@ -34,10 +39,31 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("modelport-data")).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def server(sqlite_server: ServerProcess) -> ServerProcess:
+    return sqlite_server
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with fresh_pg_database() as url:
+        proc = ServerProcess(tmp_path_factory.mktemp("modelport-pg"), store=url).start()
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def _registered() -> set[tuple[str, str]]:
+    """(server URL, model name) of the models ``iris_model`` and ``no_pyfunc_model`` registered."""
+    return set()
 
 
 @pytest.fixture(scope="session")
@@ -74,20 +100,31 @@ def _clean_endpoints(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
-@pytest.fixture(scope="session")
-def iris_model(server: ServerProcess) -> str:
-    """Registered model 'iris' with versions 1 and 2 and alias @champion → 2."""
+@pytest.fixture
+def iris_model(server: ServerProcess, _registered: set[tuple[str, str]]) -> str:
+    """Registered model 'iris' with versions 1 and 2 and alias @champion → 2 (registered
+    once per server)."""
+    if (server.url, "iris") in _registered:
+        return "iris"
     log_sklearn_model(server.url, ADMIN_TOKEN, "iris")
     log_sklearn_model(server.url, ADMIN_TOKEN, "iris")
     from mlflow import MlflowClient
 
     MlflowClient(server.url).set_registered_model_alias("iris", "champion", "2")
+    _registered.add((server.url, "iris"))
     return "iris"
 
 
-@pytest.fixture(scope="session")
-def no_pyfunc_model(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A registered model version whose MLmodel has no python_function flavor."""
+@pytest.fixture
+def no_pyfunc_model(
+    server: ServerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+    _registered: set[tuple[str, str]],
+) -> str:
+    """A registered model version whose MLmodel has no python_function flavor (registered
+    once per server)."""
+    if (server.url, "onnx-only") in _registered:
+        return "onnx-only"
     import mlflow
     from mlflow import MlflowClient
 
@@ -100,6 +137,7 @@ def no_pyfunc_model(server: ServerProcess, tmp_path_factory: pytest.TempPathFact
     client = MlflowClient(server.url)
     client.create_registered_model("onnx-only")
     client.create_model_version("onnx-only", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    _registered.add((server.url, "onnx-only"))
     return "onnx-only"
 
 

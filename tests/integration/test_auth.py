@@ -16,10 +16,21 @@ from tests.serverproc import ServerProcess
 from tests.support.endpoints import wait_settled
 from tests.support.names import unique
 from tests.support.principals import create_user, obo_token
+from tests.support.stores import STORES, server_on_each_store, stored_bytes
 
 API = "/api/2.0/serving-endpoints"
 SCIM = "/api/2.0/preview/scim/v2"
 IRIS_V1 = {"entity_name": "iris", "entity_version": "1"}
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest) -> ServerProcess:
+    """The tests here run on the SQLite and on the PostgreSQL session server, except those
+    marked ``sqlite_only`` (they never touch the store)."""
+    return server_on_each_store(request)
+
+
+sqlite_only = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 
 
 def client_for(server: ServerProcess, token: str | None) -> httpx.Client:
@@ -50,11 +61,22 @@ def assert_error(resp: httpx.Response, status: int, code: str) -> str:
     return str(body["message"])
 
 
+def may_read(http: httpx.Client, model: str, **who: str) -> None:
+    """Grant CAN_READ on registered model ``model``: serving it from an endpoint needs it."""
+    resp = http.patch(
+        f"/api/2.0/permissions/registered-models/{model}",
+        json={"access_control_list": [{**who, "permission_level": "CAN_READ"}]},
+    )
+    assert resp.status_code == 200, resp.text
+
+
 @pytest.fixture
-def alice(server: ServerProcess, http: httpx.Client) -> Iterator[tuple[str, httpx.Client]]:
-    """A fresh non-admin user with an on-behalf-of token, and an httpx client using it."""
+def alice(server: ServerProcess, http: httpx.Client, iris_model: str) -> Iterator[tuple[str, httpx.Client]]:
+    """A fresh non-admin user who may read (and so serve) ``iris``, with an on-behalf-of
+    token, and an httpx client using it."""
     name = f"{unique('alice')}@example.com"
     create_user(http, name)
+    may_read(http, iris_model, user_name=name)
     token = obo_token(http, user_name=name)["token_value"]
     with client_for(server, token) as client:
         yield name, client
@@ -115,9 +137,7 @@ def test_token_with_one_second_lifetime_expires(server: ServerProcess, http: htt
 
 def test_tokens_are_stored_hashed(server: ServerProcess, http: httpx.Client) -> None:
     value = http.post("/api/2.0/token/create", json={"comment": "hash check"}).json()["token_value"]
-    files = sorted(server.data_dir.glob("modelport.db*"))
-    assert server.data_dir / "modelport.db" in files
-    stored = b"".join(path.read_bytes() for path in files)
+    stored = stored_bytes(server)
 
     assert value.encode() not in stored
     assert hashlib.sha256(value.encode()).hexdigest().encode() in stored
@@ -158,6 +178,7 @@ def test_admin_creates_service_principal_and_token(
 
     new = obo_token(http, application_id=app_id)
     assert new["token_info"]["owner_name"] == app_id
+    may_read(http, iris_model, service_principal_name=app_id)
     with client_for(server, new["token_value"]) as client:
         me = client.get(f"{SCIM}/Me").json()
         assert me["applicationId"] == app_id
@@ -297,6 +318,7 @@ def test_list_shows_only_endpoints_the_user_can_view(
 
 
 # ---- system routes ------------------------------------------------------------------------
+@sqlite_only
 def test_discovery_needs_no_auth(server: ServerProcess) -> None:
     resp = httpx.get(f"{server.url}/.well-known/databricks-config", timeout=30)
     assert resp.status_code == 200
@@ -325,6 +347,7 @@ def test_health_ready_and_metrics(server: ServerProcess, http: httpx.Client) -> 
     assert "# TYPE modelport_http_request_duration_seconds histogram" in metrics.text
 
 
+@sqlite_only
 def test_request_id_is_echoed_or_generated(server: ServerProcess, http: httpx.Client) -> None:
     given = http.get(API, headers={"x-request-id": "trace-me-42"})
     assert given.headers["x-request-id"] == "trace-me-42"

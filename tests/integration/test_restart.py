@@ -138,6 +138,9 @@ def test_state_survives_clean_stop_and_kill_during_update(own_server: ServerProc
         }
         accepted = ok(admin.put(f"{API}/rs-shared/config", json=new_config))
         assert accepted["pending_config"]["config_version"] == 2
+        # Two Medium replicas take seconds to start: the update is in progress at the kill.
+        assert accepted["state"]["config_update"] == "IN_PROGRESS"
+    logged_before_kill = own_server.log_path.stat().st_size
     own_server.kill()
     assert own_server.proc is not None and own_server.proc.returncode == -9
     start(own_server, "restart after kill -9")
@@ -163,7 +166,8 @@ def test_state_survives_clean_stop_and_kill_during_update(own_server: ServerProc
         with client(own_server, admin_token["token_value"]) as again:
             assert ok(again.get(f"{SCIM}/Me"))["userName"] == "admin"
         assert without_updated(ok(admin.get(f"{API}/rs-private"))) == before["endpoints"]["rs-private"]
-    resumed = "resuming config update" in own_server.log_tail(400)
-    print(f"update in progress at kill time (resumed on restart): {resumed}")
+    with own_server.log_path.open("rb") as log_file:
+        log_file.seek(logged_before_kill)
+        assert b"resuming config update" in log_file.read(), "the restart did not resume the update"
 
     assert own_server.stop() == 0

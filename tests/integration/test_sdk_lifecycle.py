@@ -48,9 +48,16 @@ from databricks.sdk.service.serving import (
 
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
 from tests.support.endpoints import wait_settled
+from tests.support.stores import STORES, server_on_each_store
 
 WAIT = timedelta(seconds=60)
 ADMIN = "admin"
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest) -> ServerProcess:
+    """Every test here runs on the SQLite and on the PostgreSQL session server."""
+    return server_on_each_store(request)
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,16 @@ from tests.serverproc import ADMIN_TOKEN, ServerProcess, free_port
 from tests.support.endpoints import wait_settled
 from tests.support.names import unique
 from tests.support.principals import create_user, obo_token
+from tests.support.stores import STORES, server_on_each_store, stored_bytes
 
 API = "/api/2.0/serving-endpoints"
 SECRETS = "/api/2.0/secrets"
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest) -> ServerProcess:
+    """Every test here runs on the SQLite and on the PostgreSQL session server."""
+    return server_on_each_store(request)
 
 
 @pytest.fixture(scope="module")
@@ -526,3 +533,5 @@ def test_no_response_log_or_file_contains_a_secret_value(
     assert response_hits == []
     assert len(record.seen) > 40
     assert scan_data_dir(server.data_dir, needles) == []
+    stored = stored_bytes(server)  # the PostgreSQL store lives outside the data directory
+    assert [n[:12] for n in needles if n in stored] == []

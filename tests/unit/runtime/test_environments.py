@@ -83,8 +83,9 @@ def test_worker_adds_the_servers_mlflow_when_the_model_names_none() -> None:
 
 
 def test_key_is_stable_and_short() -> None:
-    assert key() == key()
-    assert len(key()) == 16 and int(key(), 16) >= 0
+    # A literal: the key names a folder on disk, so it must not change between processes
+    # (no salted hash()) nor between releases that put the same things into an environment.
+    assert key() == "6b04b1ed3ed73ae6"
 
 
 @pytest.mark.parametrize(
