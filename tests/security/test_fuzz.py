@@ -8,9 +8,9 @@ a 4xx with ``error_code`` and ``message`` (``fuzz_hooks.databricks_error``); a 4
 body. After both passes the server still answers ``/health`` and its log holds no traceback.
 
 Bounded in ``make test``: the admin pass by time (``MODELPORT_FUZZ_SECONDS``, 40), the user's
-to 5 cases an operation and half that time. ``make fuzz`` sets ``MODELPORT_FUZZ_EXAMPLES`` (cases an operation in
-the admin's fuzzing phase, a fifth of that for the user; no time bound) and
-``MODELPORT_FUZZ_MIN_CASES`` (5,000), and prints the figures.
+to 5 cases an operation and half that time. ``make fuzz`` sets ``MODELPORT_FUZZ_EXAMPLES``
+(cases an operation in the admin's fuzzing phase, a fifth of that for the user; no time
+bound) and ``MODELPORT_FUZZ_MIN_CASES`` (5,000), and prints the figures.
 """
 
 from __future__ import annotations
@@ -132,7 +132,13 @@ def test_fuzzing_finds_no_server_error(
     for who, _, out, _ in runs:
         (security_server.data_dir / f"fuzz-{who.replace(' ', '-')}.txt").write_text(out)
     for who, code, out, _ in runs:
-        assert code == 0, f"schemathesis as {who} found failures:\n{out[-12000:]}"
+        assert "unique failure" not in out, f"schemathesis as {who} found failures:\n{out[-12000:]}"
+        # st exits 1 on an error of its own too: CPython 3.11's "AST constructor recursion depth
+        # mismatch" SystemError in its coverage phase was seen once in 9,000 cases (2 workers).
+        # Those are its errors, not the server's: allowed, printed; any other exit fails.
+        if code != 0:
+            assert "Runtime Error" in out and "Server error" not in out, out[-12000:]
+            print(f"schemathesis as {who} had errors of its own:", re.findall(r"\w+Error: [^\n]*", out)[:3])
     assert health.status_code == 200
     assert admin.get("/api/2.0/preview/scim/v2/Me").status_code == 200, "the admin's token was lost"
     assert "Traceback" not in log and "unhandled error" not in log, log[-5000:]
