@@ -82,7 +82,8 @@ def test_bad_inputs_get_clear_400s(http: httpx.Client, iris_endpoint: str) -> No
         content=b" " * (16 * 1024 * 1024 + 1),
         headers={"content-type": "application/json"},
     )
-    assert big.status_code == 400 and "16 MB" in big.json()["message"]
+    assert big.status_code == 413, big.text
+    assert big.json()["error_code"] == "REQUEST_TOO_LARGE" and "16 MB" in big.json()["message"]
     unknown = query(http, "no-such-endpoint", {"dataframe_split": ROW})
     assert unknown.status_code == 404 and unknown.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     served = http.post(

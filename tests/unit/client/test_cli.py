@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -54,8 +55,8 @@ def invoke(server: Any, *args: str, input: str | None = None) -> Any:
 
 
 def flat(text: str) -> str:
-    """Help text with its line wrapping undone."""
-    return " ".join(text.split())
+    """Help text with its line wrapping undone (rich also wraps after a hyphen)."""
+    return re.sub(r"(?<=\w-) (?=\w)", "", " ".join(text.split()))
 
 
 # ---- endpoints --------------------------------------------------------------------------
