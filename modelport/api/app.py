@@ -3,10 +3,11 @@
 Every HTTP request passes ``api/middleware.py`` (request id, metrics, access log), the security
 headers (``security_headers.py``), the failed-authentication limit (``auth_throttle.py``) and the
 body limits (``body_limits.py``), then goes to the data plane's router (queries), MLflow's mount
-(the registry's paths) or Starlette (the control plane, the UI). Start-up builds the services (``api/wiring.py``), replays the tables'
-spool, loads the routing table, starts the replicas' backend and the reconciler, and then
-imports MLflow in the background, so discovery, health and the control plane answer within
-about a second while the registry (seconds to import) comes up.
+(the registry's paths) or Starlette (the control plane, the UI). Start-up builds the services
+(``api/wiring.py``), replays the tables' spool, loads the routing table, starts the replicas'
+backend and the reconciler, and then imports MLflow in the background, so discovery, health
+and the control plane answer within about a second while the registry (seconds to import)
+comes up.
 """
 
 from __future__ import annotations

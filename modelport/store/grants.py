@@ -51,7 +51,9 @@ class GrantRepository:
     def has_any(self, object_type: str, object_id: str) -> bool:
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(G.c.principal_id).where(G.c.object_type == object_type, G.c.object_id == object_id).limit(1)
+                select(G.c.principal_id)
+                .where(G.c.object_type == object_type, G.c.object_id == object_id)
+                .limit(1)
             ).first()
         return row is not None
 
@@ -67,7 +69,10 @@ class GrantRepository:
                 if level > 0:
                     conn.execute(
                         insert(G).values(
-                            object_type=object_type, object_id=object_id, principal_id=principal_id, level=level
+                            object_type=object_type,
+                            object_id=object_id,
+                            principal_id=principal_id,
+                            level=level,
                         )
                     )
 
@@ -120,7 +125,11 @@ class DigestRepository:
             with self._engine.begin() as conn:
                 conn.execute(
                     insert(D).values(
-                        model_name=model_name, version=version, digest=digest, source=source, created_ms=now_ms
+                        model_name=model_name,
+                        version=version,
+                        digest=digest,
+                        source=source,
+                        created_ms=now_ms,
                     )
                 )
             return True
