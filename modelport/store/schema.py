@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -138,6 +139,7 @@ object_acl = Table(
     Column("object_id", String(512), primary_key=True),
     Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True),
     Column("level", Integer, nullable=False),
+    Index("ix_object_acl_principal", "principal_id", "object_type"),
 )
 
 # The content digest of each registered model version's artifacts, recorded when the
