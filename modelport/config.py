@@ -157,6 +157,11 @@ class Settings:
         "X-Forwarded-Proto headers name the client and scheme. Empty: none; the connection's peer "
         "is the client.",
     )
+    session_hours: int = _opt(
+        12,
+        "Lifetime of a browser sign-in (the UI's and MLflow UI's session cookie), in hours; a "
+        "session never outlives the token signed in with.",
+    )
     auth_failure_limit: int = _opt(
         20,
         "Failed authentications (401) one client address may have within --auth-failure-window "
@@ -267,6 +272,8 @@ class Settings:
             )
         if min(self.max_body_mb, self.max_header_kb, self.max_headers) < 1:
             raise ValueError("--max-body-mb, --max-header-kb and --max-headers must be at least 1.")
+        if not 1 <= self.session_hours <= 24 * 365:
+            raise ValueError(f"--session-hours must be 1 to 8760, not {self.session_hours}.")
         if self.llm_threads < 0 or self.embed_threads < 0:
             raise ValueError("--llm-threads and --embed-threads must be 0 (half the cores) or more.")
 

@@ -25,20 +25,23 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from modelport.api import openapi_document, system
+from modelport.api import mlflow_ui, openapi_document, system
 from modelport.api.auth_throttle import AuthThrottle
 from modelport.api.body_limits import BodyLimits
 from modelport.api.control import endpoints, permissions, scim, table_permissions, tokens
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
+from modelport.api.control import session as session_routes
 from modelport.api.control import tables as table_routes
 from modelport.api.data.router import match, serve_query
 from modelport.api.errors import handle_exception, handle_http_exception, send_error
 from modelport.api.middleware import Observed
 from modelport.api.mlflow_mount import MlflowMount, is_mlflow_path, load_registry
 from modelport.api.mlflow_seal import sealed_app
+from modelport.api.mlflow_ui import mlflow_api_path
 from modelport.api.security_headers import SecurityHeaders
 from modelport.api.services import Services
+from modelport.api.sessions import SessionCookies
 from modelport.api.wiring import build_services
 from modelport.config import Settings
 from modelport.control.registry_owners import backfill_owners_once
@@ -88,6 +91,8 @@ class ModelportApp:
                 *registry_permission_routes.routes,
                 *scim.routes,
                 *openapi_document.routes,
+                *session_routes.routes,
+                *mlflow_ui.routes(),
                 *ui_routes.routes,
             ],
             exception_handlers={
@@ -100,7 +105,8 @@ class ModelportApp:
         self.mlflow: MlflowMount | None = None
         self._background: set[asyncio.Task[Any]] = set()
         # Outermost first: request id, metrics and access log (every answer, refusals too);
-        # security headers; failed authentications per client address; body limits.
+        # security headers; session cookies to bearer tokens (CSRF checked); failed
+        # authentications per client address; body limits.
         limited = BodyLimits(
             self._handle,
             control=settings.max_body_mb << 20,
@@ -108,7 +114,9 @@ class ModelportApp:
         )
         throttled = AuthThrottle(limited, settings.auth_failure_limit, settings.auth_failure_window)
         self._observed = Observed(
-            SecurityHeaders(throttled), self._metrics, lambda: getattr(self.api.state, "services", None)
+            SecurityHeaders(SessionCookies(throttled)),
+            self._metrics,
+            lambda: getattr(self.api.state, "services", None),
         )
 
     def _metrics(self) -> Metrics | None:
@@ -187,6 +195,9 @@ class ModelportApp:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
             return
+        inner = mlflow_api_path(scope["path"])  # MLflow's UI calls /mlflow/ajax-api/...
+        if inner is not None:
+            scope = {**scope, "path": inner, "raw_path": inner.encode()}
         await self._observed(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:

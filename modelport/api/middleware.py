@@ -74,7 +74,7 @@ class Observed:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if len(path) > 1 and path.endswith("/") and not path.startswith("/ui/"):
+        if len(path) > 1 and path.endswith("/") and not path.startswith(("/ui/", "/mlflow/")):
             scope = {**scope, "path": path.rstrip("/") or "/"}
         rid = ""
         for key, value in scope["headers"]:

@@ -35,6 +35,7 @@ MLFLOW_PREFIXES = (
     "/get-artifact",
     "/model-versions/get-artifact",
     "/version",
+    "/graphql",
 )
 
 

@@ -30,6 +30,16 @@ ANY_USER = "any authenticated principal"
 ADMIN = "admins"
 VIEW, QUERY, MANAGE = (f"{level} on the endpoint" for level in ("CAN_VIEW", "CAN_QUERY", "CAN_MANAGE"))
 
+_SESSION = "/api/2.0/modelport/session"
+_WHO = obj(
+    {
+        "user_name": string(),
+        "kind": string(),
+        "groups": array_of(string()),
+        "is_admin": {"type": "boolean"},
+        "expiry_time": {"type": "integer"},
+    }
+)
 _TAG = "serving-endpoints"
 _PERMS = "permissions"
 _SECRETS = "secrets"
@@ -245,6 +255,59 @@ def _ops() -> list[Operation]:
             public=True,
             media_type="text/html",
             response=string(),
+        ),
+        Operation(
+            "GET",
+            "/mlflow",
+            "Redirects to MLflow's UI.",
+            _SYSTEM,
+            "public",
+            public=True,
+            status=307,
+            media_type="",
+        ),
+        Operation(
+            "GET",
+            "/mlflow/",
+            "MLflow's own UI (its page; signed out: a redirect to the sign-in page). Its API calls, "
+            "/mlflow/<MLflow path>, are the embedded MLflow server's, with the registry permissions.",
+            _SYSTEM,
+            "public",
+            public=True,
+            media_type="text/html",
+            response=string(),
+        ),
+        Operation(
+            "GET",
+            "/mlflow/static-files/{path}",
+            "MLflow's UI's static files.",
+            _SYSTEM,
+            "public",
+            public=True,
+            media_type="text/html",
+            response=string(),
+        ),
+        # ---- browser sign-in ---------------------------------------------------------------
+        Operation(
+            "POST",
+            _SESSION,
+            "Sign in with a token: sets the session cookie (HttpOnly, SameSite=Strict) of a new "
+            "short-lived token and the CSRF cookie; writes signed in with the cookie need the header "
+            "X-CSRF-Token or a same-origin page (docs/security.md).",
+            _TOKENS,
+            "public",
+            public=True,
+            body=obj({"token": string("The access token to sign in with.")}, ("token",)),
+            response=_WHO,
+        ),
+        Operation("GET", _SESSION, "Who the request is signed in as.", _TOKENS, ANY_USER, response=_WHO),
+        Operation(
+            "DELETE",
+            _SESSION,
+            "Sign out: deletes the session's token and clears the cookies.",
+            _TOKENS,
+            "public",
+            public=True,
         ),
         # ---- serving endpoints -------------------------------------------------------------
         Operation("GET", SE, "List the endpoints the caller may view.", _TAG, ANY_USER),

@@ -108,7 +108,8 @@ class Operation:
     @property
     def operation_id(self) -> str:
         words = re.sub(r"[^A-Za-z0-9]+", "_", self.path.replace("{", "by_").replace("}", "")).strip("_")
-        return f"{self.method.lower()}_{words}"
+        index = "_index" if len(self.path) > 1 and self.path.endswith("/") else ""  # /mlflow/ beside /mlflow
+        return f"{self.method.lower()}_{words}{index}"
 
 
 def model_schema(

@@ -27,11 +27,13 @@ from modelport.spec.identity import ADMINS_GROUP, USERS_GROUP, Caller, hash_toke
 from modelport.store import Database
 from modelport.store.records import PrincipalRecord, TokenRecord
 
-__all__ = ["IdentityService", "NewToken"]
+__all__ = ["SESSION_COMMENT", "IdentityService", "NewToken"]
 
 log = logging.getLogger("modelport.identity")
 KINDS = ("user", "service_principal", "group")
 MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+#: The comment of the tokens that browser sign-ins create (listed with the principal's tokens).
+SESSION_COMMENT = "browser session"
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,21 @@ class IdentityService:
             owner, value, comment=comment, lifetime_seconds=lifetime_seconds, created_by=caller.name
         )
         return NewToken(value, record)
+
+    def create_session(self, caller: Caller, max_seconds: int) -> NewToken:
+        """A browser session's token (:mod:`modelport.api.sessions`): the caller's principal, at most
+        ``max_seconds`` long and never outliving the token the caller signed in with."""
+        lifetime = max_seconds
+        signed_in_with = self._db.principals.get_token(caller.token_id) if caller.token_id else None
+        if signed_in_with is not None and signed_in_with.expiry_ms is not None:
+            lifetime = min(lifetime, max(1, (signed_in_with.expiry_ms - now_ms()) // 1000))
+        return self.create_token(caller, lifetime, SESSION_COMMENT)
+
+    def end_session(self, caller: Caller) -> None:
+        """Delete the token of the session the caller signed in with (signing out)."""
+        token = self._db.principals.get_token(caller.token_id) if caller.token_id else None
+        if token is not None and token.comment == SESSION_COMMENT and token.principal_id == caller.id:
+            self._forget(self._db.principals.delete_token(token.id))
 
     def list_tokens(self, caller: Caller, *, all_principals: bool = False) -> list[TokenRecord]:
         if all_principals:

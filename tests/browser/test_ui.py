@@ -37,6 +37,9 @@ def wait_ready(page: Any, name: str, timeout_s: float = 120) -> None:
     page.wait_for_selector(READY, timeout=timeout_s * 1000)
 
 
+MLFLOW = "/api/2.0/mlflow"
+
+
 def example_rows() -> list[list[float]]:
     """The input example ``log_sklearn_model`` saves with each model: its first two rows."""
     return [[float(v) for v in row] for row in np.random.default_rng(0).random((40, 4))[:2]]
@@ -64,7 +67,13 @@ def test_login_with_token(page: Any, ui_server: Any) -> None:
     page.fill("#token", ADMIN_TOKEN)
     page.keyboard.press("Enter")
     page.wait_for_selector("#endpoints tr[data-endpoint='modelport-smollm2-135m-instruct']")
-    assert page.evaluate("localStorage.getItem('modelport.token')") == ADMIN_TOKEN
+    # signed in with a session cookie the page's scripts cannot read, not a stored token
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["modelport_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and session["value"] != ADMIN_TOKEN
+    assert not cookies["modelport_csrf"]["httpOnly"]
+    assert "modelport_session" not in page.evaluate("document.cookie")
+    assert page.evaluate("Object.keys(localStorage).length") == 0
 
 
 def test_keyboard_skip_link_and_nav(page: Any) -> None:
@@ -83,8 +92,16 @@ def test_keyboard_skip_link_and_nav(page: Any) -> None:
 
 
 def test_refused_token_goes_back_to_login(page: Any) -> None:
-    page.evaluate("localStorage.setItem('modelport.token', 'dapi-revoked')")
+    page.goto("/ui/#/endpoints")
+    page.wait_for_selector("#endpoints tbody tr")
+    page.click("#logout")  # signing out deletes the session's token: the old cookie is refused
+    page.wait_for_url(re.compile(r"#/login$"))
+    assert "modelport_session" not in {c["name"] for c in page.context.cookies()}
+    stale = [("modelport_session", "dapi-revoked"), ("modelport_csrf", "0" * 40)]  # an ended session
+    host = re.sub(r"^https?://([^:/]+).*$", r"\1", page.url)
+    page.context.add_cookies([{"name": k, "value": v, "domain": host, "path": "/"} for k, v in stale])
     page.goto("/ui/#/playground")
+    page.reload()  # a fresh page load with the stale cookies (goto to a fragment does not reload)
     page.wait_for_url(re.compile(r"#/login$"))
     assert "Invalid access token." in page.locator(".error").inner_text()
     page.fill("#token", ADMIN_TOKEN)
@@ -479,6 +496,30 @@ def test_permissions_list_each_principal_once(page: Any, api: httpx.Client) -> N
     admins = page.locator("#permissions tbody tr", has_text="admins group").locator("td").nth(1)
     assert admins.inner_text() == "CAN_MANAGE, CAN_MANAGE (inherited)"
     assert page.get_by_role("button", name="Grant").count() == 1  # not a system endpoint
+
+
+def test_mlflow_ui_rides_on_the_session(page: Any, api: httpx.Client) -> None:
+    """MLflow's own UI under /mlflow/: the run links MLflow prints (<server>/#/experiments/...)
+    open it, signed-out visits go through sign-in and come back, the registry lists the model."""
+    versions = api.get(f"{MLFLOW}/model-versions/search", params={"filter": f"name='{MODEL}'"}).json()
+    run_id = versions["model_versions"][0]["run_id"]
+    run = api.get(f"{MLFLOW}/runs/get", params={"run_id": run_id}).json()["run"]
+    link = f"/#/experiments/{run['info']['experiment_id']}/runs/{run_id}"
+    page.goto(link)  # what MLflow printed as "View run ... at: <tracking URI>/#/..."
+    page.wait_for_url(re.compile(rf"/mlflow/#/experiments/\d+/runs/{run_id}"))
+    page.wait_for_selector(f"text={run['info']['run_name']}")
+    page.goto("/ui/#/endpoints")
+    page.wait_for_selector("#endpoints tbody tr")
+    page.click("#logout")
+    page.wait_for_url(re.compile(r"#/login$"))
+    page.goto("/mlflow/#/models")  # signed out: to sign-in, then back to the same MLflow page
+    page.wait_for_url(re.compile(r"/ui/\?next=/mlflow/#/login$"))
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/mlflow/#/models"))
+    page.wait_for_selector(f"a:has-text('{MODEL}')")
+    page.goto("/ui/#/endpoints")
+    page.wait_for_selector("#endpoints tbody tr")
 
 
 def test_no_script_errors(page_errors: list[str]) -> None:

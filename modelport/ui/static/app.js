@@ -1,7 +1,10 @@
 // modelport serving console and AI playground: hand-written, no build step.
 // Every page calls the same REST API as any client, with the token the user logged in with.
 
-const TOKEN_KEY = "modelport.token";
+const CSRF_COOKIE = "modelport_csrf";
+const SESSION = "/api/2.0/modelport/session";
+// MLflow's own UI routes (its run links are <server>/#/experiments/...): shown by /mlflow/.
+const MLFLOW_HASH = /^#\/(experiments|models|compare-runs|compare-experiments|metric|prompts|logged-models)(\/|\?|$)/;
 const root = document.getElementById("main");
 let cleanups = [];
 /** Each render gets a fresh view: a page still awaiting the API after the user moved on
@@ -103,22 +106,28 @@ export class ApiError extends Error {
   }
 }
 
-function token() {
-  return localStorage.getItem(TOKEN_KEY);
+// Signed in = the server set the HttpOnly session cookie (POST /api/2.0/modelport/session); this
+// script never sees the session itself, only the CSRF value it must echo on writes.
+let signedIn = null; // null: not asked yet
+
+function csrfToken() {
+  const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith(`${CSRF_COOKIE}=`));
+  return found ? decodeURIComponent(found.slice(CSRF_COOKIE.length + 1)) : "";
 }
 
 async function rawFetch(path, { method = "GET", body, headers = {}, signal } = {}) {
-  const init = { method, headers: { Authorization: `Bearer ${token()}`, ...headers }, signal };
+  const init = { method, headers: { ...headers }, signal, credentials: "same-origin" };
+  if (method !== "GET" && method !== "HEAD") init.headers["X-CSRF-Token"] = csrfToken();
   if (body !== undefined) {
     init.body = typeof body === "string" ? body : JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
   }
   const res = await fetch(path, init);
   if (res.status === 401) {
-    localStorage.removeItem(TOKEN_KEY);
+    signedIn = false;
     sessionStorage.setItem("modelport.loginMessage", await errorMessage(res));
     location.hash = "#/login";
-    throw new ApiError(401, "UNAUTHENTICATED", "Your token was refused: log in again.");
+    throw new ApiError(401, "UNAUTHENTICATED", "Your session has ended: sign in again.");
   }
   if (!res.ok) {
     const msg = await errorMessage(res);
@@ -229,15 +238,35 @@ const routes = [
   [/^#\/audit$/, auditPage],
 ];
 
+// Where to go instead of this UI: MLflow's UI for one of its links, or after signing in there.
+function mlflowTarget() {
+  if (MLFLOW_HASH.test(location.hash)) return `/mlflow/${location.hash}`;
+  const bare = !location.hash || location.hash === "#/";
+  if (bare && new URLSearchParams(location.search).get("next") === "/mlflow/") return `/mlflow/${location.hash}`;
+  return null;
+}
+
 async function render() {
   for (const c of cleanups) c();
   cleanups = [];
   let hash = location.hash || "#/endpoints";
-  if (!token() && hash !== "#/login") {
+  if (signedIn === null) {
+    const res = await fetch(SESSION, { credentials: "same-origin" });
+    signedIn = res.ok;
+    // a session that has expired or was revoked (its cookies are still here): say why
+    if (res.status === 401 && csrfToken()) sessionStorage.setItem("modelport.loginMessage", await errorMessage(res));
+  }
+  const mlflow = mlflowTarget();
+  if (mlflow && signedIn) {
+    location.replace(mlflow);
+    return;
+  }
+  if (!signedIn && hash !== "#/login") {
+    if (mlflow) sessionStorage.setItem("modelport.next", mlflow);
     location.hash = "#/login";
     return;
   }
-  document.getElementById("nav").hidden = !token();
+  document.getElementById("nav").hidden = !signedIn;
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (hash.startsWith(`#/${a.dataset.nav}`)) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -293,10 +322,18 @@ function loginPage() {
     err.replaceChildren();
     const value = input.value.trim();
     try {
-      const res = await fetch(`${EP}`, { headers: { Authorization: `Bearer ${value}` } });
+      const res = await fetch(SESSION, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: value }),
+      });
       if (!res.ok) throw new Error(await errorMessage(res));
-      localStorage.setItem(TOKEN_KEY, value);
-      location.hash = "#/endpoints";
+      signedIn = true;
+      const next = sessionStorage.getItem("modelport.next");
+      sessionStorage.removeItem("modelport.next");
+      if (next && next.startsWith("/mlflow/")) location.assign(next);
+      else location.hash = "#/endpoints";
     } catch (e) {
       err.append(errorBox(e));
     }
@@ -1605,9 +1642,13 @@ async function auditPage() {
 
 // ---------- start ----------
 
-document.getElementById("logout").addEventListener("click", () => {
-  localStorage.removeItem(TOKEN_KEY);
-  location.hash = "#/login";
+document.getElementById("logout").addEventListener("click", async () => {
+  try {
+    await fetch(SESSION, { method: "DELETE", credentials: "same-origin", headers: { "X-CSRF-Token": csrfToken() } });
+  } finally {
+    signedIn = false;
+    location.hash = "#/login";
+  }
 });
 window.addEventListener("hashchange", render);
 render();
