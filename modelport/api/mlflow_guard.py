@@ -9,7 +9,8 @@ experiment through MLflow's tracking store, and checks the caller's level with
 MLflow, with the body it read replayed (artifact uploads are decided by path and stream
 through unread). Routes with an ``after`` step have their answer held until the step has run:
 the creator's grant, grants following a rename or delete, search results filtered to what the
-caller may read.
+caller may read. MLflow's GraphQL route is open to every caller and decided field by field
+inside MLflow (:mod:`modelport.api.mlflow_graphql`): the guard hands it the caller.
 
 The checks read the store: they run in a worker thread, never on the event loop.
 """
@@ -26,6 +27,7 @@ from typing import Any
 from a2wsgi.wsgi import build_environ
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelport.api import mlflow_graphql
 from modelport.api.body import read_body
 from modelport.api.mlflow_routes import ADMIN_ONLY, RULES, After, Need, Rule
 from modelport.control.registry_acl import RegistryAccess
@@ -154,6 +156,7 @@ class MlflowGuard:
         classes = {fn.__name__: cls for cls, fn in handlers.HANDLERS.items()}
         self._classes = {**classes, **{k: classes.get(v) for k, v in _WRAPPED.items()}}
         self._get_message = handlers._get_request_message
+        mlflow_graphql.install()  # GraphQL fields are decided inside MLflow's route
 
     # ---- routing -----------------------------------------------------------------------
     def route(self, scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -241,6 +244,8 @@ class MlflowGuard:
         """Raises a ModelportError before anything is sent when the request is refused."""
         endpoint, view_args = self.route(scope)
         rule = self.rule_for(endpoint, caller)
+        if endpoint == mlflow_graphql.ENDPOINT:
+            scope = mlflow_graphql.admitted(scope, caller, self._access)
         body = b""
         if rule.body:
             body = await read_body(scope, receive, what="an MLflow request")

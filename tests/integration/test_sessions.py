@@ -239,3 +239,23 @@ def test_mlflow_ui_api_calls_apply_registry_permissions(
     assert admin.get(f"{MODELS}/get", params={"name": mine}).json()["registered_model"]["description"] == (
         "from the UI"
     )
+
+
+def test_mlflow_ui_graphql_through_the_session(
+    admin: httpx.Client, anon: httpx.Client, server: ServerProcess, user: tuple[str, str]
+) -> None:
+    """MLflow's UI posts GraphQL to /mlflow/graphql (relative to its page) with the cookie."""
+    private = admin.post("/api/2.0/mlflow/experiments/create", json={"name": unique("admins-exp")})
+    assert private.status_code == 200, private.text
+    exp = private.json()["experiment_id"]
+    _, token = user
+    session, _ = session_of(sign_in(anon, token))
+    headers = {"Cookie": jar(session), "Origin": f"http://{urlsplit(server.url).netloc}"}
+    query = "query($id: String) { mlflowGetExperiment(input: {experimentId: $id}) { experiment { name } } }"
+    body = {"query": query, "variables": {"id": exp}}
+    refused = anon.post("/mlflow/graphql", json=body, headers=headers)
+    assert refused.status_code == 200, refused.text
+    assert refused.json()["data"]["mlflowGetExperiment"] is None
+    assert "PERMISSION_DENIED" in str(refused.json()["errors"])
+    seen = admin.post("/mlflow/graphql", json=body)
+    assert seen.json()["data"]["mlflowGetExperiment"]["experiment"]["name"].startswith("admins-exp")
