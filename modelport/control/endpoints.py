@@ -24,6 +24,7 @@ from modelport.entities.providers import check_task
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import (
     InvalidParameterValue,
+    PermissionDenied,
     ResourceAlreadyExists,
     ResourceConflict,
     ResourceDoesNotExist,
@@ -71,6 +72,15 @@ def _task_of(body: dict[str, Any] | None) -> str | None:
         if "external_model" in entity:
             return str(entity["external_model"]["task"])
     return None
+
+
+def _model_names(entity_name: str) -> list[str]:
+    """The registered models ``entity_name`` may resolve to, as the registry reads it
+    (``ModelRegistry.lookup``): the name without ``models:/``, and for a three-part Unity
+    Catalog name its last part too."""
+    raw = entity_name.removeprefix("models:/").strip("/")
+    parts = raw.split(".")
+    return [raw, parts[2]] if len(parts) == 3 and all(parts) else [raw]
 
 
 def _check_tasks(body: dict[str, Any]) -> None:
@@ -140,7 +150,7 @@ class EndpointService:
 
     def _check_registry(self, caller: Caller, body: dict[str, Any]) -> None:
         """Every registered model and version (or alias) named must exist now, and the caller
-        must be able to read each registered model (CAN_READ)."""
+        must be able to read each registered model (CAN_READ): see :meth:`_check_model`."""
         for entity in body["served_entities"]:
             if "external_model" in entity:
                 continue
@@ -152,9 +162,30 @@ class EndpointService:
                         f"(package {model.package}, in modelport's llm extra)."
                     )
                 continue
-            ref = self._registry.get().lookup(entity["entity_name"], str(entity["entity_version"]))
-            if self._models is not None:
-                self._models.require(caller, MODEL, ref.name, RegistryLevel.CAN_READ)
+            self._check_model(caller, entity["entity_name"], str(entity["entity_version"]))
+
+    def _check_model(self, caller: Caller, entity_name: str, version: str) -> None:
+        """The registered model version (or alias) must exist and the caller hold CAN_READ on
+        the model. A caller who does not hold it gets the same 403 whether the model exists or
+        not (a missing version or alias of it included), so that the answer does not tell which
+        private models exist; admins and the model's readers get the 404 that says what is
+        missing."""
+        registry = self._registry.get()
+        if self._models is None or caller.is_admin:
+            registry.lookup(entity_name, version)
+            return
+        denied = PermissionDenied(
+            f"'{caller.name}' does not have {RegistryLevel.CAN_READ.name} permission on registered "
+            f"model '{entity_name}'."
+        )
+        try:
+            ref = registry.lookup(entity_name, version)
+        except ResourceDoesNotExist:
+            if not any(self._models.level(caller, MODEL, name) for name in _model_names(entity_name)):
+                raise denied from None
+            raise
+        if self._models.level(caller, MODEL, ref.name) is None:
+            raise denied
 
     def _validated_config(self, caller: Caller, config: EndpointCoreConfigInput, name: str) -> dict[str, Any]:
         if config.name is not None and config.name != name:

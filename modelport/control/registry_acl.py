@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
-from modelport.errors import InvalidParameterValue, PermissionDenied
+from modelport.control.acl import AclList, levels_answer, parse_acl
+from modelport.errors import PermissionDenied
 from modelport.spec.identity import ADMINS_GROUP, USERS_GROUP, Caller
-from modelport.spec.permissions import AccessControlRequest
 from modelport.spec.registry_permissions import (
     DEFAULT_EXPERIMENT_ID,
     LEVEL_DESCRIPTIONS,
@@ -26,8 +24,6 @@ from modelport.store import Database
 
 __all__ = ["RegistryAccess"]
 
-_NAME_FIELDS = {"user_name": "user", "group_name": "group", "service_principal_name": "service_principal"}
-_KIND_FIELD = {v: k for k, v in _NAME_FIELDS.items()}
 _LEVEL_NAMES = ", ".join(level.name for level in RegistryLevel)
 
 
@@ -95,81 +91,18 @@ class RegistryAccess:
     def render(self, kind: RegistryObject, object_id: str) -> dict[str, Any]:
         """One entry per principal, ``admins`` with an inherited CAN_MANAGE (and ``users``
         with an inherited CAN_EDIT on the Default experiment), as Databricks lists them."""
-        acl: list[dict[str, Any]] = []
-        by_name: dict[str, dict[str, Any]] = {}
+        acl = AclList(self._db.principals)
         for pid, lvl in sorted(self._db.grants.acl(kind.value, object_id).items()):
-            p = self._db.principals.get_by_id(pid)
-            if p is None:
-                continue
-            entry = {
-                _KIND_FIELD[p.kind]: p.name,
-                "display_name": p.display_name or p.name,
-                "all_permissions": [{"permission_level": RegistryLevel(lvl).name, "inherited": False}],
-            }
-            if p.kind == "group":
-                by_name[p.name] = entry
-            acl.append(entry)
-        inherited = [(ADMINS_GROUP, RegistryLevel.CAN_MANAGE)]
+            acl.add(pid, RegistryLevel(lvl).name)
+        acl.inherit(ADMINS_GROUP, RegistryLevel.CAN_MANAGE.name, f"/{kind.collection}/")
         floor = _floor(kind, object_id)
         if floor is not None:
-            inherited.append((USERS_GROUP, floor))
-        for group, level in inherited:
-            permission = {
-                "permission_level": level.name,
-                "inherited": True,
-                "inherited_from_object": [f"/{kind.collection}/"],
-            }
-            if group in by_name:
-                by_name[group]["all_permissions"].append(permission)
-            else:
-                acl.append({"group_name": group, "display_name": group, "all_permissions": [permission]})
-        return {
-            "object_id": f"/{kind.collection}/{object_id}",
-            "object_type": kind.value,
-            "access_control_list": acl,
-        }
+            acl.inherit(USERS_GROUP, floor.name, f"/{kind.collection}/")
+        return acl.answer(f"/{kind.collection}/{object_id}", kind.value)
 
     def parse(self, entries: Any) -> dict[int, int]:
         """An ``access_control_list`` → principal id → level, every entry checked."""
-        if entries is None:
-            return {}
-        if not isinstance(entries, list):
-            raise InvalidParameterValue("Invalid value for 'access_control_list': must be a list.")
-        grants: dict[int, int] = {}
-        for i, raw in enumerate(entries):
-            path = f"access_control_list[{i}]"
-            if not isinstance(raw, dict):
-                raise InvalidParameterValue(f"Invalid value for '{path}': must be an object.")
-            try:
-                acr = AccessControlRequest.model_validate(raw)
-            except ValidationError as err:  # e.g. {"permission_level": {}}: a 400, not a 500
-                first = err.errors()[0]
-                where = ".".join([path, *(str(p) for p in first["loc"])])
-                raise InvalidParameterValue(f"Invalid value for '{where}': {first['msg']}.") from None
-            named = [(f, getattr(acr, f)) for f in _NAME_FIELDS if getattr(acr, f)]
-            if len(named) != 1:
-                raise InvalidParameterValue(
-                    f"Invalid value for '{path}': give exactly one of user_name, group_name, "
-                    "service_principal_name."
-                )
-            field, name = named[0]
-            if not acr.permission_level:
-                raise InvalidParameterValue(f"Missing required field '{path}.permission_level'.")
-            try:
-                level = RegistryLevel.parse(acr.permission_level)
-            except KeyError:
-                raise InvalidParameterValue(
-                    f"Invalid value for '{path}.permission_level': '{acr.permission_level}' is not one of "
-                    f"{_LEVEL_NAMES}."
-                ) from None
-            principal = self._db.principals.get(name)
-            if principal is None or principal.kind != _NAME_FIELDS[field]:
-                what = _NAME_FIELDS[field].replace("_", " ")
-                raise InvalidParameterValue(
-                    f"Invalid value for '{path}.{field}': no {what} named '{name}' exists."
-                )
-            grants[principal.id] = max(grants.get(principal.id, 0), int(level))
-        return grants
+        return parse_acl(entries, self._db.principals, RegistryLevel.parse, _LEVEL_NAMES)
 
     def write(self, kind: RegistryObject, object_id: str, entries: Any, *, replace: bool) -> dict[str, Any]:
         self._db.grants.write(kind.value, object_id, self.parse(entries), replace=replace)
@@ -177,9 +110,4 @@ class RegistryAccess:
 
     @staticmethod
     def levels(kind: RegistryObject) -> dict[str, Any]:
-        return {
-            "permission_levels": [
-                {"permission_level": lvl.name, "description": LEVEL_DESCRIPTIONS[kind][lvl]}
-                for lvl in sorted(RegistryLevel, reverse=True)
-            ]
-        }
+        return levels_answer(LEVEL_DESCRIPTIONS[kind])

@@ -23,31 +23,49 @@ Who holds what without a grant:
 - nobody else reads anything: system tables are admin-only unless granted.
 
 Blocking (store reads, a listing of the tables root): call it from a thread, never from the
-event loop.
+event loop. The listing of the tables root is reused for :data:`LISTING_TTL_SECONDS` by every
+:class:`TableAccess` of the process (:class:`TableListings`); a table modelport writes (a system
+table, an inference table an endpoint's config names) is checked for on its own, so the next
+query sees it as soon as its first rows are written.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.fs as pafs
+
+from modelport.control.acl import AclList, levels_answer, parse_acl, principal_id
 from modelport.errors import InvalidParameterValue, PermissionDenied, ResourceDoesNotExist
 from modelport.spec.identity import ADMINS_GROUP, Caller
-from modelport.spec.permissions import AccessControlRequest, PermissionLevel, effective_level
+from modelport.spec.permissions import PermissionLevel, effective_level
 from modelport.spec.table_privileges import AUDIT_TABLE_NAME, PRIVILEGE_DESCRIPTIONS, TablePrivilege
 from modelport.store import Database
 from modelport.store.records import ConfigRecord, EndpointRecord
-from modelport.tables.names import PAYLOAD_SUFFIX, USAGE_TABLE_NAME, default_prefix, split_name, validate_part
+from modelport.tables.names import (
+    PAYLOAD_SUFFIX,
+    USAGE_TABLE_NAME,
+    default_prefix,
+    is_uri,
+    split_name,
+    table_uri,
+    validate_part,
+)
 from modelport.tables.query import discover_tables
 
 __all__ = [
+    "LISTING_TTL_SECONDS",
     "OBJECT_TYPE",
     "REQUESTER_COLUMN",
     "SYSTEM_TABLES",
     "KnownTables",
     "QueryScope",
     "TableAccess",
+    "TableListings",
     "inference_table_of",
 ]
 
@@ -57,10 +75,16 @@ OBJECT_TYPE = "table"
 SYSTEM_TABLES = (USAGE_TABLE_NAME, AUDIT_TABLE_NAME)
 #: The usage column naming who sent the query (the caller's principal name).
 REQUESTER_COLUMN = "requester"
+#: How long a listing of the tables root is reused, in seconds (see :class:`TableListings`).
+LISTING_TTL_SECONDS = 2.0
 
-_NAME_FIELDS = {"user_name": "user", "group_name": "group", "service_principal_name": "service_principal"}
-_KIND_FIELD = {v: k for k, v in _NAME_FIELDS.items()}
 _PRIVILEGE_NAMES = ", ".join(p.name for p in TablePrivilege)
+
+
+def _privilege(name: str) -> TablePrivilege:
+    """A privilege by its exact name (the permissions API; the grants API also reads
+    ``select`` and ``ALL_PRIVILEGES``, see :meth:`TablePrivilege.parse`)."""
+    return TablePrivilege[name]
 
 
 def inference_table_of(endpoint: EndpointRecord, configs: Iterable[ConfigRecord]) -> set[str]:
@@ -83,6 +107,63 @@ def inference_table_of(endpoint: EndpointRecord, configs: Iterable[ConfigRecord]
         except (InvalidParameterValue, KeyError):
             continue  # validated at create; an old row that does not parse names no table
     return names
+
+
+def _is_delta_table(root: str, name: str) -> bool:
+    """Whether table ``name`` (a canonical name) has a Delta log under ``root`` now."""
+    uri = table_uri(root, *name.split("."))
+    fs, path = pafs.FileSystem.from_uri(uri) if is_uri(uri) else (pafs.LocalFileSystem(), uri)
+    return bool(fs.get_file_info(f"{path}/_delta_log").type == pafs.FileType.Directory)
+
+
+class TableListings:
+    """The Delta tables under each tables root (name -> URI), each listing reused for ``ttl``
+    seconds: a query does not walk the root every time.
+
+    Guarantees: a table named in ``expected`` (what modelport writes) that a reused listing
+    lacks is looked for on its own (one probe of its ``_delta_log``), and when it is there now
+    the root is listed again; :meth:`forget` (modelport made a table) makes the next call list
+    again. Any other table appears within ``ttl``, and one removed behind modelport's back may
+    be listed for as long. Thread-safe; listings run outside the lock.
+    """
+
+    def __init__(
+        self,
+        ttl: float = LISTING_TTL_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listings: dict[str, tuple[float, dict[str, str]]] = {}
+        self._generation = 0
+
+    def on_disk(self, root: str, expected: Iterable[str] = ()) -> dict[str, str]:
+        """The tables under ``root`` (a copy: the caller may change it)."""
+        started = self._clock()
+        with self._lock:
+            cached = self._listings.get(root)
+            generation = self._generation
+        if cached is not None and started - cached[0] < self._ttl:
+            listing = cached[1]
+            if not any(name not in listing and _is_delta_table(root, name) for name in expected):
+                return dict(listing)
+        listing = discover_tables(root)
+        with self._lock:
+            if generation == self._generation:  # no forget() while listing: a fresh enough answer
+                self._listings[root] = (started, listing)
+        return dict(listing)
+
+    def forget(self) -> None:
+        """List every root again on the next call."""
+        with self._lock:
+            self._listings.clear()
+            self._generation += 1
+
+
+#: The listings every TableAccess of this process shares (the API builds one per request).
+_LISTINGS = TableListings()
 
 
 @dataclass(frozen=True)
@@ -132,9 +213,11 @@ class TableAccess:
     """Privilege decisions, the SQL scope of a caller, and the two grant shapes (Databricks'
     permissions API and Unity Catalog's grants API) for tables."""
 
-    def __init__(self, db: Database, root: str) -> None:
+    def __init__(self, db: Database, root: str, listings: TableListings | None = None) -> None:
+        """``listings``: where the tables on disk come from (default: the process's shared ones)."""
         self._db = db
         self._root = root
+        self._listings = _LISTINGS if listings is None else listings
 
     # ---- what exists ---------------------------------------------------------------------
     def known(self) -> KnownTables:
@@ -147,7 +230,7 @@ class TableAccess:
             for name in inference_table_of(endpoint, configs.get(endpoint.id, [])):
                 owners.setdefault(name, []).append(endpoint.id)
         return KnownTables(
-            on_disk=discover_tables(self._root),
+            on_disk=self._listings.on_disk(self._root, expected=[*owners, *SYSTEM_TABLES]),
             owners={name: tuple(ids) for name, ids in owners.items()},
         )
 
@@ -228,8 +311,10 @@ class TableAccess:
 
     def set_owner(self, full_name: str, principal_id: int) -> bool:
         """Give the creator of a table modelport makes for a user (a feature table, a monitor's
-        output) MANAGE on it, unless they hold a grant there already; True when written."""
+        output) MANAGE on it, unless they hold a grant there already; True when written. The
+        table is new: the next query lists the tables root again."""
         name = ".".join(split_name(full_name))
+        self._listings.forget()
         return self._db.grants.grant_if_absent(OBJECT_TYPE, name, principal_id, int(TablePrivilege.MANAGE))
 
     def usage_filter(self, caller: Caller) -> tuple[str, str] | None:
@@ -242,123 +327,31 @@ class TableAccess:
         return (REQUESTER_COLUMN, caller.name)
 
     # ---- Databricks' permissions API shape -------------------------------------------------
-    def _principal_entry(self, principal_id: int) -> tuple[dict[str, Any], bool] | None:
-        p = self._db.principals.get_by_id(principal_id)
-        if p is None:
-            return None
-        entry = {_KIND_FIELD[p.kind]: p.name, "display_name": p.display_name or p.name, "all_permissions": []}
-        return entry, p.kind == "group" and p.name == ADMINS_GROUP
-
     def render_acl(self, name: str, known: KnownTables) -> dict[str, Any]:
         """``{"object_id": "/tables/<name>", "object_type": "table", "access_control_list": [...]}``:
         direct grants, endpoint managers' MANAGE (inherited from the endpoint) and admins'
         MANAGE (inherited from ``/tables/``), one entry per principal."""
-        entries: dict[int, dict[str, Any]] = {}
-        admins_id: int | None = None
-
-        def entry_of(pid: int) -> dict[str, Any] | None:
-            nonlocal admins_id
-            if pid not in entries:
-                made = self._principal_entry(pid)
-                if made is None:
-                    return None
-                entries[pid] = made[0]
-                if made[1]:
-                    admins_id = pid
-            return entries[pid]
-
+        acl = AclList(self._db.principals)
         for pid, level in sorted(self._db.grants.acl(OBJECT_TYPE, name).items()):
-            entry = entry_of(pid)
-            if entry is not None:
-                entry["all_permissions"].append(
-                    {"permission_level": TablePrivilege(level).name, "inherited": False}
-                )
+            acl.add(pid, TablePrivilege(level).name)
         for endpoint_id in known.owners.get(name, ()):
             for pid, level in sorted(self._db.endpoints.acl(endpoint_id).items()):
-                if level < PermissionLevel.CAN_MANAGE:
-                    continue
-                entry = entry_of(pid)
-                if entry is not None:
-                    entry["all_permissions"].append(
-                        {
-                            "permission_level": TablePrivilege.MANAGE.name,
-                            "inherited": True,
-                            "inherited_from_object": [f"/serving-endpoints/{endpoint_id}"],
-                        }
-                    )
-        admins_inherited = {
-            "permission_level": "MANAGE",
-            "inherited": True,
-            "inherited_from_object": ["/tables/"],
-        }
-        acl = list(entries.values())
-        if admins_id is not None:
-            entries[admins_id]["all_permissions"].append(admins_inherited)
-        else:
-            acl.append(
-                {
-                    "group_name": ADMINS_GROUP,
-                    "display_name": ADMINS_GROUP,
-                    "all_permissions": [admins_inherited],
-                }
-            )
-        return {"object_id": f"/tables/{name}", "object_type": OBJECT_TYPE, "access_control_list": acl}
-
-    def _principal_id(self, name: Any, path: str, kind: str | None = None) -> int:
-        if not isinstance(name, str) or not name:
-            raise InvalidParameterValue(f"Invalid value for '{path}': must be a non-empty string.")
-        principal = self._db.principals.get(name)
-        if principal is None or (kind is not None and principal.kind != kind):
-            what = kind.replace("_", " ") if kind else "user, group or service principal"
-            raise InvalidParameterValue(f"Invalid value for '{path}': no {what} named '{name}' exists.")
-        return principal.id
-
-    def _parse_acl(self, entries: Any) -> dict[int, int]:
-        if entries is None:
-            return {}
-        if not isinstance(entries, list):
-            raise InvalidParameterValue("Invalid value for 'access_control_list': must be a list.")
-        grants: dict[int, int] = {}
-        for i, raw in enumerate(entries):
-            path = f"access_control_list[{i}]"
-            if not isinstance(raw, dict):
-                raise InvalidParameterValue(f"Invalid value for '{path}': must be an object.")
-            named = [f for f in _NAME_FIELDS if raw.get(f) is not None]
-            if len(named) != 1:
-                raise InvalidParameterValue(
-                    f"Invalid value for '{path}': give exactly one of user_name, group_name, "
-                    "service_principal_name."
-                )
-            acr = AccessControlRequest.model_validate({k: v for k, v in raw.items() if isinstance(v, str)})
-            if not acr.permission_level:
-                raise InvalidParameterValue(f"Missing required field '{path}.permission_level'.")
-            try:
-                privilege = TablePrivilege[acr.permission_level]
-            except KeyError:
-                raise InvalidParameterValue(
-                    f"Invalid value for '{path}.permission_level': '{acr.permission_level}' is not one of "
-                    f"{_PRIVILEGE_NAMES}."
-                ) from None
-            field_name = named[0]
-            pid = self._principal_id(raw[field_name], f"{path}.{field_name}", _NAME_FIELDS[field_name])
-            grants[pid] = max(grants.get(pid, 0), int(privilege))
-        return grants
+                if level >= PermissionLevel.CAN_MANAGE:
+                    acl.add(pid, TablePrivilege.MANAGE.name, f"/serving-endpoints/{endpoint_id}")
+        acl.inherit(ADMINS_GROUP, TablePrivilege.MANAGE.name, "/tables/")
+        return acl.answer(f"/tables/{name}", OBJECT_TYPE)
 
     def write_acl(self, caller: Caller, full_name: str, entries: Any, *, replace: bool) -> dict[str, Any]:
         """Set (PUT, ``replace``) or add to (PATCH) the direct grants; needs MANAGE."""
         name, known = self.require(caller, full_name, TablePrivilege.MANAGE)
-        grants = self._parse_acl(entries)
+        # typed=False: this API's reading of an entry's field types, kept as it first was.
+        grants = parse_acl(entries, self._db.principals, _privilege, _PRIVILEGE_NAMES, typed=False)
         self._db.grants.write(OBJECT_TYPE, name, grants, replace=replace)
         return self.render_acl(name, known)
 
     @staticmethod
     def levels() -> dict[str, Any]:
-        return {
-            "permission_levels": [
-                {"permission_level": p.name, "description": PRIVILEGE_DESCRIPTIONS[p]}
-                for p in sorted(TablePrivilege, reverse=True)
-            ]
-        }
+        return levels_answer(PRIVILEGE_DESCRIPTIONS)
 
     # ---- Unity Catalog's grants API shape ---------------------------------------------------
     def render_grants(self, name: str, principal: str | None = None) -> dict[str, Any]:
@@ -413,7 +406,7 @@ class TableAccess:
                 raise InvalidParameterValue(f"Invalid value for '{path}': must be an object.")
             if change.get("principal") is None:
                 raise InvalidParameterValue(f"Missing required field '{path}.principal'.")
-            pid = self._principal_id(change.get("principal"), f"{path}.principal")
+            pid = principal_id(self._db.principals, change.get("principal"), f"{path}.principal")
             removed = self._privileges(change.get("remove"), f"{path}.remove")
             added = self._privileges(change.get("add"), f"{path}.add")
             level = updated.get(pid, current.get(pid, 0))

@@ -443,3 +443,48 @@ def test_serving_a_model_needs_can_read_on_it(world: World, server: ServerProces
     )
     message = refused(world.bob.put(f"/api/2.0/serving-endpoints/{name}/config", json=update))
     assert f"registered model '{world.model}'" in message
+
+
+def test_a_model_the_caller_may_not_read_and_a_missing_one_get_the_same_answer(world: World) -> None:
+    """Serving names registered models: a caller without CAN_READ learns nothing of which
+    private models (or versions) exist, on create and on a config update; admins and the
+    model's readers are told what is missing."""
+    missing = f"rp-missing-{uuid.uuid4().hex[:6]}"
+
+    def served(model: str, version: str = "1") -> dict[str, Any]:
+        entity = {"entity_name": model, "entity_version": version, "workload_size": "Small"}
+        return {"served_entities": [{**entity, "scale_to_zero_enabled": True}]}
+
+    def create(client: httpx.Client, model: str, version: str = "1") -> httpx.Response:
+        name = f"rp-ep-{uuid.uuid4().hex[:6]}"
+        return client.post(
+            "/api/2.0/serving-endpoints", json={"name": name, "config": served(model, version)}
+        )
+
+    def shape(message: str, model: str) -> str:
+        return message.replace(f"'{model}'", "'<model>'")
+
+    carol = world.names["carol"]
+    answers = {
+        "private": shape(refused(create(world.carol, world.model)), world.model),
+        "missing": shape(refused(create(world.carol, missing)), missing),
+        "missing version": shape(refused(create(world.carol, world.model, "99")), world.model),
+        "missing alias": shape(refused(create(world.carol, world.model, "@nope")), world.model),
+    }
+    expected = f"'{carol}' does not have CAN_READ permission on registered model '<model>'."
+    assert answers == dict.fromkeys(answers, expected)
+
+    # A config update answers the same way (carol's own endpoint, created without a config).
+    mine = f"rp-ep-{uuid.uuid4().hex[:6]}"
+    ok(world.carol.post("/api/2.0/serving-endpoints", json={"name": mine}))
+    try:
+        update = f"/api/2.0/serving-endpoints/{mine}/config"
+        private = refused(world.carol.put(update, json=served(world.model)))
+        absent = refused(world.carol.put(update, json=served(missing)))
+        assert shape(private, world.model) == shape(absent, missing) == expected
+    finally:
+        ok(world.carol.delete(f"/api/2.0/serving-endpoints/{mine}"))
+
+    assert "does not exist" in refused(create(world.admin, missing), 404, "RESOURCE_DOES_NOT_EXIST")
+    message = refused(create(world.alice, world.model, "99"), 404, "RESOURCE_DOES_NOT_EXIST")
+    assert "Version 99" in message  # alice manages the model: she is told which version is missing

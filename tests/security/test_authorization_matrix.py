@@ -59,6 +59,7 @@ class Row:
     body: Body = None
     query: dict[str, str] = field(default_factory=dict)
     fresh: bool = False  #: the request destroys its object: a new one for each cell
+    signed_out: int = 401  #: the status without a valid token (a page redirects to sign-in)
 
 
 def _acl_with_unknown_user(level: str) -> Body:
@@ -78,17 +79,30 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/2.0/modelport/openapi.json"): Row(PUBLIC),
     ("GET", "/"): Row(PUBLIC, ok=307),
     ("GET", "/ui/{path}"): Row(PUBLIC),
+    ("GET", "/mlflow"): Row(PUBLIC, ok=307),
+    ("GET", "/mlflow/"): Row(USER, signed_out=303),  # MLflow's UI: signed out, to the sign-in page
+    ("GET", "/mlflow/static-files/{path}"): Row(PUBLIC),
+    # sign-in reads the token from its body (a missing one: 400 whoever asks); sign-out clears cookies
+    ("POST", "/api/2.0/modelport/session"): Row(PUBLIC, ok=400, body={}),
+    ("GET", "/api/2.0/modelport/session"): Row(USER),
+    ("DELETE", "/api/2.0/modelport/session"): Row(PUBLIC),
     # ---- serving endpoints -------------------------------------------------------------------
     ("GET", SE): Row(USER),
     ("POST", SE): Row(USER, body=lambda v: {"name": unique("mx-new")}),
     # Validated before the endpoint is looked up: an unknown foundation model is a 400 for all.
     ("POST", f"{SE}/pt"): Row(USER, ok=400, body={"name": "mx-pt", "config": {}}),
+    # A traffic route to no served entity: a 400 once the caller may manage the endpoint. (A
+    # missing registered model is no use here: it is a 404 for admins but a 403 for others, who
+    # are not told whether a model they cannot read exists.)
     ("PUT", f"{SE}/pt/{{name}}/config"): Row(
         "endpoint",
         "CAN_MANAGE",
-        ok=404,
+        ok=400,
         body={
-            "config": {"served_entities": [{"entity_name": "system.ai.none", "provisioned_model_units": 1}]}
+            "config": {
+                "served_entities": [{"entity_name": "system.ai.none", "provisioned_model_units": 1}],
+                "traffic_config": {"routes": [{"served_model_name": "mx-none", "traffic_percentage": 100}]},
+            }
         },
     ),
     ("GET", f"{SE}/{{name}}"): Row("endpoint", "CAN_VIEW"),
@@ -324,7 +338,7 @@ def expected(row: Row, caller: str) -> int:
     if row.on == PUBLIC:
         return row.ok
     if caller in ("no token", "expired token"):
-        return 401
+        return row.signed_out
     if caller == "admin" or row.on == USER:
         return row.ok
     if caller == "no permission" or row.on == ADMIN:

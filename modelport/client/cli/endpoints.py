@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelport.client.cli.acl import echo_acl
 from modelport.client.cli.options import (
     HostOption,
     OutputFormat,
@@ -357,18 +358,4 @@ def permissions(
     with open_client(ctx, host, token) as client:
         endpoint_id = str(client.get_endpoint(name).get("id", name))
         acl = client.get_permissions(endpoint_id)
-    if output is OutputFormat.json:
-        typer.echo(render_json(acl))
-        return
-    rows = []
-    for entry in acl.get("access_control_list") or []:
-        kind, principal = next(
-            ((k, entry[k]) for k in ("user_name", "group_name", "service_principal_name") if entry.get(k)),
-            ("?", EMPTY),
-        )
-        levels = [
-            str(p.get("permission_level")) + (" (inherited)" if p.get("inherited") else "")
-            for p in entry.get("all_permissions") or []
-        ]
-        rows.append([str(principal), kind.removesuffix("_name"), ", ".join(levels) or EMPTY])
-    typer.echo(render_table(["PRINCIPAL", "TYPE", "PERMISSION"], rows))
+    echo_acl(acl, output, "PERMISSION")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelport.client.cli.acl import PrincipalArg, level_argument
 from modelport.client.cli.options import HostOption, OutputFormat, OutputOption, TokenOption, open_client
 from modelport.client.cli.output import EMPTY, format_ms, render_json, render_table
 from modelport.errors import InvalidParameterValue
@@ -25,14 +26,6 @@ ScopeArg = Annotated[
     str, typer.Argument(metavar="SCOPE", help="Name of the secret scope.", show_default=False)
 ]
 KeyArg = Annotated[str, typer.Argument(metavar="KEY", help="Name of the secret.", show_default=False)]
-PrincipalArg = Annotated[
-    str,
-    typer.Argument(
-        metavar="PRINCIPAL",
-        help="User name, group name or service principal application id.",
-        show_default=False,
-    ),
-]
 
 
 def _done(output: OutputFormat, message: str) -> None:
@@ -209,10 +202,8 @@ def put_acl(
     principal: PrincipalArg,
     permission: Annotated[
         str,
-        typer.Argument(
-            metavar="PERMISSION",
-            help="READ (read and list), WRITE (also put and delete) or MANAGE (also grant).",
-            show_default=False,
+        level_argument(
+            "PERMISSION", "READ (read and list), WRITE (also put and delete) or MANAGE (also grant)."
         ),
     ],
     host: HostOption = None,

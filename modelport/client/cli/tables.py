@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelport.client.cli.acl import PrincipalArg, echo_acl, level_argument
 from modelport.client.cli.options import HostOption, OutputFormat, OutputOption, TokenOption, open_client
 from modelport.client.cli.output import EMPTY, render_json, render_table
 
@@ -63,14 +64,6 @@ TableArg = Annotated[
         metavar="TABLE", help="The table's three-part name, catalog.schema.table.", show_default=False
     ),
 ]
-PrincipalArg = Annotated[
-    str,
-    typer.Argument(
-        metavar="PRINCIPAL",
-        help="User name, group name or service principal application id.",
-        show_default=False,
-    ),
-]
 PRIVILEGES = ("SELECT", "MODIFY", "MANAGE")
 
 
@@ -92,29 +85,30 @@ def permissions(
     """Show who may read (SELECT), change (MODIFY) or grant (MANAGE) a table (needs SELECT)."""
     with open_client(ctx, host, token) as client:
         acl = client.get_table_permissions(table)
-    if output is OutputFormat.json:
-        typer.echo(render_json(acl))
-        return
-    rows = []
-    for entry in acl.get("access_control_list") or []:
-        kind, principal = next(
-            ((k, entry[k]) for k in ("user_name", "group_name", "service_principal_name") if entry.get(k)),
-            ("?", EMPTY),
-        )
-        levels = []
-        for p in entry.get("all_permissions") or []:
-            level = str(p.get("permission_level"))
-            if p.get("inherited"):
-                level += " (from " + ", ".join(p.get("inherited_from_object") or []) + ")"
-            levels.append(level)
-        rows.append([str(principal), kind.removesuffix("_name"), ", ".join(levels) or EMPTY])
-    typer.echo(render_table(["PRINCIPAL", "TYPE", "PRIVILEGE"], rows))
+    echo_acl(acl, output, "PRIVILEGE", sources=True)
 
 
-def _grants(output: OutputFormat, assignments: list[dict[str, Any]], message: str) -> None:
-    typer.echo(
-        render_json({"privilege_assignments": assignments}) if output is OutputFormat.json else message
-    )
+def _change(
+    ctx: typer.Context,
+    host: str | None,
+    token: str | None,
+    output: OutputFormat,
+    table: str,
+    principal: str,
+    privilege: str,
+    *,
+    add: bool,
+) -> None:
+    """Grant (``add``) or revoke ``privilege``; print the grants after it, or what was done."""
+    level = _privilege(privilege)
+    with open_client(ctx, host, token) as client:
+        if add:
+            assignments = client.update_table_grants(table, principal, add=[level])
+            done = f"Granted {level} on table {table} to {principal}."
+        else:
+            assignments = client.update_table_grants(table, principal, remove=[level])
+            done = f"Revoked {level} on table {table} from {principal}."
+    typer.echo(render_json({"privilege_assignments": assignments}) if output is OutputFormat.json else done)
 
 
 @app.command("grant")
@@ -124,10 +118,9 @@ def grant(
     principal: PrincipalArg,
     privilege: Annotated[
         str,
-        typer.Argument(
-            metavar="PRIVILEGE",
-            help="SELECT (read), MODIFY (also write) or MANAGE (also grant); each includes the ones before.",
-            show_default=False,
+        level_argument(
+            "PRIVILEGE",
+            "SELECT (read), MODIFY (also write) or MANAGE (also grant); each includes the ones before.",
         ),
     ],
     host: HostOption = None,
@@ -135,10 +128,7 @@ def grant(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Grant a privilege on a table (needs MANAGE). A higher privilege already held is kept."""
-    level = _privilege(privilege)
-    with open_client(ctx, host, token) as client:
-        assignments = client.update_table_grants(table, principal, add=[level])
-    _grants(output, assignments, f"Granted {level} on table {table} to {principal}.")
+    _change(ctx, host, token, output, table, principal, privilege, add=True)
 
 
 @app.command("revoke")
@@ -148,10 +138,8 @@ def revoke(
     principal: PrincipalArg,
     privilege: Annotated[
         str,
-        typer.Argument(
-            metavar="PRIVILEGE",
-            help="The privilege to take away, and every higher one; SELECT (the default) takes all.",
-            show_default=False,
+        level_argument(
+            "PRIVILEGE", "The privilege to take away, and every higher one; SELECT (the default) takes all."
         ),
     ] = "SELECT",
     host: HostOption = None,
@@ -159,10 +147,7 @@ def revoke(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Revoke a principal's privilege on a table (needs MANAGE); what is below it is kept."""
-    level = _privilege(privilege)
-    with open_client(ctx, host, token) as client:
-        assignments = client.update_table_grants(table, principal, remove=[level])
-    _grants(output, assignments, f"Revoked {level} on table {table} from {principal}.")
+    _change(ctx, host, token, output, table, principal, privilege, add=False)
 
 
 def usage(

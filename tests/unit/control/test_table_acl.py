@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modelport.control.table_acl import SYSTEM_TABLES, KnownTables, TableAccess, inference_table_of
+from modelport.control.table_acl import (
+    SYSTEM_TABLES,
+    KnownTables,
+    TableAccess,
+    TableListings,
+    inference_table_of,
+)
 from modelport.spec.identity import Caller
 from modelport.spec.table_privileges import TablePrivilege
 from modelport.store import open_database
@@ -55,3 +61,59 @@ def test_a_table_creator_gets_manage_once_and_others_nothing(tmp_path: Path) -> 
     assert access.readable(caller(bob), known) == {}
     admin = Caller(99, "root", "user", ("admins", "users"), frozenset({99}))
     assert set(access.readable(admin, known)) == {"ml.features.clicks", *SYSTEM_TABLES}
+
+
+def _delta_table(root: Path, name: str) -> str:
+    """A folder the tables root listing counts as a Delta table (it holds ``_delta_log``)."""
+    path = root.joinpath(*name.split("."))
+    (path / "_delta_log").mkdir(parents=True)
+    return str(path.resolve())
+
+
+def test_a_listing_of_the_tables_root_is_reused_until_it_expires(tmp_path: Path) -> None:
+    root = tmp_path / "tables"
+    now = [100.0]
+    listings = TableListings(ttl=2.0, clock=lambda: now[0])
+    first = _delta_table(root, "ml.features.clicks")
+    assert listings.on_disk(str(root)) == {"ml.features.clicks": first}
+
+    second = _delta_table(root, "ml.features.views")
+    now[0] = 101.9
+    assert listings.on_disk(str(root)) == {"ml.features.clicks": first}  # reused: not listed again
+    now[0] = 102.0
+    assert listings.on_disk(str(root)) == {"ml.features.clicks": first, "ml.features.views": second}
+
+
+def test_a_table_modelport_writes_is_seen_at_once(tmp_path: Path) -> None:
+    """The system tables and configured inference tables are expected: a reused listing that
+    lacks one that now exists is thrown away; forget() (modelport made a table) does the same."""
+    root = tmp_path / "tables"
+    listings = TableListings(ttl=3600.0, clock=lambda: 0.0)
+    expected = [*SYSTEM_TABLES, "main.serving.chat_payload"]
+    assert listings.on_disk(str(root), expected) == {}
+
+    usage = _delta_table(root, SYSTEM_TABLES[0])
+    other = _delta_table(root, "ml.features.clicks")
+    assert listings.on_disk(str(root), expected) == {SYSTEM_TABLES[0]: usage, "ml.features.clicks": other}
+
+    payload = _delta_table(root, "main.serving.chat_payload")
+    found = listings.on_disk(str(root), expected)
+    assert found["main.serving.chat_payload"] == payload
+
+    made = _delta_table(root, "ml.features.views")
+    assert "ml.features.views" not in listings.on_disk(str(root), expected)
+    listings.forget()
+    assert listings.on_disk(str(root), expected)["ml.features.views"] == made
+
+
+def test_known_tables_come_from_the_shared_listing_and_a_new_owned_table_forgets_it(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'store.db'}")
+    alice = db.principals.create("alice", "user", display_name=None, is_admin=False, now_ms=0)
+    root = tmp_path / "tables"
+    access = TableAccess(db, str(root), TableListings(ttl=3600.0, clock=lambda: 0.0))
+    assert access.known().on_disk == {}
+
+    made = _delta_table(root, "ml.features.clicks")
+    assert access.known().on_disk == {}  # not a table modelport writes: listed again within the ttl
+    assert access.set_owner("ml.features.clicks", alice.id) is True  # modelport made it
+    assert access.known().on_disk == {"ml.features.clicks": made}
