@@ -264,9 +264,18 @@ class TableAccess:
         return TablePrivilege(max(held)) if held else None
 
     def require(self, caller: Caller, full_name: str, needed: TablePrivilege) -> tuple[str, KnownTables]:
-        """The canonical name when the caller holds ``needed`` on it; 404 for an unknown table,
-        403 for too low a privilege."""
-        name, known = self.resolve(full_name)
+        """The canonical name when the caller holds ``needed`` on it; 403 for too low a
+        privilege, and for an unknown table 404 to admins but the same 403 to everyone else (who
+        is not told which tables exist)."""
+        try:
+            name, known = self.resolve(full_name)
+        except ResourceDoesNotExist:
+            if caller.is_admin:
+                raise
+            name = ".".join(split_name(full_name))
+            raise PermissionDenied(
+                f"'{caller.name}' does not hold {needed.name} on table '{name}'."
+            ) from None
         held = self.level(caller, name, known)
         if held is None or held < needed:
             raise PermissionDenied(

@@ -308,12 +308,12 @@ def test_bad_permission_changes_get_a_400(
 
 
 def test_permissions_of_a_missing_object_or_without_manage_are_refused(world: World) -> None:
-    refused(
-        world.alice.get(f"{PERMS}/registered-models/no-such-model-{uuid.uuid4().hex[:6]}"),
-        404,
-        "RESOURCE_DOES_NOT_EXIST",
-    )
-    refused(world.alice.get(f"{PERMS}/experiments/987654321"), 404, "RESOURCE_DOES_NOT_EXIST")
+    missing = f"{PERMS}/registered-models/no-such-model-{uuid.uuid4().hex[:6]}"
+    # a user is not told whether an object they may not see exists: the same 403 as for one that does
+    refused(world.alice.get(missing), 403, "PERMISSION_DENIED")
+    refused(world.alice.get(f"{PERMS}/experiments/987654321"), 403, "PERMISSION_DENIED")
+    refused(world.admin.get(missing), 404, "RESOURCE_DOES_NOT_EXIST")  # admins see everything
+    refused(world.admin.get(f"{PERMS}/experiments/987654321"), 404, "RESOURCE_DOES_NOT_EXIST")
     refused(world.carol.get(f"{PERMS}/registered-models/{quote(world.model, safe='')}"))
     refused(
         grant(

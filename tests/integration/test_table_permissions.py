@@ -507,6 +507,17 @@ def test_bad_inputs_are_400s_with_an_error_code(
     assert clean.admin.get(f"{GRANTS}/{CHAT}").json() == {"privilege_assignments": []}
 
 
+def test_a_missing_table_and_an_unreadable_one_get_the_same_answer(clean: World) -> None:
+    """A user without a grant is not told which tables exist: 403 for both (admins get the 404)."""
+    carol = clean.users["carol"]
+    for path in (PERMS, GRANTS):
+        exists = carol.get(f"{path}/{CHAT}")
+        missing = carol.get(f"{path}/main.tp.nothing_payload")
+        error(exists, 403, "PERMISSION_DENIED", CHAT)
+        error(missing, 403, "PERMISSION_DENIED", "main.tp.nothing_payload")
+        assert missing.json()["message"] == exists.json()["message"].replace(CHAT, "main.tp.nothing_payload")
+
+
 def test_bad_bodies_and_tokens(clean: World) -> None:
     r = clean.admin.patch(
         f"{GRANTS}/{CHAT}", content=b"{not json", headers={"Content-Type": "application/json"}

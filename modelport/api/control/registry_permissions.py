@@ -42,16 +42,19 @@ def _exists(kind: RegistryObject, object_id: str) -> bool:
 def _checked(
     services: Services, caller: Caller, kind: RegistryObject, object_id: str, needed: RegistryLevel
 ) -> RegistryAccess:
-    """The object must exist in the embedded registry and the caller hold ``needed`` on it."""
+    """The object must exist in the embedded registry and the caller hold ``needed`` on it; a
+    caller who is not an admin gets 403 for a missing object as for one they may not use."""
     if not services.settings.embedded_registry:
         raise NotImplementedByServer(
             f"{kind.noun.capitalize()} permissions apply to the embedded registry; this server uses "
             "the one given by --registry-uri."
         )
     services.registry.get()  # waits for MLflow to load, or says why it did not
-    if not _exists(kind, object_id):
-        raise ResourceDoesNotExist(f"No {kind.noun} '{object_id}' exists.")
     access = RegistryAccess(services.db)
+    if not _exists(kind, object_id):
+        if not caller.is_admin:  # the same 403 as for an object that exists: existence is not told
+            access.require(caller, kind, object_id, needed)
+        raise ResourceDoesNotExist(f"No {kind.noun} '{object_id}' exists.")
     access.require(caller, kind, object_id, needed)
     return access
 
