@@ -116,6 +116,13 @@ class Settings:
         "Redis URL (redis://host:6379/0) for counters shared by several server processes: rate limits "
         "stay exact across them. Empty: counters in this process.",
     )
+    leader_lease_seconds: int = _opt(
+        10,
+        "Seconds the leader's lease on the metadata store lasts, when several servers share one "
+        "PostgreSQL store and one of them (the leader) runs the reconciler: the leader renews it "
+        "every third of this and stops leading at a failed renewal or before the lease could "
+        "expire; another server takes over about this long after the leader stopped renewing.",
+    )
     tables_root: str = _opt(
         "",
         "Where inference and usage tables (Delta) are written: a folder or an object-store URI "
@@ -274,6 +281,8 @@ class Settings:
             raise ValueError("--max-body-mb, --max-header-kb and --max-headers must be at least 1.")
         if not 1 <= self.session_hours <= 24 * 365:
             raise ValueError(f"--session-hours must be 1 to 8760, not {self.session_hours}.")
+        if self.leader_lease_seconds < 1:
+            raise ValueError(f"--leader-lease-seconds must be at least 1, not {self.leader_lease_seconds}.")
         if self.llm_threads < 0 or self.embed_threads < 0:
             raise ValueError("--llm-threads and --embed-threads must be 0 (half the cores) or more.")
 

@@ -26,6 +26,7 @@ same class with :func:`error_from_body`.
     ├── Cancelled                       CANCELLED                 499
     ├── NotImplementedByServer          NOT_IMPLEMENTED           501
     ├── TemporarilyUnavailable          TEMPORARILY_UNAVAILABLE   503
+    │   └── LeaseLost                   LEASE_LOST                503
     └── DeadlineExceeded                DEADLINE_EXCEEDED         504
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "HeadersTooLarge",
     "InvalidParameterValue",
     "InvalidState",
+    "LeaseLost",
     "MalformedRequest",
     "MethodNotAllowed",
     "ModelportError",
@@ -189,6 +191,17 @@ class TemporarilyUnavailable(ModelportError):
     """The service cannot answer now; retry after ``retry_after`` seconds."""
 
     error_code, status = "TEMPORARILY_UNAVAILABLE", 503
+
+
+class LeaseLost(TemporarilyUnavailable):
+    """This server process no longer leads: its lease expired or another holder took it, so a
+    write fenced by the old epoch was refused and rolled back (``store/leases.py``).
+
+    503, not 409: the client asked for nothing that conflicts; the server lost the right to do
+    the work, and the same request succeeds once it is retried where the leader is.
+    """
+
+    error_code, status = "LEASE_LOST", 503
 
 
 class BadGateway(ModelportError):

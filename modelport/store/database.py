@@ -12,6 +12,7 @@ from sqlalchemy.pool import NullPool
 from modelport.store import schema
 from modelport.store.endpoints import EndpointRepository
 from modelport.store.grants import DigestRepository, GrantRepository
+from modelport.store.leases import LeaseRepository
 from modelport.store.principals import PrincipalRepository
 from modelport.store.secrets import SecretRepository
 
@@ -20,7 +21,7 @@ __all__ = ["SCHEMA_HEAD", "Database", "normalize_url", "open_database"]
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration's revision. A test checks it against Alembic's head, so a new
 #: migration must update it; it lets a start-up on a current schema skip importing Alembic.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 def normalize_url(url: str) -> str:
@@ -52,6 +53,7 @@ class Database:
         self.secrets = SecretRepository(engine)
         self.grants = GrantRepository(engine)
         self.digests = DigestRepository(engine)
+        self.leases = LeaseRepository(engine)
 
     @property
     def dialect(self) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -152,4 +153,22 @@ model_version_digests = Table(
     Column("digest", String(80), nullable=False),
     Column("source", Text, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+)
+
+# Leases (store/leases.py): one row per lease name ('reconciler'); the holder is one server
+# process, the epoch grows with every new tenure and is the fencing token that the holder's
+# writes carry. Times are the database's clock, never a server's. The unique constraint on
+# (name, epoch) is redundant as a constraint: it makes ``epoch`` a key column for PostgreSQL's
+# row locks, so a takeover (which changes the epoch) waits for a fenced transaction's
+# FOR KEY SHARE lock while a renewal (which does not) passes it.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("acquired_ms", BigInteger, nullable=False),
+    Column("renewed_ms", BigInteger, nullable=False),
+    UniqueConstraint("name", "epoch", name="uq_leases_name_epoch"),
 )
