@@ -266,6 +266,6 @@ def error_from_body(status: int, body: Any, headers_retry_after: str | None = No
             retry_after = hint
     elif isinstance(body, str) and body:
         message = body
-    if headers_retry_after and headers_retry_after.isdigit():
+    if headers_retry_after and headers_retry_after.isdecimal():
         retry_after = int(headers_retry_after)
     return error_class_for(code, status)(message, retry_after=retry_after)

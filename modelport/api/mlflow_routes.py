@@ -150,7 +150,7 @@ def artifact_experiment(path: str) -> str:
     """The experiment owning a path of the proxied artifact store (``<experiment id>/...``:
     MLflow puts each experiment's artifacts under its id)."""
     parts = path.replace("\\", "/").split("/")
-    if not path or any(p in ("", ".", "..") for p in parts) or not parts[0].isdigit():
+    if not path or any(p in ("", ".", "..") for p in parts) or not parts[0].isdecimal():
         raise PermissionDenied(
             f"Artifact path '{path}' is not inside an experiment's folder (<experiment id>/...); "
             "only admins may reach it."

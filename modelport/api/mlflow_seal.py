@@ -207,7 +207,7 @@ class MlflowSeal:
             return
         if path in _RENAME and fields.get("new_name"):
             self.spawn(self.seal.rename, name, fields["new_name"])
-        elif path in _VERSION_DELETE and str(fields.get("version", "")).isdigit():
+        elif path in _VERSION_DELETE and str(fields.get("version", "")).isdecimal():
             self.spawn(self.seal.forget, name, fields["version"])
         elif path in _MODEL_DELETE:
             self.spawn(self.seal.forget, name)

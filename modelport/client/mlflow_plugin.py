@@ -102,7 +102,7 @@ def _served_entity(model_uri: str, flavor: str | None, config: dict[str, Any] | 
         raise InvalidParameterValue(f"modelport serves the python_function flavor, not {flavor!r}")
     prefix = "models:/"
     model, _, version = model_uri.removeprefix(prefix).rpartition("/")
-    if not model_uri.startswith(prefix) or not model or not version.isdigit():
+    if not model_uri.startswith(prefix) or not model or not version.isdecimal():
         raise InvalidParameterValue(
             f"model_uri must be models:/<registered model>/<version>, got {model_uri!r}; "
             "register the model first"

@@ -151,7 +151,8 @@ class IdentityService:
     def find(self, name_or_id: str, kind: str | None = None) -> PrincipalRecord:
         repo = self._db.principals
         record = repo.get(name_or_id)
-        if record is None and name_or_id.isdigit():
+        # an id is a database integer: digits only (int() takes '²' for no number and '٣' for 3)
+        if record is None and name_or_id.isascii() and name_or_id.isdecimal() and len(name_or_id) < 19:
             record = repo.get_by_id(int(name_or_id))
         if record is None or (kind is not None and record.kind != kind):
             what = (kind or "principal").replace("_", " ")

@@ -198,7 +198,7 @@ def iban_ok(iban: str) -> bool:
     compact = iban.replace(" ", "").upper()
     if len(compact) < 5 or IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
         return False
-    if not compact[2:4].isdigit() or compact[2:4] in ("00", "01", "99"):
+    if not compact[2:4].isdecimal() or compact[2:4] in ("00", "01", "99"):
         return False
     rearranged = compact[4:] + compact[:4]
     number = "".join(str(int(ch, 36)) for ch in rearranged)

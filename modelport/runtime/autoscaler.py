@@ -52,7 +52,7 @@ def band_for(entity: dict[str, Any], *, per_replica: int, max_replicas: int, idl
         )
     else:
         size = str(entity.get("workload_size") or "Small")
-        lo, hi = _SIZES.get(size, (0, int(size) if size.isdigit() else 4))
+        lo, hi = _SIZES.get(size, (0, int(size) if size.isdecimal() else 4))
     scale_to_zero = bool(entity.get("scale_to_zero_enabled"))
     hi_replicas = max(1, min(max_replicas, math.ceil(hi / per_replica)))
     lo_replicas = min(hi_replicas, math.ceil(lo / per_replica))

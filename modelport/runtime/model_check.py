@@ -52,7 +52,7 @@ class ModelCheck:
 
     def verify(self, name: str, version: str, folder: Path, log: _Log) -> None:
         """Raise :class:`InvalidState` when ``folder`` is not what was registered as ``name`` ``version``."""
-        if not self._embedded or not version.isdigit():
+        if not self._embedded or not version.isdecimal():
             return
         number = int(version)
         found = digest_of(folder)

@@ -196,7 +196,7 @@ def _normalize_scaling(entity: ServedEntityInput, path: str, out: dict[str, Any]
     canonical = {k.lower(): k for k in WORKLOAD_SIZES}.get(size.lower())
     if canonical:
         out["workload_size"] = canonical
-    elif size.isdigit() and int(size) > 0:
+    elif size.isdecimal() and int(size) > 0:
         out["workload_size"] = size
     else:
         raise _bad(

@@ -85,7 +85,7 @@ def spool_holder(directory: str | os.PathLike[str]) -> int | None:
         text = (Path(directory) / _LOCK).read_text(encoding="ascii").strip()
     except (OSError, ValueError):
         return None
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdecimal() else None
 
 
 @dataclass(eq=False)
@@ -181,7 +181,7 @@ class Spool:
         self._lock_fd = lock_fd
         pending: list[Segment] = []
         for path in sorted(self.directory.glob("*" + _SEG)):
-            if not path.stem.isdigit():
+            if not path.stem.isdecimal():
                 continue
             seg = Segment(int(path.stem), path, replayed=True, needs_dedup=True)
             if seg.done_path.exists():

@@ -36,7 +36,7 @@ def _lifetime(data: dict[str, Any]) -> int | None:
     value = data.get("lifetime_seconds")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).lstrip("-").isdigit():
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).lstrip("-").isdecimal():
         raise InvalidParameterValue(f"Invalid value for 'lifetime_seconds': {value!r} is not a whole number.")
     return int(value)
 

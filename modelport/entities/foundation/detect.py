@@ -83,7 +83,7 @@ def engine_options(env: Mapping[str, str]) -> dict[str, Any]:
         value = env.get(var)
         if value is None:
             continue
-        if not value.isdigit() or int(value) < 1:
+        if not value.isdecimal() or int(value) < 1:
             raise InvalidParameterValue(f"environment_vars.{var} must be a positive integer; got {value!r}.")
         out[key] = int(value)
     return out

@@ -138,3 +138,12 @@ def test_a_known_token_outlives_its_ttl_while_the_store_is_unreachable(tmp_path:
     assert auth.authenticate("Bearer dapi-ok").name == "admin"  # checked against the store again
     with pytest.raises(Unauthenticated):
         auth.authenticate("Bearer dapi-never-seen")
+
+
+@pytest.mark.parametrize("name_or_id", ["²", "٣", "9" * 30, "-1", " 1"])
+def test_a_principal_id_that_is_no_database_integer_is_not_found(db: Database, name_or_id: str) -> None:
+    """SCIM ids arrive as path text: '²' passes str.isdigit() but not int() (a fuzzer's 500),
+    30 digits overflow the column; each is just a principal that does not exist."""
+    _, identity = services(db)
+    with pytest.raises(ResourceDoesNotExist):
+        identity.find(name_or_id)
