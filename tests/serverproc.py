@@ -2,23 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
 ADMIN_TOKEN = "dapi-test-admin-token"
 
+#: Ports :func:`free_port` hands out: below Linux's default ephemeral range (32768-60999), so
+#: no outgoing connection of any process takes one as its source port, and no ``bind(0)``.
+PORT_RANGE = range(10000, 32000)
+#: One lock file per port handed out: whoever holds its ``flock`` owns the port until it exits.
+PORT_LOCKS = Path(tempfile.gettempdir()) / f"modelport-test-ports-{os.getuid()}"
+_held: dict[int, IO[bytes]] = {}
+_rng = random.Random()  # seeded from os.urandom, whatever a test does to the random module
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that no other test process (this run's xdist workers, other runs on
+    the machine) gets from this function while this process lives, and that is free now.
+
+    A port found with ``bind(0)`` and closed again can be handed to someone else before the
+    server that was meant to bind it does (another worker's ``bind(0)``, or an outgoing
+    connection's source port), and a stopped server restarts on its port later. So each port
+    is reserved with an ``flock`` on ``PORT_LOCKS/<port>``, held until this process exits, and
+    never handed out twice by it."""
+    PORT_LOCKS.mkdir(exist_ok=True)
+    for _ in range(500):
+        port = _rng.choice(PORT_RANGE)
+        if port in _held:
+            continue
+        lock = (PORT_LOCKS / str(port)).open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another test process holds it
+            lock.close()
+            continue
+        if not _bindable(port):  # something else listens there (or a connection lingers)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+            continue
+        _held[port] = lock
+        return port
+    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} after 500 tries")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s, contextlib.suppress(OSError):
+        s.bind(("127.0.0.1", port))
+        return True
+    return False
 
 
 class ServerProcess:

@@ -17,11 +17,27 @@ from tests.serverproc import ServerProcess
 from tests.support.names import unique
 
 
+class _NotWrittenYet(Exception):
+    pass
+
+
 def _usage_ids(server: ServerProcess, endpoint: str) -> list[str]:
-    _columns, rows = sql(
-        f"SELECT request_id FROM system.serving.endpoint_usage WHERE endpoint_name = '{endpoint}'",
-        str(server.data_dir / "tables"),
-    )
+    """The request ids of ``endpoint``'s usage rows; none while the usage table has not been
+    written yet (its first flush may come a second after the first query, later on a busy machine)."""
+
+    def not_written_yet(tables: set[str]) -> None:
+        if tables == {"system.serving.endpoint_usage"}:
+            raise _NotWrittenYet
+        raise AssertionError(f"unexpected missing tables: {tables}")
+
+    try:
+        _columns, rows = sql(
+            f"SELECT request_id FROM system.serving.endpoint_usage WHERE endpoint_name = '{endpoint}'",
+            str(server.data_dir / "tables"),
+            missing=not_written_yet,
+        )
+    except _NotWrittenYet:
+        return []
     return sorted(row[0] for row in rows)
 
 
