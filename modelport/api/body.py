@@ -29,7 +29,7 @@ async def read_body(
         f"Request body is larger than the {limit // (1024 * 1024)} MB limit of {what}."
     )
     for key, value in scope["headers"]:
-        if key == b"content-length" and value.isdecimal() and int(value) > limit:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
             raise too_large
     chunks: list[bytes] = []
     size = 0

@@ -76,7 +76,7 @@ class BodyLimits:
         declared: int | None = None
         chunked = False
         for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdecimal():
+            if key == b"content-length" and value.isdigit():
                 declared = int(value)
             elif key == b"transfer-encoding":
                 chunked = True
