@@ -69,6 +69,7 @@ class DataPlane:
         self._limiter = limiter or RateLimiter()
         self._recorder = recorder
         self._sync_task: asyncio.Task[None] | None = None
+        self._reloading: dict[str, asyncio.Task[None]] = {}  # endpoint id -> its route's reload
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -120,7 +121,11 @@ class DataPlane:
                 )
             ex.endpoint = name
         route = self.routes.get(ex.endpoint)
-        route.authorize(ex.caller)
+        try:
+            route.authorize(ex.caller)
+        except TemporarilyUnavailable:
+            route = await self._deployed(route)
+            route.authorize(ex.caller)
         ex.route = route
         if self._recorder is None or not route.recorded:
             return await self._steps(ex, route)
@@ -187,6 +192,27 @@ class DataPlane:
                 ex.chain.append({"served_entity": entity, "status_code": 200})
             return answer
         raise AssertionError("unreachable: the last entity's failure is raised")
+
+    async def _deployed(self, route: Route) -> Route:
+        """The route of an endpoint whose first config was deploying when this process last read
+        it, read again: the reconciler commits the config as serving, then reloads the route, so a
+        client that saw the endpoint ready (GET) must not be told it is not. One reload per
+        endpoint at a time, shared by every query that waits for it."""
+        task = self._reloading.get(route.endpoint_id)
+        if task is None or task.done():  # a finished read may predate this query: read again
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self.routes.invalidate, route.endpoint_id)
+            )
+            self._reloading[route.endpoint_id] = task
+        try:
+            await asyncio.shield(task)
+        except Exception:
+            log.warning("could not re-read endpoint %s's route", route.name, exc_info=True)
+            return route  # still deploying, as far as this process can tell
+        finally:
+            if self._reloading.get(route.endpoint_id) is task and task.done():
+                del self._reloading[route.endpoint_id]
+        return self.routes.get(route.name)
 
     async def _call(self, ex: Exchange, route: Route, entity: str) -> Answer:
         try:
