@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from modelport.api.mlflow_mount import is_mlflow_path
-from modelport.api.services import caller_of
+from modelport.api.services import services_of
 from modelport.errors import ModelportError
 
 __all__ = ["PREFIX", "build_dir", "mlflow_api_path", "routes"]
@@ -50,8 +50,8 @@ async def index(request: Request) -> Response:
     build = build_dir()
     if build is None:
         return PlainTextResponse("MLflow's UI is not in the installed mlflow package.", status_code=404)
-    try:
-        caller_of(request)
+    try:  # a cache miss reads the store: off the event loop
+        await services_of(request).auth.authenticate_async(request.headers.get("authorization"))
     except ModelportError:
         return RedirectResponse(SIGN_IN, status_code=303)
     return FileResponse(build / "index.html", headers={"cache-control": "no-store"})

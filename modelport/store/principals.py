@@ -171,7 +171,7 @@ class PrincipalRepository:
             created_by=row["created_by"],
         )
 
-    def tokens(self, principal_id: int | None = None) -> list[TokenRecord]:
+    def tokens(self, principal_id: int | None = None, token_id: str | None = None) -> list[TokenRecord]:
         query = (
             select(T, P.c.name.label("principal_name"))
             .select_from(T.join(P, T.c.principal_id == P.c.id))
@@ -179,11 +179,14 @@ class PrincipalRepository:
         )
         if principal_id is not None:
             query = query.where(T.c.principal_id == principal_id)
+        if token_id is not None:
+            query = query.where(T.c.id == token_id)
         with self._engine.connect() as conn:
             return [self._token(r) for r in conn.execute(query).mappings().all()]
 
     def get_token(self, token_id: str) -> TokenRecord | None:
-        return next((t for t in self.tokens() if t.id == token_id), None)
+        found = self.tokens(token_id=token_id)  # one row by its key, not every token
+        return found[0] if found else None
 
     def delete_token(self, token_id: str) -> str | None:
         """Delete a token; return its hash (for cache eviction) or None if unknown."""
