@@ -19,11 +19,11 @@ import sys
 import threading
 import time
 
-from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
 from modelport.control.leadership import Leadership
 from modelport.errors import ModelportError
-from modelport.store import open_database
+from modelport.store import Database, open_database
 from modelport.store.leases import fence
 
 #: A table of the tests' own, standing for the leader's writes (replica rows, config status).
@@ -38,6 +38,20 @@ writes = Table(
 )
 
 _out = threading.Lock()
+
+
+def fenced_write(db: Database, name: str, tag: str, epoch: int) -> None:
+    """A leader's write: the row, then the fence as the transaction's last statement."""
+    with db.engine.begin() as conn:
+        conn.execute(writes.insert().values(lease=name, tag=tag, epoch=epoch))
+        fence(conn, name, epoch)
+
+
+def tags(db: Database, name: str) -> list[str]:
+    """The tags written under lease ``name``, in order."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(writes.c.tag).where(writes.c.lease == name).order_by(writes.c.id))
+        return [row.tag for row in rows]
 
 
 def say(**event: object) -> None:
@@ -64,9 +78,7 @@ def main() -> None:
             say(event="holding", epoch=held)
         elif command == "write":
             try:
-                with db.engine.begin() as conn:
-                    conn.execute(writes.insert().values(lease=name, tag=arg, epoch=held or 0))
-                    fence(conn, name, held or 0)
+                fenced_write(db, name, arg, held or 0)
             except ModelportError as exc:
                 say(event="refused", error_code=exc.error_code)
             else:

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from modelport.control.leadership import Leadership
 from modelport.errors import LeaseLost
 from modelport.store import Database, open_database
-from modelport.store.leases import Lease, LeaseRepository, fence
-from tests.store.lease_contender import writes, writes_md
+from modelport.store.leases import Lease, LeaseRepository
+from tests.store.lease_contender import fenced_write, tags, writes_md
 from tests.support.stores import STORES, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,17 +114,6 @@ class Pausable:
     def current(self, name: str) -> Lease | None:
         self._gate()
         return self.inner.current(name)
-
-
-def fenced_write(db: Database, name: str, tag: str, epoch: int) -> None:
-    with db.engine.begin() as conn:
-        conn.execute(writes.insert().values(lease=name, tag=tag, epoch=epoch))
-        fence(conn, name, epoch)
-
-
-def tags(db: Database, name: str) -> list[str]:
-    with db.engine.connect() as conn:
-        return [r.tag for r in conn.execute(select(writes.c.tag).where(writes.c.lease == name))]
 
 
 def test_one_leader_among_contending_threads_renewing_and_handing_over_on_close(

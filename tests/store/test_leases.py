@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, create_engine, select, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from modelport.errors import LeaseLost
 from modelport.store import Database, open_database
 from modelport.store.leases import Lease, LeaseRepository, fence
-from tests.store.lease_contender import writes, writes_md
+from tests.store.lease_contender import fenced_write, tags, writes, writes_md
 from tests.support.stores import STORES, fresh_pg_database
 
 
@@ -51,19 +51,6 @@ on_postgresql = pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def name() -> str:
     """A lease of this test's own."""
     return f"lease-{uuid.uuid4().hex[:8]}"
-
-
-def fenced_write(db: Database, name: str, tag: str, epoch: int) -> None:
-    """A leader's write: the row, then the fence as the transaction's last statement."""
-    with db.engine.begin() as conn:
-        conn.execute(writes.insert().values(lease=name, tag=tag, epoch=epoch))
-        fence(conn, name, epoch)
-
-
-def tags(db: Database, name: str) -> list[str]:
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(writes.c.tag).where(writes.c.lease == name).order_by(writes.c.id))
-        return [row.tag for row in rows]
 
 
 def take(db: Database, name: str, holder: str, ttl: float) -> Lease:
