@@ -11,6 +11,7 @@ MLflow's own route, is kept by the browser across the redirect).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -29,6 +30,7 @@ PREFIX = "/mlflow"
 SIGN_IN = "/ui/?next=/mlflow/"
 
 
+@functools.cache
 def build_dir() -> Path | None:
     """The built MLflow UI of the installed mlflow package (found without importing mlflow)."""
     spec = importlib.util.find_spec("mlflow")

@@ -45,6 +45,7 @@ __all__ = [
     "SESSION_COOKIE",
     "SessionCookies",
     "cookie_value",
+    "cross_site",
     "csrf_for",
     "is_same_origin",
 ]
