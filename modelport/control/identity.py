@@ -267,6 +267,8 @@ class IdentityService:
     def delete_token(self, caller: Caller, token_id: str | None) -> None:
         if not token_id:
             raise InvalidParameterValue("Missing required field 'token_id'.")
+        if not isinstance(token_id, str):  # a JSON body may hold anything there
+            raise InvalidParameterValue("Invalid value for 'token_id': must be a string.")
         token = self._db.principals.get_token(token_id)
         if token is None or (token.principal_id != caller.id and not caller.is_admin):
             raise ResourceDoesNotExist(f"Token with id '{token_id}' does not exist.")

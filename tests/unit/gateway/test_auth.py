@@ -147,3 +147,15 @@ def test_a_principal_id_that_is_no_database_integer_is_not_found(db: Database, n
     _, identity = services(db)
     with pytest.raises(ResourceDoesNotExist):
         identity.find(name_or_id)
+
+
+@pytest.mark.parametrize("token_id", [["x"], {"id": "x"}, 7])
+def test_a_token_id_that_is_no_string_is_a_bad_request(
+    db: Database, tmp_path: Path, token_id: object
+) -> None:
+    """``{"token_id": [...]}`` reached the store's query as a list: a 500 found by the fuzzer."""
+    auth, identity = services(db)
+    identity.bootstrap("admin", "dapi-ok", tmp_path)
+    admin = auth.authenticate("Bearer dapi-ok")
+    with pytest.raises(InvalidParameterValue, match="'token_id': must be a string"):
+        identity.delete_token(admin, token_id)  # type: ignore[arg-type]
