@@ -11,16 +11,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-__all__ = ["ENV_MANAGERS", "SETTINGS", "SettingSpec", "Settings", "env_value"]
+__all__ = ["ENV_MANAGERS", "MLFLOW_SCHEMA", "SETTINGS", "SettingSpec", "Settings", "env_value"]
 
 #: Values of ``env_manager`` (the same as ``spec.endpoint.ENV_MANAGERS``, which spec cannot import).
 ENV_MANAGERS = ("local", "uv")
+
+#: The PostgreSQL schema of the embedded registry's tables, beside the store's (``public``).
+MLFLOW_SCHEMA = "mlflow"
 
 
 #: Name ending of the provider base URL settings.
@@ -49,6 +54,12 @@ class Settings:
         "",
         "MLflow tracking/registry URI: empty for the embedded registry served on the same port, "
         "or the URL of an existing MLflow server.",
+    )
+    artifacts_root: str = _opt(
+        "",
+        "Where the embedded registry keeps model artifacts: empty for <data-dir>/artifacts, or a "
+        "folder every server reaches (a shared path), needed when several servers share one "
+        "PostgreSQL store.",
     )
     registry_token: str = _opt(
         "", "Bearer token for an external MLflow server given by --registry-uri.", flag=False, secret=True
@@ -115,6 +126,13 @@ class Settings:
         "",
         "Redis URL (redis://host:6379/0) for counters shared by several server processes: rate limits "
         "stay exact across them. Empty: counters in this process.",
+    )
+    workers: int = _opt(
+        1,
+        "HTTP worker processes on the port (each with its own socket, SO_REUSEPORT). The first "
+        "process also runs the reconciler and the replicas; the others answer HTTP and reach "
+        "the replicas over their sockets. A dead worker is replaced. More than 1 needs --redis "
+        "for rate limits (counters in one process would let N times the limit through).",
     )
     leader_lease_seconds: int = _opt(
         10,
@@ -281,6 +299,13 @@ class Settings:
             raise ValueError("--max-body-mb, --max-header-kb and --max-headers must be at least 1.")
         if not 1 <= self.session_hours <= 24 * 365:
             raise ValueError(f"--session-hours must be 1 to 8760, not {self.session_hours}.")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"--workers must be 1 to 64, not {self.workers}.")
+        if self.workers > 1 and not self.redis:
+            raise ValueError(
+                "--workers above 1 needs --redis: rate limits counted in each process would let "
+                f"{self.workers} times the limit through."
+            )
         if self.leader_lease_seconds < 1:
             raise ValueError(f"--leader-lease-seconds must be at least 1, not {self.leader_lease_seconds}.")
         if self.llm_threads < 0 or self.embed_threads < 0:
@@ -312,12 +337,37 @@ class Settings:
         return not self.registry_uri
 
     @property
-    def mlflow_backend_uri(self) -> str:
-        """Where the embedded MLflow tracking server keeps its metadata."""
+    def store_is_postgresql(self) -> bool:
+        return self.store.startswith(("postgresql:", "postgresql+", "postgres:"))
+
+    @property
+    def mlflow_sqlite_uri(self) -> str:
+        """The embedded registry's SQLite database in the data directory (``mlflow.db``)."""
         return f"sqlite:///{self.data_path / 'mlflow.db'}"
 
     @property
+    def mlflow_backend_uri(self) -> str:
+        """Where the embedded MLflow tracking server keeps its metadata: with a PostgreSQL store,
+        that database's schema ``mlflow`` (chosen by the connection's ``search_path``, so that
+        MLflow's tables and its own ``alembic_version`` never meet modelport's, in ``public``),
+        through psycopg 3 like the store; else ``<data-dir>/mlflow.db``."""
+        if not self.store_is_postgresql:
+            return self.mlflow_sqlite_uri
+        scheme, rest = self.store.split(":", 1)
+        if scheme in ("postgresql", "postgres"):
+            scheme = "postgresql+psycopg"
+        parts = urlsplit(f"{scheme}:{rest}")
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+        # Other ``-c`` options of the store's URL are kept; a search_path of its own is replaced.
+        options = " ".join(v for k, v in parse_qsl(parts.query) if k == "options")
+        options = re.sub(r"-c\s*search_path=\S*", "", options).strip()
+        query.append(("options", f"{options} -csearch_path={MLFLOW_SCHEMA}".strip()))
+        return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+    @property
     def artifacts_path(self) -> Path:
+        if self.artifacts_root:
+            return Path(self.artifacts_root).expanduser().resolve()
         return self.data_path / "artifacts"
 
     @property
@@ -339,6 +389,11 @@ class Settings:
     def spool_path(self) -> Path:
         """Records of answered queries not yet in their Delta tables (replayed at start)."""
         return self.data_path / "spool"
+
+    def worker_spool_path(self, index: int) -> Path:
+        """The spool of HTTP worker ``index`` of ``--workers N`` (1 to N-1; the server process
+        has :attr:`spool_path`); the worker that replaces a dead one replays it."""
+        return self.data_path / "spool-workers" / str(index)
 
     @property
     def models_path(self) -> Path:

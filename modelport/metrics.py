@@ -7,14 +7,14 @@ returns. The data plane (replicas, providers) records its requests here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "render_endpoint_text"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -31,6 +31,47 @@ def _fmt(value: float) -> str:
     )
 
 
+def _label(value: str) -> str:
+    """A label value as the text format writes it: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def render_endpoint_text(
+    families: Iterable[Metric],
+    name: str,
+    gauges: dict[str, tuple[str, float]],
+    entity_gauges: dict[str, tuple[str, dict[str, float]]] | None = None,
+) -> str:
+    """Prometheus text with the samples of ``families`` labelled ``endpoint=name`` plus the
+    given state gauges (``entity_gauges`` carry one value per served entity). Label values
+    and help texts are escaped as the text format requires."""
+    lines: list[str] = []
+    for family in families:
+        samples = [s for s in family.samples if s.labels.get("endpoint") == name]
+        if not samples:
+            continue
+        lines.append(f"# HELP {family.name} {_help(family.documentation)}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        for s in samples:
+            labels = ",".join(f'{k}="{_label(v)}"' for k, v in s.labels.items())
+            lines.append(f"{s.name}{{{labels}}} {_fmt(s.value)}")
+    for metric, (help_text, value) in gauges.items():
+        lines.append(f"# HELP {metric} {_help(help_text)}")
+        lines.append(f"# TYPE {metric} gauge")
+        lines.append(f'{metric}{{endpoint="{_label(name)}"}} {_fmt(value)}')
+    for metric, (help_text, values) in (entity_gauges or {}).items():
+        lines.append(f"# HELP {metric} {_help(help_text)}")
+        lines.append(f"# TYPE {metric} gauge")
+        for entity, value in values.items():
+            labels = f'endpoint="{_label(name)}",served_entity="{_label(entity)}"'
+            lines.append(f"{metric}{{{labels}}} {_fmt(value)}")
+    return "\n".join(lines) + "\n"
+
+
 class _Read(Collector):
     """One sample read from a callable at each scrape (a counter kept by its owner)."""
 
@@ -44,6 +85,7 @@ class _Read(Collector):
 
 class Metrics:
     def __init__(self) -> None:
+        self._forget_listeners: list[Callable[[str], None]] = []
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
@@ -95,7 +137,14 @@ class Metrics:
         ``name`` is given without ``_total``, which Prometheus adds."""
         self.registry.register(_Read(name, documentation, read, kind))
 
+    def on_forget(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` after each ``forget_endpoint`` (the metrics exchange tells
+        the other worker processes)."""
+        self._forget_listeners.append(listener)
+
     def forget_endpoint(self, name: str) -> None:
+        """Drop every series labelled ``endpoint=name`` (the endpoint was deleted), then tell
+        the listeners."""
         for metric in (
             self.config_updates,
             self.endpoint_requests,
@@ -106,6 +155,8 @@ class Metrics:
                 names = metric._labelnames
                 if dict(zip(names, labels, strict=True)).get("endpoint") == name:
                     metric.remove(*labels)
+        for listener in self._forget_listeners:
+            listener(name)
 
     def render_endpoint(
         self,
@@ -115,23 +166,4 @@ class Metrics:
     ) -> str:
         """Prometheus text with this endpoint's samples plus the given state gauges
         (``entity_gauges`` carry one value per served entity)."""
-        lines: list[str] = []
-        for family in self.registry.collect():
-            samples = [s for s in family.samples if s.labels.get("endpoint") == name]
-            if not samples:
-                continue
-            lines.append(f"# HELP {family.name} {family.documentation}")
-            lines.append(f"# TYPE {family.name} {family.type}")
-            for s in samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
-                lines.append(f"{s.name}{{{labels}}} {_fmt(s.value)}")
-        for metric, (help_text, value) in gauges.items():
-            lines.append(f"# HELP {metric} {help_text}")
-            lines.append(f"# TYPE {metric} gauge")
-            lines.append(f'{metric}{{endpoint="{name}"}} {_fmt(value)}')
-        for metric, (help_text, values) in (entity_gauges or {}).items():
-            lines.append(f"# HELP {metric} {help_text}")
-            lines.append(f"# TYPE {metric} gauge")
-            for entity, value in values.items():
-                lines.append(f'{metric}{{endpoint="{name}",served_entity="{entity}"}} {_fmt(value)}')
-        return "\n".join(lines) + "\n"
+        return render_endpoint_text(self.registry.collect(), name, gauges, entity_gauges)

@@ -32,6 +32,7 @@ from modelport.api.control import endpoints, permissions, scim, table_permission
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
 from modelport.api.control import session as session_routes
+from modelport.api.control import status as status_routes
 from modelport.api.control import tables as table_routes
 from modelport.api.data.router import match, serve_query
 from modelport.api.errors import handle_exception, handle_http_exception, send_error
@@ -44,10 +45,12 @@ from modelport.api.services import Services
 from modelport.api.sessions import SessionCookies
 from modelport.api.wiring import build_services
 from modelport.config import Settings
+from modelport.control.cluster import Role
 from modelport.control.registry_owners import backfill_owners_once
 from modelport.control.system_endpoints import ensure_system_endpoints
 from modelport.errors import ModelportError
 from modelport.metrics import Metrics
+from modelport.metrics_exchange import MetricsExchange
 from modelport.tables.writer import TableWriter
 from modelport.ui import routes as ui_routes
 
@@ -76,9 +79,18 @@ def _announce_token(token: str, settings: Settings) -> None:
 class ModelportApp:
     """Top-level ASGI app: request ids and path normalisation, then MLflow or the API routes."""
 
-    def __init__(self, settings: Settings, on_started: Callable[[Services], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_started: Callable[[Services], None] | None = None,
+        *,
+        role: Role = "server",
+        worker_index: int = 0,
+    ) -> None:
         self.settings = settings
         self._on_started = on_started
+        self.role: Role = role
+        self.worker_index = worker_index
         self.api = Starlette(
             routes=[
                 *system.routes,
@@ -92,6 +104,7 @@ class ModelportApp:
                 *scim.routes,
                 *openapi_document.routes,
                 *session_routes.routes,
+                *status_routes.routes,
                 *mlflow_ui.routes(),
                 *ui_routes.routes,
             ],
@@ -131,7 +144,9 @@ class ModelportApp:
     @asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         started = time.monotonic()
-        services, new_token = await asyncio.to_thread(build_services, self.settings)
+        services, new_token = await asyncio.to_thread(
+            build_services, self.settings, self.role, self.worker_index
+        )
         self.api.state.services = services
         if new_token:
             _announce_token(new_token, self.settings)
@@ -139,9 +154,20 @@ class ModelportApp:
         await asyncio.to_thread(_open_tables, services.tables)
         await services.tables.start()
         await services.dataplane.start()
-        await services.backend.start()
+        serving = self.role == "server"
+        if serving:
+            await services.backend.start()
         await services.reconciler.start()
-        if self.settings.system_endpoints:
+        await services.cluster.start()
+        if self.settings.workers > 1:  # /metrics answers for every process of the port
+            services.metrics_exchange = MetricsExchange(
+                self.settings.run_path / "metrics",
+                services.metrics,
+                f"w{self.worker_index}",
+                replicas=services.backend if serving else None,
+            )
+            await services.metrics_exchange.start()
+        if self.settings.system_endpoints and serving:
             await asyncio.to_thread(ensure_system_endpoints, services.db, services.endpoints.create)
         services.started = True
         self._spawn(self._load_registry(services, started))
@@ -152,8 +178,12 @@ class ModelportApp:
         try:
             yield
         finally:
+            if services.metrics_exchange is not None:
+                await services.metrics_exchange.stop()
+            await services.cluster.stop()
             await services.reconciler.stop()
-            await services.backend.stop()
+            if serving:
+                await services.backend.stop()
             await services.dataplane.aclose()
             await services.tables.stop()
             for task in self._background:

@@ -10,6 +10,7 @@ registry's start-up limit).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from modelport.errors import ModelportError, TemporarilyUnavailable
 from modelport.gateway.auth import Authenticator
 from modelport.store import Database
 
-__all__ = ["MLFLOW_PREFIXES", "MlflowMount", "load_registry"]
+__all__ = ["MLFLOW_PREFIXES", "MlflowMount", "embedded_backend_uri", "load_registry"]
+
+log = logging.getLogger("modelport.registry")
 
 MLFLOW_PREFIXES = (
     "/api/2.0/mlflow",
@@ -43,11 +46,45 @@ def is_mlflow_path(path: str) -> bool:
     return path.startswith(MLFLOW_PREFIXES)
 
 
-def _configure_embedded(settings: Settings) -> None:
+def embedded_backend_uri(settings: Settings) -> str:
+    """The database the embedded registry uses, ready for MLflow (blocking).
+
+    With a PostgreSQL store: the schema ``Settings.mlflow_backend_uri`` names, created and
+    migrated here, unless the data directory still holds the ``mlflow.db`` of an earlier release
+    and the schema has no tables yet, which is then used as before (with a warning: other
+    servers on the store do not see it until ``modelport migrate`` moves it). Else
+    ``<data-dir>/mlflow.db``.
+    """
+    if not settings.store_is_postgresql:
+        return settings.mlflow_sqlite_uri
+    if not settings.artifacts_root:
+        log.warning(
+            "the embedded registry keeps its artifacts in the data directory: servers on other "
+            "machines that share this PostgreSQL store will not find them; give every server "
+            "the same --artifacts-root (a shared folder)",
+            extra={"artifacts": str(settings.artifacts_path)},
+        )
+    from modelport.entities.registry_database import has_registry_tables, prepare_postgresql
+
+    legacy = settings.data_path / "mlflow.db"
+    if legacy.exists() and not has_registry_tables(settings.mlflow_backend_uri):
+        log.warning(
+            "the embedded registry stays in the data directory's mlflow.db, where an earlier "
+            "release kept it: servers that share this PostgreSQL store do not see it. With the "
+            "servers stopped, `modelport migrate --store <store URL> --to <store URL> "
+            "--artifacts-root <shared folder>` moves it into the store",
+            extra={"database": str(legacy)},
+        )
+        return settings.mlflow_sqlite_uri
+    prepare_postgresql(settings.mlflow_backend_uri)
+    return settings.mlflow_backend_uri
+
+
+def _configure_embedded(settings: Settings, backend_uri: str) -> None:
     # mlflow.server reads its configuration from these variables at import time.
     settings.artifacts_path.mkdir(parents=True, exist_ok=True)
-    os.environ["_MLFLOW_SERVER_FILE_STORE"] = settings.mlflow_backend_uri
-    os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = settings.mlflow_backend_uri
+    os.environ["_MLFLOW_SERVER_FILE_STORE"] = backend_uri
+    os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = backend_uri
     os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = "mlflow-artifacts:/"
     os.environ["_MLFLOW_SERVER_SERVE_ARTIFACTS"] = "true"
     os.environ["_MLFLOW_SERVER_ARTIFACT_DESTINATION"] = str(settings.artifacts_path)
@@ -63,14 +100,15 @@ def load_registry(settings: Settings) -> tuple[Any, Any]:
         if settings.registry_token:
             os.environ["MLFLOW_TRACKING_TOKEN"] = settings.registry_token
         return ModelRegistry(settings.registry_uri), None
-    _configure_embedded(settings)
+    backend_uri = embedded_backend_uri(settings)
+    _configure_embedded(settings, backend_uri)
     from a2wsgi import WSGIMiddleware
     from mlflow.server import app as flask_app
     from mlflow.server import handlers
 
     handlers._get_tracking_store()  # creates/migrates MLflow's database now, not on the first request
     handlers._get_model_registry_store()
-    registry = ModelRegistry(settings.mlflow_backend_uri, artifact_destination=Path(settings.artifacts_path))
+    registry = ModelRegistry(backend_uri, artifact_destination=Path(settings.artifacts_path))
     return registry, WSGIMiddleware(flask_app, workers=8)
 
 

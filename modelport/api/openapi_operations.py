@@ -571,6 +571,23 @@ def _ops() -> list[Operation]:
             query=(Param("scope", _SCOPE, required=True), Param("principal", string(), required=True)),
         ),
         Operation(
+            "GET",
+            "/api/2.0/modelport/status",
+            "The server processes sharing the store, the leader (lease holder, epoch, time left) "
+            "and the replica registry.",
+            _SYSTEM,
+            ADMIN,
+            response=obj(
+                {
+                    "process": {"type": "object"},
+                    "leader": {"type": "object", "nullable": True},
+                    "processes": {"type": "array", "items": {"type": "object"}},
+                    "replicas": {"type": "array", "items": {"type": "object"}},
+                    "change_version": {"type": "integer"},
+                }
+            ),
+        ),
+        Operation(
             "POST",
             "/api/2.0/modelport/secrets/rotate-key",
             "Rewrite every secret with the first configured secrets key.",

@@ -9,6 +9,7 @@ instead of ending in uvicorn's traceback and ``sys.exit``.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import signal
@@ -17,16 +18,18 @@ from collections.abc import Callable
 
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
+from uvicorn._types import ASGIApplication
 
 from modelport.api.app import ModelportApp
 from modelport.api.header_limits import limited_protocol
 from modelport.api.services import Services
+from modelport.api.workers import WorkerSupervisor, reuseport_socket
 from modelport.config import Settings
 from modelport.errors import InvalidParameterValue, ModelportError, ResourceConflict
 from modelport.log_format import configure_logging, flush_logging
 from modelport.tables.spool import spool_holder, spool_in_use
 
-__all__ = ["check_data_dir", "check_port", "run"]
+__all__ = ["check_data_dir", "check_port", "run", "uvicorn_config"]
 
 log = logging.getLogger("modelport.server")
 
@@ -108,18 +111,9 @@ class _StartupGuard:
             raise
 
 
-def run(settings: Settings, on_started: Callable[[Services], None] | None = None) -> None:
-    """Serve until a signal arrives. ``on_started`` runs in a thread once the registry is up.
-
-    Raises :class:`ModelportError` when the server cannot start: the data directory or the
-    port is taken, or the app's start-up failed (a non-modelport exception is wrapped).
-    """
-    check_data_dir(settings)
-    check_port(settings.host, settings.port)
-    configure_logging(settings.log_level, settings.log_format)
-    log.info("starting", extra={"settings": settings.redacted()})
-    app = _StartupGuard(ModelportApp(settings, on_started=on_started))
-    config = uvicorn.Config(
+def uvicorn_config(app: ASGIApplication, settings: Settings) -> uvicorn.Config:
+    """uvicorn's settings for the app, the same in every process of ``--workers N``."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -137,6 +131,44 @@ def run(settings: Settings, on_started: Callable[[Services], None] | None = None
         ssl_certfile=settings.tls_certfile or None,
         ssl_keyfile=settings.tls_keyfile or None,
     )
+
+
+class _SupervisingServer(uvicorn.Server):
+    """uvicorn's server for the first process of ``--workers N``: at shutdown the workers drain
+    first, while this process still runs the replicas they call."""
+
+    def __init__(self, config: uvicorn.Config, supervisor: WorkerSupervisor) -> None:
+        super().__init__(config)
+        self.supervisor = supervisor
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await asyncio.to_thread(self.supervisor.stop)
+        await super().shutdown(sockets)
+
+
+def run(settings: Settings, on_started: Callable[[Services], None] | None = None) -> None:
+    """Serve until a signal arrives. ``on_started`` runs in a thread once the registry is up.
+
+    Raises :class:`ModelportError` when the server cannot start: the data directory or the
+    port is taken, or the app's start-up failed (a non-modelport exception is wrapped).
+    """
+    check_data_dir(settings)
+    check_port(settings.host, settings.port)
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("starting", extra={"settings": settings.redacted()})
+    app = _StartupGuard(ModelportApp(settings, on_started=on_started))
+    server: uvicorn.Server
+    sockets: list[socket.socket] | None = None
+    if settings.workers > 1:
+        # Every process binds its own socket on the port (SO_REUSEPORT); port 0 becomes the
+        # port this first socket got, which the workers then bind too.
+        listener = reuseport_socket(settings.host, settings.port)
+        sockets = [listener]
+        supervisor = WorkerSupervisor(settings, listener.getsockname()[1], settings.workers - 1)
+        server = _SupervisingServer(uvicorn_config(app, settings), supervisor)
+        supervisor.start_when(lambda: server.started)
+    else:
+        server = uvicorn.Server(uvicorn_config(app, settings))
     # uvicorn catches SIGTERM/SIGINT: it stops accepting, finishes requests in flight and runs
     # the app's shutdown (reconciler stop, store close). Afterwards it re-raises the signal
     # through the handler it found installed; these no-op handlers turn that into a normal
@@ -144,7 +176,7 @@ def run(settings: Settings, on_started: Callable[[Services], None] | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.Server(config).run()
+        server.run(sockets=sockets)
     except SystemExit:
         flush_logging()  # what the start-up logged comes before the one error line
         # uvicorn exits when the start-up fails; report why instead.

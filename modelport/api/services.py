@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from modelport.config import Settings
+from modelport.control.cluster import Cluster
 from modelport.control.endpoints import EndpointService
 from modelport.control.identity import IdentityService
 from modelport.control.reconciler import Reconciler
@@ -16,6 +17,7 @@ from modelport.entities.registry_handle import RegistryHandle
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.pipeline import DataPlane
 from modelport.metrics import Metrics
+from modelport.metrics_exchange import MetricsExchange
 from modelport.runtime.local import LocalBackend
 from modelport.spec.identity import Caller
 from modelport.store import Database
@@ -39,7 +41,11 @@ class Services:
     dataplane: DataPlane
     secrets: SecretService
     tables: TableWriter
+    cluster: Cluster
     started: bool = False
+    # Set when several HTTP workers share the port: /metrics and endpoint metrics then merge
+    # every worker's samples (metrics_exchange.py) instead of this process's alone.
+    metrics_exchange: MetricsExchange | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -44,11 +44,13 @@ async def ready(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Any valid token will do (no permission is needed): the text names endpoints and served
-    entities with their counts and latencies, never payloads or principals."""
+    entities with their counts and latencies, never payloads or principals. With several HTTP
+    workers, the figures of all of them (each published within the last second)."""
     services = services_of(request)
     if not services.settings.public_metrics:
         caller_of(request)
-    body = services.metrics.server_text()
+    exchange = services.metrics_exchange
+    body = exchange.server_text() if exchange is not None else services.metrics.server_text()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

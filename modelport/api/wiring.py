@@ -11,6 +11,7 @@ import secrets
 from modelport.api.services import Services
 from modelport.config import Settings, inherited_environment
 from modelport.control.cipher import load_cipher
+from modelport.control.cluster import Cluster, Role
 from modelport.control.endpoints import EndpointService
 from modelport.control.identity import IdentityService
 from modelport.control.permissions import AccessControl
@@ -34,15 +35,25 @@ from modelport.tables.writer import TableWriter
 __all__ = ["build_services"]
 
 
-def build_services(settings: Settings) -> tuple[Services, str | None]:
-    """Open the store and wire the services (blocking). Returns them and a new admin token, if any."""
+def build_services(
+    settings: Settings, role: Role = "server", worker_index: int = 0
+) -> tuple[Services, str | None]:
+    """Open the store and wire the services (blocking). Returns them and a new admin token, if any.
+
+    ``role``: ``server`` for the process that may lead (runs the reconciler and the replicas
+    while it does), ``worker`` for the other HTTP processes of ``--workers N`` (``worker_index``
+    1 to N-1 names its spool, replayed by the worker that replaces it)."""
     settings.data_path.mkdir(parents=True, exist_ok=True)
     db = open_database(settings.store_url)
     workspace_id = db.meta_setdefault("workspace_id", str(secrets.randbelow(9 * 10**15) + 10**15))
     secret_service = SecretService(db, load_cipher(settings.secrets_key, settings.data_path, db))
     auth = Authenticator(db)
     identity = IdentityService(db, auth.forget)
-    new_token = identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
+    new_token = (
+        identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
+        if role == "server"
+        else None  # the server process bootstrapped before starting its workers
+    )
     registry = RegistryHandle()
     logs = LogStore(settings.logs_path)
     metrics = Metrics()
@@ -61,6 +72,9 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         env_manager=settings.env_manager,
         envs_dir=settings.envs_path,
         prefork=settings.prefork,
+        # Several servers may share a PostgreSQL store: a dead leader's replicas wait this long
+        # for the next leader to adopt them (3 lease periods, and the time a takeover takes).
+        orphan_seconds=3.0 * settings.leader_lease_seconds + 10 if db.dialect == "postgresql" else 0.0,
         engines=EngineDefaults(
             llm_parallel=settings.llm_parallel,
             llm_context=settings.llm_context,
@@ -85,25 +99,37 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
     limiter = RateLimiter(RedisCounters(settings.redis) if settings.redis else LocalCounters())
     tables = TableWriter(
         settings.tables_location,
-        settings.spool_path,
+        settings.spool_path if role == "server" else settings.worker_spool_path(worker_index),
         fsync=settings.tables_fsync,  # type: ignore[arg-type]
         flush_interval=float(settings.tables_flush_seconds),
         max_batch=50_000,
         memory_records=settings.tables_memory_records,
     )
     _watch_faults(metrics, limiter, tables)
-    dataplane = DataPlane(
+    reconciler = Reconciler(db, backend, logs, max_concurrent=settings.max_concurrent_deployments)
+    cluster = Cluster(
         db,
         backend,
+        reconciler,
+        role=role,
+        worker_index=worker_index,
+        lease_seconds=float(settings.leader_lease_seconds),
+        per_replica_in_flight=settings.replica_in_flight,
+        queue_limit=settings.queue_limit,
+    )
+    dataplane = DataPlane(
+        db,
+        cluster,
         metrics,
         timeout=float(settings.request_timeout),
         external=external,
         limiter=limiter,
         recorder=Recorder(tables),
     )
-    reconciler = Reconciler(
-        db, backend, logs, max_concurrent=settings.max_concurrent_deployments, on_change=dataplane.invalidate
-    )
+    reconciler.on_change = dataplane.invalidate
+    cluster.changes.subscribe_blocking("routes", dataplane.routes.sync)
+    cluster.changes.subscribe_blocking("tokens", auth.forget)
+    cluster.changes.subscribe_blocking("secrets", secret_service.forget_all)
     access = AccessControl(db)
     services = Services(
         settings=settings,
@@ -128,6 +154,7 @@ def build_services(settings: Settings) -> tuple[Services, str | None]:
         dataplane=dataplane,
         secrets=secret_service,
         tables=tables,
+        cluster=cluster,
     )
     return services, new_token
 

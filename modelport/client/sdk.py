@@ -402,6 +402,10 @@ class ModelportClient:
         path = "/api/2.0/secrets/acls/get?" + urlencode({"scope": scope, "principal": principal})
         return dict(self._json("GET", path))
 
+    def status(self) -> dict[str, Any]:
+        """The server processes sharing the store, the leader and the replicas (admins)."""
+        return dict(self._json("GET", "/api/2.0/modelport/status"))
+
     def rotate_secrets_key(self) -> dict[str, Any]:
         """Rewrite every secret with the server's first secrets key (admins; modelport's own).
 

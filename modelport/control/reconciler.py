@@ -5,8 +5,17 @@ Guarantees:
   ``max_concurrent`` updates run across endpoints, so model loads don't fight for a small box.
 - The config that serves keeps serving until the new one is fully up; a failed or
   cancelled update leaves it untouched.
-- Work is idempotent and resumable: on start, every endpoint left ``IN_PROGRESS`` (say by
-  a kill -9) has its pending config deployed again.
+- Only the leader works (``control/leadership.py``): one server process among those sharing
+  the store, elected by a lease. Each of its store writes carries the lease epoch and is
+  refused (``LeaseLost``) once another tenure has begun, so a leader that was paused past its
+  lease cannot promote or fail a config after its successor started.
+- Work is idempotent and resumable: when a process starts leading, every endpoint left
+  ``IN_PROGRESS`` (by a kill -9, or by the previous leader) has its pending config deployed
+  again.
+- Level-triggered: changes recorded by other processes (an update, a cancellation, a delete,
+  a wake-up of an entity scaled to zero) reach the leader through the store's change counter
+  (:meth:`scan`); ``submit``, ``cancel`` and ``remove`` are the fast path for changes made in
+  the leader itself, and do nothing in other processes.
 - ``submit``, ``cancel`` and ``remove`` may be called from any thread (the control-plane
   services run in a thread pool); the work itself runs on the server's event loop.
 """
@@ -15,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
 from modelport.clock import now_ms
 from modelport.control.endpoint_state import with_entity_states
+from modelport.errors import LeaseLost
 from modelport.runtime.base import DeploymentBackend, DeploymentFailed
 from modelport.runtime.logs import LogStore
 from modelport.store import Database
@@ -48,13 +58,31 @@ class Reconciler:
         self._slots: asyncio.Semaphore | None = None
         self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._restoring: set[asyncio.Task[None]] = set()
-        self._on_change = on_change
+        self.on_change = on_change
+        #: Awaited after a config's replicas are up, before it is reported ready (the replica
+        #: registry is written then, so every process can reach them once a client sees READY).
+        self.on_deployed: Callable[[], Awaitable[None]] | None = None
+        self._epoch: int | None = None  # the lease epoch while this process leads
 
     # ---- lifecycle (event-loop side) -------------------------------------------------
     async def start(self) -> None:
-        """Bind to the running loop and resume updates a previous run left in progress."""
+        """Bind to the running loop. Nothing runs until this process leads (:meth:`lead`)."""
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(self._max_concurrent)
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    @property
+    def leading(self) -> bool:
+        return self._epoch is not None
+
+    async def lead(self, epoch: int) -> None:
+        """This process was elected (lease epoch ``epoch``): bring up the replicas of every
+        serving config and resume the updates left ``IN_PROGRESS`` (by a kill -9, or by the
+        previous leader). Every store write of the work is fenced by ``epoch``."""
+        self._epoch = epoch
         for endpoint in await asyncio.to_thread(self._db.endpoints.list):
             cfg = await asyncio.to_thread(self._db.endpoints.get_config, endpoint.id, endpoint.active_version)
             if cfg is not None:
@@ -72,6 +100,42 @@ class Reconciler:
                     extra={"endpoint": endpoint.name, "config_version": endpoint.pending_version},
                 )
                 self._spawn(endpoint.id, endpoint.pending_version)
+
+    async def restored(self) -> None:
+        """Wait until the replicas of the serving configs are up (or adopted) after :meth:`lead`."""
+        while self._restoring:
+            await asyncio.gather(*list(self._restoring), return_exceptions=True)
+
+    async def unlead(self) -> None:
+        """This process stopped leading: stop every update and every replica it runs (the next
+        leader brings up its own). Updates in flight stay IN_PROGRESS and resume there."""
+        self._epoch = None
+        await self.stop()
+        await self._backend.remove_all()
+
+    async def scan(self) -> None:
+        """Level-triggered pass over the store (the leader runs it whenever the store changed):
+        start the updates another process recorded, interrupt those cancelled or deleted
+        there, stop the replicas of deleted endpoints, and start replicas asked for by a
+        process that got a query for an entity scaled to zero."""
+        if self._epoch is None:
+            return
+        endpoints = {e.id: e for e in await asyncio.to_thread(self._db.endpoints.list)}
+        for endpoint_id, (version, _) in list(self._tasks.items()):
+            e = endpoints.get(endpoint_id)
+            if e is None or (e.pending_version != version and e.active_version != version):
+                await self._interrupt(endpoint_id)
+        for endpoint_id in self._backend.endpoint_ids():
+            if endpoint_id not in endpoints:
+                await self._interrupt(endpoint_id)
+                await self._backend.remove(endpoint_id)
+        for e in endpoints.values():
+            if e.config_update == "IN_PROGRESS" and e.pending_version is not None and e.id not in self._tasks:
+                self._spawn(e.id, e.pending_version)
+        for endpoint_id, version, entity in await asyncio.to_thread(self._db.replicas.take_wakes):
+            replica_set = self._backend.replica_set(endpoint_id, version, entity)
+            if replica_set is not None:
+                replica_set.start_if_idle()
 
     async def stop(self) -> None:
         """Stop working; updates in flight stay IN_PROGRESS in the store and resume next start."""
@@ -102,7 +166,8 @@ class Reconciler:
         """Start deploying config ``version`` of the endpoint (already recorded as pending)."""
 
         async def go() -> None:
-            self._spawn(endpoint_id, version)
+            if self._epoch is not None:
+                self._spawn(endpoint_id, version)
 
         self._on_loop(go())
 
@@ -145,6 +210,13 @@ class Reconciler:
         await self._backend.abort(endpoint_id, version)
 
     async def _run(self, endpoint_id: str, version: int) -> None:
+        try:
+            await self._update(endpoint_id, version)
+        except LeaseLost as exc:  # another process leads now; it resumes the update
+            log.warning("config update stopped: %s", exc.message, extra={"config_version": version})
+            await self._backend.abort(endpoint_id, version)
+
+    async def _update(self, endpoint_id: str, version: int) -> None:
         assert self._slots is not None
         db = self._db.endpoints
         async with self._slots:
@@ -158,7 +230,7 @@ class Reconciler:
             ):
                 return
             creating = with_entity_states(cfg.body, "DEPLOYMENT_CREATING")
-            await asyncio.to_thread(db.save_progress, endpoint_id, version, creating)
+            await asyncio.to_thread(db.save_progress, endpoint_id, version, creating, epoch=self._epoch)
             entities = cfg.body["served_entities"]
             build_logs = {e["name"]: self._logs.build_log(endpoint_id, e["name"]) for e in entities}
             for e in entities:
@@ -187,8 +259,9 @@ class Reconciler:
                     body=body,
                     message=exc.message,
                     now_ms=now_ms(),
+                    epoch=self._epoch,
                 )
-                await asyncio.to_thread(self._on_change, endpoint_id)
+                await asyncio.to_thread(self.on_change, endpoint_id)
                 return
             except asyncio.CancelledError:
                 raise
@@ -204,14 +277,24 @@ class Reconciler:
                     body=body,
                     message=message,
                     now_ms=now_ms(),
+                    epoch=self._epoch,
                 )
-                await asyncio.to_thread(self._on_change, endpoint_id)
+                await asyncio.to_thread(self.on_change, endpoint_id)
                 return
+            if self.on_deployed is not None:
+                await self.on_deployed()
             body = with_entity_states(cfg.body, "DEPLOYMENT_READY", entities=deployed)
             promoted = await asyncio.to_thread(
-                db.finish_update, endpoint_id, version, success=True, body=body, message=None, now_ms=now_ms()
+                db.finish_update,
+                endpoint_id,
+                version,
+                success=True,
+                body=body,
+                message=None,
+                now_ms=now_ms(),
+                epoch=self._epoch,
             )
-            await asyncio.to_thread(self._on_change, endpoint_id)
+            await asyncio.to_thread(self.on_change, endpoint_id)
             if promoted:
                 for e in entities:
                     build_logs[e["name"]].write(f"Config version {version} is serving.")

@@ -141,6 +141,10 @@ class SecretService:
             )
         return found
 
+    def forget_all(self) -> None:
+        """Drop every cached value (another process changed secrets: re-read them)."""
+        self._cache.clear()
+
     def _evict(self, scope: str, key: str | None = None) -> None:
         # list() copies the keys at once: resolve() may add entries from another thread meanwhile.
         for cached in [k for k in list(self._cache) if k[0] == scope and (key is None or k[1] == key)]:

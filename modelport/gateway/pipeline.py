@@ -35,7 +35,6 @@ from modelport.gateway.streams import Measured, Recorded
 from modelport.metrics import Metrics
 from modelport.runtime.replica_set import SetClosed
 from modelport.store import Database
-from modelport.store.connectivity import is_unreachable
 
 __all__ = ["EMBEDDING_ENDPOINT", "DataPlane"]
 
@@ -56,46 +55,23 @@ class DataPlane:
         metrics: Metrics,
         *,
         timeout: float,
-        refresh_seconds: float = 2.0,
         external: ExternalPlane | None = None,
         limiter: RateLimiter | None = None,
         recorder: Recorder | None = None,
     ) -> None:
         self._external = external
-        self.routes = RoutingTable(
-            db, refresh_seconds=refresh_seconds, on_serving=external.retain if external is not None else None
-        )
+        self.routes = RoutingTable(db, on_serving=external.retain if external is not None else None)
         self._served = ServedEntities(replicas, external, metrics, timeout)
         self._limiter = limiter or RateLimiter()
         self._recorder = recorder
-        self._sync_task: asyncio.Task[None] | None = None
         self._reloading: dict[str, asyncio.Task[None]] = {}  # endpoint id -> its route's reload
 
     # -- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the routing table (before the first query) and follow other processes' changes."""
+        """Load the routing table (before the first query). Other processes' changes are
+        followed by the change feed (``control/changes.py``), which calls ``routes.sync``."""
         await asyncio.to_thread(self.routes.load)
-        self._sync_task = asyncio.get_running_loop().create_task(self._follow())
-
-    async def _follow(self) -> None:
-        """Sync the routing table every ``refresh_seconds``. While the store is unreachable the
-        routes in memory keep serving; that is logged once when it starts and once when it ends."""
-        store_down = False
-        while True:
-            await asyncio.sleep(self.routes.refresh_seconds)
-            try:
-                await asyncio.to_thread(self.routes.sync)
-            except Exception as exc:
-                if not is_unreachable(exc):
-                    log.exception("routing table sync failed")
-                elif not store_down:
-                    log.warning("metadata store unreachable: serving the routes in memory until it is back")
-                store_down = store_down or is_unreachable(exc)
-                continue
-            if store_down:
-                store_down = False
-                log.info("metadata store reachable again: routing table synced")
 
     def invalidate(self, endpoint_id: str) -> None:
         """The control plane changed this endpoint (blocking: reloads its route; call from a thread)."""
@@ -103,8 +79,6 @@ class DataPlane:
 
     async def aclose(self) -> None:
         """Stop following changes; close the providers' HTTP pool and the rate limiter's connections."""
-        if self._sync_task is not None:
-            self._sync_task.cancel()
         if self._external is not None:
             await self._external.aclose()
         await self._limiter.aclose()

@@ -11,9 +11,10 @@ query path:
   and the reconciler after they wrote the store) reloads that one endpoint, in the caller's
   thread, before the call returns: a client that created or updated an endpoint finds it
   routed on its next query;
-- changes made by other server processes are picked up by :meth:`RoutingTable.sync`, run in
-  the background every ``refresh_seconds``: two queries (the endpoints' change markers and
-  the grants), then a reload of only the endpoints whose markers or grants changed;
+- changes made by other server processes are picked up by :meth:`RoutingTable.sync`, run
+  whenever the store's change counter moved (``control/changes.py``, polled every 0.5 s): two
+  queries (the endpoints' change markers and the grants), then a reload of only the endpoints
+  whose markers or grants changed;
 - :meth:`RoutingTable.load` reads everything once at start-up (three queries whatever the
   number of endpoints), before the first query is served.
 
@@ -190,11 +191,9 @@ class RoutingTable:
         self,
         db: Database,
         *,
-        refresh_seconds: float = 2.0,
         on_serving: Callable[[Iterable[tuple[str, int]]], None] | None = None,
     ) -> None:
         self._db = db
-        self.refresh_seconds = refresh_seconds
         self._on_serving = on_serving
         self._routes: dict[str, Route] = {}  # by name; replaced, never mutated in place
         self._names: dict[str, str] = {}  # endpoint id -> name

@@ -8,10 +8,13 @@ remove an endpoint. The custom-model runtime (replicas) implements this same pro
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelport.runtime.logs import BuildLog
 from modelport.store.records import EndpointRecord
+
+if TYPE_CHECKING:
+    from modelport.runtime.replica_set import ReplicaSet
 
 __all__ = ["DeploymentBackend", "DeploymentFailed"]
 
@@ -61,4 +64,16 @@ class DeploymentBackend(Protocol):
 
     async def remove(self, endpoint_id: str) -> None:
         """Stop everything the endpoint runs (it is being deleted)."""
+        ...
+
+    async def remove_all(self) -> None:
+        """Stop everything (this process stopped leading); the backend stays usable."""
+        ...
+
+    def endpoint_ids(self) -> list[str]:
+        """The endpoints something runs for."""
+        ...
+
+    def replica_set(self, endpoint_id: str, version: int, entity: str) -> ReplicaSet | None:
+        """The replicas of one served entity in one config version, if they run here."""
         ...

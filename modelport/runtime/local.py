@@ -37,10 +37,12 @@ from modelport.runtime.launcher import ZygoteClient
 from modelport.runtime.logs import BuildLog, LogStore
 from modelport.runtime.model_check import ModelCheck
 from modelport.runtime.preflight import check_entity, check_external
+from modelport.runtime.remote import AttachedReplica
 from modelport.runtime.replica import ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.replica_set import ReplicaSet
 from modelport.spec.secrets import SecretResolver, parse_reference
 from modelport.store.records import EndpointRecord
+from modelport.store.replicas import ReplicaRecord
 
 if TYPE_CHECKING:
     from modelport.entities.registry import ModelRegistry
@@ -81,6 +83,9 @@ class RuntimeOptions:
     engines: EngineDefaults = field(default_factory=EngineDefaults)
     #: Tokens/s assumed per replica of a provisioned-throughput entity until one is measured.
     llm_tokens_per_second: float = 50.0
+    #: Several servers share the store: replicas outlive a dead server this long, for the next
+    #: leader to adopt (``runtime/stopping.py``); 0 (one server): they stop with it.
+    orphan_seconds: float = 0.0
 
 
 class LocalBackend:
@@ -106,10 +111,14 @@ class LocalBackend:
         self._supervisor: asyncio.Task[None] | None = None
         self._envs = EnvironmentBuilder(options.envs_dir or options.models_dir.parent / "envs", base_env)
         self._zygote: ZygoteClient | None = None
+        self._adoptable: dict[tuple[str, int, str], list[ReplicaRecord]] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        shutil.rmtree(self.options.run_dir, ignore_errors=True)
+        if self.options.orphan_seconds <= 0:
+            # With one server nothing outlives it; with several, a dead server's replicas may
+            # serve on under the next leader, and their sockets are here.
+            shutil.rmtree(self.options.run_dir, ignore_errors=True)
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         if self.options.prefork:
             self._zygote = ZygoteClient(
@@ -151,6 +160,59 @@ class LocalBackend:
 
     def sets_of(self, endpoint_id: str) -> dict[int, dict[str, ReplicaSet]]:
         return self._sets.get(endpoint_id, {})
+
+    def endpoint_ids(self) -> list[str]:
+        return list(self._sets)
+
+    def all_sets(self) -> list[tuple[str, int, ReplicaSet]]:
+        """Every replica set: (endpoint id, config version, set)."""
+        return [
+            (endpoint_id, version, s)
+            for endpoint_id, versions in list(self._sets.items())
+            for version, entities in list(versions.items())
+            for s in list(entities.values())
+        ]
+
+    def offer_adoption(self, records: list[ReplicaRecord]) -> None:
+        """Replicas an earlier leader left running (this process leads now): the next
+        restore of their served entity connects to them instead of starting new ones."""
+        self._adoptable = {}
+        for r in records:
+            self._adoptable.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
+
+    async def _adopt(self, replica_set: ReplicaSet, endpoint_id: str, version: int, entity: str) -> int:
+        records = self._adoptable.pop((endpoint_id, version, entity), [])
+        if not records:
+            return 0
+        handles = [AttachedReplica(replica_set.spec, r, replica_set.next_index(), own=True) for r in records]
+        results = await asyncio.gather(*(h.start() for h in handles), return_exceptions=True)
+        adopted = [
+            h for h, result in zip(handles, results, strict=True) if not isinstance(result, BaseException)
+        ]
+        for h, result in zip(handles, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("could not adopt a replica", extra={"pid": h.pid, "error": str(result)})
+                h.own = False  # not ours: it stops by itself, unadopted (runtime/stopping.py)
+                await h.kill()
+        replica_set.add_running(adopted)
+        if adopted:
+            log.info(
+                "adopted the replicas of the previous leader",
+                extra={"entity": entity, "config_version": version, "pids": [h.pid for h in adopted]},
+            )
+        return len(adopted)
+
+    async def remove_all(self) -> None:
+        """This process stopped leading: with one server, stop every replica; when several
+        share the store (``orphan_seconds`` > 0), leave them running for the next leader to
+        adopt (each is told, and stops by itself unless adopted). The backend stays usable."""
+        if self.options.orphan_seconds <= 0:
+            for endpoint_id in list(self._sets):
+                await self.remove(endpoint_id)
+            return
+        sets, self._sets = self.all_sets(), {}
+        for _, _, replica_set in sets:
+            await replica_set.release()
 
     # ---- preparing an entity -----------------------------------------------------------------------
     def _prepare_system(
@@ -256,6 +318,7 @@ class LocalBackend:
             zygote=self._zygote,
             engine=engine,
             model_name=endpoint.name,
+            orphan_seconds=opts.orphan_seconds,
         )
 
     def _band(self, entity: dict[str, Any], engine: EngineSpec | None, tokens_per_second: float) -> Any:
@@ -327,6 +390,12 @@ class LocalBackend:
             log_.write(f"FAILED: {exc.message}")
             raise DeploymentFailed(entity["name"], exc.message) from None
         self._sets.setdefault(endpoint.id, {}).setdefault(version, {})[entity["name"]] = replica_set
+        adopted = await self._adopt(replica_set, endpoint.id, version, entity["name"])
+        if adopted:
+            log_.write(
+                f"Adopted {adopted} running replica(s) of the previous leader "
+                f"(pids {', '.join(str(r.pid) for r in replica_set.ready_replicas)})."
+            )
         if system_model(deployed["entity_name"]) is not None and deployed.get("scale_to_zero_enabled"):
             # A system model ships with modelport: no replica until the first query.
             log_.write("Scale-to-zero: the first query starts a replica.")

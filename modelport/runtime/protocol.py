@@ -14,6 +14,11 @@ Server → replica:
     STREAM   payload = a request body whose answer is streamed (foundation models)
     CANCEL   payload = b""; the request id is that of a STREAM or PREDICT to abandon
              (the client went away); it gets no answer of its own
+    ADOPT    payload = the new owner's pid (ASCII digits): a new leader took this replica
+             over after its server was gone (``runtime/stopping.py``); answered with PONG
+    RELEASE  payload = the releasing owner's pid: that owner stopped leading and leaves the
+             replica to the next leader (it stops unless adopted); ignored from a process
+             that does not own it; no answer
 Replica → server:
     OK            payload = the response body to send the client (JSON bytes)
     CLIENT_ERROR  payload = an error (below) whose status is 4xx
@@ -44,6 +49,7 @@ import orjson
 from modelport.errors import ModelportError, error_from_body
 
 __all__ = [
+    "ADOPT",
     "CANCEL",
     "CHUNK",
     "CLIENT_ERROR",
@@ -55,6 +61,7 @@ __all__ = [
     "PING",
     "PONG",
     "PREDICT",
+    "RELEASE",
     "SERVER_ERROR",
     "STREAM",
     "encode",
@@ -70,6 +77,8 @@ PREDICT = 1
 PING = 2
 STREAM = 3
 CANCEL = 4
+ADOPT = 5
+RELEASE = 6
 OK = 10
 CLIENT_ERROR = 11
 SERVER_ERROR = 12

@@ -63,6 +63,14 @@ class ReplicaSpec:
     engine: EngineSpec | None = None
     #: What a foundation model's answers carry as ``model`` (the endpoint's name).
     model_name: str = ""
+    #: Several servers share the store: the replica outlives its server this long, for the
+    #: next leader to adopt it (``runtime/stopping.py``); 0: it stops with its server.
+    orphan_seconds: float = 0.0
+
+    def _watch_args(self) -> list[str]:
+        if self.orphan_seconds <= 0:
+            return []
+        return ["--owner-pid", str(os.getpid()), "--orphan-seconds", f"{self.orphan_seconds:g}"]
 
     def argv(self, socket_path: Path) -> list[str]:
         """The replica's command line after ``python -m modelport.runtime.worker``; ``--socket``
@@ -84,6 +92,7 @@ class ReplicaSpec:
                 self.model_name,
                 "--engine-options",
                 orjson.dumps(e.options).decode(),
+                *self._watch_args(),
             ]
         return [
             "--socket",
@@ -98,6 +107,7 @@ class ReplicaSpec:
             str(self.max_batch_size),
             "--max-batch-wait-ms",
             str(self.max_batch_wait_ms),
+            *self._watch_args(),
         ]
 
 
@@ -146,10 +156,12 @@ class ReplicaHandle:
         self._reader_task: asyncio.Task[None] | None = None
         self._log_fh: int | None = None
         self.in_flight = 0
+        self.sent = 0  # requests sent (pings not counted)
         self.started_at = 0.0
         self.ready = False
         self.was_ready = False  # set once the start completed: only such replicas can "die"
         self.closing = False
+        self.keep_socket = False
 
     @property
     def pid(self) -> int | None:
@@ -245,6 +257,8 @@ class ReplicaHandle:
         fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
         self.in_flight += 1
+        if kind != protocol.PING:
+            self.sent += 1
         try:
             self._writer.write(protocol.encode(request_id, kind, payload))
             if timeout is None:
@@ -267,6 +281,7 @@ class ReplicaHandle:
         queue: asyncio.Queue[tuple[int, bytes] | BaseException] = asyncio.Queue()
         self._streams[request_id] = queue
         self.in_flight += 1
+        self.sent += 1
         self._writer.write(protocol.encode(request_id, protocol.STREAM, payload))
         return ReplicaStream(self, request_id, queue)
 
@@ -296,6 +311,18 @@ class ReplicaHandle:
                 await self.kill()
         await self._close()
 
+    async def release(self) -> None:
+        """Leave the replica running for the next leader to adopt (``runtime/stopping.py``):
+        tell it, then close the connection; its socket stays."""
+        self.closing = True
+        self.ready = False
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(protocol.encode(0, protocol.RELEASE, str(os.getpid()).encode()))
+            with contextlib.suppress(Exception):
+                await self._writer.drain()
+        self.keep_socket = True  # the replica's, for whoever adopts it
+        await self._close()
+
     async def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -316,5 +343,6 @@ class ReplicaHandle:
         if self._log_fh is not None:
             os.close(self._log_fh)
             self._log_fh = None
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        if not self.keep_socket:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()

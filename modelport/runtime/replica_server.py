@@ -35,7 +35,7 @@ import orjson
 
 from modelport.errors import BadRequest, ModelportError, TemporarilyUnavailable
 from modelport.runtime import protocol
-from modelport.runtime.stopping import stop_when_told
+from modelport.runtime.stopping import Watch, stop_when_told
 
 __all__ = ["DRAIN_SECONDS", "Handler", "ReplicaServer", "stopping"]
 
@@ -94,10 +94,20 @@ class ReplicaServer:
     exactly one final answer (OK, END or an error frame) on its connection, unless it is
     cancelled or that connection closes first; ``in_flight`` counts those not answered yet."""
 
-    def __init__(self, handler: Handler, parent_pid: int = 0, drain_seconds: float = DRAIN_SECONDS) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        parent_pid: int = 0,
+        drain_seconds: float = DRAIN_SECONDS,
+        *,
+        owner_pid: int = 0,
+        orphan_seconds: float = 0.0,
+    ) -> None:
         self.handler = handler
-        #: The server; a server killed with -9 cannot stop its replicas, so they watch it.
+        #: The server; a server killed with -9 cannot stop its replicas, so they watch it
+        #: (``runtime/stopping.py``: with several servers, they wait to be adopted).
         self.parent_pid = parent_pid or os.getppid()
+        self.watch = Watch(self.parent_pid, owner_pid, orphan_seconds)
         self.drain_seconds = drain_seconds
         self.stopping = False
         self._stop = asyncio.Event()
@@ -128,7 +138,7 @@ class ReplicaServer:
     async def serve(self, socket_path: str) -> bool:
         """Listen on ``socket_path`` and :meth:`run` until told to stop (SIGTERM, SIGINT, the
         server gone); returns what :meth:`run` returns."""
-        watcher = stop_when_told(self.parent_pid, self.stop)
+        watcher = stop_when_told(self.watch, self.stop)
         _remove_stale_socket(socket_path)
         server = await asyncio.start_unix_server(self.connection, path=socket_path)
         try:
@@ -189,6 +199,13 @@ class ReplicaServer:
                     self._start(writer, conn, request_id, kind, payload)
                 elif kind == protocol.PING:
                     writer.write(protocol.encode(request_id, protocol.PONG, orjson.dumps(self.stats())))
+                elif kind == protocol.ADOPT:
+                    if payload.isdigit():
+                        self.watch.adopt(int(payload))
+                    writer.write(protocol.encode(request_id, protocol.PONG, orjson.dumps(self.stats())))
+                elif kind == protocol.RELEASE:
+                    if payload.isdigit():
+                        self.watch.release(int(payload))
                 elif kind == protocol.CANCEL:
                     task = self._tasks.get((conn, request_id))
                     if task is not None:

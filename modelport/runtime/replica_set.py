@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from modelport.errors import DeadlineExceeded, RequestLimitExceeded, TemporarilyUnavailable
 from modelport.runtime import protocol
 from modelport.runtime.autoscaler import Band, Load, decide
@@ -64,6 +66,8 @@ class ReplicaSet:
         self.name = name
         self.health_seconds = health_seconds
         self._pings: dict[ReplicaHandle, tuple[float, asyncio.Task[bytes]]] = {}
+        # Per replica, at its last PONG: (requests it had served, requests this process had sent).
+        self._served: dict[ReplicaHandle, tuple[int, int]] = {}
         self.spec = spec
         self.band = band
         self.per_replica_in_flight = per_replica_in_flight
@@ -110,7 +114,7 @@ class ReplicaSet:
         async with self._scale_lock:
             live = [r for r in self.replicas if r.alive and not r.closing]
             if target > len(live):
-                new = [ReplicaHandle(self.spec, self._next_index()) for _ in range(target - len(live))]
+                new = [ReplicaHandle(self.spec, self.next_index()) for _ in range(target - len(live))]
                 self.replicas.extend(new)
                 self._starting += len(new)
                 try:
@@ -141,9 +145,23 @@ class ReplicaSet:
             else:
                 self._ready.clear()
 
-    def _next_index(self) -> int:
+    def start_if_idle(self) -> None:
+        """Start the set's replicas if none runs or starts (another process got a query for it)."""
+        idle = not self.ready_replicas and not self._starting and self._cold_start_task is None
+        if idle and not self.closed:
+            self.last_request_at = time.monotonic()
+            self._cold_start_task = asyncio.get_running_loop().create_task(self._cold_start())
+
+    def next_index(self) -> int:
         self._index += 1
         return self._index
+
+    def add_running(self, replicas: list[ReplicaHandle]) -> None:
+        """Take over replicas that run already (adopted from the previous leader)."""
+        self.replicas.extend(replicas)
+        if self.ready_replicas:
+            self._ready.set()
+        self._wake()
 
     async def _drain_and_stop(self, replica: ReplicaHandle, grace: float = 30.0) -> None:
         deadline = time.monotonic() + grace
@@ -206,14 +224,32 @@ class ReplicaSet:
             if task.cancelled() or task.exception() is not None:
                 hung.append(r)
             elif now - at >= self.health_seconds / 2:
+                self._observe(r, task.result(), at)
                 self._ping(r, now)
         return hung
+
+    def _observe(self, replica: ReplicaHandle, pong: bytes, at: float) -> None:
+        """Count the load other processes (HTTP workers, other servers) send this replica
+        directly, from the counters in its PONG: requests it served since the last ping mean
+        the set is in use (no scale to zero), and its in-flight count joins the peak the
+        autoscaler reads."""
+        try:
+            stats = orjson.loads(pong)
+            requests, in_flight = int(stats["requests"]), int(stats["in_flight"])
+        except (ValueError, KeyError, TypeError):
+            return
+        seen = self._served.get(replica)
+        self._served[replica] = (requests, replica.sent)
+        if seen is not None and requests - seen[0] > replica.sent - seen[1]:
+            self.last_request_at = max(self.last_request_at, at)
+        self._peak = max(self._peak, self._active + len(self._waiters) - replica.in_flight + in_flight)
 
     def _ping(self, replica: ReplicaHandle, now: float) -> None:
         task = asyncio.get_running_loop().create_task(replica.ping(timeout=self.health_seconds))
         self._pings[replica] = (now, task)
 
     def _forget_ping(self, replica: ReplicaHandle) -> None:
+        self._served.pop(replica, None)
         sent = self._pings.pop(replica, None)
         if sent is not None:
             sent[1].cancel()
@@ -370,6 +406,21 @@ class ReplicaSet:
             "cold_starts": self.cold_starts,
             "restarts": self.restarts,
         }
+
+    async def release(self) -> None:
+        """Close the set, leaving its replicas running for another process to adopt."""
+        self.closed = True
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(
+                    TemporarilyUnavailable(f"Served entity '{self.name}' moved.", retry_after=1)
+                )
+        self._waiters.clear()
+        for r in list(self._pings):
+            self._forget_ping(r)
+        replicas, self.replicas = self.replicas, []
+        await asyncio.gather(*(r.release() for r in replicas), return_exceptions=True)
+        self._ready.clear()
 
     async def close(self) -> None:
         self.closed = True

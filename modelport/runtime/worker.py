@@ -66,6 +66,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="The server's pid: the replica stops when that process is gone (0: the parent at start).",
     )
+    parser.add_argument(
+        "--owner-pid",
+        type=int,
+        default=0,
+        help="The server that started the replica (0: the parent); with --orphan-seconds.",
+    )
+    parser.add_argument(
+        "--orphan-seconds",
+        type=float,
+        default=0.0,
+        help="Keep serving this long after the owner is gone, for a new leader to adopt the "
+        "replica (0: stop when the parent is gone).",
+    )
     handler_class(kind).add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -96,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modelport-worker: loaded {handler.what} in {took}{handler.details()}", file=sys.stderr)
         sys.stderr.flush()
         gc.freeze()  # the model and the libraries stay: keep them out of full GC passes
-        drained = runner.run(ReplicaServer(handler, args.parent_pid).serve(args.socket))
+        drained = runner.run(
+            ReplicaServer(
+                handler, args.parent_pid, owner_pid=args.owner_pid, orphan_seconds=args.orphan_seconds
+            ).serve(args.socket)
+        )
     if not drained:
         # A predict still runs after the drain period: its thread cannot be interrupted,
         # and interpreter shutdown would wait for it.

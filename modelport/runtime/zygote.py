@@ -71,6 +71,7 @@ class Zygote:
     def __init__(self, listener: socket.socket, parent_pid: int) -> None:
         self.listener = listener
         self.parent_pid = parent_pid
+        self.orphanable: set[int] = set()
         self.conn: socket.socket | None = None
         self.children: set[int] = set()
         self.selector = selectors.DefaultSelector()
@@ -128,6 +129,10 @@ class Zygote:
         if pid == 0:
             _become_worker(request, [self.selector, self.listener, self.conn])
         self.children.add(pid)
+        if "--orphan-seconds" in request["argv"]:
+            # Several servers share the store: the replica outlives its server for the next
+            # leader to adopt, and stops on its own otherwise (runtime/stopping.py).
+            self.orphanable.add(pid)
         self._send({"id": request["id"], "pid": pid})
 
     def _reap(self) -> None:
@@ -138,10 +143,11 @@ class Zygote:
                 done, status = pid, 0
             if done:
                 self.children.discard(pid)
+                self.orphanable.discard(pid)
                 self._send({"exit": pid, "status": _returncode(status)})
 
     def _stop_children(self) -> None:
-        for pid in self.children:
+        for pid in self.children - self.orphanable:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0

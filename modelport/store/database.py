@@ -10,10 +10,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
 from modelport.store import schema
+from modelport.store.changes import ChangeCounter
 from modelport.store.endpoints import EndpointRepository
 from modelport.store.grants import DigestRepository, GrantRepository
 from modelport.store.leases import LeaseRepository
 from modelport.store.principals import PrincipalRepository
+from modelport.store.processes import ProcessRepository
+from modelport.store.replicas import ReplicaRepository
 from modelport.store.secrets import SecretRepository
 
 __all__ = ["SCHEMA_HEAD", "Database", "normalize_url", "open_database"]
@@ -21,7 +24,7 @@ __all__ = ["SCHEMA_HEAD", "Database", "normalize_url", "open_database"]
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration's revision. A test checks it against Alembic's head, so a new
 #: migration must update it; it lets a start-up on a current schema skip importing Alembic.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 
 def normalize_url(url: str) -> str:
@@ -54,6 +57,9 @@ class Database:
         self.grants = GrantRepository(engine)
         self.digests = DigestRepository(engine)
         self.leases = LeaseRepository(engine)
+        self.replicas = ReplicaRepository(engine)
+        self.changes = ChangeCounter(engine)
+        self.processes = ProcessRepository(engine)
 
     @property
     def dialect(self) -> str:
@@ -77,6 +83,10 @@ class Database:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Servers started together on a new database take turns (the second finds the
+                # schema current); a transaction lock, released at commit, works through poolers.
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('modelport-migrate'))"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -16,6 +16,8 @@ from sqlalchemy.exc import IntegrityError
 
 from modelport.errors import ResourceAlreadyExists
 from modelport.store import schema
+from modelport.store.changes import changing
+from modelport.store.leases import RECONCILER_LEASE, fence
 from modelport.store.records import ConfigRecord, EndpointRecord
 
 __all__ = ["EndpointRepository"]
@@ -108,7 +110,7 @@ class EndpointRepository:
         """Insert an endpoint, its first config and the owner's CAN_MANAGE in one transaction."""
         values = dataclasses.asdict(endpoint)
         try:
-            with self._engine.begin() as conn:
+            with changing(self._engine) as conn:
                 conn.execute(insert(E).values(**values))
                 if config is not None:
                     conn.execute(insert(C).values(**dataclasses.asdict(config)))
@@ -117,7 +119,7 @@ class EndpointRepository:
             raise ResourceAlreadyExists(f"Endpoint with name '{endpoint.name}' already exists.") from None
 
     def update_fields(self, endpoint_id: str, **fields: Any) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(update(E).where(E.c.id == endpoint_id).values(**fields))
 
     def next_version(self, conn: Connection, endpoint_id: str) -> int:
@@ -128,7 +130,7 @@ class EndpointRepository:
         self, endpoint_id: str, body: dict[str, Any], creator: str, now_ms: int, task: str | None
     ) -> int | None:
         """Record a new pending config unless an update is in progress; return its version."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             version = self.next_version(conn, endpoint_id)
             gateway = conn.execute(select(E.c.ai_gateway).where(E.c.id == endpoint_id)).scalar()
             claimed = conn.execute(
@@ -153,7 +155,7 @@ class EndpointRepository:
 
     def set_ai_gateway(self, endpoint_id: str, gateway: dict[str, Any], now_ms: int) -> None:
         """The endpoint's AI-gateway settings, also recorded in its serving and pending versions."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(update(E).where(E.c.id == endpoint_id).values(ai_gateway=gateway, updated_ms=now_ms))
             current = conn.execute(
                 select(E.c.active_version, E.c.pending_version).where(E.c.id == endpoint_id)
@@ -166,9 +168,14 @@ class EndpointRepository:
                     .values(ai_gateway=gateway)
                 )
 
-    def save_progress(self, endpoint_id: str, version: int, body: dict[str, Any]) -> None:
-        """Store entity states of a pending config while the update runs."""
-        with self._engine.begin() as conn:
+    def save_progress(
+        self, endpoint_id: str, version: int, body: dict[str, Any], *, epoch: int | None = None
+    ) -> None:
+        """Store entity states of a pending config while the update runs; ``epoch``: the
+        reconciler lease's epoch, checked in the same transaction (``store/leases.py fence``)."""
+        with changing(self._engine) as conn:
+            if epoch is not None:
+                fence(conn, RECONCILER_LEASE, epoch)
             conn.execute(
                 update(C)
                 .where(C.c.endpoint_id == endpoint_id, C.c.version == version, C.c.status == "PENDING")
@@ -184,9 +191,13 @@ class EndpointRepository:
         body: dict[str, Any],
         message: str | None,
         now_ms: int,
+        epoch: int | None = None,
     ) -> bool:
-        """Promote (success) or fail the pending config; False if it was cancelled meanwhile."""
-        with self._engine.begin() as conn:
+        """Promote (success) or fail the pending config; False if it was cancelled meanwhile.
+        ``epoch``: the reconciler lease's epoch, checked in the same transaction."""
+        with changing(self._engine) as conn:
+            if epoch is not None:
+                fence(conn, RECONCILER_LEASE, epoch)
             state = "NOT_UPDATING" if success else "UPDATE_FAILED"
             values: dict[str, Any] = {"config_update": state, "updated_ms": now_ms}
             if success:
@@ -217,7 +228,7 @@ class EndpointRepository:
 
     def cancel_update(self, endpoint_id: str, body: dict[str, Any] | None, now_ms: int) -> int | None:
         """Mark the in-progress update cancelled; return its version, None if none was running."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             row = conn.execute(
                 select(E.c.pending_version).where(E.c.id == endpoint_id, E.c.config_update == "IN_PROGRESS")
             ).first()
@@ -248,7 +259,7 @@ class EndpointRepository:
         return version
 
     def delete(self, endpoint_id: str) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(delete(A).where(A.c.endpoint_id == endpoint_id))
             conn.execute(delete(C).where(C.c.endpoint_id == endpoint_id))
             conn.execute(delete(E).where(E.c.id == endpoint_id))
@@ -271,7 +282,7 @@ class EndpointRepository:
         return out
 
     def write_acl(self, endpoint_id: str, grants: dict[int, int], *, replace: bool) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             if replace:
                 conn.execute(delete(A).where(A.c.endpoint_id == endpoint_id))
             else:

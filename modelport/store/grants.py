@@ -12,6 +12,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelport.store import schema
+from modelport.store.changes import changing
 
 __all__ = ["DigestRepository", "GrantRepository"]
 
@@ -59,7 +60,7 @@ class GrantRepository:
 
     def write(self, object_type: str, object_id: str, grants: dict[int, int], *, replace: bool) -> None:
         """Set grants (principal id → level; a level of 0 removes that principal's grant)."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             where = (G.c.object_type == object_type, G.c.object_id == object_id)
             if replace:
                 conn.execute(delete(G).where(*where))
@@ -79,7 +80,7 @@ class GrantRepository:
     def grant_if_absent(self, object_type: str, object_id: str, principal_id: int, level: int) -> bool:
         """Give one grant unless the principal holds one already; True when written."""
         try:
-            with self._engine.begin() as conn:
+            with changing(self._engine) as conn:
                 conn.execute(
                     insert(G).values(
                         object_type=object_type, object_id=object_id, principal_id=principal_id, level=level
@@ -90,7 +91,7 @@ class GrantRepository:
             return False
 
     def rename(self, object_type: str, old_id: str, new_id: str) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(
                 update(G)
                 .where(G.c.object_type == object_type, G.c.object_id == old_id)
@@ -98,7 +99,7 @@ class GrantRepository:
             )
 
     def drop(self, object_type: str, object_id: str) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(delete(G).where(G.c.object_type == object_type, G.c.object_id == object_id))
 
     def object_ids(self, object_type: str) -> set[str]:
@@ -122,7 +123,7 @@ class DigestRepository:
     def record(self, model_name: str, version: int, digest: str, source: str, now_ms: int) -> bool:
         """Record a digest once; True when written, False when one was there (it is kept)."""
         try:
-            with self._engine.begin() as conn:
+            with changing(self._engine) as conn:
                 conn.execute(
                     insert(D).values(
                         model_name=model_name,
@@ -137,11 +138,11 @@ class DigestRepository:
             return False
 
     def rename(self, old_name: str, new_name: str) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(update(D).where(D.c.model_name == old_name).values(model_name=new_name))
 
     def drop(self, model_name: str, version: int | None = None) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             where = [D.c.model_name == model_name]
             if version is not None:
                 where.append(D.c.version == version)

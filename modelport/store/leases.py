@@ -37,7 +37,10 @@ from sqlalchemy.sql.functions import FunctionElement
 from modelport.errors import InvalidParameterValue, LeaseLost
 from modelport.store import schema
 
-__all__ = ["Lease", "LeaseRepository", "db_now_ms", "fence"]
+__all__ = ["RECONCILER_LEASE", "Lease", "LeaseRepository", "db_now_ms", "fence"]
+
+#: The lease of the server process that runs the reconciler and the replicas.
+RECONCILER_LEASE = "reconciler"
 
 L = schema.leases
 

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from modelport.errors import ResourceAlreadyExists
 from modelport.store import schema
+from modelport.store.changes import changing
 from modelport.store.records import PrincipalRecord, TokenRecord
 
 __all__ = ["PrincipalRepository"]
@@ -45,7 +46,7 @@ class PrincipalRepository:
         self, name: str, kind: str, *, display_name: str | None, is_admin: bool, now_ms: int
     ) -> PrincipalRecord:
         try:
-            with self._engine.begin() as conn:
+            with changing(self._engine) as conn:
                 pid = conn.execute(
                     insert(P).values(
                         name=name,
@@ -91,7 +92,7 @@ class PrincipalRepository:
             return [self._record(conn, r) for r in rows]
 
     def set_members(self, group_id: int, member_ids: list[int], *, replace: bool) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             if replace:
                 conn.execute(delete(G).where(G.c.group_id == group_id))
             else:
@@ -100,15 +101,15 @@ class PrincipalRepository:
                 conn.execute(insert(G).values(group_id=group_id, member_id=mid))
 
     def remove_members(self, group_id: int, member_ids: list[int]) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(delete(G).where(G.c.group_id == group_id, G.c.member_id.in_(member_ids)))
 
     def set_admin(self, principal_id: int, is_admin: bool) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(update(P).where(P.c.id == principal_id).values(is_admin=is_admin))
 
     def delete(self, principal_id: int) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(delete(T).where(T.c.principal_id == principal_id))
             conn.execute(delete(G).where((G.c.group_id == principal_id) | (G.c.member_id == principal_id)))
             conn.execute(
@@ -129,7 +130,7 @@ class PrincipalRepository:
         expiry_ms: int | None,
         created_by: str | None,
     ) -> None:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(
                 insert(T).values(
                     id=token_id,
@@ -190,7 +191,7 @@ class PrincipalRepository:
 
     def delete_token(self, token_id: str) -> str | None:
         """Delete a token; return its hash (for cache eviction) or None if unknown."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             row = conn.execute(select(T.c.token_hash).where(T.c.id == token_id)).first()
             if row is None:
                 return None

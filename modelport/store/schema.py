@@ -172,3 +172,60 @@ leases = Table(
     Column("renewed_ms", BigInteger, nullable=False),
     UniqueConstraint("name", "epoch", name="uq_leases_name_epoch"),
 )
+
+# The change counter (store/changes.py): one row, bumped in the same transaction as every
+# control-plane write, so that every server process can tell with one cheap read whether
+# anything changed since it last looked.
+store_changes = Table(
+    "store_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+# The replica registry (store/replicas.py): where the leader's replicas listen, so that every
+# server process (HTTP workers, other servers on the machine) can reach them. Written by the
+# leader only, each write fenced by its lease epoch; ``host`` names the machine whose unix
+# socket ``address`` is.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("endpoint_id", String(64), nullable=False),
+    Column("config_version", Integer, nullable=False),
+    Column("entity", String(255), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("address", String(1024), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_replicas_endpoint", "endpoint_id", "config_version", "entity"),
+)
+
+# Wake requests: a process that is not the leader got a query for a served entity scaled to
+# zero; the leader starts a replica and deletes the row (store/replicas.py).
+replica_wakes = Table(
+    "replica_wakes",
+    metadata,
+    Column("endpoint_id", String(64), primary_key=True),
+    Column("config_version", Integer, primary_key=True),
+    Column("entity", String(255), primary_key=True),
+    Column("requested_ms", BigInteger, nullable=False),
+)
+
+# The server processes that share the store (store/processes.py): each writes its row every
+# few seconds (``seen_ms``, the database's clock); ``modelport status`` lists them.
+processes = Table(
+    "processes",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("worker", Integer, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("seen_ms", BigInteger, nullable=False),
+)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from modelport.errors import ResourceAlreadyExists, ResourceDoesNotExist
 from modelport.store import schema
+from modelport.store.changes import changing
 from modelport.store.records import SecretAclRecord, SecretRecord, SecretScopeRecord
 
 __all__ = ["SecretRepository"]
@@ -35,7 +36,7 @@ class SecretRepository:
     def create_scope(self, name: str, creator: str, now_ms: int, manager_id: int | None) -> SecretScopeRecord:
         """Insert a scope and, when ``manager_id`` is given, its first ACL (MANAGE) in one transaction."""
         try:
-            with self._engine.begin() as conn:
+            with changing(self._engine) as conn:
                 conn.execute(insert(S).values(name=name, creator=creator, created_ms=now_ms))
                 if manager_id is not None:
                     conn.execute(insert(A).values(scope=name, principal_id=manager_id, permission=3))
@@ -61,7 +62,7 @@ class SecretRepository:
 
     def delete_scope(self, name: str) -> bool:
         """Delete a scope with its secrets and ACLs; False if there was none."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(delete(V).where(V.c.scope == name))
             conn.execute(delete(A).where(A.c.scope == name))
             return bool(conn.execute(delete(S).where(S.c.name == name)).rowcount)
@@ -70,7 +71,7 @@ class SecretRepository:
     def put(self, scope: str, key: str, value: bytes, now_ms: int) -> None:
         """Insert or overwrite a secret (``value`` is already encrypted)."""
         for _ in range(2):
-            with self._engine.begin() as conn:
+            with changing(self._engine) as conn:
                 updated = conn.execute(
                     update(V)
                     .where(V.c.scope == scope, V.c.key == key)
@@ -79,7 +80,7 @@ class SecretRepository:
             if updated:
                 return
             try:
-                with self._engine.begin() as conn:
+                with changing(self._engine) as conn:
                     conn.execute(insert(V).values(scope=scope, key=key, value=value, last_updated_ms=now_ms))
                 return
             except IntegrityError:
@@ -113,7 +114,7 @@ class SecretRepository:
         """Replace every secret's value with ``rewrite(scope, key, value)`` in one transaction
         (re-encryption: ``last_updated_ms`` is kept); returns how many were rewritten. An
         exception from ``rewrite`` rolls every change back."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             rows = conn.execute(select(V.c.scope, V.c.key, V.c.value).order_by(V.c.scope, V.c.key)).all()
             for scope, key, value in rows:
                 conn.execute(
@@ -124,12 +125,12 @@ class SecretRepository:
         return len(rows)
 
     def delete(self, scope: str, key: str) -> bool:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             return bool(conn.execute(delete(V).where(V.c.scope == scope, V.c.key == key)).rowcount)
 
     def prune(self, scope: str, keep: set[str], before_ms: int) -> list[str]:
         """Delete the scope's secrets not in ``keep`` and last written before ``before_ms``."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             rows = conn.execute(
                 select(V.c.key).where(V.c.scope == scope, V.c.last_updated_ms < before_ms)
             ).all()
@@ -166,12 +167,12 @@ class SecretRepository:
 
     def put_acl(self, scope: str, principal_id: int, permission: int) -> None:
         """Grant ``permission``, replacing what the principal had on the scope."""
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             conn.execute(delete(A).where(A.c.scope == scope, A.c.principal_id == principal_id))
             conn.execute(insert(A).values(scope=scope, principal_id=principal_id, permission=permission))
 
     def delete_acl(self, scope: str, principal_id: int) -> bool:
-        with self._engine.begin() as conn:
+        with changing(self._engine) as conn:
             return bool(
                 conn.execute(delete(A).where(A.c.scope == scope, A.c.principal_id == principal_id)).rowcount
             )

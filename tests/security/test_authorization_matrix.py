@@ -77,6 +77,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/ready"): Row(PUBLIC),
     ("GET", "/metrics"): Row(USER),  # behind a token unless --public-metrics
     ("GET", "/api/2.0/modelport/openapi.json"): Row(PUBLIC),
+    ("GET", "/api/2.0/modelport/status"): Row(ADMIN),
     ("GET", "/"): Row(PUBLIC, ok=307),
     ("GET", "/ui/{path}"): Row(PUBLIC),
     ("GET", "/mlflow"): Row(PUBLIC, ok=307),

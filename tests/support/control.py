@@ -22,6 +22,7 @@ from modelport.runtime.base import DeploymentFailed
 from modelport.runtime.logs import BuildLog, LogStore
 from modelport.spec.identity import Caller
 from modelport.store import Database, open_database
+from modelport.store.leases import RECONCILER_LEASE
 from modelport.store.records import EndpointRecord
 
 __all__ = [
@@ -54,6 +55,7 @@ class FakeBackend:
         self.gate: asyncio.Event | None = None
         self.started = asyncio.Event()
         self.calls: list[tuple[str, Any]] = []
+        self.deployed: set[str] = set()
 
     async def deploy(
         self,
@@ -63,6 +65,7 @@ class FakeBackend:
         logs: dict[str, BuildLog],
     ) -> list[dict[str, Any]]:
         self.calls.append(("deploy", version))
+        self.deployed.add(endpoint.id)
         self.started.set()
         if self.gate is not None:
             await self.gate.wait()
@@ -79,6 +82,27 @@ class FakeBackend:
 
     async def remove(self, endpoint_id: str) -> None:
         self.calls.append(("remove", None))
+        self.deployed.discard(endpoint_id)
+
+    async def restore(
+        self,
+        endpoint: EndpointRecord,
+        version: int,
+        entities: list[dict[str, Any]],
+        logs: dict[str, BuildLog],
+    ) -> None:
+        self.calls.append(("restore", version))
+        self.deployed.add(endpoint.id)
+
+    async def remove_all(self) -> None:
+        self.calls.append(("remove_all", None))
+        self.deployed.clear()
+
+    def endpoint_ids(self) -> list[str]:
+        return sorted(self.deployed)
+
+    def replica_set(self, endpoint_id: str, version: int, entity: str) -> None:
+        return None
 
 
 ADMIN = Caller(id=1, name="admin", kind="user", groups=("admins",), principal_ids=frozenset({1}))
@@ -98,6 +122,16 @@ def setup(
     secrets = SecretService(db, SecretCipher([Fernet.generate_key()]))
     service = EndpointService(db, AccessControl(db), reconciler, logs, registry, secrets=secrets)
     return db, backend, reconciler, service
+
+
+async def lead(reconciler: Reconciler) -> int:
+    """Start the reconciler and make it lead, under a real lease of its store (its writes are
+    fenced by that lease's epoch, as in a server)."""
+    await reconciler.start()
+    lease = reconciler.db.leases.acquire_or_renew(RECONCILER_LEASE, "tests:0:lead", 3600)
+    assert lease is not None, "another holder has the reconciler's lease"
+    await reconciler.lead(lease.epoch)
+    return lease.epoch
 
 
 async def settle(reconciler: Reconciler) -> None:
@@ -142,7 +176,7 @@ def alice(db: Database) -> Caller:
 def run(tmp_path: Path, body: Any) -> None:
     async def main() -> None:
         db, _, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         await body(db, reconciler, service)
 
     asyncio.run(main())

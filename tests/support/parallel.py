@@ -42,6 +42,7 @@ PACKAGE_UNITS = (
 SECONDS: dict[str, float] = {
     "tests/docs/": 133,
     "tests/integration/test_sdk_lifecycle.py": 128,
+    "tests/integration/test_migrate.py": 105,
     "tests/security/": 85,
     "tests/integration/test_cli.py": 79,
     "tests/integration/test_restart.py": 78,
@@ -60,6 +61,7 @@ SECONDS: dict[str, float] = {
     "tests/integration/test_table_permissions.py": 29,
     "tests/integration/test_custom_models.py": 28,
     "tests/integration/test_model_seal.py": 26,
+    "tests/integration/test_shared_registry.py": 26,
     "tests/integration/test_hardening.py": 20,
     "tests/integration/test_cold_start.py": 20,
     "tests/integration/test_audit_log.py": 19,

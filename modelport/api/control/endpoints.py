@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -139,10 +141,17 @@ async def endpoint_metrics(request: Request) -> Response:
             float(len(config.body["served_entities"]) if config else 0),
         ),
     }
-    sets = services.backend.sets_of(endpoint.id).get(endpoint.active_version or -1, {})
-    stats = {entity: replica_set.stats() for entity, replica_set in sets.items()}
+    version = endpoint.active_version or -1
+    sets = services.backend.sets_of(endpoint.id).get(version, {})
+    stats: dict[str, Any] = {entity: replica_set.stats() for entity, replica_set in sets.items()}
+    exchange = services.metrics_exchange
+    if exchange is not None:  # the replicas' figures of the other HTTP workers too
+        stats = exchange.replica_stats(endpoint.id, version, stats)
     entity_gauges = {
-        f"modelport_endpoint_{key}": (help_text, {entity: float(s[key]) for entity, s in stats.items()})
+        f"modelport_endpoint_{key}": (
+            help_text,
+            {entity: float(s.get(key, 0)) for entity, s in stats.items()},
+        )
         for key, help_text in (
             ("replicas", "Replicas ready to serve."),
             ("in_flight", "Requests being answered by replicas."),
@@ -151,6 +160,8 @@ async def endpoint_metrics(request: Request) -> Response:
             ("restarts", "Replicas replaced after they died."),
         )
     }
+    if exchange is not None:
+        return text_response(exchange.endpoint_text(endpoint.name, gauges, entity_gauges))
     return text_response(services.metrics.render_endpoint(endpoint.name, gauges, entity_gauges))
 
 

@@ -23,8 +23,10 @@ import typer
 from typer.core import TyperGroup
 
 from modelport.client.cli import endpoints, principals, secrets, tables, tokens
+from modelport.client.cli.migrate import migrate
 from modelport.client.cli.options import OutputFormat
 from modelport.client.cli.serve import serve
+from modelport.client.cli.status import status
 from modelport.errors import InvalidParameterValue, ModelportError, TemporarilyUnavailable
 
 __all__ = ["app", "as_modelport_error", "main"]
@@ -128,7 +130,11 @@ app.add_typer(principals.groups, name="groups")
 app.add_typer(principals.service_principals, name="service-principals")
 app.add_typer(tables.app, name="tables")
 app.command("usage")(tables.usage)
+app.command("status", short_help="The server processes, the leader and the replicas.")(status)
 app.command("serve", short_help="Start the modelport server.")(serve)
+app.command("migrate", short_help="Move this installation to PostgreSQL and a shared artifacts folder.")(
+    migrate
+)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import pytest
 from modelport.errors import InvalidParameterValue, ResourceConflict, ResourceDoesNotExist
 from modelport.spec.endpoint import CreateEndpoint, EndpointCoreConfigInput
 from modelport.store import open_database
-from tests.support.control import ADMIN, settle, setup
+from tests.support.control import ADMIN, lead, settle, setup
 
 
 def create_body(*names: str, version: str = "1") -> CreateEndpoint:
@@ -34,7 +34,7 @@ def update_body(*names: str) -> EndpointCoreConfigInput:
 def test_create_goes_in_progress_then_ready(tmp_path: Path) -> None:
     async def main() -> None:
         _, backend, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         backend.gate = asyncio.Event()
         created = await asyncio.to_thread(service.create, ADMIN, create_body("a"))
         assert created["state"] == {
@@ -59,7 +59,7 @@ def test_create_goes_in_progress_then_ready(tmp_path: Path) -> None:
 def test_failed_update_keeps_old_config_serving(tmp_path: Path) -> None:
     async def main() -> None:
         _, backend, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         await asyncio.to_thread(service.create, ADMIN, create_body("a"))
         await settle(reconciler)
         await asyncio.to_thread(service.update_config, ADMIN, "ep", update_body("bad-one", "b"))
@@ -87,7 +87,7 @@ def test_failed_update_keeps_old_config_serving(tmp_path: Path) -> None:
 def test_second_update_while_in_progress_is_a_conflict_and_cancel_works(tmp_path: Path) -> None:
     async def main() -> None:
         _, backend, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         await asyncio.to_thread(service.create, ADMIN, create_body("a"))
         await settle(reconciler)
         backend.gate = asyncio.Event()
@@ -118,7 +118,7 @@ def test_second_update_while_in_progress_is_a_conflict_and_cancel_works(tmp_path
 def test_update_left_in_progress_resumes_on_start(tmp_path: Path) -> None:
     async def first_run() -> None:
         _, backend, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         backend.gate = asyncio.Event()  # never opened: the "process" dies mid-update
         await asyncio.to_thread(service.create, ADMIN, create_body("a"))
         await backend.started.wait()
@@ -128,7 +128,7 @@ def test_update_left_in_progress_resumes_on_start(tmp_path: Path) -> None:
         db = open_database(f"sqlite:///{tmp_path / 'm.db'}")
         assert db.endpoints.get("ep").config_update == "IN_PROGRESS"  # type: ignore[union-attr]
         _, backend, reconciler, service = setup(tmp_path, db)
-        await reconciler.start()
+        await lead(reconciler)
         await settle(reconciler)
         got = await asyncio.to_thread(service.get, ADMIN, "ep")
         assert (got["state"]["config_update"], got["config"]["config_version"]) == ("NOT_UPDATING", 1)
@@ -141,7 +141,7 @@ def test_update_left_in_progress_resumes_on_start(tmp_path: Path) -> None:
 def test_unknown_version_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     async def main() -> None:
         db, _, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         with pytest.raises(ResourceDoesNotExist, match="no iris 7"):
             await asyncio.to_thread(service.create, ADMIN, create_body("a", version="7"))
         assert db.endpoints.get("ep") is None
@@ -152,7 +152,7 @@ def test_unknown_version_is_refused_before_anything_is_written(tmp_path: Path) -
 def test_update_cannot_add_an_external_model(tmp_path: Path) -> None:
     async def main() -> None:
         _, _, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         await asyncio.to_thread(service.create, ADMIN, create_body("a"))
         await settle(reconciler)
         ext = EndpointCoreConfigInput.model_validate(
@@ -178,7 +178,7 @@ def test_update_cannot_add_an_external_model(tmp_path: Path) -> None:
 def test_plaintext_credentials_are_masked_in_responses(tmp_path: Path) -> None:
     async def main() -> None:
         _, _, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         body = CreateEndpoint.model_validate(
             {
                 "name": "ext",

@@ -11,7 +11,7 @@ import pytest
 
 from modelport.errors import InvalidParameterValue
 from modelport.spec.endpoint import AiGatewayConfig, CreateEndpoint, EndpointCoreConfigInput
-from tests.support.control import ADMIN, settle, setup
+from tests.support.control import ADMIN, lead, settle, setup
 
 ENTITY = {"name": "v1", "entity_name": "iris", "entity_version": "1"}
 
@@ -23,7 +23,7 @@ def gateway(calls: int) -> dict[str, Any]:
 def test_config_versions_keep_the_gateway_in_effect_with_them(tmp_path: Path) -> None:
     async def main() -> None:
         db, _, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         try:
             body = {"name": "ep", "config": {"served_entities": [ENTITY]}, "ai_gateway": gateway(1)}
             await asyncio.to_thread(service.create, ADMIN, CreateEndpoint.model_validate(body))
@@ -76,7 +76,7 @@ def test_extension_blocks_not_available_yet_are_refused(
 def test_a_disabled_response_cache_asks_for_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         _, _, reconciler, service = setup(tmp_path)
-        await reconciler.start()
+        await lead(reconciler)
         try:
             body = {
                 "name": "ep",

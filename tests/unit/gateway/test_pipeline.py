@@ -20,7 +20,7 @@ from modelport.metrics import Metrics
 from modelport.spec.endpoint import CreateEndpoint
 from modelport.spec.identity import Caller
 from modelport.spec.llm import CHAT, EMBEDDINGS, chat_chunk, chat_response, usage
-from tests.support.control import ADMIN, settle, setup
+from tests.support.control import ADMIN, lead, settle, setup
 
 BOB = Caller(id=2, name="bob", kind="user", groups=("users",), principal_ids=frozenset({2}))
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -60,9 +60,9 @@ def with_plane(tmp_path: Path, test: Callable[[DataPlane, Metrics], Awaitable[No
         metrics = Metrics()
         ext = ExternalPlane(lambda scope, key: "sk-x", timeout=5.0, providers={"openai": Echo})
         plane = DataPlane(db, _NoReplicas(), metrics, timeout=5.0, external=ext)  # type: ignore[arg-type]
-        reconciler._on_change = plane.invalidate
+        reconciler.on_change = plane.invalidate
         service._on_change = plane.invalidate
-        await reconciler.start()
+        await lead(reconciler)
         try:
             for name, entity in (
                 ("chat", external("gpt-a")),
@@ -176,8 +176,8 @@ def test_a_query_right_after_the_first_deploy_is_answered_before_the_route_reloa
         ext = ExternalPlane(lambda scope, key: "sk-x", timeout=5.0, providers={"openai": Echo})
         plane = DataPlane(db, _NoReplicas(), Metrics(), timeout=5.0, external=ext)  # type: ignore[arg-type]
         service._on_change = plane.invalidate  # the create is seen: the route says "deploying"
-        reconciler._on_change = lambda _endpoint_id: None  # the reload after the commit: not yet
-        await reconciler.start()
+        reconciler.on_change = lambda _endpoint_id: None  # the reload after the commit: not yet
+        await lead(reconciler)
         try:
             body = {"name": "late", "config": {"served_entities": [external("gpt-a")]}}
             await asyncio.to_thread(service.create, ADMIN, CreateEndpoint.model_validate(body))

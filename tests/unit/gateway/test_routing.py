@@ -17,7 +17,7 @@ from modelport.errors import PermissionDenied, ResourceDoesNotExist, Temporarily
 from modelport.gateway.routing import RoutingTable, compile_route
 from modelport.spec.endpoint import CreateEndpoint
 from modelport.spec.identity import Caller
-from tests.support.control import ADMIN, settle, setup
+from tests.support.control import ADMIN, lead, settle, setup
 
 BOB = Caller(id=99, name="bob", kind="user", groups=("users",), principal_ids=frozenset({99}))
 
@@ -65,8 +65,8 @@ def with_table(tmp_path: Path, count: int, test: Any) -> None:
         db, _, reconciler, service = setup(tmp_path)
         table = RoutingTable(CountingDb(db))  # type: ignore[arg-type]
         service._on_change = table.invalidate  # what api/app.py wires (through the DataPlane)
-        reconciler._on_change = table.invalidate
-        await reconciler.start()
+        reconciler.on_change = table.invalidate
+        await lead(reconciler)
         try:
             for i in range(count):
                 await asyncio.to_thread(service.create, ADMIN, body(f"ep-{i}"))

@@ -1,0 +1,246 @@
+"""``modelport serve --workers 2``: two processes on one port (SO_REUSEPORT). The first runs the
+replicas; the second answers every route too and reaches them through the replica registry.
+
+The kernel spreads new connections over the processes, so each check pins an HTTP connection
+to one process (keep-alive: a connection stays with the process that accepted it) and asks the
+status route which process it reached.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import wait_settled
+from tests.support.models import log_sklearn_model
+from tests.support.names import unique
+
+API = "/api/2.0/serving-endpoints"
+STATUS = "/api/2.0/modelport/status"
+REDIS = os.environ.get("MODELPORT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ROW = {"dataframe_records": [{"f0": 0.9, "f1": 0.1, "f2": 0.2, "f3": 0.3}]}
+HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def connection(server: ServerProcess, token: str = ADMIN_TOKEN) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+@contextlib.contextmanager
+def pinned(server: ServerProcess, role: str, tries: int = 200) -> Iterator[httpx.Client]:
+    """A keep-alive connection that reached the process of ``role`` (``server`` or ``worker``)."""
+    for _ in range(tries):
+        client = connection(server)
+        r = client.get(STATUS, headers=HEADERS)  # the status route needs an admin
+        if r.status_code == 200 and r.json()["process"]["role"] == role:
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        client.close()
+    raise AssertionError(f"no connection reached the {role} process in {tries} tries")
+
+
+def processes(server: ServerProcess) -> list[dict]:
+    with connection(server) as http:
+        return [p for p in http.get(STATUS).json()["processes"] if p["live"]]
+
+
+def wait_for_workers(server: ServerProcess, count: int, timeout: float = 120.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = processes(server)
+        if len(live) == count:
+            with connection(server) as http:  # and the last one answers (its start-up is over)
+                if all(http.get("/ready").status_code == 200 for _ in range(6)):
+                    return live
+        time.sleep(0.3)
+    raise AssertionError(f"{count} processes did not come up: {processes(server)}\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    started = ServerProcess(
+        tmp_path_factory.mktemp("workers"), extra_args=["--workers", "2", "--redis", REDIS]
+    ).start(timeout=180)
+    try:
+        wait_for_workers(started, 2)
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def iris(port: ServerProcess) -> str:
+    name = unique("wk-iris")
+    log_sklearn_model(port.url, ADMIN_TOKEN, name)
+    endpoint = unique("wk-model")
+    with connection(port) as http:
+        entity = {"name": "iris", "entity_name": name, "entity_version": "1", "workload_size": "Small"}
+        created = http.post(API, json={"name": endpoint, "config": {"served_entities": [entity]}})
+        assert created.status_code == 200, created.text
+        settled = wait_settled(http, endpoint, timeout=180)
+        assert settled["state"]["ready"] == "READY", settled
+    return endpoint
+
+
+def test_two_processes_answer_on_one_port_and_only_the_first_leads(port: ServerProcess) -> None:
+    with pinned(port, "server") as first, pinned(port, "worker") as second:
+        one, two = first.get(STATUS).json(), second.get(STATUS).json()
+    assert one["process"]["pid"] == port.proc.pid  # type: ignore[union-attr]
+    assert one["process"]["leading"] is True and two["process"]["leading"] is False
+    assert two["process"]["worker"] == 1 and one["process"]["pid"] != two["process"]["pid"]
+    assert one["leader"]["holder"] == one["process"]["id"] and one["leader"]["epoch"] >= 1
+    roles = sorted((p["role"], p["leader"]) for p in one["processes"] if p["live"])
+    assert roles == [("server", True), ("worker", False)]
+
+
+def test_the_worker_queries_the_first_process_replicas_directly(port: ServerProcess, iris: str) -> None:
+    with pinned(port, "server") as first, pinned(port, "worker") as second:
+        replicas = [r for r in first.get(STATUS).json()["replicas"] if r["served_entity"] == "iris"]
+        assert len(replicas) == 1 and replicas[0]["state"] == "READY", replicas
+        for client in (first, second):
+            for _ in range(10):
+                r = client.post(f"/serving-endpoints/{iris}/invocations", json=ROW)
+                assert r.status_code == 200, r.text
+                assert r.json()["predictions"] == [1]
+    # One replica process served both (a worker runs no replica of its own).
+    assert os.path.exists(f"/proc/{replicas[0]['pid']}"), "the registered replica is not running"
+
+
+def test_a_revoked_token_is_refused_by_the_other_process_within_two_seconds(port: ServerProcess) -> None:
+    me = "/api/2.0/preview/scim/v2/Me"
+    with pinned(port, "server") as first, pinned(port, "worker") as second:
+        made = first.post("/api/2.0/token/create", json={"comment": "revoke me"}).json()
+        token_id, bearer = made["token_info"]["token_id"], {"Authorization": f"Bearer {made['token_value']}"}
+        assert second.get(me, headers=bearer).status_code == 200  # cached by the worker
+        revoked = first.post("/api/2.0/token/delete", json={"token_id": token_id})
+        assert revoked.status_code == 200, revoked.text
+        started = time.monotonic()
+        while second.get(me, headers=bearer).status_code != 401:
+            assert time.monotonic() - started < 2.0, "the worker still accepts a revoked token"
+            time.sleep(0.05)
+    print(f"\nrevocation reached the worker after {time.monotonic() - started:.2f}s")
+
+
+def samples(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_metrics_add_up_every_process(port: ServerProcess) -> None:
+    counter = "modelport_http_requests_total"
+    with pinned(port, "server") as first, pinned(port, "worker") as second:
+        time.sleep(1.5)  # every process has published what it counted so far
+        before = samples(first.get("/metrics").text, counter, route="health", status="200")
+        for _ in range(7):
+            assert first.get("/health").status_code == 200
+        for _ in range(5):
+            assert second.get("/health").status_code == 200
+        time.sleep(1.5)
+        seen_first = samples(first.get("/metrics").text, counter, route="health", status="200")
+        seen_second = samples(second.get("/metrics").text, counter, route="health", status="200")
+    assert seen_first - before == 12 and seen_second == seen_first
+
+
+def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(port: ServerProcess, iris: str) -> None:
+    with pinned(port, "worker") as second:
+        victim = second.get(STATUS).json()["process"]["pid"]
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal answered
+        while not stop.is_set():
+            try:
+                with connection(port) as http:  # a new connection each time: both processes
+                    r = http.post(f"/serving-endpoints/{iris}/invocations", json=ROW)
+                if r.status_code == 200:
+                    answered += 1
+                else:
+                    failures.append(f"{r.status_code} {r.text[:100]}")
+            except httpx.HTTPError as exc:
+                failures.append(type(exc).__name__)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(load)
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        replaced = None
+        while time.monotonic() - killed_at < 60:
+            new = [p["pid"] for p in processes(port) if p["role"] == "worker" and p["pid"] != victim]
+            if new:
+                replaced = new[0]
+                break
+            time.sleep(0.2)
+        assert replaced is not None, f"the worker was not replaced\n{port.log_tail()}"
+        took = time.monotonic() - killed_at
+        with pinned(port, "worker"):  # it answers (the dead one's row ages out on its own)
+            pass
+        failed_before = len(failures)
+        time.sleep(2.0)  # load on the two processes again
+        stop.set()
+    # Only what the killed process held could fail: at most one request per load thread.
+    assert failed_before <= 4, failures
+    assert len(failures) == failed_before, failures[failed_before:]
+    assert answered > 20
+    print(
+        f"\nworker {victim} killed: replaced by {replaced} after {took:.1f}s; {failed_before} requests failed"
+    )
+
+
+def test_rate_limits_are_exact_across_the_processes(port: ServerProcess) -> None:
+    fake = FakeOpenAI().start()
+    try:
+        name = unique("wk-limit")
+        entity = {
+            "name": "gpt",
+            "external_model": {
+                "provider": "custom",
+                "name": "m",
+                "task": "llm/v1/chat",
+                "custom_provider_config": {
+                    "custom_provider_url": f"{fake.url}/v1",
+                    "bearer_token_auth": {"token_plaintext": API_KEY},
+                },
+            },
+        }
+        limits = {"rate_limits": [{"calls": 10, "renewal_period": "minute"}]}
+        with connection(port) as http:
+            created = http.post(
+                API, json={"name": name, "config": {"served_entities": [entity]}, "ai_gateway": limits}
+            )
+            assert created.status_code == 200, created.text
+            wait_settled(http, name, timeout=60)
+        left = 60 - time.time() % 60
+        if left < 20:
+            time.sleep(left + 0.1)
+        with pinned(port, "server") as first, pinned(port, "worker") as second:
+            chat = {"messages": [{"role": "user", "content": "hi"}]}
+            statuses = [
+                client.post(f"/serving-endpoints/{name}/invocations", json=chat).status_code
+                for _ in range(8)
+                for client in (first, second)
+            ]
+        assert statuses.count(200) == 10 and statuses.count(429) == 6, statuses
+    finally:
+        fake.stop()
