@@ -60,7 +60,9 @@ from harness import (
 )
 from loadgen import CellResult, Load, driver_name, run_cell
 
-FAMILIES = ("modelport", "mlflow", "ray", "bare", "echo")
+FAMILIES = ("modelport", "modelport-workers", "mlflow", "ray", "bare", "echo")
+#: Redis for ``--workers`` (modelport needs it with more than one worker, for rate limits).
+REDIS = os.environ.get("MODELPORT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 
 # -- bodies ------------------------------------------------------------------------------------
@@ -204,6 +206,12 @@ def all_peers(ray_replicas: int) -> list[Peer]:
     peers = [
         Peer("modelport", "modelport", "modelport", modelport_peer([])),
         Peer("modelport (batching off)", "modelport", "modelport-off", modelport_peer(["--batching", "off"])),
+        Peer(
+            "modelport (2 workers)",
+            "modelport-workers",
+            "modelport",
+            modelport_peer(["--workers", "2", "--redis", REDIS]),
+        ),
         Peer("mlflow models serve (1 worker)", "mlflow", "mlflow", mlflow_peer(1)),
         Peer("mlflow models serve (2 workers)", "mlflow", "mlflow", mlflow_peer(2)),
         Peer("ray serve", "ray", "ray", ray_peer(False, ray_replicas)),

@@ -41,7 +41,9 @@ from harness import (
 __all__ = ["FAMILIES", "Context", "Peer", "Started", "Target", "all_peers", "litellm_python"]
 
 CPUS = len(os.sched_getaffinity(0))
-FAMILIES = ("direct", "modelport", "mlflow", "litellm")
+FAMILIES = ("direct", "modelport", "modelport-workers", "mlflow", "litellm")
+#: Redis for ``--workers`` (modelport needs it with more than one worker, for rate limits).
+REDIS = os.environ.get("MODELPORT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 ENDPOINT = "chat"  # the route's name at every proxy (and the OpenAI routes' `model`)
 LITELLM_KEY = "sk-bench-litellm-master-key"
 # The newest LiteLLM whose proxy extra resolves from the package index here. Without
@@ -140,12 +142,14 @@ def first_answers(running: Running, targets: list[Target], limit: float = 120) -
         first_answer(running.proc, target.url, target.body, target.headers, running.log, limit)
 
 
-def build_modelport(ctx: Context, upstream: str) -> tuple[list[Target], Running]:
+def build_modelport(ctx: Context, upstream: str, workers: int = 1) -> tuple[list[Target], Running]:
     """``modelport serve`` as it ships (one process; log level warning as in custom_model.py),
-    one ``openai`` endpoint whose inline key becomes a secret."""
+    or with ``--workers N`` (and the Redis it needs then), one ``openai`` endpoint whose inline
+    key becomes a secret."""
     data = Path(tempfile.mkdtemp(prefix="mp-", dir=ctx.workdir))
     started = time.monotonic()
-    running = serve_modelport(data)
+    extra = ["--workers", str(workers), "--redis", REDIS] if workers > 1 else []
+    running = serve_modelport(data, extra=extra)
     base, headers = running.url, running.headers
     targets = [
         Target(
@@ -388,6 +392,11 @@ def all_peers() -> list[Peer]:
     return [
         Peer("direct", "direct", start_direct),
         Peer("modelport", "modelport", with_fake(build_modelport)),
+        Peer(
+            f"modelport ({CPUS} workers)",
+            "modelport-workers",
+            with_fake(lambda ctx, upstream: build_modelport(ctx, upstream, workers=CPUS)),
+        ),
         Peer(f"mlflow gateway start ({CPUS} workers)", "mlflow", with_fake(build_mlflow_gateway)),
         Peer(f"mlflow server AI gateway ({CPUS} workers)", "mlflow", with_fake(build_mlflow_server)),
         Peer(f"litellm proxy ({CPUS} workers)", "litellm", with_fake(build_litellm)),

@@ -75,6 +75,8 @@ def build_services(
         # Several servers may share a PostgreSQL store: a dead leader's replicas wait this long
         # for the next leader to adopt them (3 lease periods, and the time a takeover takes).
         orphan_seconds=3.0 * settings.leader_lease_seconds + 10 if db.dialect == "postgresql" else 0.0,
+        # Other processes may route to an old config version until their next change poll.
+        retire_grace_seconds=2.0 if settings.workers > 1 or db.dialect == "postgresql" else 0.2,
         engines=EngineDefaults(
             llm_parallel=settings.llm_parallel,
             llm_context=settings.llm_context,

@@ -5,7 +5,7 @@ What moves, from a data directory whose servers are stopped:
 - **The store**: every row of every table of :mod:`modelport.store.schema` (ids, the ``meta`` rows
   with the workspace id and the secrets key check, hashed tokens, encrypted secrets as they are),
   in foreign-key order, into the target database's ``public`` schema. The state of processes
-  (``leases``, ``replicas``, ``replica_wakes``) is not moved: none of them survives.
+  (``leases``, ``replicas``, ``replica_wakes``, ``processes``) is not moved: none of them survives.
 - **The embedded registry**: every row of MLflow's tables in ``<data-dir>/mlflow.db`` into the
   target's schema :data:`~modelport.config.MLFLOW_SCHEMA`. MLflow has no export between
   databases that keeps ids (``mlflow-export-import`` recreates experiments and runs through the

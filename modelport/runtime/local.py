@@ -83,6 +83,9 @@ class RuntimeOptions:
     engines: EngineDefaults = field(default_factory=EngineDefaults)
     #: Tokens/s assumed per replica of a provisioned-throughput entity until one is measured.
     llm_tokens_per_second: float = 50.0
+    #: How long the replicas of a replaced config version keep serving after the switch:
+    #: queries routed before it (in another process, up to the change poll later) reach them.
+    retire_grace_seconds: float = 0.2
     #: Several servers share the store: replicas outlive a dead server this long, for the next
     #: leader to adopt (``runtime/stopping.py``); 0 (one server): they stop with it.
     orphan_seconds: float = 0.0
@@ -496,8 +499,9 @@ class LocalBackend:
         await self._close_version(endpoint_id, version)
 
     async def retire(self, endpoint_id: str, serving_version: int) -> None:
-        # Lookups that began before the switch still reach the old sets; give them a moment.
-        await asyncio.sleep(0.2)
+        # Lookups that began before the switch still reach the old sets (in other processes:
+        # until they read the change, up to a second later); give them that long.
+        await asyncio.sleep(self.options.retire_grace_seconds)
         for version in [v for v in self._sets.get(endpoint_id, {}) if v != serving_version]:
             await self._close_version(endpoint_id, version)
 

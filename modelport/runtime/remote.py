@@ -9,8 +9,9 @@ no hop through the leader, over the same multiplexed protocol the leader uses.
 
 - Admission (in flight per replica, the queue, 429 beyond it) is this process's own: with N
   processes a replica may hold N times ``per_replica_in_flight``; it batches what it holds.
-- Only replicas on this machine are reachable (a unix socket); a row of another host is left
-  out. Servers on other machines serve the replicas of their own leader only when they lead.
+- Only replicas whose unix socket this process can open are reachable: those of this
+  machine, or of another container that shares the socket folder (a volume); other rows are
+  left out.
 - A served entity with no replica here (scaled to zero, or the leader still starting it):
   the first query asks the leader to start one (a wake request in the store) and waits, within
   its deadline, for the registry to show it.
@@ -279,7 +280,9 @@ class RemoteReplicas:
         rows = await asyncio.to_thread(self._repo.list)
         records: dict[Key, list[ReplicaRecord]] = {}
         for r in rows:
-            if r.state == "READY" and r.host == self._host:
+            # A socket of this machine, or one in a folder this process shares with the leader's
+            # (containers of one host sharing a volume).
+            if r.state == "READY" and (r.host == self._host or os.path.exists(r.address)):
                 records.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
         newest: dict[str, int] = {}
         for endpoint_id, version, _ in records:

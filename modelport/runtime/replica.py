@@ -146,7 +146,10 @@ class ReplicaHandle:
     def __init__(self, spec: ReplicaSpec, index: int) -> None:
         self.spec = spec
         self.index = index
-        self.socket_path = spec.run_dir / f"{spec.socket_prefix}-r{index}-{next(_ids)}.sock"
+        # The pid keeps names unique among the servers of one machine (a new leader starts its
+        # replicas beside the ones it adopted).
+        name = f"{spec.socket_prefix}-r{index}-{os.getpid()}-{next(_ids)}.sock"
+        self.socket_path = spec.run_dir / name
         self.process: ReplicaProcess | None = None
         self.start_mode = ""
         self._reader: asyncio.StreamReader | None = None

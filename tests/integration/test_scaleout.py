@@ -294,21 +294,28 @@ def test_kill_9_of_the_leader_under_load(pair: Pair) -> None:
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         for _ in range(3):
             pool.submit(load)
-        time.sleep(1.0)
-        assert leader.proc is not None
-        leader.kill()
-        killed_at = time.monotonic()
-        entity = {"name": "iris", "entity_name": pair.model, "entity_version": "1", "workload_size": "Small"}
-        with connection(survivor) as http:  # an update sent during the takeover
-            config = {"served_entities": [{**entity, "name": "iris-2"}]}
-            updated = http.put(f"{API}/{name}/config", json=config)
-            assert updated.status_code == 200, updated.text
-            wait_for(lambda: new_leader(survivor, leader), TAKEOVER_S, "the survivor leads")
-            took_over = time.monotonic() - killed_at
-            settled = wait_settled(http, name, timeout=180)
-            reconciled = time.monotonic() - killed_at
-        time.sleep(1.0)
-        stop.set()
+        try:
+            time.sleep(1.0)
+            assert leader.proc is not None
+            leader.kill()
+            killed_at = time.monotonic()
+            entity = {
+                "name": "iris",
+                "entity_name": pair.model,
+                "entity_version": "1",
+                "workload_size": "Small",
+            }
+            with connection(survivor) as http:  # an update sent during the takeover
+                config = {"served_entities": [{**entity, "name": "iris-2"}]}
+                updated = http.put(f"{API}/{name}/config", json=config)
+                assert updated.status_code == 200, updated.text
+                wait_for(lambda: new_leader(survivor, leader), TAKEOVER_S, "the survivor leads")
+                took_over = time.monotonic() - killed_at
+                settled = wait_settled(http, name, timeout=180)
+                reconciled = time.monotonic() - killed_at
+            time.sleep(1.0)
+        finally:
+            stop.set()
     assert settled["config"]["served_entities"][0]["name"] == "iris-2", settled
     assert failures == [], failures[:5]
     # The replica that served before the kill was taken over (not restarted) by the survivor.

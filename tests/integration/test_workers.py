@@ -89,7 +89,9 @@ def iris(port: ServerProcess) -> str:
     endpoint = unique("wk-model")
     with connection(port) as http:
         entity = {"name": "iris", "entity_name": name, "entity_version": "1", "workload_size": "Small"}
-        created = http.post(API, json={"name": endpoint, "config": {"served_entities": [entity]}})
+        gateway = {"usage_tracking_config": {"enabled": True}}  # queries land in the usage table
+        body = {"name": endpoint, "config": {"served_entities": [entity]}, "ai_gateway": gateway}
+        created = http.post(API, json=body)
         assert created.status_code == 200, created.text
         settled = wait_settled(http, endpoint, timeout=180)
         assert settled["state"]["ready"] == "READY", settled
@@ -118,6 +120,22 @@ def test_the_worker_queries_the_first_process_replicas_directly(port: ServerProc
                 assert r.json()["predictions"] == [1]
     # One replica process served both (a worker runs no replica of its own).
     assert os.path.exists(f"/proc/{replicas[0]['pid']}"), "the registered replica is not running"
+    # Both processes recorded their queries into the one usage table (each through its own
+    # spool, appending to the same Delta table).
+    sql = f"SELECT count(*) AS n FROM system.serving.endpoint_usage WHERE endpoint_name = '{iris}'"
+
+    def recorded() -> int:
+        with connection(port) as http:
+            answer = http.post("/api/2.0/modelport/tables/query", json={"sql": sql})
+        if answer.status_code == 400 and "does not exist" in answer.text:
+            return 0  # no row written yet: the table comes with the first flush
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["rows"][0][0])
+
+    deadline = time.monotonic() + 20
+    while recorded() < 20 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert recorded() == 20
 
 
 def test_a_revoked_token_is_refused_by_the_other_process_within_two_seconds(port: ServerProcess) -> None:
@@ -182,23 +200,25 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(port: ServerPr
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for _ in range(4):
             pool.submit(load)
-        time.sleep(1.0)
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        replaced = None
-        while time.monotonic() - killed_at < 60:
-            new = [p["pid"] for p in processes(port) if p["role"] == "worker" and p["pid"] != victim]
-            if new:
-                replaced = new[0]
-                break
-            time.sleep(0.2)
-        assert replaced is not None, f"the worker was not replaced\n{port.log_tail()}"
-        took = time.monotonic() - killed_at
-        with pinned(port, "worker"):  # it answers (the dead one's row ages out on its own)
-            pass
-        failed_before = len(failures)
-        time.sleep(2.0)  # load on the two processes again
-        stop.set()
+        try:
+            time.sleep(1.0)
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            replaced = None
+            while time.monotonic() - killed_at < 60:
+                new = [p["pid"] for p in processes(port) if p["role"] == "worker" and p["pid"] != victim]
+                if new:
+                    replaced = new[0]
+                    break
+                time.sleep(0.2)
+            assert replaced is not None, f"the worker was not replaced\n{port.log_tail()}"
+            took = time.monotonic() - killed_at
+            with pinned(port, "worker"):  # it answers (the dead one's row ages out on its own)
+                pass
+            failed_before = len(failures)
+            time.sleep(2.0)  # load on the two processes again
+        finally:
+            stop.set()
     # Only what the killed process held could fail: at most one request per load thread.
     assert failed_before <= 4, failures
     assert len(failures) == failed_before, failures[failed_before:]

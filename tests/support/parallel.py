@@ -43,6 +43,8 @@ SECONDS: dict[str, float] = {
     "tests/docs/": 133,
     "tests/integration/test_sdk_lifecycle.py": 128,
     "tests/integration/test_migrate.py": 105,
+    "tests/integration/test_scaleout.py": 75,
+    "tests/integration/test_workers.py": 70,
     "tests/security/": 85,
     "tests/integration/test_cli.py": 79,
     "tests/integration/test_restart.py": 78,
