@@ -2,8 +2,9 @@
 
 Two ``modelport serve`` processes share one fresh PostgreSQL store. A change made through a
 server takes effect on that server before its call returns; the other server sees it once
-its next read of the store's change counter (every 0.5 s) finds it moved: within 1 s. Each check first shows that the call works, then revokes and
-polls the query with a deadline of the documented delay plus a small margin.
+its next read of the store's change counter (every 0.5 s) finds it moved: within 1 s. Each
+check first shows that the call works, then revokes and polls the query with a deadline of
+the documented delay plus a small margin.
 """
 
 from __future__ import annotations
