@@ -207,6 +207,26 @@ def report(out: Outcome, concurrencies: list[int]) -> str:
                 f"| {label} | {conc or 'peak'} | {mp.rps:,.0f} | {_ratio(mp, pick('mlflow', route))} | "
                 f"{_ratio(mp, pick('litellm', route))} | {_ratio(mp, pick('direct', 'direct'))} |"
             )
+    workers_rows = []
+    for route, label in ROUTES:
+        for conc in [*concurrencies, None]:
+            one = (
+                table.peak("modelport", route, concurrencies)
+                if conc is None
+                else table.best("modelport", route, conc)
+            )
+            many = (
+                table.peak("modelport-workers", route, concurrencies)
+                if conc is None
+                else table.best("modelport-workers", route, conc)
+            )
+            if one and many:
+                workers_rows.append(
+                    f"| {label} | {conc or 'peak'} | {one.rps:,.0f} | {many.rps:,.0f} | {_ratio(many, one)} |"
+                )
+    if workers_rows:
+        lines += ["", "### `--workers` ÷ one process (req/s; target: peak ≥ 1.3x)", ""]
+        lines += ["| route | conc | 1 process | workers | ÷ |", "|---|---|---:|---:|---:|", *workers_rows]
     lines += ["", "### Start-up to first answer (median over rounds)", ""]
     lines += ["| configuration | seconds |", "|---|---:|"]
     for name, secs in out.startups.items():

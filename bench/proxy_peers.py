@@ -151,18 +151,19 @@ def build_modelport(ctx: Context, upstream: str, workers: int = 1) -> tuple[list
     extra = ["--workers", str(workers), "--redis", REDIS] if workers > 1 else []
     running = serve_modelport(data, extra=extra)
     base, headers = running.url, running.headers
+    family, suffix = ("modelport-workers", f" ({workers} workers)") if workers > 1 else ("modelport", "")
     targets = [
         Target(
-            "modelport /invocations",
-            "modelport",
+            f"modelport{suffix} /invocations",
+            family,
             "invocations",
             f"{base}/serving-endpoints/{ENDPOINT}/invocations",
             chat_body(None),
             headers,
         ),
         Target(
-            "modelport OpenAI route",
-            "modelport",
+            f"modelport{suffix} OpenAI route",
+            family,
             "openai",
             f"{base}/serving-endpoints/chat/completions",
             chat_body(ENDPOINT),
