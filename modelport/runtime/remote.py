@@ -62,6 +62,7 @@ class AttachedReplica(ReplicaHandle):
         self._pid = record.pid
         self.own = own
         self.start_mode = "adopted" if own else "attached"
+        self.keep_socket = True  # the replica's own; it removes it when it stops
 
     @property
     def pid(self) -> int | None:
@@ -116,17 +117,6 @@ class AttachedReplica(ReplicaHandle):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
         await self._close()
-
-    async def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await self._writer.wait_closed()
-            self._writer = None
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader_task
 
 
 class RemoteSet(ReplicaSet):

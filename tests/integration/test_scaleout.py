@@ -23,15 +23,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
 from tests.support.endpoints import wait_settled
 from tests.support.models import log_sklearn_model
 from tests.support.names import unique
+from tests.support.processes import admin_client, live_processes, pinned, status
+from tests.support.providers import custom_chat_entity
 from tests.support.stores import fresh_pg_database
 
 API = "/api/2.0/serving-endpoints"
-STATUS = "/api/2.0/modelport/status"
 REDIS = os.environ.get("MODELPORT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ROW = {"dataframe_records": [{"f0": 0.9, "f1": 0.1, "f2": 0.2, "f3": 0.3}]}
 LEASE_S = 2
@@ -47,35 +48,11 @@ class Pair:
 
 
 def connection(server: ServerProcess) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
-
-
-def status(server: ServerProcess) -> dict:
-    with connection(server) as http:
-        r = http.get(STATUS)
-        assert r.status_code == 200, r.text
-        return r.json()
-
-
-@contextlib.contextmanager
-def pinned(server: ServerProcess, want: Callable[[dict], bool], tries: int = 200) -> Iterator[httpx.Client]:
-    """A keep-alive connection to the process of ``server`` whose status ``process`` block
-    satisfies ``want`` (a connection stays with the process that accepted it)."""
-    for _ in range(tries):
-        client = connection(server)
-        r = client.get(STATUS)
-        if r.status_code == 200 and want(r.json()["process"]):
-            try:
-                yield client
-            finally:
-                client.close()
-            return
-        client.close()
-    raise AssertionError(f"no connection of {server.url} reached the process wanted")
+    return admin_client(server)
 
 
 def live(server: ServerProcess) -> list[dict]:
-    return [p for p in status(server)["processes"] if p["live"]]
+    return live_processes(server)
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
@@ -153,24 +130,15 @@ def test_one_leader_and_every_process_answers_from_one_set_of_replicas(pair: Pai
     ]
 
 
-def external(fake: FakeOpenAI) -> dict:
-    config = {"custom_provider_url": f"{fake.url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
-    return {
-        "name": "gpt",
-        "external_model": {
-            "provider": "custom",
-            "name": "m",
-            "task": "llm/v1/chat",
-            "custom_provider_config": config,
-        },
-    }
-
-
 def test_rate_limits_are_exact_across_four_processes(pair: Pair) -> None:
     name = unique("so-limit")
     limits = {"rate_limits": [{"calls": 20, "renewal_period": "minute"}]}
     with connection(pair.servers[0]) as http:
-        body = {"name": name, "config": {"served_entities": [external(pair.fake)]}, "ai_gateway": limits}
+        body = {
+            "name": name,
+            "config": {"served_entities": [custom_chat_entity(pair.fake)]},
+            "ai_gateway": limits,
+        }
         assert http.post(API, json=body).status_code == 200
         wait_settled(http, name, timeout=60)
     left = 60 - time.time() % 60

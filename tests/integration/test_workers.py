@@ -9,7 +9,6 @@ status route which process it reached.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
 import signal
 import threading
@@ -20,42 +19,25 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
 from tests.support.endpoints import wait_settled
 from tests.support.models import log_sklearn_model
 from tests.support.names import unique
+from tests.support.processes import STATUS, admin_client, live_processes, pinned
+from tests.support.providers import custom_chat_entity
 
 API = "/api/2.0/serving-endpoints"
-STATUS = "/api/2.0/modelport/status"
 REDIS = os.environ.get("MODELPORT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ROW = {"dataframe_records": [{"f0": 0.9, "f1": 0.1, "f2": 0.2, "f3": 0.3}]}
-HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def connection(server: ServerProcess, token: str = ADMIN_TOKEN) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-
-
-@contextlib.contextmanager
-def pinned(server: ServerProcess, role: str, tries: int = 200) -> Iterator[httpx.Client]:
-    """A keep-alive connection that reached the process of ``role`` (``server`` or ``worker``)."""
-    for _ in range(tries):
-        client = connection(server)
-        r = client.get(STATUS, headers=HEADERS)  # the status route needs an admin
-        if r.status_code == 200 and r.json()["process"]["role"] == role:
-            try:
-                yield client
-            finally:
-                client.close()
-            return
-        client.close()
-    raise AssertionError(f"no connection reached the {role} process in {tries} tries")
+def connection(server: ServerProcess) -> httpx.Client:
+    return admin_client(server)
 
 
 def processes(server: ServerProcess) -> list[dict]:
-    with connection(server) as http:
-        return [p for p in http.get(STATUS).json()["processes"] if p["live"]]
+    return live_processes(server)
 
 
 def wait_for_workers(server: ServerProcess, count: int, timeout: float = 120.0) -> list[dict]:
@@ -232,18 +214,7 @@ def test_rate_limits_are_exact_across_the_processes(port: ServerProcess) -> None
     fake = FakeOpenAI().start()
     try:
         name = unique("wk-limit")
-        entity = {
-            "name": "gpt",
-            "external_model": {
-                "provider": "custom",
-                "name": "m",
-                "task": "llm/v1/chat",
-                "custom_provider_config": {
-                    "custom_provider_url": f"{fake.url}/v1",
-                    "bearer_token_auth": {"token_plaintext": API_KEY},
-                },
-            },
-        }
+        entity = custom_chat_entity(fake)
         limits = {"rate_limits": [{"calls": 10, "renewal_period": "minute"}]}
         with connection(port) as http:
             created = http.post(

@@ -20,7 +20,7 @@ from tests.fakes.ai21_server import FakeAI21
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.bedrock_server import FakeBedrock
 from tests.fakes.cohere_server import FakeCohere
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import API_KEY, FakeOpenAI
 from tests.fakes.vertex_server import FakeGoogle
 from tests.support.endpoints import wait_settled
 
@@ -29,6 +29,7 @@ __all__ = [
     "ProviderFakes",
     "bedrock_model",
     "create_external",
+    "custom_chat_entity",
     "provider_endpoints",
 ]
 
@@ -203,3 +204,17 @@ def create_external(http: httpx.Client, name: str, ext: dict[str, Any]) -> dict[
     got = wait_settled(http, name)
     assert got["state"]["config_update"] == "NOT_UPDATING", got["state"]
     return got
+
+
+def custom_chat_entity(fake: FakeOpenAI, name: str = "gpt") -> dict[str, Any]:
+    """A served entity for the OpenAI fake through the ``custom`` provider (no replica)."""
+    config = {"custom_provider_url": f"{fake.url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
+    return {
+        "name": name,
+        "external_model": {
+            "provider": "custom",
+            "name": "m",
+            "task": "llm/v1/chat",
+            "custom_provider_config": config,
+        },
+    }
