@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: browser-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean
+.PHONY: browser-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,16 @@ browser-deps:
 			|| echo "chromium could not be installed: the browser tests will be skipped"; \
 		else echo "chromium is not installed and cannot be installed here: the browser tests will be skipped"; fi; }
 
+# PgBouncer (Debian's package) for the tests that run the lease and the change counter through a
+# transaction-mode pooler (tests/store/test_pgbouncer.py); they skip without it outside CI.
+pgbouncer-deps:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
+		if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null \
+			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
+		elif sudo -n true 2>/dev/null; then sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null \
+			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
+		else echo "pgbouncer is not installed and cannot be installed here: its tests will be skipped"; fi; }
+
 install: $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \
 		--find-links "$$(scripts/build_llama_wheel.sh $(BIN)/python)" -e ".[$(EXTRAS)]"
@@ -53,7 +63,7 @@ unit: install
 # (tests/support/parallel.py). On 2 cores 3 were fastest (2: 9.9 min, 3: 8.3, 4: 9.3; with 3 both
 # cores are busy, with 4 they only switch more). TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= 3
-test: lint browser-deps
+test: lint browser-deps pgbouncer-deps
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 # modelport vs mlflow models serve, Ray Serve and bare references; appends to bench/RESULTS.md.
@@ -70,7 +80,17 @@ bench-external: bench-install
 bench-foundation: bench-install
 	$(BIN)/python bench/foundation.py --out bench/RESULTS.md $(BENCH_ARGS)
 
-bench-install: $(UV)
+bench-# PgBouncer (Debian's package) for the tests that run the lease and the change counter through a
+# transaction-mode pooler (tests/store/test_pgbouncer.py); they skip without it outside CI.
+pgbouncer-deps:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
+		if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null \
+			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
+		elif sudo -n true 2>/dev/null; then sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null \
+			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
+		else echo "pgbouncer is not installed and cannot be installed here: its tests will be skipped"; fi; }
+
+install: $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \
 		--find-links "$$(scripts/build_llama_wheel.sh $(BIN)/python)" -e ".[$(EXTRAS),bench]"
 

@@ -128,7 +128,13 @@ def open_database(url: str, *, migrate: bool = True) -> Database:
         engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # No server-side prepared statements (psycopg prepares a query after 5 runs): through a
+        # transaction-mode pooler (PgBouncer before 1.21) the next run may land on a server
+        # connection that lacks it, or has one of the same name ("_pg3_0 already exists").
+        # The store's queries are short and few; planning them each time costs little.
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"prepare_threshold": None}
+        )
     db = Database(engine)
     if migrate:
         db.migrate()
