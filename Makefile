@@ -80,17 +80,7 @@ bench-external: bench-install
 bench-foundation: bench-install
 	$(BIN)/python bench/foundation.py --out bench/RESULTS.md $(BENCH_ARGS)
 
-bench-# PgBouncer (Debian's package) for the tests that run the lease and the change counter through a
-# transaction-mode pooler (tests/store/test_pgbouncer.py); they skip without it outside CI.
-pgbouncer-deps:
-	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
-		if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null \
-			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
-		elif sudo -n true 2>/dev/null; then sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null \
-			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
-		else echo "pgbouncer is not installed and cannot be installed here: its tests will be skipped"; fi; }
-
-install: $(UV)
+bench-install: $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \
 		--find-links "$$(scripts/build_llama_wheel.sh $(BIN)/python)" -e ".[$(EXTRAS),bench]"
 
