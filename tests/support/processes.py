@@ -5,6 +5,7 @@ route (admins) says which process that is."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,12 +22,20 @@ def admin_client(server: ServerProcess) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
 
 
-def status(server: ServerProcess) -> dict[str, Any]:
-    """The status route's answer from whichever process takes the connection."""
-    with admin_client(server) as http:
-        r = http.get(STATUS)
-        assert r.status_code == 200, r.text
-        return dict(r.json())
+def status(server: ServerProcess, tries: int = 10) -> dict[str, Any]:
+    """The status route's answer from whichever process takes the connection. A connection the
+    kernel queued on a process that was just killed is reset: those are tried again."""
+    for attempt in range(tries):
+        try:
+            with admin_client(server) as http:
+                r = http.get(STATUS)
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+        except httpx.TransportError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
 
 
 def live_processes(server: ServerProcess) -> list[dict[str, Any]]:
@@ -42,7 +51,12 @@ def pinned(
     check = (lambda p: p["role"] == want) if isinstance(want, str) else want
     for _ in range(tries):
         client = admin_client(server)
-        r = client.get(STATUS)
+        try:
+            r = client.get(STATUS)
+        except httpx.TransportError:  # reset: queued on a process that was just killed
+            client.close()
+            time.sleep(0.05)
+            continue
         if r.status_code == 200 and check(r.json()["process"]):
             try:
                 yield client
