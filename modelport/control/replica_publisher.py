@@ -44,7 +44,8 @@ class ReplicaPublisher:
 
     def lead(self, epoch: int) -> None:
         """Start publishing for the tenure ``epoch`` (on the event loop)."""
-        self.stop_soon()
+        if self._task is not None:
+            self._task.cancel()
         self._epoch = epoch
         self._published = {}
         self._task = asyncio.get_running_loop().create_task(self._run(epoch))
@@ -55,11 +56,6 @@ class ReplicaPublisher:
         if self._epoch is not None and self._task is not None:
             async with self._writing:
                 await self._publish(self._epoch, self._published)
-
-    def stop_soon(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     async def stop(self) -> None:
         self._epoch = None

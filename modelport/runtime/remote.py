@@ -236,7 +236,6 @@ class RemoteReplicas:
         self._queue_limit = queue_limit
         self._sets: dict[Key, RemoteSet] = {}
         self._records: dict[Key, list[ReplicaRecord]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._applying = asyncio.Lock()
 
     def replica_set(self, endpoint_id: str, version: int, entity: str) -> ReplicaSet | None:
@@ -262,7 +261,6 @@ class RemoteReplicas:
         self._repo.request_wake(*key, now_ms())
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -285,12 +283,6 @@ class RemoteReplicas:
                     await remote_set.retire()
                 else:
                     await remote_set.attach(records.get(key, []))
-
-    def refresh_from_thread(self) -> None:
-        """:meth:`refresh` on the event loop, waited for (the change feed calls it from a thread)."""
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.refresh(), self._loop).result(timeout=30)
 
     async def stop(self) -> None:
         """Close every set; queries waiting in one look their route up again (SetClosed)."""

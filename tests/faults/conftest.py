@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess, free_port
 from tests.support.endpoints import wait_settled
 
@@ -261,20 +261,6 @@ def fault_server(
 def http(fault_server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fault_server.url, headers=HEADERS, timeout=30) as client:
         yield client
-
-
-def external(url: str, name: str = "gpt") -> dict[str, Any]:
-    """A served entity for the OpenAI-compatible server at ``url`` (the ``custom`` provider)."""
-    config = {"custom_provider_url": f"{url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
-    return {
-        "name": name,
-        "external_model": {
-            "provider": "custom",
-            "name": "m",
-            "task": "llm/v1/chat",
-            "custom_provider_config": config,
-        },
-    }
 
 
 def create(http: httpx.Client, name: str, entities: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from collections import Counter
 import httpx
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.faults.conftest import API, HEADERS, PrivatePostgres, create, external, query
+from tests.faults.conftest import API, HEADERS, PrivatePostgres, create, query
 from tests.serverproc import ServerProcess
 from tests.support.names import unique
+from tests.support.providers import custom_chat_entity
 
 #: Longer than the authentication cache's 5 s TTL (gateway/auth.py): known tokens outlive it.
 AWAY_SECONDS = 6.5
@@ -32,7 +33,7 @@ def test_control_plane_503_while_postgres_is_away_and_data_plane_serves(
     http: httpx.Client, fault_server: ServerProcess, private_pg: PrivatePostgres, fake: FakeOpenAI
 ) -> None:
     name = unique("pg-load")
-    create(http, name, [external(fake.url)])
+    create(http, name, [custom_chat_entity(fake.url)])
     assert query(http, name).status_code == 200
     away = False
     stop = threading.Event()
@@ -51,7 +52,8 @@ def test_control_plane_503_while_postgres_is_away_and_data_plane_serves(
         assert int(listing.headers["Retry-After"]) > 0
         assert "Traceback" not in listing.text
         made = http.post(
-            API, json={"name": unique("pg-new"), "config": {"served_entities": [external(fake.url)]}}
+            API,
+            json={"name": unique("pg-new"), "config": {"served_entities": [custom_chat_entity(fake.url)]}},
         )
         assert made.status_code == 503, made.text
         assert made.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
@@ -86,7 +88,7 @@ def test_control_plane_503_while_postgres_is_away_and_data_plane_serves(
     assert statuses == Counter({200: len(seen)}), [s for s in seen if s[1] != 200][:5]
     # Past the auth cache's TTL, the admin token still works (the stale entry is served).
     assert max(t for t, _, _ in during) - stopped > 5.0
-    created = create(http, unique("pg-after"), [external(fake.url)])
+    created = create(http, unique("pg-after"), [custom_chat_entity(fake.url)])
     assert created["state"]["ready"] == "READY"
     print(
         f"PostgreSQL away {restarted - stopped:.1f} s: {len(during)} queries answered 200 meanwhile; "

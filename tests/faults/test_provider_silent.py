@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.faults.conftest import create, external, query
+from tests.faults.conftest import create, query
 from tests.support.names import unique
+from tests.support.providers import custom_chat_entity
 
 
 class SilentServer:
@@ -58,7 +59,7 @@ def silent() -> Iterator[SilentServer]:
 
 def test_a_silent_provider_times_out_with_504(http: httpx.Client, silent: SilentServer) -> None:
     name = unique("silent")
-    create(http, name, [external(silent.url)])
+    create(http, name, [custom_chat_entity(silent.url)])
     started = time.monotonic()
     r = query(http, name)
     took = time.monotonic() - started
@@ -81,7 +82,7 @@ def test_a_silent_provider_falls_back_to_the_next_entity(
     create(
         http,
         name,
-        [external(silent.url, "primary"), external(fake.url, "backup")],
+        [custom_chat_entity(silent.url, "primary"), custom_chat_entity(fake.url, "backup")],
         config={"traffic_config": routes},
         ai_gateway={"fallback_config": {"enabled": True}},
     )

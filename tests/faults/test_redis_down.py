@@ -8,9 +8,10 @@ import time
 import httpx
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.faults.conftest import PrivateRedis, create, external, metric, query
+from tests.faults.conftest import PrivateRedis, create, metric, query
 from tests.serverproc import ServerProcess
 from tests.support.names import unique
+from tests.support.providers import custom_chat_entity
 
 LIMIT = 3
 
@@ -45,7 +46,7 @@ def test_rate_limits_fail_open_while_redis_is_down_and_are_exact_after(
     create(
         http,
         name,
-        [external(fake.url)],
+        [custom_chat_entity(fake.url)],
         ai_gateway={"rate_limits": [{"calls": LIMIT, "renewal_period": "minute"}]},
     )
     in_one_window(5)  # each burst within one window; a restarted Redis starts from zero anyway

@@ -12,9 +12,10 @@ import pytest
 
 from modelport.tables.query import query as sql
 from tests.fakes.openai_server import FakeOpenAI
-from tests.faults.conftest import MEMORY_RECORDS, SpoolDisk, create, external, metric, query
+from tests.faults.conftest import MEMORY_RECORDS, SpoolDisk, create, metric, query
 from tests.serverproc import ServerProcess
 from tests.support.names import unique
+from tests.support.providers import custom_chat_entity
 
 
 class _NotWrittenYet(Exception):
@@ -49,10 +50,12 @@ def test_queries_answered_from_memory_then_503_and_kept_records_written_after(
             raise AssertionError(f"cannot mount a tmpfs for the spool: {spool_disk.reason}")
         pytest.skip(f"cannot mount a tmpfs for the spool here: {spool_disk.reason}")
     name = unique("spool")
-    create(http, name, [external(fake.url)], ai_gateway={"usage_tracking_config": {"enabled": True}})
+    create(
+        http, name, [custom_chat_entity(fake.url)], ai_gateway={"usage_tracking_config": {"enabled": True}}
+    )
     # Made before the disk is full: a control-plane write is audited through the same spool.
     plain = unique("spool-plain")
-    create(http, plain, [external(fake.url)])
+    create(http, plain, [custom_chat_entity(fake.url)])
     first = query(http, name)
     assert first.status_code == 200, first.text
     answered = {first.headers["x-request-id"]}

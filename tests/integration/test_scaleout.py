@@ -136,7 +136,7 @@ def test_rate_limits_are_exact_across_four_processes(pair: Pair) -> None:
     with connection(pair.servers[0]) as http:
         body = {
             "name": name,
-            "config": {"served_entities": [custom_chat_entity(pair.fake)]},
+            "config": {"served_entities": [custom_chat_entity(pair.fake.url)]},
             "ai_gateway": limits,
         }
         assert http.post(API, json=body).status_code == 200

@@ -214,7 +214,7 @@ def test_rate_limits_are_exact_across_the_processes(port: ServerProcess) -> None
     fake = FakeOpenAI().start()
     try:
         name = unique("wk-limit")
-        entity = custom_chat_entity(fake)
+        entity = custom_chat_entity(fake.url)
         limits = {"rate_limits": [{"calls": 10, "renewal_period": "minute"}]}
         with connection(port) as http:
             created = http.post(

@@ -206,9 +206,10 @@ def create_external(http: httpx.Client, name: str, ext: dict[str, Any]) -> dict[
     return got
 
 
-def custom_chat_entity(fake: FakeOpenAI, name: str = "gpt") -> dict[str, Any]:
-    """A served entity for the OpenAI fake through the ``custom`` provider (no replica)."""
-    config = {"custom_provider_url": f"{fake.url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
+def custom_chat_entity(url: str, name: str = "gpt") -> dict[str, Any]:
+    """A served entity for the OpenAI-compatible server at ``url`` (an OpenAI fake) through the
+    ``custom`` provider: no replica."""
+    config = {"custom_provider_url": f"{url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
     return {
         "name": name,
         "external_model": {
