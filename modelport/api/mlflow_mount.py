@@ -10,8 +10,11 @@ registry's start-up limit).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +95,22 @@ def _configure_embedded(settings: Settings, backend_uri: str) -> None:
     os.environ["MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE"] = "true"
 
 
+@contextmanager
+def _registry_lock(settings: Settings, backend_uri: str) -> Iterator[None]:
+    """Hold ``<data-dir>/mlflow.db.lock`` (flock) while MLflow creates or migrates its SQLite
+    database: Alembic's online migration fails in the process that loses the race."""
+    if not backend_uri.startswith("sqlite"):
+        yield  # prepare_postgresql migrated the schema under an advisory lock
+        return
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    with open(settings.data_path / "mlflow.db.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def load_registry(settings: Settings) -> tuple[Any, Any]:
     """Import MLflow and build (registry, WSGI app or None). Blocking; run in a thread."""
     from modelport.entities.registry import ModelRegistry
@@ -106,8 +125,11 @@ def load_registry(settings: Settings) -> tuple[Any, Any]:
     from mlflow.server import app as flask_app
     from mlflow.server import handlers
 
-    handlers._get_tracking_store()  # creates/migrates MLflow's database now, not on the first request
-    handlers._get_model_registry_store()
+    # Creates/migrates MLflow's database now, not on the first request; one process at a time
+    # (the processes of `--workers N` start together on one data directory's mlflow.db).
+    with _registry_lock(settings, backend_uri):
+        handlers._get_tracking_store()
+        handlers._get_model_registry_store()
     registry = ModelRegistry(backend_uri, artifact_destination=Path(settings.artifacts_path))
     return registry, WSGIMiddleware(flask_app, workers=8)
 
