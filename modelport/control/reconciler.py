@@ -130,7 +130,10 @@ class Reconciler:
                 await self._interrupt(endpoint_id)
                 await self._backend.remove(endpoint_id)
         for e in endpoints.values():
-            if e.config_update == "IN_PROGRESS" and e.pending_version is not None and e.id not in self._tasks:
+            # Also when a task of the endpoint still runs for an older version (finishing its
+            # switch): the newer one starts beside it, as submit() does (_spawn ignores a
+            # version that runs already).
+            if e.config_update == "IN_PROGRESS" and e.pending_version is not None:
                 self._spawn(e.id, e.pending_version)
         for endpoint_id, version, entity in await asyncio.to_thread(self._db.replicas.take_wakes):
             replica_set = self._backend.replica_set(endpoint_id, version, entity)

@@ -59,7 +59,8 @@ class DeploymentBackend(Protocol):
         ...
 
     async def retire(self, endpoint_id: str, serving_version: int) -> None:
-        """Stop every version of the endpoint except ``serving_version``."""
+        """Stop every version of the endpoint older than ``serving_version`` (a newer one may
+        be coming up: an update sent while this one switched)."""
         ...
 
     async def remove(self, endpoint_id: str) -> None:

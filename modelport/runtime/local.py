@@ -176,11 +176,14 @@ class LocalBackend:
             for s in list(entities.values())
         ]
 
-    def offer_adoption(self, records: list[ReplicaRecord]) -> None:
+    def offer_adoption(self, records: list[ReplicaRecord], host: str) -> None:
         """Replicas an earlier leader left running (this process leads now): the next
-        restore of their served entity connects to them instead of starting new ones."""
+        restore of their served entity connects to them instead of starting new ones. Only
+        the replicas of this machine (``host``) can be adopted here."""
         self._adoptable = {}
         for r in records:
+            if r.host != host or r.address.startswith("tcp://"):
+                continue
             self._adoptable.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
 
     async def _adopt(self, replica_set: ReplicaSet, endpoint_id: str, version: int, entity: str) -> int:
@@ -273,12 +276,16 @@ class LocalBackend:
                 },
             }
             return deployed, local, engine
+        self._prepare_environment(deployed, local, log_)
+        return deployed, local, None
+
+    def _prepare_environment(self, deployed: dict[str, Any], local: Path, log_: BuildLog) -> None:
+        """Build the entity's own environment when it asks for one (uv, cached by requirements)."""
         if env_manager_of(deployed, self.options.env_manager) == "uv":
             try:
                 self._envs.ensure(local, log_)
             except EnvironmentBuildFailed as exc:
-                raise DeploymentFailed(entity["name"], exc.message) from None
-        return deployed, local, None
+                raise DeploymentFailed(deployed["name"], exc.message) from None
 
     def _entity_vars(self, entity: dict[str, Any]) -> dict[str, str]:
         """The entity's ``environment_vars`` with ``{{secrets/scope/key}}`` values resolved (the
@@ -502,7 +509,9 @@ class LocalBackend:
         # Lookups that began before the switch still reach the old sets (in other processes:
         # until they read the change, up to a second later); give them that long.
         await asyncio.sleep(self.options.retire_grace_seconds)
-        for version in [v for v in self._sets.get(endpoint_id, {}) if v != serving_version]:
+        # Only older versions: a newer one may be coming up meanwhile (an update sent while
+        # this one switched), and is not this retirement's to stop.
+        for version in [v for v in self._sets.get(endpoint_id, {}) if v < serving_version]:
             await self._close_version(endpoint_id, version)
 
     async def remove(self, endpoint_id: str) -> None:

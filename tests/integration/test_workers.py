@@ -120,6 +120,53 @@ def test_the_worker_queries_the_first_process_replicas_directly(port: ServerProc
     assert recorded() == 20
 
 
+def test_updates_sent_to_the_worker_back_to_back_are_all_deployed_without_errors(port: ServerProcess) -> None:
+    """The second update arrives while the first still finishes its switch (the old version's
+    replicas serve on for the retire grace): it must start all the same (the leader learns of
+    it by its scan, not the fast path), and the first's retirement must not stop the second's
+    replicas. Both were bugs: the second update hung IN_PROGRESS, or its replicas stopped."""
+    model = unique("wk-b2b")
+    log_sklearn_model(port.url, ADMIN_TOKEN, model)
+    name = unique("wk-b2b")
+
+    def entity(label: str) -> dict:
+        return {"name": label, "entity_name": model, "entity_version": "1", "workload_size": "Small"}
+
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal answered
+        with pinned(port, "worker") as http:
+            while not stop.is_set():
+                r = http.post(f"/serving-endpoints/{name}/invocations", json=ROW)
+                if r.status_code == 200:
+                    answered += 1
+                else:
+                    failures.append(f"{r.status_code} {r.text[:160]}")
+
+    with pinned(port, "worker") as worker:
+        created = worker.post(API, json={"name": name, "config": {"served_entities": [entity("v1")]}})
+        assert created.status_code == 200, created.text
+        assert wait_settled(worker, name, timeout=180)["state"]["ready"] == "READY"
+        thread = threading.Thread(target=load)
+        thread.start()
+        try:
+            for label in ("v2", "v3"):
+                updated = worker.put(f"{API}/{name}/config", json={"served_entities": [entity(label)]})
+                assert updated.status_code == 200, updated.text
+                settled = wait_settled(worker, name, timeout=60)  # v3 goes in during v2's grace
+                assert settled["config"]["served_entities"][0]["name"] == label, settled
+            time.sleep(3.0)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert failures == [] and answered > 10, (answered, failures[:5])
+    with connection(port) as http:
+        http.delete(f"{API}/{name}")
+
+
 def test_a_revoked_token_is_refused_by_the_other_process_within_two_seconds(port: ServerProcess) -> None:
     me = "/api/2.0/preview/scim/v2/Me"
     with pinned(port, "server") as first, pinned(port, "worker") as second:
