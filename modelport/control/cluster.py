@@ -33,6 +33,7 @@ from modelport.control.replica_publisher import ReplicaPublisher
 from modelport.runtime.local import LocalBackend
 from modelport.runtime.remote import RemoteReplicas
 from modelport.runtime.replica_set import ReplicaSet
+from modelport.runtime.transport import ReplicaKeys
 from modelport.store import Database
 from modelport.store.leases import RECONCILER_LEASE
 
@@ -81,6 +82,7 @@ class Cluster:
         per_replica_in_flight: int,
         queue_limit: int,
         change_interval: float = 0.5,
+        keys: ReplicaKeys | None = None,
     ) -> None:
         self.role = role
         self.worker_index = worker_index
@@ -91,7 +93,11 @@ class Cluster:
         self._reconciler = reconciler
         self.changes = ChangeFeed(db.changes, interval=change_interval)
         self.remote = RemoteReplicas(
-            db.replicas, self.host, per_replica_in_flight=per_replica_in_flight, queue_limit=queue_limit
+            db.replicas,
+            self.host,
+            per_replica_in_flight=per_replica_in_flight,
+            queue_limit=queue_limit,
+            keys=keys,
         )
         self.publisher = ReplicaPublisher(db.replicas, backend, owner=self.holder, host=self.host)
         reconciler.on_deployed = self.publisher.publish_now
@@ -269,7 +275,7 @@ class Cluster:
             log.info("leading", extra={"epoch": epoch, "holder": self.holder})
             rows = await asyncio.to_thread(self._db.replicas.list)
             self._backend.offer_adoption(
-                [r for r in rows if r.owner != self.holder and r.host == self.host and r.state == "READY"]
+                [r for r in rows if r.owner != self.holder and r.state == "READY"], self.host
             )
             await self._reconciler.lead(epoch)
             self.publisher.lead(epoch)

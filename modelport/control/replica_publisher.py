@@ -70,14 +70,14 @@ class ReplicaPublisher:
             if replica_set.closed:
                 continue
             for r in replica_set.ready_replicas:
-                replica_id = f"{self._owner}/{r.socket_path.name}"
+                replica_id = f"{self._owner}/{r.name}"
                 out[replica_id] = ReplicaRecord(
                     id=replica_id,
                     endpoint_id=endpoint_id,
                     config_version=version,
                     entity=replica_set.name,
-                    host=self._host,
-                    address=str(r.socket_path),
+                    host=r.host or self._host,
+                    address=r.address,
                     pid=r.pid or 0,
                     state="READY",
                     owner=self._owner,

@@ -11,7 +11,8 @@ no hop through the leader, over the same multiplexed protocol the leader uses.
   processes a replica may hold N times ``per_replica_in_flight``; it batches what it holds.
 - Only replicas whose unix socket this process can open are reachable: those of this
   machine, or of another container that shares the socket folder (a volume); other rows are
-  left out.
+  left out. Replicas on a Ray cluster listen on TCP (``runtime/transport.py``): every
+  process reaches them, proving the replica's secret.
 - A served entity with no replica here (scaled to zero, or the leader still starting it):
   the first query asks the leader to start one (a wake request in the store) and waits, within
   its deadline, for the registry to show it.
@@ -37,6 +38,7 @@ from modelport.runtime.autoscaler import Band
 from modelport.runtime.replica import ReplicaDied, ReplicaHandle, ReplicaSpec
 from modelport.runtime.replica_set import ReplicaSet, SetClosed
 from modelport.runtime.stopping import alive as pid_alive
+from modelport.runtime.transport import ReplicaAddress, ReplicaKeys, open_replica
 from modelport.store.replicas import ReplicaRecord, ReplicaRepository
 
 __all__ = ["AttachedReplica", "RemoteReplicas", "RemoteSet"]
@@ -57,7 +59,10 @@ class AttachedReplica(ReplicaHandle):
 
     def __init__(self, spec: ReplicaSpec, record: ReplicaRecord, index: int, *, own: bool = False) -> None:
         super().__init__(spec, index)
-        self.socket_path = Path(record.address)
+        where = ReplicaAddress.parse(record.address)
+        self.socket_path = Path(where.path or where.name)
+        self._address = record.address
+        self._host = record.host if where.is_tcp else ""
         self.record_id = record.id
         self._pid = record.pid
         self.own = own
@@ -69,15 +74,28 @@ class AttachedReplica(ReplicaHandle):
         return self._pid
 
     @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def _signals(self) -> bool:
+        """Whether its process can be signalled from here (a replica of this machine we own)."""
+        return self.own and not self._host and bool(self._pid)
+
+    @property
     def alive(self) -> bool:
-        if self.own and not (self._pid and pid_alive(self._pid)):
+        if self._signals and not pid_alive(self._pid or 0):
             return False
         return self._writer is not None and not self._lost
 
     async def start(self) -> None:
         """Connect and check that it answers a ping (adopt it when ``own``)."""
         self.started_at = time.monotonic()
-        self._reader, self._writer = await asyncio.open_unix_connection(str(self.socket_path))
+        self._reader, self._writer = await open_replica(self._address, self.spec.keys)
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
         if self.own:
             kind, _ = await self.call(protocol.ADOPT, str(os.getpid()).encode(), 10)
@@ -91,7 +109,7 @@ class AttachedReplica(ReplicaHandle):
     async def stop(self, grace: float = 10.0) -> None:
         self.closing = True
         self.ready = False
-        if self.own and self._pid:  # SIGTERM: it drains what it holds, then exits
+        if self._signals and self._pid:  # SIGTERM: it drains what it holds, then exits
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGTERM)
             deadline = time.monotonic() + grace
@@ -113,7 +131,7 @@ class AttachedReplica(ReplicaHandle):
             await self._close()
 
     async def kill(self) -> None:
-        if self.own and self._pid:
+        if self._signals and self._pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
         await self._close()
@@ -130,6 +148,7 @@ class RemoteSet(ReplicaSet):
         per_replica_in_flight: int,
         queue_limit: int,
         wake: Callable[[Key], None],
+        keys: ReplicaKeys | None = None,
     ) -> None:
         spec = ReplicaSpec(
             model_path=Path(os.devnull),
@@ -137,6 +156,7 @@ class RemoteSet(ReplicaSet):
             socket_prefix="",
             log_path=Path(os.devnull),
             env={},
+            keys=keys,
         )
         band = Band(min_replicas=1, max_replicas=1, per_replica=1, scale_to_zero=False, idle_seconds=0.0)
         super().__init__(
@@ -228,10 +248,17 @@ class RemoteReplicas:
     does not run the replicas (see the module docstring)."""
 
     def __init__(
-        self, repo: ReplicaRepository, host: str, *, per_replica_in_flight: int, queue_limit: int
+        self,
+        repo: ReplicaRepository,
+        host: str,
+        *,
+        per_replica_in_flight: int,
+        queue_limit: int,
+        keys: ReplicaKeys | None = None,
     ) -> None:
         self._repo = repo
         self._host = host
+        self._keys = keys
         self._per_replica_in_flight = per_replica_in_flight
         self._queue_limit = queue_limit
         self._sets: dict[Key, RemoteSet] = {}
@@ -247,6 +274,7 @@ class RemoteReplicas:
                 per_replica_in_flight=self._per_replica_in_flight,
                 queue_limit=self._queue_limit,
                 wake=self._wake,
+                keys=self._keys,
             )
             records = self._records.get(key)
             if records:
@@ -269,8 +297,9 @@ class RemoteReplicas:
         records: dict[Key, list[ReplicaRecord]] = {}
         for r in rows:
             # A socket of this machine, or one in a folder this process shares with the leader's
-            # (containers of one host sharing a volume).
-            if r.state == "READY" and (r.host == self._host or os.path.exists(r.address)):
+            # (containers of one host sharing a volume), or a TCP replica (on a Ray node).
+            reachable = r.host == self._host or r.address.startswith("tcp://") or os.path.exists(r.address)
+            if r.state == "READY" and reachable:
                 records.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
         newest: dict[str, int] = {}
         for endpoint_id, version, _ in records:

@@ -15,15 +15,17 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from modelport.entities.foundation.catalog import EngineSpec
 from modelport.runtime import protocol
 from modelport.runtime.launcher import ReplicaProcess, ZygoteClient, launch
+from modelport.runtime.transport import ReplicaKeys
 
 __all__ = ["ReplicaDied", "ReplicaHandle", "ReplicaSpec", "ReplicaStartFailed", "ReplicaStream"]
 
@@ -66,6 +68,14 @@ class ReplicaSpec:
     #: Several servers share the store: the replica outlives its server this long, for the
     #: next leader to adopt it (``runtime/stopping.py``); 0: it stops with its server.
     orphan_seconds: float = 0.0
+    #: Secrets and TLS for replicas reached over TCP (``runtime/transport.py``).
+    keys: ReplicaKeys | None = field(default=None, compare=False)
+    #: Makes the entity's replica handles; None: local processes (:class:`ReplicaHandle`).
+    #: The Ray backend places them on a cluster (``runtime/ray_backend.py``).
+    make_replica: Callable[[ReplicaSpec, int], ReplicaHandle] | None = field(default=None, compare=False)
+    #: What the Ray backend asks of the cluster per replica (``num_cpus``, ``num_gpus``,
+    #: ``runtime_env``, ...); empty for local replicas.
+    placement: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def _watch_args(self) -> list[str]:
         if self.orphan_seconds <= 0:
@@ -169,6 +179,21 @@ class ReplicaHandle:
     @property
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
+
+    @property
+    def address(self) -> str:
+        """Where the replica listens (``runtime/transport.py``), as the registry stores it."""
+        return str(self.socket_path)
+
+    @property
+    def name(self) -> str:
+        """The replica's name, unique among the replicas of the deployment."""
+        return self.socket_path.name
+
+    @property
+    def host(self) -> str:
+        """The machine it runs on; empty: this one."""
+        return ""
 
     @property
     def alive(self) -> bool:

@@ -1,4 +1,5 @@
-"""The replica server: one model behind a unix socket, whatever kind of model it is.
+"""The replica server: one model behind a unix socket (or TCP: ``runtime/transport.py``),
+whatever kind of model it is.
 
 :class:`ReplicaServer` does everything about the socket and the process, the way uvicorn's
 ``Server`` runs any ASGI app; a :class:`Handler` answers the requests. Two handlers exist:
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import ssl
 import stat
 import sys
 import traceback
@@ -36,6 +38,7 @@ import orjson
 from modelport.errors import BadRequest, ModelportError, TemporarilyUnavailable
 from modelport.runtime import protocol
 from modelport.runtime.stopping import Watch, stop_when_told
+from modelport.runtime.transport import ReplicaAddress, serve_replica
 
 __all__ = ["DRAIN_SECONDS", "Handler", "ReplicaServer", "stopping"]
 
@@ -135,18 +138,35 @@ class ReplicaServer:
         self.stopping = True  # at once, not when run() resumes: no request read after it starts
         self._stop.set()
 
-    async def serve(self, socket_path: str) -> bool:
-        """Listen on ``socket_path`` and :meth:`run` until told to stop (SIGTERM, SIGINT, the
-        server gone); returns what :meth:`run` returns."""
+    async def serve(
+        self,
+        address: str,
+        *,
+        secret: bytes | None = None,
+        tls: ssl.SSLContext | None = None,
+        address_file: str = "",
+    ) -> bool:
+        """Listen on ``address`` (a unix socket's path, or ``tcp://HOST:PORT/NAME`` with the
+        replica's ``secret``: ``runtime/transport.py``) and :meth:`run` until told to stop
+        (SIGTERM, SIGINT, the server gone); returns what :meth:`run` returns. The address it
+        listens on (a TCP port 0 replaced) is written to ``address_file`` when given."""
         watcher = stop_when_told(self.watch, self.stop)
-        _remove_stale_socket(socket_path)
-        server = await asyncio.start_unix_server(self.connection, path=socket_path)
+        where = ReplicaAddress.parse(address)
+        if not where.is_tcp:
+            _remove_stale_socket(where.path)
+        server, listening = await serve_replica(address, self.connection, secret=secret, tls=tls)
+        if address_file:
+            partial = f"{address_file}.partial"
+            with open(partial, "w") as fh:
+                fh.write(listening)
+            os.replace(partial, address_file)
         try:
             return await self.run(server.close)
         finally:
             watcher.cancel()
-            with contextlib.suppress(OSError):
-                os.unlink(socket_path)
+            if not where.is_tcp:
+                with contextlib.suppress(OSError):
+                    os.unlink(where.path)
 
     async def run(self, stop_listening: Callable[[], None]) -> bool:
         """Run the handler's loop until :meth:`stop`; then call ``stop_listening``, wait up to

@@ -114,7 +114,8 @@ class ReplicaSet:
         async with self._scale_lock:
             live = [r for r in self.replicas if r.alive and not r.closing]
             if target > len(live):
-                new = [ReplicaHandle(self.spec, self.next_index()) for _ in range(target - len(live))]
+                make = self.spec.make_replica or ReplicaHandle
+                new = [make(self.spec, self.next_index()) for _ in range(target - len(live))]
                 self.replicas.extend(new)
                 self._starting += len(new)
                 try:

@@ -1,9 +1,12 @@
-"""The replica process: load one model, serve it on a unix socket until told to stop.
+"""The replica process: load one model, serve it on a unix socket (or TCP) until told to stop.
 
 Started by ``runtime/replica.py`` (through ``runtime/launcher.py``) as::
 
     python -m modelport.runtime.worker --socket PATH [--kind custom|engine] [--parent-pid PID]
         <the handler's options>
+
+or, on a Ray node (``runtime/ray_actor.py``), ``--listen tcp://NODE_IP:0/NAME --address-file
+FILE`` instead of ``--socket`` (the secret in ``$MODELPORT_REPLICA_SECRET``).
 
 ``--kind`` picks the handler (``custom``, the default: ``runtime/custom_handler.py``;
 ``engine``: ``runtime/engine_handler.py``), and ``--help`` after it lists that handler's
@@ -29,6 +32,7 @@ import traceback
 from collections.abc import Sequence
 
 from modelport.runtime.replica_server import Handler, ReplicaServer
+from modelport.runtime.transport import SECRET_ENV, server_tls
 
 __all__ = ["EXIT_LOAD_FAILED", "KINDS", "main", "parse_args"]
 
@@ -56,7 +60,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Serve one model on a unix socket (a modelport replica).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--socket", required=True, help="Path of the unix socket to listen on.")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="Path of the unix socket to listen on.")
+    where.add_argument(
+        "--listen",
+        help="tcp://HOST:PORT/NAME to listen on instead (port 0: any); clients prove the secret "
+        f"in ${SECRET_ENV} (runtime/transport.py).",
+    )
+    parser.add_argument(
+        "--address-file", default="", help="Write the address the replica listens on here once it does."
+    )
+    parser.add_argument("--tls-certfile", default="", help="Serve TCP with TLS: PEM certificate.")
+    parser.add_argument("--tls-keyfile", default="", help="PEM private key for --tls-certfile.")
     parser.add_argument(
         "--kind", choices=KINDS, default="custom", help="An MLflow pyfunc model, or an LLM/embedding engine."
     )
@@ -94,6 +109,7 @@ def _runner() -> asyncio.Runner:
 def main(argv: Sequence[str] | None = None) -> int:
     """Load, serve, drain; the exit status (0, or :data:`EXIT_LOAD_FAILED`)."""
     args = parse_args(argv)
+    secret = os.environ.pop(SECRET_ENV, "")  # read before the model's code runs, and gone for it
     with _runner() as runner:
         started = time.perf_counter()
         try:
@@ -109,10 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modelport-worker: loaded {handler.what} in {took}{handler.details()}", file=sys.stderr)
         sys.stderr.flush()
         gc.freeze()  # the model and the libraries stay: keep them out of full GC passes
+        tls = server_tls(args.tls_certfile, args.tls_keyfile) if args.tls_certfile else None
         drained = runner.run(
             ReplicaServer(
                 handler, args.parent_pid, owner_pid=args.owner_pid, orphan_seconds=args.orphan_seconds
-            ).serve(args.socket)
+            ).serve(
+                args.listen or args.socket,
+                secret=bytes.fromhex(secret) if secret else None,
+                tls=tls,
+                address_file=args.address_file,
+            )
         )
     if not drained:
         # A predict still runs after the drain period: its thread cannot be interrupted,
