@@ -134,6 +134,24 @@ class Settings:
         "the replicas over their sockets. A dead worker is replaced. More than 1 needs --redis "
         "for rate limits (counters in one process would let N times the limit through).",
     )
+    backend: str = _opt(
+        "local",
+        "Where replicas of custom and foundation models run: local (processes of this machine) or "
+        "ray (detached actors on the Ray cluster at --ray-address, reached over TCP; docs/ray.md).",
+    )
+    ray_address: str = _opt(
+        "",
+        "The Ray cluster of --backend ray: its GCS address (HOST:6379, what `ray start --head` "
+        "prints) or auto. The leader joins it as a driver: same Ray and Python versions.",
+    )
+    ray_namespace: str = _opt(
+        "modelport",
+        "Ray namespace of this deployment's replica actors (one per modelport deployment that "
+        "shares a Ray cluster).",
+    )
+    ray_cpus_per_replica: float = _opt(
+        1.0, "num_cpus each replica asks Ray for (GPU workloads also ask for their GPUs)."
+    )
     leader_lease_seconds: int = _opt(
         10,
         "Seconds the leader's lease on the metadata store lasts, when several servers share one "
@@ -306,6 +324,12 @@ class Settings:
                 "--workers above 1 needs --redis: rate limits counted in each process would let "
                 f"{self.workers} times the limit through."
             )
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"--backend must be local or ray, not {self.backend!r}.")
+        if self.backend == "ray" and not self.ray_address:
+            raise ValueError("--backend ray needs --ray-address (the cluster's HOST:PORT, or auto).")
+        if self.ray_cpus_per_replica < 0:
+            raise ValueError(f"--ray-cpus-per-replica must be 0 or more, not {self.ray_cpus_per_replica}.")
         if self.leader_lease_seconds < 1:
             raise ValueError(f"--leader-lease-seconds must be at least 1, not {self.leader_lease_seconds}.")
         if self.llm_threads < 0 or self.embed_threads < 0:
@@ -455,10 +479,12 @@ class SettingSpec:
             return raw.strip().lower() in {"1", "true", "yes", "on"}
         if self.type is int:
             return int(raw)
+        if self.type is float:
+            return float(raw)
         return raw
 
 
-_TYPES = {"str": str, "int": int, "bool": bool}
+_TYPES = {"str": str, "int": int, "bool": bool, "float": float}
 SETTINGS: tuple[SettingSpec, ...] = tuple(
     SettingSpec(
         name=f.name,

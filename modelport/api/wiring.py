@@ -29,7 +29,9 @@ from modelport.metrics import Metrics
 from modelport.runtime.local import LocalBackend, RuntimeOptions
 from modelport.runtime.logs import LogStore
 from modelport.runtime.model_check import ModelCheck
-from modelport.store import open_database
+from modelport.runtime.ray_backend import RayBackend, RayOptions
+from modelport.runtime.transport import ReplicaKeys, client_tls
+from modelport.store import Database, open_database
 from modelport.tables.writer import TableWriter
 
 __all__ = ["build_services"]
@@ -84,14 +86,26 @@ def build_services(
             embed_threads=settings.embed_threads,
         ),
     )
-    backend = LocalBackend(
-        registry,
-        logs,
-        options,
-        inherited_environment(),
-        resolve_secret=secret_service.resolve,
-        model_check=ModelCheck(db.digests, embedded=settings.embedded_registry),
-    )
+    keys = _replica_keys(settings, db) if settings.backend == "ray" else None
+    backend_args = (registry, logs, options, inherited_environment())
+    backend_kwargs = {
+        "resolve_secret": secret_service.resolve,
+        "model_check": ModelCheck(db.digests, embedded=settings.embedded_registry),
+    }
+    if keys is not None:
+        backend: LocalBackend = RayBackend(
+            *backend_args,
+            ray=RayOptions(
+                address=settings.ray_address,
+                namespace=settings.ray_namespace,
+                cpus_per_replica=settings.ray_cpus_per_replica,
+                tls=_tls_pem(settings),
+            ),
+            keys=keys,
+            **backend_kwargs,  # type: ignore[arg-type]
+        )
+    else:
+        backend = LocalBackend(*backend_args, **backend_kwargs)  # type: ignore[arg-type]
     external = ExternalPlane(
         secret_service.resolve,
         resolve_async=secret_service.resolve_async,
@@ -118,6 +132,7 @@ def build_services(
         lease_seconds=float(settings.leader_lease_seconds),
         per_replica_in_flight=settings.replica_in_flight,
         queue_limit=settings.queue_limit,
+        keys=keys,
     )
     dataplane = DataPlane(
         db,
@@ -159,6 +174,22 @@ def build_services(
         cluster=cluster,
     )
     return services, new_token
+
+
+def _replica_keys(settings: Settings, db: Database) -> ReplicaKeys:
+    """The secrets of TCP replicas: derived from a key every server of the store reads (made
+    by the first), with TLS pinned to the server's certificate when it has one."""
+    key = db.meta_setdefault("replica_key", secrets.token_hex(32))
+    return ReplicaKeys(
+        bytes.fromhex(key), client_tls(settings.tls_certfile) if settings.tls_certfile else None
+    )
+
+
+def _tls_pem(settings: Settings) -> tuple[str, str] | None:
+    if not settings.tls_certfile:
+        return None
+    with open(settings.tls_certfile) as cert, open(settings.tls_keyfile) as key:
+        return cert.read(), key.read()
 
 
 def _watch_faults(metrics: Metrics, limiter: RateLimiter, tables: TableWriter) -> None:
