@@ -72,15 +72,18 @@ class NodeAgent:
                 await asyncio.shield(starting)
         return bool(client._connected)
 
-    async def spawn(self, argv: list[str], env: dict[str, str], log_path: str, cwd: str) -> int | str:
-        """Fork ``modelport.runtime.worker <argv>``: its pid, or why it cannot be forked."""
+    async def spawn(
+        self, python: str, argv: list[str], env: dict[str, str], log_path: str, cwd: str
+    ) -> int | str:
+        """Fork ``modelport.runtime.worker <argv>`` for a replica that would run ``python``:
+        its pid, or why it cannot be forked (another interpreter: a ``runtime_env`` of its own)."""
         from pathlib import Path
 
         from modelport.runtime.launcher import ZygoteUnavailable, forkable
 
         client = self._zygote()
-        if not forkable(sys.executable, env, client.env):
-            return "its environment differs from the zygote's at import time"
+        if not forkable(python, env, client.env):
+            return "its interpreter or import-time environment differs from the zygote's"
         try:
             child = await client.spawn(argv, env, Path(log_path), cwd)
         except ZygoteUnavailable as exc:
@@ -200,7 +203,8 @@ class ReplicaActor:
             i = argv.index("--parent-pid")
             del argv[i : i + 2]
             argv += ["--owner-pid", str(os.getpid()), "--orphan-seconds", f"{ORPHAN_SECONDS:g}"]
-            result = ray.get(agent.spawn.remote(argv, env, self._log_path, self._dir), timeout=120)
+            spawned = agent.spawn.remote(sys.executable, argv, env, self._log_path, self._dir)
+            result = ray.get(spawned, timeout=120)
         except Exception as exc:  # the agent could not be placed or answered: exec instead
             result = f"{type(exc).__name__}: {exc}"
         if isinstance(result, int):

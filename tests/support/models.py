@@ -8,9 +8,12 @@ from typing import Any
 __all__ = ["log_sklearn_model"]
 
 
-def log_sklearn_model(tracking_uri: str, token: str, name: str, **kwargs: Any) -> str:
+def log_sklearn_model(
+    tracking_uri: str, token: str, name: str, requirements: tuple[str, ...] = ("scikit-learn",), **kwargs: Any
+) -> str:
     """Train a tiny classifier on columns f0..f3 (label: f0 > 0.5) and register it as a new
-    version of ``name``, with the signature MLflow infers from an input example."""
+    version of ``name``, with the signature MLflow infers from an input example and
+    ``requirements`` as its pip requirements."""
     import mlflow
     import numpy as np
     import pandas as pd
@@ -28,7 +31,7 @@ def log_sklearn_model(tracking_uri: str, token: str, name: str, **kwargs: Any) -
             name="model",
             registered_model_name=name,
             input_example=x.head(2),
-            pip_requirements=["scikit-learn"],
+            pip_requirements=list(requirements),
             **kwargs,
         )
     return str(info.registered_model_version)
