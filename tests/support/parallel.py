@@ -33,6 +33,8 @@ PACKAGE_UNITS = (
     "tests/browser/",
     # One private PostgreSQL, Redis and server (spool on a tmpfs) for the package's fault tests.
     "tests/faults/",
+    # Ray clusters in network namespaces: one at a time (each runs a dozen processes).
+    "tests/ray/",
 )
 
 #: Seconds each unit took (setup, call and teardown of its tests, summed from ``--durations=0``)
@@ -40,6 +42,7 @@ PACKAGE_UNITS = (
 #: pays for the session servers it starts. A unit not listed weighs :data:`DEFAULT_SECONDS` of
 #: its folder under tests/ (else :data:`OTHER_SECONDS`). Refresh after large changes to the suite.
 SECONDS: dict[str, float] = {
+    "tests/ray/": 400,
     "tests/docs/": 133,
     "tests/integration/test_sdk_lifecycle.py": 128,
     "tests/integration/test_migrate.py": 105,
