@@ -68,6 +68,9 @@ class ServedEntities:
             )
         replica_set = self.replica_set(route, entity.name)
         engine = replica_set.spec.engine
+        if engine is None and "foundation_model" in entity.config:
+            # Another process runs the replicas: they say what they serve once reached.
+            engine = await replica_set.engine(self.timeout)
         if engine is None:
             return await self._predict(ex, route, entity.name, replica_set)
         if (

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -31,7 +32,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 from modelport.clock import now_ms
+from modelport.entities.foundation.catalog import EngineSpec
 from modelport.errors import TemporarilyUnavailable
 from modelport.runtime import protocol
 from modelport.runtime.autoscaler import Band
@@ -67,6 +71,7 @@ class AttachedReplica(ReplicaHandle):
         self._pid = record.pid
         self.own = own
         self.start_mode = "adopted" if own else "attached"
+        self.serves: tuple[str, str] | None = None
         self.keep_socket = True  # the replica's own; it removes it when it stops
 
     @property
@@ -98,11 +103,14 @@ class AttachedReplica(ReplicaHandle):
         self._reader, self._writer = await open_replica(self._address, self.spec.keys)
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
         if self.own:
-            kind, _ = await self.call(protocol.ADOPT, str(os.getpid()).encode(), 10)
+            kind, pong = await self.call(protocol.ADOPT, str(os.getpid()).encode(), 10)
             if kind != protocol.PONG:
                 raise ReplicaDied(f"replica pid {self._pid} refused to be adopted (frame kind {kind})")
         else:
-            await self.ping(timeout=10)
+            pong = await self.ping(timeout=10)
+        stats = orjson.loads(pong)
+        #: What an engine replica serves (its PONG says): (engine, task); None for a custom model.
+        self.serves = (str(stats["engine"]), str(stats["task"])) if "task" in stats else None
         self.ready = True
         self.was_ready = True
 
@@ -188,6 +196,14 @@ class RemoteSet(ReplicaSet):
                 replica = self._attached.pop(record.id)
                 self.replicas = [r for r in self.replicas if r is not replica]
                 await replica.kill()
+        # A foundation model's replica says what it serves: the data plane needs it to stream
+        # and to check the route (the leader knows it from the model; this process does not).
+        if self.spec.engine is None:
+            for replica in self._attached.values():
+                if replica.ready and replica.serves is not None:
+                    engine, task = replica.serves
+                    self.spec = dataclasses.replace(self.spec, engine=EngineSpec(engine, task, "", {}))
+                    break
         # A connection that closed (the replica died) is dropped; its row goes with the leader's
         # next registry write, and a replacement arrives as a new row.
         for record_id, replica in list(self._attached.items()):
@@ -199,6 +215,16 @@ class RemoteSet(ReplicaSet):
         else:
             self._ready.clear()
         self._wake()
+
+    async def engine(self, timeout: float) -> EngineSpec | None:
+        """What the entity's replicas serve, once one is attached (a foundation model's query
+        waits for that, within ``timeout``, asking the leader for a replica if none runs)."""
+        if self.spec.engine is None and not self.ready_replicas:
+            if self._cold_start_task is None:
+                self._cold_start_task = asyncio.get_running_loop().create_task(self._cold_start())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout)
+        return self.spec.engine
 
     async def scale_to(self, target: int) -> None:
         """Scaling is the leader's: only a set with no replica asks it for one (a wake)."""

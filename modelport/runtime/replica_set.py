@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from modelport.entities.foundation.catalog import EngineSpec
 from modelport.errors import DeadlineExceeded, RequestLimitExceeded, TemporarilyUnavailable
 from modelport.runtime import protocol
 from modelport.runtime.autoscaler import Band, Load, decide
@@ -145,6 +146,10 @@ class ReplicaSet:
                 self._ready.set()
             else:
                 self._ready.clear()
+
+    async def engine(self, timeout: float) -> EngineSpec | None:
+        """What the entity's replicas serve: a foundation model's engine and task, or None."""
+        return self.spec.engine
 
     def start_if_idle(self) -> None:
         """Start the set's replicas if none runs or starts (another process got a query for it)."""

