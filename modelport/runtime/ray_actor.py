@@ -34,12 +34,31 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["AGENT_PREFIX", "NodeAgent", "ReplicaActor"]
+__all__ = ["AGENT_PREFIX", "NodeAgent", "ReplicaActor", "node_agent"]
 
 #: Name prefix of the node agents (then the Ray node id).
 AGENT_PREFIX = "modelport-node-"
 #: A forked replica outlives its actor this long (it stops then): the actor's death is noticed.
 ORPHAN_SECONDS = 1.0
+
+
+def node_agent(namespace: str, node_id: str) -> Any:
+    """The handle of node ``node_id``'s agent, placed on that node if it does not run yet."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return (
+        ray.remote(NodeAgent)
+        .options(
+            name=AGENT_PREFIX + node_id,
+            namespace=namespace,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        )
+        .remote()
+    )
 
 
 class NodeAgent:
@@ -180,23 +199,10 @@ class ReplicaActor:
     def _fork(self, worker_argv: list[str], env: dict[str, str]) -> int | None:
         """Fork the replica from this node's agent; None where it cannot (then exec)."""
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         context = ray.get_runtime_context()
-        node_id = context.get_node_id()
         try:
-            agent = (
-                ray.remote(NodeAgent)
-                .options(
-                    name=AGENT_PREFIX + node_id,
-                    namespace=context.namespace,
-                    get_if_exists=True,
-                    lifetime="detached",
-                    num_cpus=0,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                )
-                .remote()
-            )
+            agent = node_agent(context.namespace, context.get_node_id())
             # The parent watch of an exec'd replica becomes an owner watch: a forked one's
             # parent is the zygote, its owner this actor.
             argv = list(worker_argv)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -136,27 +137,11 @@ class RayDriver:
         """Start the node agent (and its zygote) of every live node, so that the first replica
         of a node is forked too (``runtime/ray_actor.py``); does not wait for the imports."""
         ray = self.connect()
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        from modelport.runtime.ray_actor import AGENT_PREFIX, NodeAgent
+        from modelport.runtime.ray_actor import node_agent
 
         for node in ray.nodes():
-            if not node.get("Alive"):
-                continue
-            node_id = node["NodeID"]
-            agent = (
-                ray.remote(NodeAgent)
-                .options(
-                    name=AGENT_PREFIX + node_id,
-                    namespace=self.namespace,
-                    get_if_exists=True,
-                    lifetime="detached",
-                    num_cpus=0,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                )
-                .remote()
-            )
-            agent.warm.remote()
+            if node.get("Alive"):
+                node_agent(self.namespace, node["NodeID"]).warm.remote()
 
     def stop_agents(self) -> None:
         """Kill the node agents of this namespace (their zygotes exit with them)."""
@@ -423,21 +408,15 @@ class RayBackend(LocalBackend):
         def make_replica(spec: ReplicaSpec, index: int) -> ReplicaHandle:
             return RayReplica(spec, index, driver)
 
-        return ReplicaSpec(
-            model_path=local.model_path,
-            run_dir=local.run_dir,
-            socket_prefix=local.socket_prefix,
-            log_path=local.log_path,
+        # No zygote of this machine and no orphan watch: the node agent forks, the actor owns.
+        return dataclasses.replace(
+            local,
             env=env,
-            batching=local.batching,
-            max_batch_size=local.max_batch_size,
-            max_batch_wait_ms=local.max_batch_wait_ms,
-            start_timeout=local.start_timeout,
-            engine=local.engine,
-            model_name=local.model_name,
+            zygote=None,
+            orphan_seconds=0.0,
             keys=self.keys,
             make_replica=make_replica,
-            placement={k: v for k, v in placement.items()},
+            placement=placement,
         )
 
     # ---- adoption ----------------------------------------------------------------------------
