@@ -38,7 +38,7 @@ from modelport.runtime.logs import BuildLog, LogStore
 from modelport.runtime.model_check import ModelCheck
 from modelport.runtime.preflight import check_entity, check_external
 from modelport.runtime.remote import AttachedReplica
-from modelport.runtime.replica import ReplicaSpec, ReplicaStartFailed
+from modelport.runtime.replica import ReplicaHandle, ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.replica_set import ReplicaSet
 from modelport.spec.secrets import SecretResolver, parse_reference
 from modelport.store.records import EndpointRecord
@@ -190,23 +190,37 @@ class LocalBackend:
         records = self._adoptable.pop((endpoint_id, version, entity), [])
         if not records:
             return 0
-        handles = [AttachedReplica(replica_set.spec, r, replica_set.next_index(), own=True) for r in records]
+        handles = [self._adoption(replica_set.spec, replica_set.next_index(), r) for r in records]
         results = await asyncio.gather(*(h.start() for h in handles), return_exceptions=True)
         adopted = [
             h for h, result in zip(handles, results, strict=True) if not isinstance(result, BaseException)
         ]
         for h, result in zip(handles, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("could not adopt a replica", extra={"pid": h.pid, "error": str(result)})
-                h.own = False  # not ours: it stops by itself, unadopted (runtime/stopping.py)
-                await h.kill()
+                log.warning("could not adopt a replica", extra={"replica": h.name, "error": str(result)})
+                await self._unadoptable(h)
         replica_set.add_running(adopted)
         if adopted:
             log.info(
                 "adopted the replicas of the previous leader",
-                extra={"entity": entity, "config_version": version, "pids": [h.pid for h in adopted]},
+                extra={
+                    "entity": entity,
+                    "config_version": version,
+                    "replicas": [h.name for h in adopted],
+                    "pids": [h.pid for h in adopted],
+                },
             )
         return len(adopted)
+
+    def _adoption(self, spec: ReplicaSpec, index: int, record: ReplicaRecord) -> ReplicaHandle:
+        """The handle that takes over the replica ``record`` names (its ``start`` adopts it)."""
+        return AttachedReplica(spec, record, index, own=True)
+
+    async def _unadoptable(self, handle: ReplicaHandle) -> None:
+        """A replica that could not be adopted: not ours, it stops by itself (runtime/stopping.py)."""
+        assert isinstance(handle, AttachedReplica)
+        handle.own = False
+        await handle.kill()
 
     async def remove_all(self) -> None:
         """This process stopped leading: with one server, stop every replica; when several

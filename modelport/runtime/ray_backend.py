@@ -42,7 +42,6 @@ from modelport.runtime.base import DeploymentFailed
 from modelport.runtime.environments import env_manager_of
 from modelport.runtime.local import LocalBackend
 from modelport.runtime.replica import ReplicaDied, ReplicaHandle, ReplicaSpec, ReplicaStartFailed
-from modelport.runtime.replica_set import ReplicaSet
 from modelport.runtime.transport import SECRET_ENV, ReplicaKeys, open_replica
 from modelport.store.records import EndpointRecord
 from modelport.store.replicas import ReplicaRecord
@@ -175,6 +174,7 @@ class RayReplica(ReplicaHandle):
         self._pid: int | None = None
         self._actor: Any = None
         self._gone = False
+        self._adopting = False
         self.start_mode = "placed on Ray"
 
     @classmethod
@@ -183,6 +183,7 @@ class RayReplica(ReplicaHandle):
         replica._name = record.address.rsplit("/", 1)[-1]
         replica._address, replica._host, replica._pid = record.address, record.host, record.pid
         replica.start_mode = "adopted"
+        replica._adopting = True
         return replica
 
     @property
@@ -206,7 +207,10 @@ class RayReplica(ReplicaHandle):
         return not self._gone and self._writer is not None and not self._lost
 
     async def start(self) -> None:
-        """Place the actor, start the replica in it, connect, ping."""
+        """Place the actor, start the replica in it, connect, ping (adopting: find it by name)."""
+        if self._adopting:
+            await self.adopt()
+            return
         spec = self.spec
         self.started_at = time.monotonic()
         try:
@@ -431,34 +435,8 @@ class RayBackend(LocalBackend):
             if r.address.startswith("tcp://"):
                 self._adoptable.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
 
-    async def _adopt(self, replica_set: ReplicaSet, endpoint_id: str, version: int, entity: str) -> int:
-        records = self._adoptable.pop((endpoint_id, version, entity), [])
-        handles = [
-            RayReplica.adopting(replica_set.spec, replica_set.next_index(), self.driver, r) for r in records
-        ]
-        results = await asyncio.gather(*(h.adopt() for h in handles), return_exceptions=True)
-        adopted = []
-        for h, result in zip(handles, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("could not adopt a Ray replica", extra={"actor": h.name, "error": str(result)})
-                await h.kill()
-            else:
-                adopted.append(h)
-        replica_set.add_running(adopted)
-        if adopted:
-            log.info(
-                "adopted the Ray replicas of the previous leader",
-                extra={"entity": entity, "config_version": version, "actors": [h.name for h in adopted]},
-            )
-        return len(adopted)
+    def _adoption(self, spec: ReplicaSpec, index: int, record: ReplicaRecord) -> ReplicaHandle:
+        return RayReplica.adopting(spec, index, self.driver, record)
 
-    async def remove_all(self) -> None:
-        """Stopped leading: the actors stay (detached) for the next leader, unless this is the
-        only server (``orphan_seconds`` 0), which stops them."""
-        if self.options.orphan_seconds <= 0:
-            for endpoint_id in list(self._sets):
-                await self.remove(endpoint_id)
-            return
-        sets, self._sets = self.all_sets(), {}
-        for _, _, replica_set in sets:
-            await replica_set.release()
+    async def _unadoptable(self, handle: ReplicaHandle) -> None:
+        await handle.kill()  # an actor that cannot be reached is killed; the set starts another

@@ -147,14 +147,17 @@ class Zygote:
                 self._send({"exit": pid, "status": _returncode(status)})
 
     def _stop_children(self) -> None:
+        """Stop the children that stop with their server; those that wait to be adopted by the
+        next leader (``orphanable``) are left alone, also after the grace (they were killed
+        10 s after their server's death, while the next leader still served with them)."""
         for pid in self.children - self.orphanable:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0
-        while self.children and time.monotonic() < deadline:
+        while self.children - self.orphanable and time.monotonic() < deadline:
             time.sleep(0.05)
             self._reap()
-        for pid in self.children:
+        for pid in self.children - self.orphanable:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

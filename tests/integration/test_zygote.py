@@ -133,3 +133,31 @@ def test_replicas_come_back_after_the_zygote_is_killed(http: httpx.Client, forke
     assert after, "no new replica answered after the zygote was killed"
     assert after["probe_var"] == "hello"
     assert not Path(f"/proc/{before['pid']}").exists(), "the old replica stopped with its zygote"
+
+
+def test_a_zygote_whose_server_is_gone_leaves_replicas_waiting_for_adoption() -> None:
+    """When the server goes, the zygote stops the replicas that stop with it and never the
+    ones waiting for the next leader to adopt them (``--orphan-seconds``), not even after its
+    10 s grace: they were killed then, in the middle of a slow takeover."""
+    import socket
+    import subprocess
+
+    from modelport.runtime.zygote import Zygote
+
+    stops, waits = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
+    zygote = Zygote(socket.socket(socket.AF_UNIX), os.getpid())
+    zygote._send = lambda message: None  # type: ignore[method-assign]  # no server to tell
+    zygote.children = {stops.pid, waits.pid}
+    zygote.orphanable = {waits.pid}
+    try:
+        started = time.monotonic()
+        zygote._stop_children()
+        # The zygote reaped the one it stopped (so Popen cannot see its status).
+        assert zygote.children == {waits.pid} and not os.path.exists(f"/proc/{stops.pid}")
+        assert time.monotonic() - started < 5  # it did not wait the grace for the other
+        assert waits.poll() is None, "the replica waiting for adoption was stopped"
+    finally:
+        for p in (stops, waits):
+            p.kill()
+            p.wait()
+        zygote.listener.close()
