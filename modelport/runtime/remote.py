@@ -51,6 +51,8 @@ log = logging.getLogger("modelport.runtime")
 
 #: How long a wake request waits for the leader's replica before asking again.
 WAKE_WAIT_SECONDS = 30.0
+#: How often a wake request is repeated while no replica is registered.
+WAKE_REPEAT_SECONDS = 3.0
 
 Key = tuple[str, int, str]  # (endpoint id, config version, served entity)
 
@@ -236,9 +238,22 @@ class RemoteSet(ReplicaSet):
         wakes the requests queued meanwhile, within their own deadlines); after
         :data:`WAKE_WAIT_SECONDS` with none, those still waiting get 503."""
         self.cold_starts += 1
+        deadline = time.monotonic() + WAKE_WAIT_SECONDS
         try:
-            await asyncio.to_thread(self._request_wake, self.key)
-            await asyncio.wait_for(self._ready.wait(), WAKE_WAIT_SECONDS)
+            # Asked again every WAKE_REPEAT_SECONDS: a wake the leader took while it still had a
+            # replica (this process had not seen it yet) starts nothing, and that replica may
+            # scale to zero before this process reaches it.
+            while True:
+                await asyncio.to_thread(self._request_wake, self.key)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                try:
+                    await asyncio.wait_for(self._ready.wait(), min(WAKE_REPEAT_SECONDS, left))
+                    break
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
         except TimeoutError:
             self._fail_waiters(
                 TemporarilyUnavailable(

@@ -152,7 +152,11 @@ def test_unregistered_files_stay_writable_until_registration_then_the_seal_follo
     while http.put(f"{ARTIFACTS}/{relative_path}/notes.txt", content=b"free").status_code != 200:
         assert time.monotonic() < deadline, "deleted model still sealed"
         time.sleep(0.1)
-    assert store.digests.get("late2", 1) is None
+    # The seal is lifted in memory and the digest row deleted by the same handler, one after the
+    # other: under load a write can land between the two (seen in CI at load 9).
+    while store.digests.get("late2", 1) is not None:
+        assert time.monotonic() < deadline, "the deleted model's digest is still recorded"
+        time.sleep(0.1)
 
 
 def test_a_version_registered_from_a_run_seals_that_run_folder(
