@@ -4,9 +4,16 @@ Configured the way Ray Serve's docs advise for throughput on one small node: the
 high-throughput mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` and ``RAY_SERVE_ENABLE_HA_PROXY=1``,
 set by the harness), access logs off, a fixed number of replicas sized to the CPUs, and
 with ``--batched`` the dynamic-batching variant (``@serve.batch``, ``max_ongoing_requests``
-at least the batch size). Stops on SIGTERM, shutting Serve and the local Ray cluster down.
+at least the batch size). Stops on SIGTERM, shutting Serve down (and the Ray cluster it
+started, when it started one).
 
-Run: ``python bench/peers/ray_app.py --model-path DIR --port P [--batched] [--replicas N]``.
+With ``--address`` it joins a running cluster (``custom_model.py`` starts one with
+``ray start --head``, the same way for Ray Serve and for ``modelport serve --backend ray``);
+that cluster's processes, not this driver, must then have the ``RAY_SERVE_*`` variables.
+Without it, ``ray.init`` starts a local cluster of its own in ``--temp-dir``.
+
+Run: ``python bench/peers/ray_app.py --model-path DIR --port P [--batched] [--replicas N]
+[--address HOST:PORT]``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from starlette.requests import Request  # noqa: TID251
 from starlette.responses import Response  # noqa: TID251
 
 _QUIET = {"enable_access_log": False, "log_level": "WARNING"}
+#: The object store of the cluster this app starts; ``custom_model.py`` gives its own the same.
+OBJECT_STORE_BYTES = 256 * 1024 * 1024
 
 
 def _frame(body: bytes) -> pd.DataFrame:
@@ -84,19 +93,25 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--temp-dir", help="Ray's temp dir (default: a new /tmp/rb-*)")
+    parser.add_argument("--address", help="join the Ray cluster at HOST:PORT instead of starting one")
     args = parser.parse_args()
 
-    # A short, private temp dir: Ray puts unix sockets there (108-byte path limit), and the
-    # harness finds and ends every process of this cluster by it.
-    temp_dir = args.temp_dir or tempfile.mkdtemp(prefix="rb-", dir="/tmp")
-    ray.init(
-        num_cpus=os.cpu_count() or 2,
-        include_dashboard=False,
-        object_store_memory=256 * 1024 * 1024,
-        _temp_dir=temp_dir,
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False, configure_logging=False)
+        where = f"cluster {args.address}"
+    else:
+        # A short, private temp dir: Ray puts unix sockets there (108-byte path limit), and the
+        # harness finds and ends every process of this cluster by it.
+        temp_dir = args.temp_dir or tempfile.mkdtemp(prefix="rb-", dir="/tmp")
+        ray.init(
+            num_cpus=os.cpu_count() or 2,
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            _temp_dir=temp_dir,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        where = f"temp dir {temp_dir}"
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     if args.batched:
         deployment = serve.deployment(
@@ -110,7 +125,7 @@ def main() -> None:
             args.model_path
         )
     serve.run(deployment, name="bench", route_prefix="/")
-    print(f"ray serve ready on 127.0.0.1:{args.port} (temp dir {temp_dir})", flush=True)
+    print(f"ray serve ready on 127.0.0.1:{args.port} ({where})", flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

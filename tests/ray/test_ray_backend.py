@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def deployment() -> Iterator[Deployment]:
                     server.stop()
             cluster.stop()
             postgres.stop()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
