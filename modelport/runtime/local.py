@@ -182,12 +182,9 @@ class LocalBackend:
         the replicas of this machine (``host``) can be adopted here."""
         self._adoptable = {}
         for r in records:
-            if self._can_adopt(r, host):
-                self._adoptable.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
-
-    def _can_adopt(self, record: ReplicaRecord, host: str) -> bool:
-        """Whether this backend can take over the replica ``record`` names: a local process."""
-        return record.host == host and not record.address.startswith("tcp://")
+            if r.host != host or r.address.startswith("tcp://"):
+                continue
+            self._adoptable.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
 
     async def _adopt(self, replica_set: ReplicaSet, endpoint_id: str, version: int, entity: str) -> int:
         records = self._adoptable.pop((endpoint_id, version, entity), [])
@@ -316,7 +313,20 @@ class LocalBackend:
     def _spec(
         self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path, engine: EngineSpec | None
     ) -> ReplicaSpec:
-        env, python = self._replica_env(endpoint, entity, model_path)
+        env = dict(self._base_env)
+        env.update(self._entity_vars(entity))
+        env["PYTHONUNBUFFERED"] = "1"
+        env["MODELPORT_ENDPOINT"] = endpoint.name
+        env["MODELPORT_SERVED_ENTITY"] = entity["name"]
+        python = sys.executable
+        if env_manager_of(entity, self.options.env_manager) == "uv":
+            env_dir = self._envs.env_dir(model_path)
+            env = activate(env, env_dir, entity.get("environment_vars") or {})
+            python = str(self._envs.python_of(env_dir))
+        if str(entity.get("workload_type", "CPU")).startswith(("GPU", "MULTIGPU")):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids())
+        else:
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
         opts = self.options
         return ReplicaSpec(
             model_path=model_path,
@@ -334,27 +344,6 @@ class LocalBackend:
             model_name=endpoint.name,
             orphan_seconds=opts.orphan_seconds,
         )
-
-    def _replica_env(
-        self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path
-    ) -> tuple[dict[str, str], str]:
-        """The replica process's environment and interpreter: the server's environment, the
-        entity's variables (secrets resolved), its uv environment and its GPUs."""
-        env = dict(self._base_env)
-        env.update(self._entity_vars(entity))
-        env["PYTHONUNBUFFERED"] = "1"
-        env["MODELPORT_ENDPOINT"] = endpoint.name
-        env["MODELPORT_SERVED_ENTITY"] = entity["name"]
-        python = sys.executable
-        if env_manager_of(entity, self.options.env_manager) == "uv":
-            env_dir = self._envs.env_dir(model_path)
-            env = activate(env, env_dir, entity.get("environment_vars") or {})
-            python = str(self._envs.python_of(env_dir))
-        if str(entity.get("workload_type", "CPU")).startswith(("GPU", "MULTIGPU")):
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids())
-        else:
-            env.setdefault("CUDA_VISIBLE_DEVICES", "")
-        return env, python
 
     def _band(self, entity: dict[str, Any], engine: EngineSpec | None, tokens_per_second: float) -> Any:
         opts = self.options
@@ -488,22 +477,17 @@ class LocalBackend:
         logs: dict[str, BuildLog],
     ) -> list[dict[str, Any]]:
         for entity in entities:
-            if "external_model" not in entity:
-                await self._check_placement(entity, logs[entity["name"]])
+            wtype = str(entity.get("workload_type", "CPU"))
+            if wtype.startswith(("GPU", "MULTIGPU")) and not gpu_ids():
+                raise DeploymentFailed(
+                    entity["name"],
+                    f"workload_type {wtype} needs a GPU and this machine has none; use workload_type CPU.",
+                )
         return list(
             await asyncio.gather(
                 *(self._bring_up(endpoint, version, e, logs[e["name"]], start=True) for e in entities)
             )
         )
-
-    async def _check_placement(self, entity: dict[str, Any], log_: BuildLog) -> None:
-        """Refuse at once an entity whose replicas could never be placed (a GPU workload here)."""
-        wtype = str(entity.get("workload_type", "CPU"))
-        if wtype.startswith(("GPU", "MULTIGPU")) and not gpu_ids():
-            raise DeploymentFailed(
-                entity["name"],
-                f"workload_type {wtype} needs a GPU and this machine has none; use workload_type CPU.",
-            )
 
     async def restore(
         self,

@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -42,7 +41,6 @@ from modelport.entities.foundation.catalog import EngineSpec
 from modelport.runtime.base import DeploymentFailed
 from modelport.runtime.environments import env_manager_of
 from modelport.runtime.local import LocalBackend
-from modelport.runtime.logs import BuildLog
 from modelport.runtime.replica import ReplicaDied, ReplicaHandle, ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.transport import SECRET_ENV, ReplicaKeys, open_replica
 from modelport.store.records import EndpointRecord
@@ -335,9 +333,8 @@ class RayBackend(LocalBackend):
                 await asyncio.to_thread(self.driver.stop_agents)
 
     # ---- placement -------------------------------------------------------------------------
-    async def _check_placement(self, entity: dict[str, Any], log_: BuildLog) -> None:
-        """Fail at once when no live node of the cluster has what one replica asks for (Ray
-        would keep the actor pending)."""
+    async def _check_resources(self, entity: dict[str, Any]) -> None:
+        """Fail at once when no live node of the cluster has what one replica asks for."""
         wanted = resources_of(entity, self.ray.cpus_per_replica)
         nodes = await asyncio.to_thread(self.driver.nodes)
         need = {"CPU": wanted["num_cpus"], "GPU": wanted["num_gpus"]}
@@ -349,36 +346,52 @@ class RayBackend(LocalBackend):
             for i, node in enumerate(nodes)
         )
         what = " and ".join(f"{need[k]:g} {k}" for k in missing) or "its resources"
-        message = (
+        raise DeploymentFailed(
+            entity["name"],
             f"workload_type {entity.get('workload_type') or 'CPU'} needs {what} per replica and no node "
-            f"of the Ray cluster at {self.ray.address} has that ({have or 'no live node'})."
+            f"of the Ray cluster at {self.ray.address} has that ({have or 'no live node'}).",
         )
-        log_.write(f"FAILED: {message}")
-        raise DeploymentFailed(entity["name"], message)
 
-    def _prepare_environment(self, deployed: dict[str, Any], local: Path, log_: BuildLog) -> None:
+    async def deploy(
+        self,
+        endpoint: EndpointRecord,
+        version: int,
+        entities: list[dict[str, Any]],
+        logs: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        for entity in entities:
+            if "external_model" in entity:
+                continue
+            try:
+                await self._check_resources(entity)
+            except DeploymentFailed as exc:
+                logs[entity["name"]].write(f"FAILED: {exc.message}")
+                raise
+        return list(
+            await asyncio.gather(
+                *(self._bring_up(endpoint, version, e, logs[e["name"]], start=True) for e in entities)
+            )
+        )
+
+    def _prepare_environment(self, deployed: dict[str, Any], local: Path, log_: Any) -> None:
         """Ray builds per-model environments on the node (``runtime_env``), not here."""
         if env_manager_of(deployed, self.options.env_manager) == "uv":
             log_.write(
                 "Per-model environment: Ray builds it on the node from requirements.txt (runtime_env pip)."
             )
 
-    def _replica_env(
-        self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path
-    ) -> tuple[dict[str, str], str]:
-        """Only the entity's own variables travel: the server's environment stays here, the
-        actor's interpreter runs the replica (Ray's runtime_env, if any), and Ray sets
-        CUDA_VISIBLE_DEVICES for the GPUs it gave the actor."""
-        env = self._entity_vars(entity)
-        env.update(
-            PYTHONUNBUFFERED="1", MODELPORT_ENDPOINT=endpoint.name, MODELPORT_SERVED_ENTITY=entity["name"]
-        )
-        return env, sys.executable
-
     def _spec(
         self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path, engine: EngineSpec | None
     ) -> ReplicaSpec:
         local = super()._spec(endpoint, entity, model_path, engine)
+        # Only the entity's own variables travel: the server's environment stays here, and Ray
+        # sets CUDA_VISIBLE_DEVICES for the GPUs it gave the actor.
+        env = self._entity_vars(entity)
+        env.update(
+            PYTHONUNBUFFERED="1",
+            MODELPORT_ENDPOINT=endpoint.name,
+            MODELPORT_SERVED_ENTITY=entity["name"],
+        )
         resources = resources_of(entity, self.ray.cpus_per_replica)
         placement: dict[str, Any] = {"num_cpus": resources["num_cpus"]}
         if resources["num_gpus"]:
@@ -402,6 +415,7 @@ class RayBackend(LocalBackend):
         # No zygote of this machine and no orphan watch: the node agent forks, the actor owns.
         return dataclasses.replace(
             local,
+            env=env,
             zygote=None,
             orphan_seconds=0.0,
             keys=self.keys,
@@ -416,10 +430,10 @@ class RayBackend(LocalBackend):
         self._warmed = True
         warming = asyncio.get_running_loop().run_in_executor(None, self.driver.warm)
         warming.add_done_callback(_log_warm_failure)
-        super().offer_adoption(records, host)
-
-    def _can_adopt(self, record: ReplicaRecord, host: str) -> bool:
-        return record.address.startswith("tcp://")  # an actor, wherever its node is
+        self._adoptable = {}
+        for r in records:
+            if r.address.startswith("tcp://"):
+                self._adoptable.setdefault((r.endpoint_id, r.config_version, r.entity), []).append(r)
 
     def _adoption(self, spec: ReplicaSpec, index: int, record: ReplicaRecord) -> ReplicaHandle:
         return RayReplica.adopting(spec, index, self.driver, record)
