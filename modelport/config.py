@@ -124,8 +124,15 @@ class Settings:
     )
     redis: str = _opt(
         "",
-        "Redis URL (redis://host:6379/0) for counters shared by several server processes: rate limits "
-        "stay exact across them. Empty: counters in this process.",
+        "Redis URL (redis://host:6379/0) for counters and response caches shared by several server "
+        "processes: rate limits stay exact across them and a cached answer serves every process. "
+        "Empty: both in this process.",
+    )
+    response_cache_bytes: int = _opt(
+        64 * 1024 * 1024,
+        "Memory for endpoints' response caches (ai_gateway.response_cache) in this process, in bytes; "
+        "the least recently used answers go first. With --redis the cache is in Redis instead, "
+        "shared by every process and server.",
     )
     workers: int = _opt(
         1,

@@ -126,6 +126,13 @@ class Metrics:
             ["endpoint", "served_entity"],
             registry=r,
         )
+        self.response_cache = Counter(
+            "modelport_response_cache_lookups",
+            "Queries of endpoints with a response cache, by result: hit (answered from the cache), "
+            "miss (looked up, answered by the model) or bypass (not cacheable: non-deterministic).",
+            ["endpoint", "result"],
+            registry=r,
+        )
 
     def server_text(self) -> bytes:
         return generate_latest(self.registry)
@@ -150,6 +157,7 @@ class Metrics:
             self.endpoint_requests,
             self.endpoint_latency,
             self.endpoint_in_flight,
+            self.response_cache,
         ):
             for labels in list(metric._metrics):  # prometheus_client keeps children keyed by label tuple
                 names = metric._labelnames

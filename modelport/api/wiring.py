@@ -21,6 +21,7 @@ from modelport.control.secrets import SecretService
 from modelport.entities.foundation.detect import EngineDefaults
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.gateway.auth import Authenticator
+from modelport.gateway.cache_store import LocalCache, RedisCache
 from modelport.gateway.external import ExternalPlane
 from modelport.gateway.pipeline import DataPlane
 from modelport.gateway.ratelimit import LocalCounters, RateLimiter, RedisCounters
@@ -142,8 +143,23 @@ def build_services(
         external=external,
         limiter=limiter,
         recorder=Recorder(tables),
+        cache=RedisCache(settings.redis) if settings.redis else LocalCache(settings.response_cache_bytes),
     )
     reconciler.on_change = dataplane.invalidate
+    store = dataplane.cache.store
+    metrics.watch(
+        "modelport_response_cache_errors",
+        "Response-cache calls that failed (Redis unreachable or erroring): lookups answered as misses.",
+        lambda: float(getattr(store, "errors", 0)),
+        "counter",
+    )
+    if isinstance(store, LocalCache):
+        metrics.watch(
+            "modelport_response_cache_bytes",
+            "Bytes of answers held in this process's response cache.",
+            lambda: float(store.bytes),
+            "gauge",
+        )
     cluster.changes.subscribe_blocking("routes", dataplane.routes.sync)
     cluster.changes.subscribe_blocking("tokens", auth.forget)
     cluster.changes.subscribe_blocking("secrets", secret_service.forget_all)

@@ -203,8 +203,6 @@ class EndpointService:
     def create(self, caller: Caller, req: CreateEndpoint) -> dict[str, Any]:
         name = validate_endpoint_name(req.name)
         body = self._validated_config(caller, req.config, name) if req.config is not None else None
-        if req.ai_gateway is not None:
-            refuse_unavailable("ai_gateway.response_cache", req.ai_gateway.response_cache)
         gateway = normalize_ai_gateway(req.ai_gateway, name) if req.ai_gateway is not None else None
         legacy_limits = normalize_legacy_rate_limits(req.rate_limits) if req.rate_limits else None
         tags = normalize_tags(req.tags)
@@ -354,7 +352,6 @@ class EndpointService:
 
     def put_ai_gateway(self, caller: Caller, name: str, req: AiGatewayConfig) -> dict[str, Any]:
         endpoint, _ = self.authorized(caller, name, MANAGE)
-        refuse_unavailable("ai_gateway.response_cache", req.response_cache)
         gateway = normalize_ai_gateway(req, name)
         self._db.endpoints.set_ai_gateway(endpoint.id, gateway, now_ms())
         self._on_change(endpoint.id)  # the data plane applies the new limits and guardrails at once

@@ -100,6 +100,8 @@ class Exchange:
     chain: list[dict[str, Any]] = field(default_factory=list)
     #: Every guardrail decision taken on the request and on the answer.
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    #: The response cache's verdict (``hit``, ``miss``, ``bypass``); None when the endpoint has none.
+    cache: str | None = None
     _data: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,11 @@
 """The query path: one linear pipeline over an :class:`~modelport.gateway.exchange.Exchange`.
 
-    route (CAN_QUERY) → rate limits → input guardrails → served entity (→ fallbacks)
-      → output guardrails → token counts → usage + inference-table record → answer
+    route (CAN_QUERY) → rate limits → input guardrails → response cache → served entity
+      (→ fallbacks) → output guardrails → cache store → token counts
+      → usage + inference-table record → answer
+
+A cache hit (``caching.py``) skips the served entity only: it is admitted by the rate limits
+(tokens are not counted), checked by the output guardrails and recorded like any answer.
 
 Each step is a call into a module of its own: ``routing.py`` (the compiled routing table, never
 rebuilt whole on this path), ``ratelimit.py``, ``guarding.py``, ``served.py`` (replicas and
@@ -24,6 +28,8 @@ from dataclasses import replace
 import orjson
 
 from modelport.errors import InvalidParameterValue, ModelportError, TemporarilyUnavailable
+from modelport.gateway.cache_store import CacheStore, LocalCache
+from modelport.gateway.caching import Lookup, ResponseCache
 from modelport.gateway.exchange import Answer, Exchange
 from modelport.gateway.external import ExternalPlane
 from modelport.gateway.guarding import guard_answer, guard_request, guard_stream
@@ -58,9 +64,16 @@ class DataPlane:
         external: ExternalPlane | None = None,
         limiter: RateLimiter | None = None,
         recorder: Recorder | None = None,
+        cache: CacheStore | None = None,
     ) -> None:
         self._external = external
-        self.routes = RoutingTable(db, on_serving=external.retain if external is not None else None)
+        self.cache = ResponseCache(cache or LocalCache(64 * 1024 * 1024), metrics, self._embed)
+        self.routes = RoutingTable(
+            db,
+            on_serving=external.retain if external is not None else None,
+            on_routes=self.cache.retain,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._served = ServedEntities(replicas, external, metrics, timeout)
         self._limiter = limiter or RateLimiter()
         self._recorder = recorder
@@ -71,17 +84,26 @@ class DataPlane:
     async def start(self) -> None:
         """Load the routing table (before the first query). Other processes' changes are
         followed by the change feed (``control/changes.py``), which calls ``routes.sync``."""
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.routes.load)
 
     def invalidate(self, endpoint_id: str) -> None:
-        """The control plane changed this endpoint (blocking: reloads its route; call from a thread)."""
+        """The control plane changed this endpoint (blocking: reloads its route; call from a thread).
+
+        The process that made the change also drops the endpoint's cached answers that the change
+        made stale from a shared cache (other processes' own caches drop them as they sync)."""
         self.routes.invalidate(endpoint_id)
+        if self._loop is not None:
+            route = self.routes.by_id(endpoint_id)
+            keep = route.cache_group if route is not None and route.cache is not None else None
+            asyncio.run_coroutine_threadsafe(self.cache.drop_endpoint(endpoint_id, keep), self._loop)
 
     async def aclose(self) -> None:
         """Stop following changes; close the providers' HTTP pool and the rate limiter's connections."""
         if self._external is not None:
             await self._external.aclose()
         await self._limiter.aclose()
+        await self.cache.store.aclose()
 
     # -- the pipeline ----------------------------------------------------------------------------
 
@@ -94,7 +116,7 @@ class DataPlane:
                     "Missing required field 'model': the name of the serving endpoint to query."
                 )
             ex.endpoint = name
-        route = self.routes.get(ex.endpoint)
+        route = await self.routes.lookup(ex.endpoint)
         try:
             route.authorize(ex.caller)
         except TemporarilyUnavailable:
@@ -131,7 +153,11 @@ class DataPlane:
             )
         if route.guard_in is not None:
             await guard_request(route.guard_in, ex, self._embed)
-        answer = await self._answer(ex, route)
+        first = route.choose(ex.served)
+        found = None
+        if route.cache is not None:
+            found = await self.cache.lookup(ex, route, first)
+        answer = found if isinstance(found, Answer) else await self._answer(ex, route, first)
         if route.guard_out is not None:
             if answer.stream is None:
                 answer = await guard_answer(route.guard_out, answer, self._embed, ex.decisions)
@@ -140,14 +166,16 @@ class DataPlane:
                     answer,
                     stream=await guard_stream(route.guard_out, answer.stream, self._embed, ex.decisions),
                 )
-        if admission is not None and admission.token_keys:
+        if isinstance(found, Lookup):
+            answer = await self.cache.keep(ex, route, found, answer)
+        if admission is not None and admission.token_keys and ex.cache != "hit":
             self._count_tokens(admission, answer)
         return answer
 
-    async def _answer(self, ex: Exchange, route: Route) -> Answer:
-        """The served entity the split picks, then (with fallbacks) the others while the answer is a
-        429 or a 5xx."""
-        order = route.order(route.choose(ex.served), ex.served)
+    async def _answer(self, ex: Exchange, route: Route, first: str) -> Answer:
+        """The served entity the split picked, then (with fallbacks) the others while the answer is
+        a 429 or a 5xx."""
+        order = route.order(first, ex.served)
         for i, entity in enumerate(order):
             try:
                 answer = await self._call(ex, route, entity)

@@ -15,6 +15,8 @@ when its last chunk has been read, before ``[DONE]`` goes out.
   when cut), status, timings, served entity, requester, the fallback chain and the guardrail
   decisions, in ``<catalog>.<schema>.<prefix>_payload``; with ``record_raw_request``, also
   the request as the client sent it, when a guardrail changed it (``received_request``).
+- A response-cache hit (``caching.py``) is recorded with zero tokens (nothing was asked of the
+  model or provider) and ``cache_hit`` true; a miss of an endpoint with a cache, ``cache_hit`` false.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class Recorder:
         """Append the usage row and the inference row of ``ex``, as ``route`` asks."""
         latency_ms = int((time.perf_counter() - ex.started) * 1000)
         client_request_id, usage_context = _request_fields(ex)
+        if ex.cache == "hit":
+            tokens = (0, 0, 0)  # no model or provider work
         if route.usage:
             estimated = tokens is None
             counted = tokens[:2] if tokens is not None else (len(ex.body) // 4, len(response or b"") // 4)
@@ -116,5 +120,6 @@ class Recorder:
                 guardrails=list(ex.decisions) or None,
                 fallback_chain=list(ex.chain) or None,
                 error_code=error_code,
+                cache_hit=None if ex.cache is None else ex.cache == "hit",
             )
             self.writer.record_inference(self._table(inference, route.name), record)

@@ -15,6 +15,9 @@ query path:
   whenever the store's change counter moved (``control/changes.py``, polled every 0.5 s): two
   queries (the endpoints' change markers and the grants), then a reload of only the endpoints
   whose markers or grants changed;
+- a name this process does not know is read from the store before it is answered 404
+  (:meth:`RoutingTable.lookup`, one indexed read, shared by concurrent queries for that name):
+  an endpoint created through another process answers here at once, not after the next poll;
 - :meth:`RoutingTable.load` reads everything once at start-up (three queries whatever the
   number of endpoints), before the first query is served.
 
@@ -25,6 +28,7 @@ an older read never replaces a newer one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import random
@@ -33,12 +37,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from modelport.errors import (
     InvalidState,
     PermissionDenied,
     ResourceDoesNotExist,
     TemporarilyUnavailable,
 )
+from modelport.gateway.cache_keys import CachePolicy
 from modelport.gateway.guardrails import GuardrailPolicy, policies
 from modelport.gateway.ratelimit import endpoint_limits
 from modelport.spec.identity import Caller
@@ -90,6 +97,10 @@ class Route:
     inference: dict[str, Any] | None = None
     #: What changes when the endpoint changes (for :meth:`RoutingTable.sync`).
     marker: tuple[Any, ...] = ()
+    #: The response cache (``ai_gateway.response_cache``), when enabled, and the group its
+    #: entries live in: ``<endpoint id>:<digest of the serving version and AI gateway>``.
+    cache: CachePolicy | None = None
+    cache_group: str = ""
 
     @property
     def recorded(self) -> bool:
@@ -177,14 +188,26 @@ def compile_route(endpoint: EndpointRecord, config: ConfigRecord | None, grants:
         usage=bool((gateway.get("usage_tracking_config") or {}).get("enabled")),
         inference=inference,
         marker=_marker(endpoint),
+        cache=CachePolicy.of(gateway.get("response_cache")),
+        cache_group=_cache_group(endpoint, gateway),
     )
+
+
+def _cache_group(endpoint: EndpointRecord, gateway: dict[str, Any]) -> str:
+    """The response cache's group of an endpoint: a new one for every serving config version
+    and every AI-gateway change (a changed model, guardrail or limit never serves an old answer)."""
+    identity = orjson.dumps(
+        [endpoint.active_version, gateway, endpoint.rate_limits], option=orjson.OPT_SORT_KEYS
+    )
+    return f"{endpoint.id}:{hashlib.blake2b(identity, digest_size=8).hexdigest()}"
 
 
 class RoutingTable:
     """One :class:`Route` per endpoint name, kept current per endpoint (see the module docstring).
 
     ``on_serving`` is called with every (endpoint id, version) that serves, after each change,
-    so that whoever keeps per-version state (the external models' providers) can drop the rest.
+    so that whoever keeps per-version state (the external models' providers) can drop the rest;
+    ``on_routes`` with every route (the response cache keeps the current groups only).
     """
 
     def __init__(
@@ -192,15 +215,18 @@ class RoutingTable:
         db: Database,
         *,
         on_serving: Callable[[Iterable[tuple[str, int]]], None] | None = None,
+        on_routes: Callable[[list[Route]], None] | None = None,
     ) -> None:
         self._db = db
         self._on_serving = on_serving
+        self._on_routes = on_routes
         self._routes: dict[str, Route] = {}  # by name; replaced, never mutated in place
         self._names: dict[str, str] = {}  # endpoint id -> name
         self._lock = threading.Lock()
         self._sequence = itertools.count(1)
         self._applied: dict[str, int] = {}  # endpoint id -> sequence of the read applied last
         self._syncing: asyncio.Task[None] | None = None
+        self._missing: dict[str, asyncio.Task[None]] = {}  # name -> its read-through on a miss
 
     # -- reads on the query path ----------------------------------------------------------------
 
@@ -212,6 +238,46 @@ class RoutingTable:
 
     def find(self, name: str) -> Route | None:
         return self._routes.get(name)
+
+    def by_id(self, endpoint_id: str) -> Route | None:
+        name = self._names.get(endpoint_id)
+        return None if name is None else self._routes.get(name)
+
+    async def lookup(self, name: str) -> Route:
+        """:meth:`get`, reading the store first when the name is not known here (an endpoint
+        created through another process since the last poll); concurrent misses of one name
+        share one read."""
+        found = self._routes.get(name)
+        if found is not None:
+            return found
+        task = self._missing.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.read_name, name))
+            self._missing[name] = task
+            task.add_done_callback(lambda done: self._forget_miss(name, done))
+        try:
+            await asyncio.shield(task)
+        except Exception:  # the store is unreachable: answer from what is known (404)
+            log.warning("could not read endpoint %r from the store", name, exc_info=True)
+        return self.get(name)
+
+    def _forget_miss(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._missing.get(name) is task:
+            del self._missing[name]
+
+    def read_name(self, name: str) -> None:
+        """Load one endpoint by name if the store has it (blocking)."""
+        sequence = next(self._sequence)
+        repo = self._db.endpoints
+        endpoint = repo.get(name)
+        if endpoint is None:
+            return
+        route = compile_route(
+            endpoint, repo.get_config(endpoint.id, endpoint.active_version), repo.acl(endpoint.id)
+        )
+        with self._lock:
+            self._apply(endpoint.id, route, sequence)
+        self._serving_changed()
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -323,6 +389,8 @@ class RoutingTable:
             del self._routes[name]
 
     def _serving_changed(self) -> None:
+        routes = list(self._routes.values())
         if self._on_serving is not None:
-            routes = list(self._routes.values())
             self._on_serving((r.endpoint_id, r.version) for r in routes if r.version is not None)
+        if self._on_routes is not None:
+            self._on_routes(routes)

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelport.spec.extensions import ResponseCacheConfig
+
 
 class Wire(BaseModel):
     """Base of every wire model: unknown keys ignored, output without unset fields."""
@@ -219,8 +221,8 @@ class AiGatewayConfig(Wire):
     inference_table_config: InferenceTableConfig | None = None
     rate_limits: list[AiGatewayRateLimit] | None = None
     guardrails: Guardrails | None = None
-    #: modelport extension block (``spec/extensions.py``), refused until the cache exists.
-    response_cache: dict[str, Any] | None = None
+    #: modelport extension block (``spec/extensions.py``): the response cache.
+    response_cache: ResponseCacheConfig | None = None
     fallback_config: EnabledFlag | None = None
 
 

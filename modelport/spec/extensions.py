@@ -5,7 +5,7 @@ named place instead of inventing one, and so that a client that sends one today 
 refusal instead of a setting that is silently ignored (:func:`refuse_unavailable`):
 
 - ``ai_gateway.response_cache``: answers served again for repeated queries (exact or semantic
-  matches), per user or per endpoint, for a TTL;
+  matches), per user or per endpoint, for a TTL (``gateway/caching.py``, ``docs/cache.md``);
 - ``config.shadow``: a served entity that gets a copy of a share of the endpoint's queries, whose
   answers are recorded (``shadow_of`` in the inference table) and never returned;
 - ``config.rollout``: how a config update moves traffic to a candidate step by step, and the
@@ -63,7 +63,6 @@ class RolloutPolicy(_Block):
 
 #: Block path -> its model, for the blocks this server does not act on yet.
 UNAVAILABLE: dict[str, type[_Block]] = {
-    "ai_gateway.response_cache": ResponseCacheConfig,
     "config.shadow": ShadowConfig,
     "config.rollout": RolloutPolicy,
 }

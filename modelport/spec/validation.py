@@ -28,6 +28,7 @@ from modelport.spec.endpoint import (
     ServedEntityInput,
     WorkloadType,
 )
+from modelport.spec.extensions import ResponseCacheConfig
 from modelport.spec.secrets import parse_reference
 
 __all__ = [
@@ -438,6 +439,42 @@ def normalize_ai_gateway(cfg: AiGatewayConfig, endpoint_name: str) -> dict[str, 
     table = _normalize_table(cfg.inference_table_config, "inference_table_config", endpoint_name)
     if table is not None:
         out["inference_table_config"] = table
+    if cfg.response_cache is not None:
+        out["response_cache"] = _normalize_cache(cfg.response_cache)
+    return out
+
+
+#: ``ai_gateway.response_cache``: defaults and bounds.
+CACHE_TTL_DEFAULT = 300
+CACHE_TTL_MAX = 7 * 24 * 3600
+CACHE_ENTRY_DEFAULT = 1024 * 1024
+CACHE_ENTRY_MAX = 64 * 1024 * 1024
+
+
+def _normalize_cache(cache: ResponseCacheConfig) -> dict[str, Any]:
+    """The response cache block with its defaults filled in (TTL 300 s, scope ``user``, entries
+    up to 1 MiB)."""
+    path = "response_cache"
+    if cache.enabled is None:
+        raise InvalidParameterValue(f"Missing required field '{path}.enabled'.")
+    ttl = CACHE_TTL_DEFAULT if cache.ttl_seconds is None else cache.ttl_seconds
+    if not 1 <= ttl <= CACHE_TTL_MAX:
+        raise _bad(f"{path}.ttl_seconds", f"must be between 1 and {CACHE_TTL_MAX} (got {ttl}).")
+    size = CACHE_ENTRY_DEFAULT if cache.max_entry_bytes is None else cache.max_entry_bytes
+    if not 1 <= size <= CACHE_ENTRY_MAX:
+        raise _bad(f"{path}.max_entry_bytes", f"must be between 1 and {CACHE_ENTRY_MAX} (got {size}).")
+    similarity = cache.semantic_similarity
+    if similarity is not None and not 0 < similarity <= 1:
+        raise _bad(f"{path}.semantic_similarity", f"must be above 0 and at most 1 (got {similarity}).")
+    out: dict[str, Any] = {
+        "enabled": cache.enabled,
+        "ttl_seconds": ttl,
+        "scope": cache.scope or "user",
+        "max_entry_bytes": size,
+        "cache_non_deterministic": bool(cache.cache_non_deterministic),
+    }
+    if similarity is not None:
+        out["semantic_similarity"] = similarity
     return out
 
 

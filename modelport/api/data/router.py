@@ -8,7 +8,9 @@
 
 Another method on these paths is a 405. A query is authenticated once, its body read once
 (``api/body.py``), then handed to the data plane as an :class:`Exchange`; the answer is sent as
-JSON or, for ``"stream": true``, as server-sent events (``streaming.py``). Every error goes through
+JSON or, for ``"stream": true``, as server-sent events (``streaming.py``); an endpoint with a
+response cache says in ``x-modelport-cache`` whether the answer was a ``hit``, a ``miss`` or a
+``bypass`` (not cacheable). Every error goes through
 ``api/errors.py``. This runs as plain ASGI, below Starlette's router and request objects (about a
 tenth of a millisecond a query).
 """
@@ -90,8 +92,9 @@ async def serve_query(services: Services, query: Query, scope: Scope, receive: R
     except Exception as exc:
         await send_error(send, exc, scope["path"])
         return
+    extra = [] if exchange.cache is None else [(b"x-modelport-cache", exchange.cache.encode())]
     if answer.stream is not None:
-        await send_events(receive, send, answer)
+        await send_events(receive, send, answer, extra)
         return
     await send(
         {
@@ -101,6 +104,7 @@ async def serve_query(services: Services, query: Query, scope: Scope, receive: R
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(answer.body)).encode()),
                 (b"served-model-name", answer.served.encode()),
+                *extra,
             ],
         }
     )

@@ -45,8 +45,10 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def send_events(receive: Receive, send: Send, answer: Answer) -> None:
-    """Send ``answer.stream`` as the response, and close it (always)."""
+async def send_events(
+    receive: Receive, send: Send, answer: Answer, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send ``answer.stream`` as the response (with ``headers`` added), and close it (always)."""
     chunks = answer.stream
     assert chunks is not None
     try:
@@ -59,6 +61,7 @@ async def send_events(receive: Receive, send: Send, answer: Answer) -> None:
                     (b"cache-control", b"no-cache"),
                     (b"x-accel-buffering", b"no"),
                     (b"served-model-name", answer.served.encode()),
+                    *(headers or ()),
                 ],
             }
         )

@@ -52,7 +52,6 @@ def test_config_versions_keep_the_gateway_in_effect_with_them(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("where", "block", "path"),
     [
-        ("ai_gateway", {"response_cache": {"enabled": True, "ttl_seconds": 60}}, "ai_gateway.response_cache"),
         ("config", {"shadow": {"served_entity_name": "v1", "percentage": 25}}, "config.shadow"),
         ("config", {"rollout": {"steps": [5, 100]}}, "config.rollout"),
     ],
@@ -73,7 +72,7 @@ def test_extension_blocks_not_available_yet_are_refused(
     )
 
 
-def test_a_disabled_response_cache_asks_for_nothing(tmp_path: Path) -> None:
+def test_a_response_cache_is_stored_with_its_defaults_and_bad_values_are_refused(tmp_path: Path) -> None:
     async def main() -> None:
         _, _, reconciler, service = setup(tmp_path)
         await lead(reconciler)
@@ -81,11 +80,31 @@ def test_a_disabled_response_cache_asks_for_nothing(tmp_path: Path) -> None:
             body = {
                 "name": "ep",
                 "config": {"served_entities": [ENTITY]},
-                "ai_gateway": {"response_cache": {"enabled": False}},
+                "ai_gateway": {"response_cache": {"enabled": True, "ttl_seconds": 60}},
             }
             created = await asyncio.to_thread(service.create, ADMIN, CreateEndpoint.model_validate(body))
-            assert created["name"] == "ep"
+            assert created["ai_gateway"]["response_cache"] == {
+                "enabled": True,
+                "ttl_seconds": 60,
+                "scope": "user",
+                "max_entry_bytes": 1048576,
+                "cache_non_deterministic": False,
+            }
             await settle(reconciler)
+            for block, message in [
+                ({"ttl_seconds": 5}, "Missing required field 'response_cache.enabled'."),
+                ({"enabled": True, "ttl_seconds": 0}, "'response_cache.ttl_seconds'"),
+                ({"enabled": True, "semantic_similarity": 1.5}, "'response_cache.semantic_similarity'"),
+                ({"enabled": True, "max_entry_bytes": -1}, "'response_cache.max_entry_bytes'"),
+            ]:
+                with pytest.raises(InvalidParameterValue) as refused:
+                    await asyncio.to_thread(
+                        service.put_ai_gateway,
+                        ADMIN,
+                        "ep",
+                        AiGatewayConfig.model_validate({"response_cache": block}),
+                    )
+                assert message in refused.value.message
         finally:
             await reconciler.stop()
 

@@ -175,3 +175,24 @@ def test_load_reads_the_whole_table_in_three_queries(tmp_path: Path) -> None:
         assert fresh.get("ep-29").version == 1
 
     with_table(tmp_path, 30, test)
+
+
+def test_a_name_created_through_another_process_is_read_on_its_first_query(tmp_path: Path) -> None:
+    async def test(db: Any, table: RoutingTable, service: Any, reconciler: Any) -> None:
+        counting = CountingDb(db)
+        other = RoutingTable(counting)  # type: ignore[arg-type]  # another process, not yet polled
+        other.load()
+        await asyncio.to_thread(service.create, ADMIN, body("late"))
+        await settle(reconciler)
+        with pytest.raises(ResourceDoesNotExist):
+            other.get("late")
+        counting.endpoints.calls.clear()
+        first, second = await asyncio.gather(other.lookup("late"), other.lookup("late"))
+        assert first is second and first.version == 1 and first.names == ("v1",)
+        assert counting.endpoints.calls["get"] == 1  # concurrent misses share one read
+        with pytest.raises(ResourceDoesNotExist, match="'nope' does not exist"):
+            await other.lookup("nope")
+        assert counting.endpoints.calls["get"] == 2
+        assert other.find("nope") is None and len(other) == 2
+
+    with_table(tmp_path, 1, test)
