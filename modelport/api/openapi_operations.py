@@ -372,7 +372,7 @@ def _ops() -> list[Operation]:
         Operation(
             "PUT",
             f"{SE}/{{name}}/ai-gateway",
-            "Set the AI gateway (usage, inference table, limits, guardrails, fallbacks).",
+            "Set the AI gateway (usage, inference table, limits, guardrails, response cache, fallbacks).",
             _TAG,
             MANAGE,
             body=AiGatewayConfig,

@@ -149,7 +149,8 @@ def build_services(
     store = dataplane.cache.store
     metrics.watch(
         "modelport_response_cache_errors",
-        "Response-cache calls that failed (Redis unreachable or erroring): lookups answered as misses.",
+        "Response-cache calls to Redis that failed (lookups, stores, drops): a failed lookup is "
+        "answered as a miss, a failed store keeps nothing.",
         lambda: float(getattr(store, "errors", 0)),
         "counter",
     )

@@ -12,7 +12,8 @@ and the old one is dropped (:meth:`retain` here, :meth:`drop_endpoint` in Redis)
 
 Semantic buckets hold the newest :data:`BUCKET_SIZE` (vector, key) pairs of a bucket; a lookup
 compares the query's vector (unit length) with all of them and takes the most similar one at or
-above the threshold whose entry is still there.
+above the threshold whose entry is still there. In this process the buckets' vectors have a
+budget of their own, a quarter of ``--response-cache-bytes`` (least recently used bucket first).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class Entry:
         return cls(served, b"", tuple(chunks))
 
 
+def _pair_size(pair: tuple[np.ndarray, str, float]) -> int:
+    return int(pair[0].nbytes) + len(pair[1]) + 64
+
+
 def unit(vector: list[float]) -> np.ndarray:
     v = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(v))
@@ -102,8 +107,11 @@ class LocalCache:
         self._clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[float, Entry]] = OrderedDict()
         self._groups: dict[str, set[str]] = {}
-        self._buckets: dict[tuple[str, str], deque[tuple[np.ndarray, str, float]]] = {}
+        self._buckets: OrderedDict[tuple[str, str], deque[tuple[np.ndarray, str, float]]] = OrderedDict()
         self.bytes = 0
+        #: Bytes of the semantic buckets' vectors, bounded apart: a quarter of ``max_bytes``
+        #: (the least recently used bucket goes first).
+        self.bucket_bytes = 0
         self.errors = 0
 
     def __len__(self) -> int:
@@ -135,18 +143,36 @@ class LocalCache:
         pairs = self._buckets.get((group, bucket))
         if not pairs:
             return None
+        self._buckets.move_to_end((group, bucket))
         now = self._clock()
-        best, best_key = threshold, None
-        for v, key, expires in pairs:
-            if expires > now:
-                score = float(v @ vector)
-                if score >= best:
-                    best, best_key = score, key
-        return None if best_key is None else await self.get(group, best_key)
+        scored = sorted(
+            (
+                (float(v @ vector), key)
+                for v, key, expires in pairs
+                if expires > now and v.shape == vector.shape
+            ),
+            reverse=True,
+        )
+        for score, key in scored:
+            if score < threshold:
+                break
+            found = await self.get(group, key)
+            if found is not None:  # else evicted: the next most similar may still be there
+                return found
+        return None
 
     async def remember(self, group: str, bucket: str, key: str, vector: np.ndarray, ttl: int) -> None:
-        pairs = self._buckets.setdefault((group, bucket), deque(maxlen=BUCKET_SIZE))
-        pairs.appendleft((vector, key, self._clock() + ttl))
+        pairs = self._buckets.get((group, bucket))
+        if pairs is None:
+            pairs = self._buckets[(group, bucket)] = deque()
+        self._buckets.move_to_end((group, bucket))
+        if len(pairs) >= BUCKET_SIZE:
+            self.bucket_bytes -= _pair_size(pairs.pop())
+        pair = (vector, key, self._clock() + ttl)
+        pairs.appendleft(pair)
+        self.bucket_bytes += _pair_size(pair)
+        while self.bucket_bytes > self.max_bytes // 4 and self._buckets:
+            self._drop_bucket(next(iter(self._buckets)))
 
     def retain(self, groups: set[str]) -> None:
         """Drop every group not in ``groups`` (the endpoints' current identities)."""
@@ -154,7 +180,10 @@ class LocalCache:
             for key in list(self._groups.get(group, ())):
                 self._remove((group, key))
         for bucket in [b for b in self._buckets if b[0] not in groups]:
-            del self._buckets[bucket]
+            self._drop_bucket(bucket)
+
+    def _drop_bucket(self, name: tuple[str, str]) -> None:
+        self.bucket_bytes -= sum(_pair_size(p) for p in self._buckets.pop(name))
 
     async def drop_endpoint(self, endpoint_id: str, keep: str | None) -> None:
         self.retain({g for g in self._groups if not g.startswith(f"{endpoint_id}:") or g == keep})
@@ -224,6 +253,10 @@ class RedisCache:
         except self._failures as exc:
             self._failed(exc)
             return None
+        if not items:
+            return None
+        width = 32 + vector.nbytes  # a vector of another width (the embedding model changed) is skipped
+        items = [item for item in items if len(item) == width]
         if not items:
             return None
         keys = [item[:32].decode() for item in items]

@@ -15,11 +15,17 @@ has been read (the whole sequence, replayed as a stream); never an error.
 Semantic matches (``semantic_similarity``): on an exact miss of a chat or completions request the
 request's text is embedded by the system embedding endpoint and compared with the texts cached in
 its bucket; when the embedding model cannot be reached the lookup is exact only (logged).
+
+Metrics: every lookup in ``modelport_response_cache_lookups_total{endpoint, result}``; a hit also in
+the endpoint's request count and latency (status 200, its served entity), so that the endpoint's
+request rate is every query it answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +114,8 @@ class ResponseCache:
         self._metrics = metrics
         self._embed = embed
         self._embed_failing = False
+        #: The event loop queries run on (set when the data plane starts).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- the query path ---------------------------------------------------------------------------
 
@@ -135,6 +143,11 @@ class ResponseCache:
             self._count(ex, route, MISS)
             return Lookup(group, keys, vector)
         self._count(ex, route, HIT)
+        # A hit is a query the endpoint answered: counted with its served entity, as any answer.
+        self._metrics.endpoint_requests.labels(route.name, entry.served, "200").inc()
+        self._metrics.endpoint_latency.labels(route.name, entry.served).observe(
+            time.perf_counter() - ex.started
+        )
         if entry.chunks is not None:
             return Answer(b"", entry.served, Replay(entry.chunks))
         return Answer(entry.body, entry.served)
@@ -161,8 +174,21 @@ class ResponseCache:
     # -- upkeep -----------------------------------------------------------------------------------
 
     def retain(self, routes: Iterable[Route]) -> None:
-        """Keep the groups of the current routes only (called after every routing change)."""
-        self.store.retain({r.cache_group for r in routes if r.cache is not None})
+        """Keep the groups of the current routes only. Called after every routing change, from
+        the thread that made it: the store is changed on the event loop, where queries use it."""
+        groups = {r.cache_group for r in routes if r.cache is not None}
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            self.store.retain(groups)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.store.retain(groups)
+        else:
+            loop.call_soon_threadsafe(self.store.retain, groups)
 
     async def drop_endpoint(self, endpoint_id: str, keep: str | None) -> None:
         await self.store.drop_endpoint(endpoint_id, keep)

@@ -84,18 +84,23 @@ class DataPlane:
     async def start(self) -> None:
         """Load the routing table (before the first query). Other processes' changes are
         followed by the change feed (``control/changes.py``), which calls ``routes.sync``."""
-        self._loop = asyncio.get_running_loop()
+        self._loop = self.cache.loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.routes.load)
 
     def invalidate(self, endpoint_id: str) -> None:
         """The control plane changed this endpoint (blocking: reloads its route; call from a thread).
 
         The process that made the change also drops the endpoint's cached answers that the change
-        made stale from a shared cache (other processes' own caches drop them as they sync)."""
+        made stale from a shared cache (other processes' own caches drop them as they sync);
+        only when the endpoint had a cache and its group changed (a new serving version, another
+        AI gateway, or deleted)."""
+        before = self.routes.by_id(endpoint_id)
         self.routes.invalidate(endpoint_id)
-        if self._loop is not None:
-            route = self.routes.by_id(endpoint_id)
-            keep = route.cache_group if route is not None and route.cache is not None else None
+        if self._loop is None or before is None or before.cache is None:
+            return
+        after = self.routes.by_id(endpoint_id)
+        keep = after.cache_group if after is not None and after.cache is not None else None
+        if keep != before.cache_group:
             asyncio.run_coroutine_threadsafe(self.cache.drop_endpoint(endpoint_id, keep), self._loop)
 
     async def aclose(self) -> None:
@@ -166,10 +171,10 @@ class DataPlane:
                     answer,
                     stream=await guard_stream(route.guard_out, answer.stream, self._embed, ex.decisions),
                 )
+        if admission is not None and admission.token_keys and ex.cache != "hit":
+            self._count_tokens(admission, answer)  # before keep(), which wraps a stream
         if isinstance(found, Lookup):
             answer = await self.cache.keep(ex, route, found, answer)
-        if admission is not None and admission.token_keys and ex.cache != "hit":
-            self._count_tokens(admission, answer)
         return answer
 
     async def _answer(self, ex: Exchange, route: Route, first: str) -> Answer:

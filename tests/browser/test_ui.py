@@ -27,6 +27,7 @@ FOUNDATION = "ui-smollm"
 REGISTERED = "ui-iris"
 SCOPE = "ui-tests"
 CATALOG = "ui-catalog"
+CACHED = "ui-cached"
 SYSTEM = "modelport-smollm2-135m-instruct"
 COLUMNS = ["f0", "f1", "f2", "f3"]
 READY = "h1 .badge[data-state=ready]"
@@ -520,6 +521,64 @@ def test_mlflow_ui_rides_on_the_session(page: Any, api: httpx.Client) -> None:
     page.wait_for_selector(f"a:has-text('{MODEL}')")
     page.goto("/ui/#/endpoints")
     page.wait_for_selector("#endpoints tbody tr")
+
+
+def test_response_cache_setting_hit_rate_and_edit(page: Any, api: httpx.Client, fake_openai: Any) -> None:
+    from tests.fakes.openai_server import API_KEY
+
+    entity = {
+        "name": "fake",
+        "external_model": {
+            "provider": "openai",
+            "name": "gpt-fake",
+            "task": "llm/v1/chat",
+            "openai_config": {
+                "openai_api_key_plaintext": API_KEY,
+                "openai_api_base": f"{fake_openai.url}/v1",
+            },
+        },
+    }
+    cache = {"enabled": True, "scope": "endpoint", "ttl_seconds": 600}
+    body = {"name": CACHED, "config": {"served_entities": [entity]}, "ai_gateway": {"response_cache": cache}}
+    assert api.post("/api/2.0/serving-endpoints", json=body).status_code == 200
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/2.0/serving-endpoints/{CACHED}").json()["state"]["ready"] != "READY":
+        assert time.monotonic() < deadline, "the cached endpoint is not ready after 60 s"
+        time.sleep(0.2)
+    chat = {"model": CACHED, "messages": [{"role": "user", "content": "hello"}]}
+
+    def verdict(body: dict[str, Any]) -> str:
+        answer = api.post("/serving-endpoints/chat/completions", json=body)
+        assert answer.status_code == 200, answer.text
+        return answer.headers["x-modelport-cache"]
+
+    verdicts = [verdict({**chat, "temperature": 0}) for _ in range(4)]
+    sampled = verdict(chat)  # no temperature: sampled, never cached
+    assert (verdicts, sampled) == (["miss", "hit", "hit", "hit"], "bypass")
+
+    page.goto(f"/ui/#/endpoints/{CACHED}")
+    setting = page.locator("#response-cache")
+    setting.wait_for()
+    assert "shared by every caller, TTL 600 s, exact matches, answers up to 1 MiB" in setting.inner_text()
+    # from the endpoint's metrics the charts poll: hits / (hits + misses), bypasses left out
+    wait_until(page, "document.querySelector('#cache-hit-rate').textContent.startsWith('hit rate 75%')")
+    assert page.locator("#cache-hit-rate").inner_text() == "hit rate 75% (3 hits, 1 miss, 1 not cacheable)"
+    assert_accessible(page)
+    screenshot(page, "endpoint-cache")
+
+    # edited in the AI gateway's JSON, whose help names the cache's fields
+    section = page.locator("section[aria-labelledby=gw-title]")
+    section.get_by_text("Edit the AI gateway (JSON)").click()
+    assert "semantic_similarity" in section.locator("p.muted").inner_text()
+    editor = section.locator("textarea")
+    gateway = json.loads(editor.input_value())
+    assert gateway["response_cache"]["ttl_seconds"] == 600
+    gateway["response_cache"].update(ttl_seconds=60, scope="user")
+    editor.fill(json.dumps(gateway))
+    page.click("#save-gateway")
+    wait_until(page, "document.querySelector('#response-cache').textContent.includes('per user, TTL 60 s')")
+    stored = api.get(f"/api/2.0/serving-endpoints/{CACHED}").json()["ai_gateway"]["response_cache"]
+    assert (stored["ttl_seconds"], stored["scope"]) == (60, "user")
 
 
 def test_no_script_errors(page_errors: list[str]) -> None:

@@ -464,6 +464,8 @@ async function endpointPage(name) {
   const configBox = h("div");
   const gatewayBox = h("div");
   let lastVersionKey = "";
+  let lastGatewayKey = JSON.stringify(detail.ai_gateway || {});
+  let cacheCounts = null; // the response cache's lookups, from the metrics the charts poll
   let updateLogs = () => {};
   let updateSnippets = () => {};
 
@@ -499,13 +501,18 @@ async function endpointPage(name) {
     drawHeader();
     drawProgress();
     const key = `${(detail.config || {}).config_version}/${detail.state.config_update}`;
+    const gatewayKey = JSON.stringify(detail.ai_gateway || {});
     if (key !== lastVersionKey) {
       lastVersionKey = key;
       drawConfig(configBox, detail, url, refresh);
-      drawGateway(gatewayBox, detail, url, refresh);
+      drawGateway(gatewayBox, detail, url, refresh, cacheCounts);
       updateLogs(detail);
       updateSnippets();
+    } else if (gatewayKey !== lastGatewayKey) {
+      // PUT .../ai-gateway changes it without a new config version
+      drawGateway(gatewayBox, detail, url, refresh, cacheCounts);
     }
+    lastGatewayKey = gatewayKey;
   };
   drawHeader();
   drawProgress();
@@ -523,8 +530,12 @@ async function endpointPage(name) {
     perms, openapi, allowed(detail).reconfigure ? danger : "");
   lastVersionKey = `${(detail.config || {}).config_version}/${detail.state.config_update}`;
   drawConfig(configBox, detail, url, refresh);
-  drawGateway(gatewayBox, detail, url, refresh);
-  setupCharts(charts, url);
+  drawGateway(gatewayBox, detail, url, refresh, cacheCounts);
+  setupCharts(charts, url, (s) => {
+    cacheCounts = s.cache;
+    const out = gatewayBox.querySelector("#cache-hit-rate");
+    if (out) out.textContent = cacheText(cacheCounts);
+  });
   updateLogs = setupLogs(logs, detail, url);
   setupOpenapi(openapi, url);
   updateSnippets = setupSnippets(snippets, detail, url);
@@ -614,9 +625,28 @@ function drawConfig(box, detail, url, refresh) {
     err);
 }
 
-function drawGateway(box, detail, url, refresh) {
+function fmtBytes(n) {
+  if (n >= 1048576 && n % 1048576 === 0) return `${n / 1048576} MiB`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
+  return `${n} bytes`;
+}
+
+/** An enabled ai_gateway.response_cache in words (the server fills in its defaults). */
+function describeCache(rc) {
+  const parts = [
+    rc.scope === "endpoint" ? "shared by every caller" : "per user",
+    `TTL ${rc.ttl_seconds} s`,
+    rc.semantic_similarity !== undefined && rc.semantic_similarity !== null ? `exact and semantic matches (similarity ≥ ${rc.semantic_similarity})` : "exact matches",
+    `answers up to ${fmtBytes(rc.max_entry_bytes)}`,
+  ];
+  if (rc.cache_non_deterministic) parts.push("non-deterministic requests too");
+  return parts.join(", ");
+}
+
+function drawGateway(box, detail, url, refresh, cacheCounts) {
   const gw = detail.ai_gateway || {};
-  const text = h("textarea", { id: uid("gw"), rows: 8, spellcheck: "false" });
+  const helpId = uid("gw-help");
+  const text = h("textarea", { id: uid("gw"), rows: 10, spellcheck: "false", "aria-describedby": helpId });
   text.value = JSON.stringify(gw, null, 2);
   const err = h("div");
   const save = h("button", { type: "button", class: "secondary", id: "save-gateway" }, "Save AI gateway");
@@ -633,9 +663,18 @@ function drawGateway(box, detail, url, refresh) {
   if ((gw.rate_limits || []).length) summary.push(h("li", {}, `${gw.rate_limits.length} rate limit(s): `, gw.rate_limits.map((r) => `${r.calls ?? r.tokens} ${r.calls !== undefined ? "calls" : "tokens"}/${r.renewal_period} per ${r.key || "endpoint"}`).join("; ")));
   if (gw.guardrails) summary.push(h("li", {}, "Guardrails: ", Object.keys(gw.guardrails).join(", ")));
   if ((gw.fallback_config || {}).enabled) summary.push(h("li", {}, "Fallbacks on"));
+  const rc = gw.response_cache;
+  if (rc && rc.enabled) {
+    summary.push(h("li", { id: "response-cache" }, `Response cache: ${describeCache(rc)} · `,
+      h("span", { id: "cache-hit-rate", title: "hits / (hits + misses) since the server started; not cacheable: non-deterministic requests" }, cacheText(cacheCounts))));
+  }
+  const help = h("p", { class: "muted", id: helpId },
+    "The whole ai_gateway, replaced on save: usage_tracking_config, inference_table_config, rate_limits, guardrails, fallback_config and modelport's response_cache, e.g. ",
+    h("code", {}, '"response_cache": {"enabled": true, "ttl_seconds": 300, "scope": "user", "semantic_similarity": 0.95, "max_entry_bytes": 1048576, "cache_non_deterministic": false}'),
+    ". Cache fields: ttl_seconds 1 to 604800 (default 300); scope user (each caller their own answers, the default) or endpoint (shared by every caller); semantic_similarity above 0 and at most 1 (absent: exact matches only); max_entry_bytes up to 67108864 (default 1 MiB); cache_non_deterministic (default false). Any change starts the cache afresh. See docs/cache.md.");
   box.replaceChildren(
     summary.length ? h("ul", {}, summary) : h("p", { class: "muted" }, "No AI gateway features are enabled."),
-    allowed(detail).manage ? h("details", {}, h("summary", {}, "Edit the AI gateway (JSON)"), h("label", { for: text.id }, "AI gateway JSON"), text, h("div", { class: "actions" }, save)) : "",
+    allowed(detail).manage ? h("details", {}, h("summary", {}, "Edit the AI gateway (JSON)"), h("label", { for: text.id }, "AI gateway JSON"), help, text, h("div", { class: "actions" }, save)) : "",
     err);
 }
 
@@ -655,9 +694,11 @@ export function parseProm(text) {
 }
 
 function summarize(samples) {
-  const s = { total: 0, errors: 0, buckets: new Map(), replicas: 0, inflight: 0, queued: 0 };
+  const s = { total: 0, errors: 0, buckets: new Map(), replicas: 0, inflight: 0, queued: 0, cache: { hit: 0, miss: 0, bypass: 0 } };
   for (const x of samples) {
-    if (x.name === "modelport_endpoint_requests_total") {
+    if (x.name === "modelport_response_cache_lookups_total") {
+      if (Object.hasOwn(s.cache, x.labels.result)) s.cache[x.labels.result] += x.value;
+    } else if (x.name === "modelport_endpoint_requests_total") {
       s.total += x.value;
       if (!/^2/.test(x.labels.status || "")) s.errors += x.value;
     } else if (x.name === "modelport_endpoint_request_duration_seconds_bucket" || x.name === "modelport_endpoint_latency_seconds_bucket") {
@@ -668,6 +709,21 @@ function summarize(samples) {
     else if (x.name === "modelport_endpoint_queued") s.queued += x.value;
   }
   return s;
+}
+
+/** The response cache's hit rate, hits / (hits + misses), from the lookup counters (lookups of
+ * requests that could not be cached, ``bypass``, are left out); null before the first lookup. */
+export function hitRate(cache) {
+  const looked = cache.hit + cache.miss;
+  return looked > 0 ? cache.hit / looked : null;
+}
+
+/** "hit rate 50% (1 hit, 1 miss, 0 not cacheable)", since the server started. */
+function cacheText(cache) {
+  if (!cache) return "hit rate –";
+  const rate = hitRate(cache);
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  return `hit rate ${rate === null ? "–" : `${Math.round(rate * 100)}%`} (${plural(cache.hit, "hit", "hits")}, ${plural(cache.miss, "miss", "misses")}, ${cache.bypass} not cacheable)`;
 }
 
 /** Quantile from the deltas of cumulative histogram buckets (linear inside a bucket). */
@@ -720,7 +776,8 @@ function fmtNum(v, unit = "") {
   return `${Math.abs(v) >= 10 ? v.toFixed(0) : v.toFixed(2).replace(/\.?0+$/, "")}${unit}`;
 }
 
-function setupCharts(section, url) {
+/** The live charts; ``onSummary`` gets every poll's summary (the page shows the cache's hit rate). */
+function setupCharts(section, url, onSummary) {
   const defs = [
     ["rps", "Requests/s", ["#1f5fbf"], ""],
     ["latency", "Latency p50 / p99", ["#1f5fbf", "#b35c00"], "ms"],
@@ -748,6 +805,7 @@ function setupCharts(section, url) {
     try { text = await apiText(`${url}/metrics`); err.replaceChildren(); } catch (e) { err.replaceChildren(errorBox(e)); return; }
     const now = performance.now();
     const s = summarize(parseProm(text));
+    if (onSummary) onSummary(s);
     if (prev) {
       const dt = (now - prev.t) / 1000;
       const rps = Math.max(0, (s.total - prev.s.total) / dt);

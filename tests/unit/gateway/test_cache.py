@@ -150,3 +150,21 @@ def test_the_redis_store_fails_open() -> None:
             await cache.aclose()
 
     run(main())
+
+
+def test_local_semantic_buckets_are_bounded_and_skip_an_evicted_best_match() -> None:
+    async def main() -> None:
+        cache = LocalCache(max_bytes=40_000)  # buckets get a quarter: 10,000 bytes
+        vector = unit([1.0] + [0.0] * 383)  # a MiniLM-sized vector: 1,536 bytes
+        await cache.put("g", "second", Entry("m", b"second"), ttl=60)
+        await cache.remember("g", "b", "second", unit([0.9] + [0.1] * 383), ttl=60)
+        await cache.remember("g", "b", "best-but-gone", vector, ttl=60)  # its entry is not there
+        assert (await cache.nearest("g", "b", vector, 0.0)) == Entry("m", b"second")
+        for i in range(20):
+            await cache.remember("g", f"other-{i}", "k", vector, ttl=60)
+        assert cache.bucket_bytes <= 10_000
+        assert await cache.nearest("g", "b", vector, 0.0) is None  # the oldest bucket went first
+        cache.retain(set())
+        assert cache.bucket_bytes == 0
+
+    run(main())
