@@ -163,6 +163,10 @@ class DataPlane:
         if route.cache is not None:
             found = await self.cache.lookup(ex, route, first)
         answer = found if isinstance(found, Answer) else await self._answer(ex, route, first)
+        if admission is not None and admission.token_keys and ex.cache != "hit":
+            # The model's tokens, counted before the output guardrails and the cache wrap a stream
+            # (and whether a guardrail then blocks the answer or not: they were spent).
+            self._count_tokens(admission, answer)
         if route.guard_out is not None:
             if answer.stream is None:
                 answer = await guard_answer(route.guard_out, answer, self._embed, ex.decisions)
@@ -171,8 +175,6 @@ class DataPlane:
                     answer,
                     stream=await guard_stream(route.guard_out, answer.stream, self._embed, ex.decisions),
                 )
-        if admission is not None and admission.token_keys and ex.cache != "hit":
-            self._count_tokens(admission, answer)  # before keep(), which wraps a stream
         if isinstance(found, Lookup):
             answer = await self.cache.keep(ex, route, found, answer)
         return answer
