@@ -49,8 +49,11 @@ __all__ = ["AttachedReplica", "RemoteReplicas", "RemoteSet"]
 
 log = logging.getLogger("modelport.runtime")
 
-#: How long a wake request waits for the leader's replica before asking again.
-WAKE_WAIT_SECONDS = 30.0
+#: How long the requests waiting on a cold start through another process wait for the leader
+#: to register a replica before they get 503: the default request timeout, as a cold start in
+#: the leader itself (a Ray actor under load took over 30 s in CI); a request's own deadline
+#: still applies.
+WAKE_WAIT_SECONDS = 120.0
 #: How often a wake request is repeated while no replica is registered.
 WAKE_REPEAT_SECONDS = 3.0
 
