@@ -171,6 +171,12 @@ class Settings:
         "Where inference and usage tables (Delta) are written: a folder or an object-store URI "
         "such as an S3 prefix. Empty: the tables folder of the data directory.",
     )
+    online_store: str = _opt(
+        "",
+        "The embedded online store of feature tables (a SQLite file written by the server, read by "
+        "the lookup route and every replica, which find it through this same variable). Empty: "
+        "<data-dir>/online/features.sqlite.",
+    )
     tables_flush_seconds: int = _opt(
         2,
         "How often recorded queries are written from the spool to their Delta tables (each write "
@@ -415,6 +421,13 @@ class Settings:
     @property
     def tables_location(self) -> str:
         return self.tables_root or str(self.data_path / "tables")
+
+    @property
+    def online_store_path(self) -> Path:
+        """The online store's SQLite file (``MODELPORT_ONLINE_STORE`` in every replica)."""
+        if self.online_store:
+            return Path(self.online_store).expanduser().resolve()
+        return self.data_path / "online" / "features.sqlite"
 
     @property
     def spool_path(self) -> Path:

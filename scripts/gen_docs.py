@@ -25,7 +25,7 @@ def cli_help() -> None:
     path = DOCS / "cli.md"
     text = path.read_text()
     runner = CliRunner()
-    groups = ["endpoints", "tokens", "secrets", "users", "groups", "service-principals", "tables"]
+    groups = ["endpoints", "tokens", "secrets", "users", "groups", "service-principals", "tables", "features"]
     for args in ([], *([group] for group in groups), ["usage"], ["serve"]):
         title = " ".join(["modelport", *args, "--help"])
         out = runner.invoke(app, [*args, "--help"], prog_name="modelport", env={"COLUMNS": "100"}).stdout

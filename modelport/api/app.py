@@ -29,6 +29,7 @@ from modelport.api import mlflow_ui, openapi_document, system
 from modelport.api.auth_throttle import AuthThrottle
 from modelport.api.body_limits import BodyLimits
 from modelport.api.control import endpoints, permissions, scim, table_permissions, tokens
+from modelport.api.control import features as feature_routes
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
 from modelport.api.control import session as session_routes
@@ -100,6 +101,7 @@ class ModelportApp:
                 *secret_routes.routes,
                 *table_routes.routes,
                 *table_permissions.routes,
+                *feature_routes.routes,
                 *registry_permission_routes.routes,
                 *scim.routes,
                 *openapi_document.routes,
@@ -157,6 +159,7 @@ class ModelportApp:
         serving = self.role == "server"
         if serving:
             await services.backend.start()
+            await services.features.start()  # follows continuously published feature tables
         await services.reconciler.start()
         await services.cluster.start()
         if self.settings.workers > 1:  # /metrics answers for every process of the port
@@ -183,6 +186,7 @@ class ModelportApp:
             await services.cluster.stop()
             await services.reconciler.stop()
             if serving:
+                await services.features.stop()
                 await services.backend.stop()
             await services.dataplane.aclose()
             await services.tables.stop()

@@ -3,7 +3,8 @@
 Each path has a limit: a control-plane request (serving endpoints, permissions, secrets, tokens,
 SCIM, tables, the UI) ``--max-body-mb``; an MLflow API call :data:`~modelport.api.body.MAX_BODY`
 (16 MiB, MLflow's own largest field); an artifact uploaded through the MLflow artifact proxy
-``--max-upload-mb`` (0: none). Queries are not wrapped: their one reader (``api/body.py``)
+``--max-upload-mb`` (0: none); rows written to a feature table (Arrow IPC) 16 MiB or
+``--max-body-mb`` if larger. Queries are not wrapped: their one reader (``api/body.py``)
 applies the 16 MiB query limit itself.
 
 A body whose ``Content-Length`` is over the limit is answered 413 ``REQUEST_TOO_LARGE`` before the
@@ -17,6 +18,7 @@ once would make most clients lose the 413 in a connection reset while they still
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from starlette.types import Message, Receive, Scope, Send
@@ -38,6 +40,8 @@ _UPLOADS = (
 )
 #: The data plane's paths: their reader applies the query limit.
 _QUERIES = "/serving-endpoints/"
+#: Rows written to a feature table (an Arrow IPC stream): the largest body of any route.
+_FEATURE_WRITE = re.compile(r"^/api/2\.0/feature-engineering/tables/[^/]+/write\Z")
 
 
 def describe_size(size: int) -> str:
@@ -62,6 +66,8 @@ class BodyLimits:
         """The limit in bytes (None: none) of a path's body, and what it is called."""
         if path.startswith(_QUERIES):
             return None, "a query"
+        if _FEATURE_WRITE.match(path):
+            return max(self._control, MAX_BODY), "a feature table write"
         if is_mlflow_path(path):
             if path.startswith(_UPLOADS):
                 return self._upload, "an artifact upload"

@@ -63,7 +63,38 @@ _ACL_ENTRY = obj(
 _ACL_BODY = obj({"access_control_list": array_of(_ACL_ENTRY)})
 TABLE_PERMS = "/api/2.0/permissions/tables/{full_name}"
 UC_GRANTS = "/api/2.1/unity-catalog/permissions/{securable_type}/{full_name}"
-TABLE_SELECT, TABLE_MANAGE = (f"{p} on the table" for p in ("SELECT", "MANAGE"))
+TABLE_SELECT, TABLE_MODIFY, TABLE_MANAGE = (f"{p} on the table" for p in ("SELECT", "MODIFY", "MANAGE"))
+FT = "/api/2.0/feature-engineering/tables"
+_FEATURE_TABLE_NAME = string(
+    "catalog.schema.table: letters, digits and underscores in each part.",
+    pattern="^[A-Za-z0-9_]+\\.[A-Za-z0-9_]+\\.[A-Za-z0-9_]+$",
+)
+_ONLINE_STATE = obj(
+    {
+        "name": string(),
+        "mode": string(enum=["snapshot", "triggered", "continuous"]),
+        "published_version": {"type": "integer"},
+        "published_ms": {"type": "integer"},
+        "rows": {"type": "integer"},
+        "columns": array_of(string()),
+        "primary_keys": array_of(string()),
+        "timestamp_keys": array_of(string()),
+        "status": string(),
+    }
+)
+_FEATURE_TABLE = obj(
+    {
+        "name": string(),
+        "primary_keys": array_of(string()),
+        "timestamp_keys": array_of(string()),
+        "description": string(),
+        "columns": array_of(obj({"name": string(), "type": string(), "nullable": {"type": "boolean"}})),
+        "version": {"type": "integer"},
+        "created_ms": {"type": "integer"},
+        "updated_ms": {"type": "integer"},
+        "online": {"oneOf": [_ONLINE_STATE, {"type": "null"}]},
+    }
+)
 _TABLE_PRIVILEGE = string(enum=["SELECT", "MODIFY", "MANAGE", "ALL_PRIVILEGES"])
 _TABLE_ACL_BODY = obj(
     {
@@ -713,6 +744,111 @@ def _ops() -> list[Operation]:
                     "truncated": {"type": "boolean"},
                 }
             ),
+        ),
+        # ---- feature tables ----------------------------------------------------------------
+        Operation(
+            "GET",
+            FT,
+            "The feature tables the caller may read, each with its online store state.",
+            _TABLES,
+            ANY_USER,
+            response=obj({"tables": array_of(_FEATURE_TABLE)}),
+        ),
+        Operation(
+            "POST",
+            FT,
+            "Create an empty feature table (the creator gets MANAGE on it).",
+            _TABLES,
+            ANY_USER,
+            body=obj(
+                {
+                    "name": _FEATURE_TABLE_NAME,
+                    "primary_keys": array_of(string(), minItems=1),
+                    "timestamp_keys": array_of(string(), maxItems=1),
+                    "description": string(),
+                    "columns": array_of(
+                        obj(
+                            {
+                                "name": string(),
+                                "type": string(
+                                    "An Arrow type: int64, double, string, timestamp[us, tz=UTC], ..."
+                                ),
+                                "nullable": {"type": "boolean"},
+                            },
+                            ("name", "type"),
+                        ),
+                        minItems=1,
+                    ),
+                },
+                ("name", "primary_keys", "columns"),
+            ),
+            response=_FEATURE_TABLE,
+        ),
+        Operation(
+            "GET",
+            f"{FT}/{{full_name}}",
+            "A feature table: keys, columns, version, freshness and online state.",
+            _TABLES,
+            TABLE_SELECT,
+            response=_FEATURE_TABLE,
+        ),
+        Operation(
+            "DELETE",
+            f"{FT}/{{full_name}}",
+            "Drop a feature table, its online copy and its grants.",
+            _TABLES,
+            TABLE_MANAGE,
+        ),
+        Operation(
+            "POST",
+            f"{FT}/{{full_name}}/write",
+            "Write rows, sent as an Arrow IPC stream (application/vnd.apache.arrow.stream, at most 16 MiB "
+            "a call): merge upserts on the primary keys, overwrite replaces every row.",
+            _TABLES,
+            TABLE_MODIFY,
+            query=(Param("mode", string(enum=["merge", "overwrite"]), description="Default: merge."),),
+            response=_FEATURE_TABLE,
+        ),
+        Operation(
+            "GET",
+            f"{FT}/{{full_name}}/data",
+            "A feature table's rows as an Arrow IPC stream.",
+            _TABLES,
+            TABLE_SELECT,
+            query=(
+                Param("version", {"type": "integer", "minimum": 0}, description="A Delta version."),
+                Param("limit", {"type": "integer", "minimum": 0}, description="At most this many rows."),
+            ),
+            media_type="application/vnd.apache.arrow.stream",
+            response=string(format="binary"),
+        ),
+        Operation(
+            "POST",
+            f"{FT}/{{full_name}}/publish",
+            "Publish a feature table to the online store; continuous also follows its new versions "
+            "(another mode stops that).",
+            _TABLES,
+            TABLE_MANAGE,
+            body=obj({"mode": string(enum=["snapshot", "triggered", "continuous"])}),
+            body_required=False,
+            response=_ONLINE_STATE,
+        ),
+        Operation(
+            "POST",
+            f"{FT}/{{full_name}}/lookup",
+            "Rows of the online copy by primary key, in the keys' order (null: no row); 503 when the "
+            "table is not published.",
+            _TABLES,
+            TABLE_SELECT,
+            body=obj(
+                {
+                    "keys": array_of(OBJECT, minItems=1),
+                    "features": array_of(string()),
+                    "lookback_ms": {"type": "integer", "minimum": 0},
+                },
+                ("keys",),
+            ),
+            response=obj({"rows": array_of({"type": ["object", "null"]})}),
         ),
         # ---- table grants ------------------------------------------------------------------
         Operation(

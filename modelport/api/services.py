@@ -10,6 +10,7 @@ from starlette.requests import Request
 from modelport.config import Settings
 from modelport.control.cluster import Cluster
 from modelport.control.endpoints import EndpointService
+from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
 from modelport.control.reconciler import Reconciler
 from modelport.control.secrets import SecretService
@@ -42,6 +43,7 @@ class Services:
     secrets: SecretService
     tables: TableWriter
     cluster: Cluster
+    features: FeatureService
     started: bool = False
     # Set when several HTTP workers share the port: /metrics and endpoint metrics then merge
     # every worker's samples (metrics_exchange.py) instead of this process's alone.

@@ -13,6 +13,7 @@ from modelport.config import Settings, inherited_environment
 from modelport.control.cipher import load_cipher
 from modelport.control.cluster import Cluster, Role
 from modelport.control.endpoints import EndpointService
+from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
@@ -88,7 +89,9 @@ def build_services(
         ),
     )
     keys = _replica_keys(settings, db) if settings.backend == "ray" else None
-    backend_args = (registry, logs, options, inherited_environment())
+    # Replicas of models that look their features up read the online store's file.
+    base_env = {**inherited_environment(), "MODELPORT_ONLINE_STORE": str(settings.online_store_path)}
+    backend_args = (registry, logs, options, base_env)
     backend_kwargs = {
         "resolve_secret": secret_service.resolve,
         "model_check": ModelCheck(db.digests, embedded=settings.embedded_registry),
@@ -189,6 +192,7 @@ def build_services(
         secrets=secret_service,
         tables=tables,
         cluster=cluster,
+        features=FeatureService(db, settings.tables_location, settings.online_store_path),
     )
     return services, new_token
 

@@ -41,6 +41,7 @@ PollCallback = Callable[[dict[str, Any], float], None]
 
 _FAILED_STATES = {"UPDATE_FAILED", "UPDATE_CANCELED"}
 _SCIM = "/api/2.0/preview/scim/v2"
+_FEATURES = "/api/2.0/feature-engineering/tables"
 
 
 def _segment(value: str) -> str:
@@ -183,6 +184,38 @@ class ModelportClient:
         path = f"/api/2.1/unity-catalog/permissions/table/{_segment(full_name)}"
         change = {"principal": principal, "add": add or [], "remove": remove or []}
         return list(self._json("PATCH", path, {"changes": [change]}).get("privilege_assignments", []))
+
+    # ---- feature tables ----------------------------------------------------------------------
+    def list_feature_tables(self) -> list[dict[str, Any]]:
+        """The feature tables the caller may read, each with ``online`` (its online state or None)."""
+        return list(self._json("GET", _FEATURES).get("tables", []))
+
+    def get_feature_table(self, name: str) -> dict[str, Any]:
+        """A feature table: keys, columns, version, freshness (``updated_ms``) and ``online``."""
+        return dict(self._json("GET", f"{_FEATURES}/{_segment(name)}"))
+
+    def drop_feature_table(self, name: str) -> dict[str, Any]:
+        """Drop a feature table and its online copy (needs MANAGE)."""
+        return dict(self._json("DELETE", f"{_FEATURES}/{_segment(name)}"))
+
+    def publish_feature_table(self, name: str, mode: str = "snapshot") -> dict[str, Any]:
+        """Publish to the online store (snapshot, triggered or continuous); the online state."""
+        return dict(self._json("POST", f"{_FEATURES}/{_segment(name)}/publish", {"mode": mode}))
+
+    def lookup_features(
+        self, name: str, keys: list[dict[str, Any]], features: list[str] | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Rows of the online copy by primary key, in the keys' order (None: no row)."""
+        body: dict[str, Any] = {"keys": keys}
+        if features:
+            body["features"] = features
+        return list(self._json("POST", f"{_FEATURES}/{_segment(name)}/lookup", body).get("rows", []))
+
+    def read_feature_table(self, name: str, version: int | None = None, limit: int | None = None) -> bytes:
+        """A feature table's rows as an Arrow IPC stream (``pyarrow.ipc.open_stream`` reads it)."""
+        params = {k: v for k, v in (("version", version), ("limit", limit)) if v is not None}
+        path = f"{_FEATURES}/{_segment(name)}/data" + (f"?{urlencode(params)}" if params else "")
+        return self._send("GET", path, accept="application/vnd.apache.arrow.stream").content
 
     # ---- serving endpoints (control plane) ------------------------------------------------
     def list_endpoints(self) -> list[dict[str, Any]]:

@@ -326,6 +326,10 @@ class TableAccess:
         self._listings.forget()
         return self._db.grants.grant_if_absent(OBJECT_TYPE, name, principal_id, int(TablePrivilege.MANAGE))
 
+    def forget(self) -> None:
+        """A table was removed through modelport: the next query lists the tables root again."""
+        self._listings.forget()
+
     def usage_filter(self, caller: Caller) -> tuple[str, str] | None:
         """The row filter on the usage table for ``caller`` (None: every row)."""
         if caller.is_admin:

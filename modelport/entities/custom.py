@@ -13,7 +13,8 @@ compat-api.md §B.2 and §B.3, and nothing about processes or sockets:
 
 Client mistakes raise :class:`~modelport.errors.BadRequest` subclasses; anything the model
 raises otherwise becomes a plain :class:`~modelport.errors.ModelportError` (``INTERNAL_ERROR``)
-whose message is ``"<ExceptionType>: <message>"``.
+whose message is ``"<ExceptionType>: <message>"``, except one of ours (a model modelport wrote,
+such as the feature lookup of ``modelport/features/mlflow_model.py``), which keeps its status.
 """
 
 from __future__ import annotations
@@ -588,6 +589,8 @@ class CustomModel:
             if exc.error_code in _CLIENT_MLFLOW_CODES:
                 raise _client_error(exc, self.signature.schema) from None
             raise _server_error(exc) from exc
+        except ModelportError:
+            raise  # ours, raised by a model modelport wrote (feature lookup): its own status
         except Exception as exc:
             raise _server_error(exc) from exc
 

@@ -1,4 +1,5 @@
-"""Inference and usage tables: every query recorded to Delta tables, and SQL over them.
+"""Inference, usage and feature tables: every query recorded to Delta tables, SQL over them, and
+the features models look up.
 
 - :mod:`modelport.tables.names`: table names (``<catalog>.<schema>.<prefix>_payload``,
   ``system.serving.endpoint_usage``) and where they live under the tables root.
@@ -8,6 +9,9 @@
 - :mod:`modelport.tables.writer`: :class:`~modelport.tables.writer.TableWriter`, the hot-path
   ``record_*`` calls and the background flusher to Delta, with crash recovery.
 - :mod:`modelport.tables.query`: DuckDB SQL by three-part names, and usage totals.
+- :mod:`modelport.tables.features`: feature tables (Delta tables with primary and timestamp keys).
+- :mod:`modelport.tables.online_store`: the embedded online store (SQLite) features are published
+  to and looked up in, by the server and by replicas.
 
 Nothing is imported here, so that importing :mod:`modelport.tables.names` stays light.
 """

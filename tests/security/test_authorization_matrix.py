@@ -33,6 +33,7 @@ from tests.support.principals import create_user
 
 SE = "/api/2.0/serving-endpoints"
 SCIM = "/api/2.0/preview/scim/v2"
+FT = "/api/2.0/feature-engineering/tables"
 MISSING_ID = "0" * 32
 #: The levels of each kind of object, lowest first.
 LEVELS = {
@@ -202,6 +203,15 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("PATCH", "/api/2.1/unity-catalog/permissions/{securable_type}/{full_name}"): Row(
         "table", "MANAGE", ok=400, body={"changes": [{"principal": "no-such-user", "add": ["SELECT"]}]}
     ),
+    # ---- feature tables: the table is the usage table, which is not a feature table (404) -------
+    ("GET", FT): Row(USER),
+    ("POST", FT): Row(USER, ok=400, body={"name": "mx.features.none", "primary_keys": ["id"], "columns": []}),
+    ("GET", f"{FT}/{{full_name}}"): Row("table", "SELECT", ok=404),
+    ("DELETE", f"{FT}/{{full_name}}"): Row("table", "MANAGE", ok=404),
+    ("POST", f"{FT}/{{full_name}}/write"): Row("table", "MODIFY", ok=404),
+    ("GET", f"{FT}/{{full_name}}/data"): Row("table", "SELECT", ok=404),
+    ("POST", f"{FT}/{{full_name}}/publish"): Row("table", "MANAGE", ok=404, body={"mode": "snapshot"}),
+    ("POST", f"{FT}/{{full_name}}/lookup"): Row("table", "SELECT", ok=400, body={"keys": []}),
     # ---- registry permissions ----------------------------------------------------------------
     **{
         key: row

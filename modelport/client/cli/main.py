@@ -22,7 +22,7 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from modelport.client.cli import endpoints, principals, secrets, tables, tokens
+from modelport.client.cli import endpoints, features, principals, secrets, tables, tokens
 from modelport.client.cli.migrate import migrate
 from modelport.client.cli.options import OutputFormat
 from modelport.client.cli.serve import serve
@@ -129,6 +129,7 @@ app.add_typer(principals.users, name="users")
 app.add_typer(principals.groups, name="groups")
 app.add_typer(principals.service_principals, name="service-principals")
 app.add_typer(tables.app, name="tables")
+app.add_typer(features.app, name="features")
 app.command("usage")(tables.usage)
 app.command("status", short_help="The server processes, the leader and the replicas.")(status)
 app.command("serve", short_help="Start the modelport server.")(serve)

@@ -1,0 +1,432 @@
+"""``FeatureEngineeringClient``: feature tables, training sets and feature-aware models, over REST.
+
+The methods mirror Databricks' ``databricks.feature_engineering.FeatureEngineeringClient`` where
+they make sense here, and talk to the server's ``/api/2.0/feature-engineering/tables`` routes with
+httpx. Rows travel as Arrow IPC streams, at most :data:`MAX_CHUNK_BYTES` per request: a larger
+write is sent in several requests (an ``overwrite`` becomes an overwrite with the first chunk and
+merges of the rest, so a table that is not unique on its keys across chunks keeps the last row).
+
+Every non-2xx answer is raised as the :mod:`modelport.errors` class its ``error_code`` names; a
+refused connection is :class:`~modelport.errors.TemporarilyUnavailable` and a timeout
+:class:`~modelport.errors.DeadlineExceeded`, as in ``modelport.client.sdk`` (which this package,
+a sibling layer, does not import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+
+from modelport.config import env_value
+from modelport.errors import (
+    DeadlineExceeded,
+    InvalidParameterValue,
+    ModelportError,
+    TemporarilyUnavailable,
+    Unauthenticated,
+    error_from_body,
+)
+from modelport.features.entities import FeatureLookup, FeatureTable, feature_table_name
+from modelport.features.training import TrainingSet, build_feature_spec, resolve_lookups
+
+__all__ = [
+    "ARROW_STREAM",
+    "DEFAULT_HOST",
+    "MAX_CHUNK_BYTES",
+    "FeatureEngineeringClient",
+    "ipc_chunks",
+    "to_arrow",
+]
+
+DEFAULT_HOST = "http://127.0.0.1:8080"
+#: Media type of the Arrow IPC streams the data routes send and accept.
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: Largest Arrow IPC body one write request carries.
+MAX_CHUNK_BYTES = 8 * 1024 * 1024
+_BASE = "/api/2.0/feature-engineering/tables"
+_PUBLISH_MODES = ("snapshot", "triggered", "continuous")
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _normalise_host(host: str) -> str:
+    host = host.strip().rstrip("/")
+    return host if "://" in host else "http://" + host
+
+
+# --- Arrow -----------------------------------------------------------------------------------------
+
+
+def _normal_type(typ: pa.DataType) -> pa.DataType:
+    # Delta keeps timestamps in microseconds, UTC; pandas 3 strings arrive as large_string.
+    if pa.types.is_timestamp(typ):
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_large_string(typ):
+        return pa.string()
+    if pa.types.is_large_binary(typ):
+        return pa.binary()
+    return typ
+
+
+def to_arrow(data: pd.DataFrame | pa.Table) -> pa.Table:
+    """``data`` as an Arrow table the server stores as is: no pandas index, timestamps in
+    microseconds UTC (naive ones taken as UTC), plain strings."""
+    if isinstance(data, pa.Table):
+        table = data
+    elif isinstance(data, pd.DataFrame):
+        try:
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidParameterValue(f"Cannot convert the DataFrame to Arrow: {exc}") from None
+    else:
+        raise InvalidParameterValue(
+            f"Expected a pandas DataFrame or a pyarrow Table; got {type(data).__name__}."
+        )
+    table = table.replace_schema_metadata(None)
+    schema = pa.schema([pa.field(f.name, _normal_type(f.type), nullable=f.nullable) for f in table.schema])
+    # Unsafe only in dropping nanoseconds, which Delta cannot keep.
+    return table.cast(schema, safe=False) if schema != table.schema else table
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def ipc_chunks(table: pa.Table, limit: int = MAX_CHUNK_BYTES) -> Iterator[bytes]:
+    """Arrow IPC streams of consecutive row ranges of ``table``, each at most ``limit`` bytes
+    (a single row larger than that is sent alone); an empty table gives one empty stream."""
+    if table.num_rows == 0:
+        yield _ipc(table)
+        return
+    per_row = max(1, table.nbytes // table.num_rows)
+    rows = max(1, int(limit * 0.9) // per_row)
+    start = 0
+    while start < table.num_rows:
+        count = min(rows, table.num_rows - start)
+        body = _ipc(table.slice(start, count))
+        while len(body) > limit and count > 1:
+            count //= 2
+            body = _ipc(table.slice(start, count))
+        yield body
+        start += count
+
+
+def _schema_columns(schema: pa.Schema) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(_normal_type(f.type))} for f in schema]
+
+
+def _as_names(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+# --- the client --------------------------------------------------------------------------------------
+
+
+class FeatureEngineeringClient:
+    """A connection to one modelport server's feature tables, with one bearer token.
+
+    ``host`` and ``token`` default to ``MODELPORT_HOST`` and ``MODELPORT_TOKEN``. The client
+    holds an ``httpx.Client``; release it with :meth:`close` or a ``with`` block.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 300.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        host = host or env_value("MODELPORT_HOST") or DEFAULT_HOST
+        token = token or env_value("MODELPORT_TOKEN")
+        if not token:
+            raise Unauthenticated("no API token given: set MODELPORT_TOKEN or pass token=")
+        self.host = _normalise_host(host)
+        self._http = httpx.Client(
+            base_url=self.host,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool; the client cannot be used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> FeatureEngineeringClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ---- transport ------------------------------------------------------------------------------
+    @contextmanager
+    def _translated_transport_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"request to {self.host} timed out: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise TemporarilyUnavailable(f"cannot reach modelport server at {self.host}: {exc}") from exc
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        with self._translated_transport_errors():
+            response = self._http.request(
+                method, path, json=json, content=content, headers=headers, params=params
+            )
+        if response.is_success:
+            return response
+        try:
+            detail: Any = response.json()
+        except ValueError:
+            detail = response.text
+        raise error_from_body(response.status_code, detail, response.headers.get("retry-after"))
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ModelportError(
+                f"{method} {path}: the server answered with a body that is not JSON"
+            ) from exc
+
+    @staticmethod
+    def _path(name: str, suffix: str = "") -> str:
+        return f"{_BASE}/{_segment(feature_table_name(name))}{suffix}"
+
+    # ---- feature tables -------------------------------------------------------------------------
+    def create_table(
+        self,
+        name: str,
+        primary_keys: str | list[str],
+        df: pd.DataFrame | pa.Table | None = None,
+        *,
+        schema: pa.Schema | list[dict[str, Any]] | None = None,
+        timestamp_keys: str | list[str] | None = None,
+        description: str | None = None,
+    ) -> FeatureTable:
+        """Create feature table ``name`` with ``schema`` (an Arrow schema or ``[{"name", "type"}]``),
+        or the schema of ``df``, and write ``df`` into it when given.
+
+        ``timestamp_keys`` may also be listed among ``primary_keys`` (Unity Catalog's way).
+        """
+        data = to_arrow(df) if df is not None else None
+        if schema is None:
+            if data is None:
+                raise InvalidParameterValue("create_table needs df or schema.")
+            columns = _schema_columns(data.schema)
+        elif isinstance(schema, pa.Schema):
+            columns = _schema_columns(schema)
+        else:
+            columns = [{"name": c["name"], "type": str(c["type"])} for c in schema]
+        body = {
+            "name": feature_table_name(name),
+            "primary_keys": _as_names(primary_keys),
+            "timestamp_keys": _as_names(timestamp_keys),
+            "description": description or "",
+            "columns": columns,
+        }
+        info = self._json("POST", _BASE, json=body)
+        if data is not None:
+            return self.write_table(name, data, mode="merge")
+        return FeatureTable.from_json(info)
+
+    def write_table(
+        self, name: str, df: pd.DataFrame | pa.Table, mode: Literal["merge", "overwrite"] = "merge"
+    ) -> FeatureTable:
+        """Upsert ``df`` into the table on its keys (``merge``), or replace every row (``overwrite``)."""
+        if mode not in ("merge", "overwrite"):
+            raise InvalidParameterValue(f"mode must be 'merge' or 'overwrite'; got {mode!r}.")
+        info: Any = {}
+        chunk_mode = mode
+        for body in ipc_chunks(to_arrow(df)):
+            info = self._json(
+                "POST",
+                self._path(name, "/write"),
+                content=body,
+                headers={"Content-Type": ARROW_STREAM},
+                params={"mode": chunk_mode},
+            )
+            chunk_mode = "merge"
+        return FeatureTable.from_json(info)
+
+    def read_table(self, name: str, *, version: int | None = None) -> pd.DataFrame:
+        """The table's rows (at Delta ``version`` when given) as a pandas DataFrame."""
+        return self._read_arrow(name, version).to_pandas()
+
+    def _read_arrow(self, name: str, version: int | None = None) -> pa.Table:
+        params = {"version": version} if version is not None else None
+        response = self._send(
+            "GET", self._path(name, "/data"), params=params, headers={"Accept": ARROW_STREAM}
+        )
+        try:
+            return pa.ipc.open_stream(response.content).read_all()
+        except pa.ArrowInvalid as exc:
+            raise ModelportError(
+                f"the server sent table {name!r} in a form that is not Arrow IPC: {exc}"
+            ) from exc
+
+    def get_table(self, name: str) -> FeatureTable:
+        """The table's keys, columns, version, freshness and online state."""
+        return FeatureTable.from_json(self._json("GET", self._path(name)))
+
+    def list_tables(self) -> list[FeatureTable]:
+        """Every feature table the caller may read."""
+        return [FeatureTable.from_json(t) for t in self._json("GET", _BASE).get("tables", [])]
+
+    def drop_table(self, name: str) -> None:
+        """Drop the Delta table and its online copy."""
+        self._send("DELETE", self._path(name))
+
+    def publish_table(self, name: str, mode: str = "snapshot") -> dict[str, Any]:
+        """Publish the table to the server's online store; returns the online state.
+
+        ``snapshot`` and ``triggered`` publish the current version once; ``continuous`` also
+        follows new versions until the table is published again with another mode.
+        """
+        mode = mode.lower() if isinstance(mode, str) else mode
+        if mode not in _PUBLISH_MODES:
+            raise InvalidParameterValue(f"mode must be one of {list(_PUBLISH_MODES)}; got {mode!r}.")
+        return dict(self._json("POST", self._path(name, "/publish"), json={"mode": mode}))
+
+    def lookup(
+        self, name: str, keys: list[dict[str, Any]], features: list[str] | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Rows of the online store by primary key (``None`` for a key without a row)."""
+        body: dict[str, Any] = {"keys": keys}
+        if features is not None:
+            body["features"] = features
+        return list(self._json("POST", self._path(name, "/lookup"), json=body).get("rows", []))
+
+    # ---- training sets and models -------------------------------------------------------------
+    def create_training_set(
+        self,
+        df: pd.DataFrame | pa.Table,
+        feature_lookups: Sequence[FeatureLookup],
+        label: str | list[str] | None,
+        exclude_columns: list[str] | None = None,
+    ) -> TrainingSet:
+        """A training set: ``df`` joined with the features of ``feature_lookups`` (point-in-time
+        where a lookup has a ``timestamp_lookup_key``). The tables are read by ``load_df()``, at
+        the versions they have now."""
+        for lookup in feature_lookups:
+            if not isinstance(lookup, FeatureLookup):
+                raise InvalidParameterValue(
+                    f"feature_lookups must hold FeatureLookup objects; got {type(lookup).__name__} "
+                    "(feature functions are not supported yet)."
+                )
+        frame = df.to_pandas() if isinstance(df, pa.Table) else df
+        if not isinstance(frame, pd.DataFrame):
+            raise InvalidParameterValue(f"df must be a pandas DataFrame; got {type(df).__name__}.")
+        if frame.columns.duplicated().any():
+            duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+            raise InvalidParameterValue(f"The DataFrame has duplicate columns: {duplicated}.")
+        labels = _as_names(label)
+        for name in labels:
+            if name not in frame.columns:
+                raise InvalidParameterValue(f"Label column '{name}' is not a column of the DataFrame.")
+        exclude = list(exclude_columns or [])
+        tables = {
+            t: self.get_table(t) for t in dict.fromkeys(lookup.table_name for lookup in feature_lookups)
+        }
+        resolved = resolve_lookups(feature_lookups, tables, [str(c) for c in frame.columns], labels)
+        versions = {name: table.version for name, table in tables.items()}
+        spec = build_feature_spec(
+            frame, resolved, labels, exclude, versions, client_version=_client_version()
+        )
+        return TrainingSet(frame, resolved, labels, spec, self._read_for_training, versions)
+
+    def _read_for_training(self, name: str, version: int | None) -> pd.DataFrame:
+        return self._read_arrow(name, version).to_pandas()
+
+    def log_model(
+        self,
+        model: Any,
+        artifact_path: str,
+        *,
+        flavor: ModuleType | str,
+        training_set: TrainingSet,
+        registered_model_name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Log ``model`` so that serving it looks its features up: Databricks' layout.
+
+        The raw model is saved with ``flavor`` (a module such as ``mlflow.sklearn``, or its name
+        ``"sklearn"``; ``kwargs`` go to its ``save_model``) into ``<tmp>/feature_store/raw_model``,
+        the spec into ``<tmp>/feature_store/feature_spec.yaml``, and the whole is logged with
+        ``mlflow.pyfunc.log_model(loader_module="modelport.features.mlflow_model")``. The input
+        signature comes from the spec: source columns required, features optional. Returns
+        MLflow's ``ModelInfo``.
+        """
+        import mlflow.pyfunc
+
+        from modelport.features import mlflow_model
+
+        flavor_module = _flavor(flavor)
+        workdir = Path(tempfile.mkdtemp(prefix="modelport-feature-model-"))
+        try:
+            data_path = mlflow_model.save_feature_store_dir(
+                workdir, model, flavor_module, training_set.feature_spec, **kwargs
+            )
+            return mlflow.pyfunc.log_model(
+                name=artifact_path,
+                loader_module=mlflow_model.__name__,
+                data_path=str(data_path),
+                signature=mlflow_model.signature_for(training_set.feature_spec, training_set.label_types()),
+                pip_requirements=mlflow_model.raw_model_requirements(data_path),
+                registered_model_name=registered_model_name,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _flavor(flavor: ModuleType | str) -> ModuleType:
+    if isinstance(flavor, str):
+        try:
+            return importlib.import_module(flavor if "." in flavor else f"mlflow.{flavor}")
+        except ImportError:
+            raise InvalidParameterValue(f"Unknown MLflow flavor {flavor!r}.") from None
+    if not hasattr(flavor, "save_model"):
+        raise InvalidParameterValue(f"flavor {flavor!r} has no save_model (pass e.g. mlflow.sklearn).")
+    return flavor
+
+
+def _client_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"modelport-{version('modelport')}"
+    except PackageNotFoundError:
+        return "modelport"

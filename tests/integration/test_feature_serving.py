@@ -1,0 +1,184 @@
+"""Seed 002's feature serving, end to end on the real server: a fraud model trained on a training
+set built from a feature table, logged with ``FeatureEngineeringClient.log_model``, registered,
+served, and queried with the user's id only; the endpoint looks the features up in the online
+store and answers what the model answers on the features joined offline.
+
+Then the lookup client's runtime rules over HTTP (a missing key column and a null key are 400s
+naming the column, a key with no row gets the lookup's default values, a feature in the request
+overrides the lookup), a continuous publish seen by the next query within 5 s, and a dropped
+table answered with an error naming it (never wrong values).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelport.features import FeatureEngineeringClient, FeatureLookup
+from tests.serverproc import ADMIN_TOKEN, ServerProcess
+from tests.support.endpoints import kept_endpoint
+from tests.support.names import unique
+
+API = "/api/2.0/serving-endpoints"
+FEATURES = ["avg_amount_30d", "txn_count_7d", "account_age_days"]
+#: What a user without a row in the feature table gets (a new user).
+DEFAULTS = {"avg_amount_30d": 50.0, "txn_count_7d": 0, "account_age_days": 0}
+
+
+def _features(users: range, rng: np.random.Generator) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": list(users),
+            "avg_amount_30d": rng.uniform(5, 500, len(users)).round(2),
+            "txn_count_7d": rng.integers(0, 40, len(users)).astype("int64"),
+            "account_age_days": rng.integers(1, 3000, len(users)).astype("int64"),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def fraud(server: ServerProcess) -> Iterator[dict[str, Any]]:
+    """The feature table ``main.fraud_<id>.user_features`` (users 1..200, published continuously),
+    the model trained on it, registered and served by an endpoint."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    os.environ["MLFLOW_TRACKING_TOKEN"] = ADMIN_TOKEN
+    mlflow.set_tracking_uri(server.url)
+    rng = np.random.default_rng(7)
+    schema = unique("fraud").replace("-", "_")
+    table = f"main.{schema}.user_features"
+    fe = FeatureEngineeringClient(host=server.url, token=ADMIN_TOKEN)
+    features = _features(range(1, 201), rng)
+    created = fe.create_table(table, primary_keys="user_id", df=features, description="per-user behaviour")
+    assert created.primary_keys == ["user_id"]
+    state = fe.publish_table(table, mode="continuous")
+    assert state["rows"] == 200, state
+    # Labelled transactions: the request-time input is the amount; the label depends on both.
+    labels = pd.DataFrame(
+        {"user_id": rng.integers(1, 201, 600), "amount": rng.uniform(1, 2000, 600).round(2)}
+    )
+    joined = labels.merge(features, on="user_id")
+    labels["is_fraud"] = (
+        (joined["amount"] > 3 * joined["avg_amount_30d"]) & (joined["txn_count_7d"] < 20)
+    ).astype(int)
+    training_set = fe.create_training_set(
+        labels,
+        [FeatureLookup(table_name=table, lookup_key="user_id", default_values=DEFAULTS)],
+        label="is_fraud",
+        exclude_columns=["user_id"],  # the key: looked up with, not a model input
+    )
+    train = training_set.load_df()
+    assert sorted(train.columns) == sorted(["amount", *FEATURES, "is_fraud"])
+    inputs = ["amount", *FEATURES]
+    model = LogisticRegression(max_iter=2000).fit(train[inputs], train["is_fraud"])
+    model_name = unique("fraud-detector")
+    with mlflow.start_run():
+        info = fe.log_model(
+            model,
+            "model",
+            flavor=mlflow.sklearn,
+            training_set=training_set,
+            registered_model_name=model_name,
+            pip_requirements=["scikit-learn"],
+        )
+    version = str(info.registered_model_version)
+    entities = [{"entity_name": model_name, "entity_version": version}]
+    with (
+        kept_endpoint(server, unique("fraud-ep"), entities) as name,
+        httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+        ) as http,
+    ):
+        yield {
+            "fe": fe,
+            "table": table,
+            "features": features,
+            "model": model,
+            "inputs": inputs,
+            "http": http,
+            "name": name,
+        }
+    fe.drop_table(table)
+    fe.close()
+
+
+def ask(fraud: dict[str, Any], rows: list[dict[str, Any]]) -> httpx.Response:
+    return fraud["http"].post(
+        f"/serving-endpoints/{fraud['name']}/invocations", json={"dataframe_records": rows}
+    )
+
+
+def offline(
+    fraud: dict[str, Any], rows: list[dict[str, Any]], features: pd.DataFrame | None = None
+) -> list[Any]:
+    """The model's predictions on the rows joined with the features offline."""
+    table = fraud["features"] if features is None else features
+    joined = pd.DataFrame(rows).merge(table, on="user_id", how="left")
+    return fraud["model"].predict(joined[fraud["inputs"]]).tolist()
+
+
+def test_only_the_key_is_sent_and_the_answer_is_the_models_on_the_joined_features(
+    fraud: dict[str, Any],
+) -> None:
+    rows = [
+        {"user_id": 3, "amount": 1500.0},
+        {"user_id": 42, "amount": 12.5},
+        {"user_id": 200, "amount": 900.0},
+    ]
+    answer = ask(fraud, rows)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == offline(fraud, rows)
+    # The same rows in one request each: the batcher joins them; the answers do not change.
+    for row, expected in zip(rows, offline(fraud, rows), strict=True):
+        single = ask(fraud, [row])
+        assert single.json()["predictions"] == [expected]
+
+
+def test_the_runtime_rules_of_the_lookup(fraud: dict[str, Any]) -> None:
+    missing = ask(fraud, [{"amount": 10.0}])
+    assert missing.status_code == 400 and "user_id" in missing.json()["message"], missing.text
+    null_key = ask(fraud, [{"user_id": None, "amount": 10.0}])
+    assert null_key.status_code == 400 and "user_id" in null_key.json()["message"], null_key.text
+    # A key with no row: the lookup's default values.
+    unknown = [{"user_id": 99_999, "amount": 400.0}]
+    answer = ask(fraud, unknown)
+    assert answer.status_code == 200, answer.text
+    defaults = pd.DataFrame(unknown).assign(**DEFAULTS)
+    assert answer.json()["predictions"] == fraud["model"].predict(defaults[fraud["inputs"]]).tolist()
+    # A feature sent with the request overrides the lookup.
+    overridden = [{"user_id": 5, "amount": 800.0, "avg_amount_30d": 1.0, "txn_count_7d": 0}]
+    answer = ask(fraud, overridden)
+    assert answer.status_code == 200, answer.text
+    joined = pd.DataFrame(overridden).assign(
+        account_age_days=int(fraud["features"].set_index("user_id").loc[5, "account_age_days"])
+    )
+    assert answer.json()["predictions"] == fraud["model"].predict(joined[fraud["inputs"]]).tolist()
+
+
+def test_a_continuous_publish_reaches_the_next_query_within_five_seconds(fraud: dict[str, Any]) -> None:
+    row = {"user_id": 77, "amount": 700.0}
+    before = ask(fraud, [row]).json()["predictions"]
+    assert before == offline(fraud, [row])
+    changed = fraud["features"].copy()
+    # User 77 now spends little and rarely: the same amount becomes suspicious (or the opposite).
+    new_avg, new_count = (10.0, 1) if before == [0] else (5000.0, 39)
+    changed.loc[changed["user_id"] == 77, ["avg_amount_30d", "txn_count_7d"]] = [new_avg, new_count]
+    expected = offline(fraud, [row], changed)
+    assert expected != before, "the change must move the model's answer"
+    fraud["fe"].write_table(fraud["table"], changed[changed["user_id"] == 77], mode="merge")
+    written = time.monotonic()
+    while (got := ask(fraud, [row]).json()["predictions"]) != expected:
+        assert time.monotonic() - written < 5.0, f"still {got} 5 s after the write"
+        time.sleep(0.1)
+    print(
+        f"\ncontinuous publish: the new features answered {time.monotonic() - written:.2f} s after the write"
+    )
+    fraud["features"] = changed
