@@ -31,7 +31,7 @@ from modelport.errors import (
     error_from_body,
 )
 
-__all__ = ["DEFAULT_HOST", "ModelportClient", "PollCallback"]
+__all__ = ["ARROW_STREAM", "DEFAULT_HOST", "ModelportClient", "PollCallback"]
 
 DEFAULT_HOST = "http://127.0.0.1:8080"
 
@@ -42,6 +42,8 @@ PollCallback = Callable[[dict[str, Any], float], None]
 _FAILED_STATES = {"UPDATE_FAILED", "UPDATE_CANCELED"}
 _SCIM = "/api/2.0/preview/scim/v2"
 _FEATURES = "/api/2.0/feature-engineering/tables"
+#: Media type of the Arrow IPC streams the feature-table data routes send and accept.
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 def _segment(value: str) -> str:
@@ -122,10 +124,17 @@ class ModelportClient:
         *,
         body: Any = None,
         accept: str | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        headers = {"Accept": accept} if accept else None
+        headers = {"Accept": accept} if accept else {}
+        if content_type:
+            headers["Content-Type"] = content_type
         with self._translated_transport_errors():
-            response = self._http.request(method, path, json=body, headers=headers)
+            response = self._http.request(
+                method, path, json=body, content=content, headers=headers or None, params=params
+            )
         if response.is_success:
             return response
         try:
@@ -190,6 +199,23 @@ class ModelportClient:
         """The feature tables the caller may read, each with ``online`` (its online state or None)."""
         return list(self._json("GET", _FEATURES).get("tables", []))
 
+    def create_feature_table(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a feature table: ``{"name", "primary_keys", "timestamp_keys", "description",
+        "columns": [{"name", "type"}]}``; its info."""
+        return dict(self._json("POST", _FEATURES, body))
+
+    def write_feature_table(self, name: str, ipc: bytes, mode: str = "merge") -> dict[str, Any]:
+        """Write rows (an Arrow IPC stream) by ``merge`` (upsert on the keys) or ``overwrite``
+        (needs MODIFY); the table's info after the write."""
+        response = self._send(
+            "POST",
+            f"{_FEATURES}/{_segment(name)}/write",
+            content=ipc,
+            content_type=ARROW_STREAM,
+            params={"mode": mode},
+        )
+        return dict(response.json())
+
     def get_feature_table(self, name: str) -> dict[str, Any]:
         """A feature table: keys, columns, version, freshness (``updated_ms``) and ``online``."""
         return dict(self._json("GET", f"{_FEATURES}/{_segment(name)}"))
@@ -215,7 +241,7 @@ class ModelportClient:
         """A feature table's rows as an Arrow IPC stream (``pyarrow.ipc.open_stream`` reads it)."""
         params = {k: v for k, v in (("version", version), ("limit", limit)) if v is not None}
         path = f"{_FEATURES}/{_segment(name)}/data" + (f"?{urlencode(params)}" if params else "")
-        return self._send("GET", path, accept="application/vnd.apache.arrow.stream").content
+        return self._send("GET", path, accept=ARROW_STREAM).content
 
     # ---- serving endpoints (control plane) ------------------------------------------------
     def list_endpoints(self) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ merges of the rest, so a table that is not unique on its keys across chunks keep
 
 Every non-2xx answer is raised as the :mod:`modelport.errors` class its ``error_code`` names; a
 refused connection is :class:`~modelport.errors.TemporarilyUnavailable` and a timeout
-:class:`~modelport.errors.DeadlineExceeded`, as in ``modelport.client.sdk`` (which this package,
-a sibling layer, does not import).
+:class:`~modelport.errors.DeadlineExceeded`: the transport is the SDK's
+(:class:`modelport.client.sdk.ModelportClient`), whose feature-table methods this wraps.
 """
 
 from __future__ import annotations
@@ -18,53 +18,33 @@ import importlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, Literal
-from urllib.parse import quote
 
 import httpx
 import pandas as pd
 import pyarrow as pa
 
-from modelport.config import env_value
+from modelport.client.sdk import ARROW_STREAM, ModelportClient
 from modelport.errors import (
-    DeadlineExceeded,
     InvalidParameterValue,
     ModelportError,
-    TemporarilyUnavailable,
-    Unauthenticated,
-    error_from_body,
 )
 from modelport.features.entities import FeatureLookup, FeatureTable, feature_table_name
 from modelport.features.training import TrainingSet, build_feature_spec, resolve_lookups
 
 __all__ = [
     "ARROW_STREAM",
-    "DEFAULT_HOST",
     "MAX_CHUNK_BYTES",
     "FeatureEngineeringClient",
     "ipc_chunks",
     "to_arrow",
 ]
 
-DEFAULT_HOST = "http://127.0.0.1:8080"
-#: Media type of the Arrow IPC streams the data routes send and accept.
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 #: Largest Arrow IPC body one write request carries.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
-_BASE = "/api/2.0/feature-engineering/tables"
 _PUBLISH_MODES = ("snapshot", "triggered", "continuous")
-
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _normalise_host(host: str) -> str:
-    host = host.strip().rstrip("/")
-    return host if "://" in host else "http://" + host
 
 
 # --- Arrow -----------------------------------------------------------------------------------------
@@ -155,21 +135,12 @@ class FeatureEngineeringClient:
         timeout: float = 300.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        host = host or env_value("MODELPORT_HOST") or DEFAULT_HOST
-        token = token or env_value("MODELPORT_TOKEN")
-        if not token:
-            raise Unauthenticated("no API token given: set MODELPORT_TOKEN or pass token=")
-        self.host = _normalise_host(host)
-        self._http = httpx.Client(
-            base_url=self.host,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self._api = ModelportClient(host, token, timeout=timeout, transport=transport)
+        self.host = self._api.host
 
     def close(self) -> None:
         """Close the connection pool; the client cannot be used afterwards."""
-        self._http.close()
+        self._api.close()
 
     def __enter__(self) -> FeatureEngineeringClient:
         return self
@@ -179,54 +150,6 @@ class FeatureEngineeringClient:
     ) -> None:
         self.close()
 
-    # ---- transport ------------------------------------------------------------------------------
-    @contextmanager
-    def _translated_transport_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceeded(f"request to {self.host} timed out: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise TemporarilyUnavailable(f"cannot reach modelport server at {self.host}: {exc}") from exc
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        content: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> httpx.Response:
-        with self._translated_transport_errors():
-            response = self._http.request(
-                method, path, json=json, content=content, headers=headers, params=params
-            )
-        if response.is_success:
-            return response
-        try:
-            detail: Any = response.json()
-        except ValueError:
-            detail = response.text
-        raise error_from_body(response.status_code, detail, response.headers.get("retry-after"))
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._send(method, path, **kwargs)
-        if not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ModelportError(
-                f"{method} {path}: the server answered with a body that is not JSON"
-            ) from exc
-
-    @staticmethod
-    def _path(name: str, suffix: str = "") -> str:
-        return f"{_BASE}/{_segment(feature_table_name(name))}{suffix}"
-
-    # ---- feature tables -------------------------------------------------------------------------
     def create_table(
         self,
         name: str,
@@ -258,7 +181,7 @@ class FeatureEngineeringClient:
             "description": description or "",
             "columns": columns,
         }
-        info = self._json("POST", _BASE, json=body)
+        info = self._api.create_feature_table(body)
         if data is not None:
             return self.write_table(name, data, mode="merge")
         return FeatureTable.from_json(info)
@@ -272,13 +195,7 @@ class FeatureEngineeringClient:
         info: Any = {}
         chunk_mode = mode
         for body in ipc_chunks(to_arrow(df)):
-            info = self._json(
-                "POST",
-                self._path(name, "/write"),
-                content=body,
-                headers={"Content-Type": ARROW_STREAM},
-                params={"mode": chunk_mode},
-            )
+            info = self._api.write_feature_table(feature_table_name(name), body, chunk_mode)
             chunk_mode = "merge"
         return FeatureTable.from_json(info)
 
@@ -287,12 +204,9 @@ class FeatureEngineeringClient:
         return self._read_arrow(name, version).to_pandas()
 
     def _read_arrow(self, name: str, version: int | None = None) -> pa.Table:
-        params = {"version": version} if version is not None else None
-        response = self._send(
-            "GET", self._path(name, "/data"), params=params, headers={"Accept": ARROW_STREAM}
-        )
+        content = self._api.read_feature_table(feature_table_name(name), version)
         try:
-            return pa.ipc.open_stream(response.content).read_all()
+            return pa.ipc.open_stream(content).read_all()
         except pa.ArrowInvalid as exc:
             raise ModelportError(
                 f"the server sent table {name!r} in a form that is not Arrow IPC: {exc}"
@@ -300,15 +214,15 @@ class FeatureEngineeringClient:
 
     def get_table(self, name: str) -> FeatureTable:
         """The table's keys, columns, version, freshness and online state."""
-        return FeatureTable.from_json(self._json("GET", self._path(name)))
+        return FeatureTable.from_json(self._api.get_feature_table(feature_table_name(name)))
 
     def list_tables(self) -> list[FeatureTable]:
         """Every feature table the caller may read."""
-        return [FeatureTable.from_json(t) for t in self._json("GET", _BASE).get("tables", [])]
+        return [FeatureTable.from_json(t) for t in self._api.list_feature_tables()]
 
     def drop_table(self, name: str) -> None:
         """Drop the Delta table and its online copy."""
-        self._send("DELETE", self._path(name))
+        self._api.drop_feature_table(feature_table_name(name))
 
     def publish_table(self, name: str, mode: str = "snapshot") -> dict[str, Any]:
         """Publish the table to the server's online store; returns the online state.
@@ -319,16 +233,13 @@ class FeatureEngineeringClient:
         mode = mode.lower() if isinstance(mode, str) else mode
         if mode not in _PUBLISH_MODES:
             raise InvalidParameterValue(f"mode must be one of {list(_PUBLISH_MODES)}; got {mode!r}.")
-        return dict(self._json("POST", self._path(name, "/publish"), json={"mode": mode}))
+        return self._api.publish_feature_table(feature_table_name(name), mode)
 
     def lookup(
         self, name: str, keys: list[dict[str, Any]], features: list[str] | None = None
     ) -> list[dict[str, Any] | None]:
         """Rows of the online store by primary key (``None`` for a key without a row)."""
-        body: dict[str, Any] = {"keys": keys}
-        if features is not None:
-            body["features"] = features
-        return list(self._json("POST", self._path(name, "/lookup"), json=body).get("rows", []))
+        return self._api.lookup_features(feature_table_name(name), keys, features)
 
     # ---- training sets and models -------------------------------------------------------------
     def create_training_set(
