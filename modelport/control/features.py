@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import decimal
 import logging
 import re
 import threading
@@ -50,6 +49,7 @@ from modelport.store import Database
 from modelport.tables.features import FeatureTableInfo, FeatureTables, arrow_type
 from modelport.tables.names import split_name
 from modelport.tables.online_store import OnlineReader, OnlineStore
+from modelport.tables.query import json_cell
 
 __all__ = [
     "FOLLOW_SECONDS",
@@ -160,17 +160,6 @@ def _as_of_ms(value: Any, column: str, index: int) -> int | None:
         f"Invalid value for 'keys[{index}].{column}': the timestamp key takes epoch milliseconds or an "
         f"ISO 8601 string, not {value!r}."
     )
-
-
-def _plain(value: Any) -> Any:
-    """A lookup answer's value as JSON can carry it."""
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return value
 
 
 class FeatureService:
@@ -369,7 +358,7 @@ class FeatureService:
             as_of_ms=as_of if any(t is not None for t in as_of) else None,
             lookback_ms=lookback,
         )
-        return [None if row is None else {k: _plain(v) for k, v in row.items()} for row in rows]
+        return [None if row is None else json_cell(row) for row in rows]
 
     # ---- the follower of continuous publishes ---------------------------------------------
     def follow_once(self) -> int:

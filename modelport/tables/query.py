@@ -30,6 +30,7 @@ Results come back through Arrow: timestamps as timezone-aware ``datetime`` (UTC)
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -48,11 +49,29 @@ __all__ = [
     "RowFilter",
     "connect",
     "discover_tables",
+    "json_cell",
     "query",
     "rewrite_table_names",
     "unresolved_tables",
     "usage_summary",
 ]
+
+
+def json_cell(value: Any) -> Any:
+    """A table cell (or a row, or rows) as JSON carries it: times and dates as ISO 8601, decimals
+    as floats, bytes as UTF-8 text; lists and maps cell by cell."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list | tuple):
+        return [json_cell(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_cell(v) for k, v in value.items()}
+    return value
+
 
 #: ``(column, value)``: keep only the rows whose ``column`` equals ``value``.
 RowFilter = tuple[str, str]

@@ -18,8 +18,6 @@ Not part of the Databricks API (which reads these tables through SQL warehouses)
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import time
 from typing import Any
 
@@ -33,7 +31,7 @@ from modelport.api.responses import json_response
 from modelport.api.services import caller_of, services_of
 from modelport.control.table_acl import TableAccess
 from modelport.errors import InvalidParameterValue
-from modelport.tables.query import query, usage_summary
+from modelport.tables.query import json_cell, query, usage_summary
 
 __all__ = ["routes"]
 
@@ -46,20 +44,6 @@ async def _flushed(request: Request) -> None:
     """Write this server's recorded rows to Delta before reading the tables (read your writes)."""
     tables = services_of(request).tables
     await run_in_threadpool(tables.flush_now, time.monotonic() + FLUSH_SECONDS)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
 
 
 async def usage(request: Request) -> Response:
@@ -77,7 +61,7 @@ async def usage(request: Request) -> Response:
         return usage_summary(root, by, since, row_filter=row_filter)  # type: ignore[arg-type]
 
     rows = await run_in_threadpool(work)
-    return json_response({"by": by, "rows": _plain(rows)})
+    return json_response({"by": by, "rows": json_cell(rows)})
 
 
 async def query_tables(request: Request) -> Response:
@@ -103,7 +87,7 @@ async def query_tables(request: Request) -> Response:
     columns, rows = await run_in_threadpool(work)
     truncated = len(rows) > MAX_ROWS
     return json_response(
-        {"columns": list(columns), "rows": _plain(list(rows[:MAX_ROWS])), "truncated": truncated}
+        {"columns": list(columns), "rows": json_cell(list(rows[:MAX_ROWS])), "truncated": truncated}
     )
 
 

@@ -4,8 +4,6 @@ copies in the online store. Tables are made and written with the Python client
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import json
 from typing import Annotated, Any
 
@@ -38,17 +36,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or EMPTY
     return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    """A cell of the table as JSON can carry it (times as ISO 8601)."""
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return value
 
 
 def _online(state: dict[str, Any] | None) -> str:
@@ -241,7 +228,9 @@ def read(
         table = reader.read_all()
     records = table.to_pylist()
     if output is OutputFormat.json:
-        rows = [{k: _jsonable(v) for k, v in r.items()} for r in records]
+        from modelport.tables.query import json_cell  # duckdb and deltalake: not at the CLI's start
+
+        rows = [json_cell(r) for r in records]
         typer.echo(render_json({"columns": table.column_names, "rows": rows}))
         return
     typer.echo(
