@@ -182,3 +182,19 @@ def test_a_continuous_publish_reaches_the_next_query_within_five_seconds(fraud: 
         f"\ncontinuous publish: the new features answered {time.monotonic() - written:.2f} s after the write"
     )
     fraud["features"] = changed
+
+
+def test_a_dropped_table_is_named_in_the_error_and_a_republish_heals_the_endpoint(
+    fraud: dict[str, Any],
+) -> None:
+    """Runs last: it drops the module's table and makes it again."""
+    fe, table, row = fraud["fe"], fraud["table"], {"user_id": 3, "amount": 1500.0}
+    fe.drop_table(table)
+    broken = ask(fraud, [row])
+    assert broken.status_code == 503, broken.text
+    assert table in broken.json()["message"], broken.text  # never an answer on wrong values
+    fe.create_table(table, primary_keys="user_id", df=fraud["features"])
+    fe.publish_table(table, mode="snapshot")
+    healed = ask(fraud, [row])
+    assert healed.status_code == 200, healed.text
+    assert healed.json()["predictions"] == offline(fraud, [row])
