@@ -45,6 +45,8 @@ SECONDS: dict[str, float] = {
     "tests/ray/": 400,
     "tests/docs/": 180,
     "tests/integration/test_response_cache.py": 65,
+    "tests/integration/test_feature_serving.py": 40,
+    "tests/integration/test_feature_tables.py": 20,
     "tests/integration/test_sdk_lifecycle.py": 128,
     "tests/integration/test_migrate.py": 105,
     "tests/integration/test_scaleout.py": 75,
