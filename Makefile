@@ -112,3 +112,9 @@ bench-gateway: bench-install
 # appends to bench/RESULTS.md.
 bench-cache: bench-install
 	$(BIN)/python bench/response_cache.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Feature serving (issue 18): what a lookup in the embedded online store adds to a 1-row query
+# (key only vs the features in the request; batching on/off servers beside) and the publish time
+# of 1 million rows; appends to bench/RESULTS.md.
+bench-features: bench-install
+	$(BIN)/python bench/features.py --out bench/RESULTS.md $(BENCH_ARGS)

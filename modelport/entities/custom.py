@@ -555,8 +555,11 @@ class CustomModel:
         self.model = model
         self.flavors: list[str] = list(model.metadata.flavors)
         self.signature = SignatureInfo.of(model)
-        #: Rows of several requests may be predicted together (see :data:`BATCH_FLAVORS`).
-        self.batch_capable = bool(BATCH_FLAVORS.intersection(self.flavors))
+        #: Rows of several requests may be predicted together (see :data:`BATCH_FLAVORS`); a
+        #: model that wraps another (a feature-aware model: ``modelport/features/mlflow_model.py``)
+        #: names the wrapped model's flavors in ``raw_flavors``.
+        wrapped = getattr(getattr(model, "_model_impl", None), "raw_flavors", None) or ()
+        self.batch_capable = bool(BATCH_FLAVORS.intersection([*self.flavors, *wrapped]))
         self._predict = model.predict
 
     @classmethod

@@ -165,6 +165,14 @@ class FeatureLookupModel:
         self._required = spec.required_columns
         self._unique = set(self._required) | {f.output_name for f in features}
 
+    @property
+    def raw_flavors(self) -> list[str]:
+        """The raw model's MLflow flavors: modelport's replica batches requests of a model whose
+        raw model treats rows independently (``entities/custom.py``), lookups included (one
+        round trip per table for the whole batch)."""
+        metadata = getattr(self.raw_model, "metadata", None)
+        return list(getattr(metadata, "flavors", None) or ())
+
     # ---- the online store -------------------------------------------------------------------------
     def _online(self) -> OnlineReader:
         if self._reader is None:

@@ -512,6 +512,8 @@ class OnlineReader:
             except sqlite3.OperationalError as exc:
                 if "no such table" not in str(exc):
                     raise
+            except TemporarilyUnavailable:  # the spec read earlier lacks a column: read it again
+                pass
         # The table was republished (or dropped) since its spec was read, or it was never read:
         # read the spec and the rows in one read transaction, so that both come from one snapshot.
         con.execute("BEGIN")

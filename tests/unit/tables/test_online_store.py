@@ -340,6 +340,18 @@ def test_a_republish_replaces_the_rows_for_a_reader_that_read_the_old_ones(
     assert tables == [("g2",), ("online_meta",), ("online_tables",)]
 
 
+
+def test_a_reader_told_a_feature_is_missing_sees_it_once_a_table_with_it_is_published(
+    store: OnlineStore, reader: OnlineReader
+) -> None:
+    store.publish(info(), CUSTOMERS, mode="snapshot")
+    assert reader.lookup("main.fs.customers", [(1,)], ["segment"]) == [{"segment": "a"}]
+    store.publish(info(), pa.table({"customer_id": [1], "spend": [11.0]}), mode="snapshot")
+    with pytest.raises(TemporarilyUnavailable, match="has no feature 'segment'"):
+        reader.lookup("main.fs.customers", [(1,)], ["segment"])
+    store.publish(info(), CUSTOMERS, mode="snapshot")  # compatible again: the endpoint heals
+    assert reader.lookup("main.fs.customers", [(1,)], ["segment"]) == [{"segment": "a"}]
+
 def test_drop_takes_the_table_out_and_ignores_unknown_ones(store: OnlineStore, reader: OnlineReader) -> None:
     store.publish(info(), CUSTOMERS, mode="snapshot")
     assert reader.lookup("main.fs.customers", [(1,)], ["spend"]) == [{"spend": 10.0}]
