@@ -219,7 +219,6 @@ def test_one_lookup_per_table_for_a_batch(trained: Trained) -> None:
     ]
 
 
-
 def test_the_replica_batches_a_feature_model_whose_raw_model_batches(trained: Trained) -> None:
     """modelport's replica joins concurrent requests of a batch-capable raw model (sklearn here)
     into one predict, and so into one lookup per table."""
@@ -227,6 +226,7 @@ def test_the_replica_batches_a_feature_model_whose_raw_model_batches(trained: Tr
 
     served = CustomModel.load(str(trained.model_path))
     assert served.flavors == ["python_function"] and served.batch_capable
+
 
 def test_a_fully_overridden_feature_is_not_looked_up(trained: Trained) -> None:
     reader = CountingReader(trained.store)

@@ -340,7 +340,6 @@ def test_a_republish_replaces_the_rows_for_a_reader_that_read_the_old_ones(
     assert tables == [("g2",), ("online_meta",), ("online_tables",)]
 
 
-
 def test_a_reader_told_a_feature_is_missing_sees_it_once_a_table_with_it_is_published(
     store: OnlineStore, reader: OnlineReader
 ) -> None:
@@ -351,6 +350,7 @@ def test_a_reader_told_a_feature_is_missing_sees_it_once_a_table_with_it_is_publ
         reader.lookup("main.fs.customers", [(1,)], ["segment"])
     store.publish(info(), CUSTOMERS, mode="snapshot")  # compatible again: the endpoint heals
     assert reader.lookup("main.fs.customers", [(1,)], ["segment"]) == [{"segment": "a"}]
+
 
 def test_drop_takes_the_table_out_and_ignores_unknown_ones(store: OnlineStore, reader: OnlineReader) -> None:
     store.publish(info(), CUSTOMERS, mode="snapshot")
