@@ -75,6 +75,7 @@ from harness import (
     publish,
     requirements,
     rotated,
+    run_arguments,
     serve_modelport,
     source,
     versions,
@@ -611,14 +612,7 @@ def uptime() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="What feature lookup adds to a query; publish time.")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s cells, 100,000 rows")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default %(default)s)")
-    parser.add_argument(
-        "--duration", type=float, default=5.0, help="measured seconds per cell (default %(default)s)"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=1.0, help="warm-up seconds per cell (default %(default)s)"
-    )
+    run_arguments(parser, "1 round, 2 s cells, 100,000 rows")
     parser.add_argument(
         "--rows", type=int, default=1_000_000, help="rows in the feature table (default %(default)s)"
     )
@@ -627,10 +621,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-variants", action="store_true", help="skip the --batching off and --batching on servers"
-    )
-    parser.add_argument("--driver", choices=["auto", "wrk", "python"], default="auto", help="load generator")
-    parser.add_argument(
-        "--out", type=Path, help="append a dated section with the tables to this markdown file"
     )
     args = parser.parse_args(argv)
     if args.quick:

@@ -25,6 +25,7 @@ import path.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -538,6 +539,25 @@ def install_wrk() -> None:
         )
     if not shutil.which("wrk"):
         print("note: wrk could not be installed; using the Python load generator", flush=True)
+
+
+def run_arguments(
+    parser: argparse.ArgumentParser, quick: str, drivers: Sequence[str] = ("auto", "wrk", "python")
+) -> None:
+    """The options every benchmark takes: ``--quick`` (``quick`` says what it does), ``--rounds``,
+    ``--duration``, ``--warmup``, ``--driver`` and ``--out``."""
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {quick}")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default %(default)s)")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="measured seconds per cell (default %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="warm-up seconds per cell (default %(default)s)"
+    )
+    parser.add_argument("--driver", choices=list(drivers), default="auto", help="load generator")
+    parser.add_argument(
+        "--out", type=Path, help="append a dated section with the tables to this markdown file"
+    )
 
 
 def header(title: str, items: Sequence[str], script: str, argv: Sequence[str] | None) -> str:

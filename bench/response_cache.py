@@ -77,6 +77,7 @@ from harness import (
     median_of,
     publish,
     rotated,
+    run_arguments,
     serve_modelport,
     source,
     start_openai_fake,
@@ -616,25 +617,12 @@ def redis_answers() -> bool:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="What modelport's response cache gets through and costs.")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s cells")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default %(default)s)")
-    parser.add_argument(
-        "--duration", type=float, default=5.0, help="measured seconds per cell (default %(default)s)"
-    )
-    parser.add_argument(
-        "--warmup", type=float, default=1.0, help="warm-up seconds per cell (default %(default)s)"
-    )
+    run_arguments(parser, "1 round, 2 s cells", drivers=("auto", "wrk"))  # wrk is needed
     parser.add_argument("--no-redis", action="store_true", help="skip the server with its cache in Redis")
     parser.add_argument(
         "--configs",
         default=",".join(dict.fromkeys(c.key for cs in PLAN.values() for c in cs)),
         help="comma-separated subset of the configurations (default: all, %(default)s)",
-    )
-    parser.add_argument(
-        "--driver", choices=["auto", "wrk"], default="auto", help="load generator (wrk is needed)"
-    )
-    parser.add_argument(
-        "--out", type=Path, help="append a dated section with the tables to this markdown file"
     )
     args = parser.parse_args(argv)
     if args.quick:

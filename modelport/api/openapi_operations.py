@@ -21,6 +21,7 @@ from modelport.spec.endpoint import (
     PutRateLimits,
     UpdatePtConfig,
 )
+from modelport.tables.online_store import PUBLISH_MODES
 
 __all__ = ["OPERATIONS"]
 
@@ -72,7 +73,7 @@ _FEATURE_TABLE_NAME = string(
 _ONLINE_STATE = obj(
     {
         "name": string(),
-        "mode": string(enum=["snapshot", "triggered", "continuous"]),
+        "mode": string(enum=list(PUBLISH_MODES)),
         "published_version": {"type": "integer"},
         "published_ms": {"type": "integer"},
         "rows": {"type": "integer"},
@@ -829,7 +830,7 @@ def _ops() -> list[Operation]:
             "(another mode stops that).",
             _TABLES,
             TABLE_MANAGE,
-            body=obj({"mode": string(enum=["snapshot", "triggered", "continuous"])}),
+            body=obj({"mode": string(enum=list(PUBLISH_MODES))}),
             body_required=False,
             response=_ONLINE_STATE,
         ),

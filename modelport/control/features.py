@@ -48,7 +48,7 @@ from modelport.spec.table_privileges import TablePrivilege
 from modelport.store import Database
 from modelport.tables.features import FeatureTableInfo, FeatureTables, arrow_type
 from modelport.tables.names import split_name
-from modelport.tables.online_store import OnlineReader, OnlineStore
+from modelport.tables.online_store import PUBLISH_MODES, OnlineReader, OnlineStore
 from modelport.tables.query import json_cell
 
 __all__ = [
@@ -61,8 +61,6 @@ __all__ = [
 
 log = logging.getLogger("modelport.features")
 
-#: Values of ``mode`` of a publish.
-PUBLISH_MODES = ("snapshot", "triggered", "continuous")
 #: Values of ``mode`` of a write.
 WRITE_MODES = ("merge", "overwrite")
 #: How often the follower looks for new versions of continuously published tables, in seconds.

@@ -33,6 +33,7 @@ from modelport.errors import (
 )
 from modelport.features.entities import FeatureLookup, FeatureTable, feature_table_name
 from modelport.features.training import TrainingSet, build_feature_spec, resolve_lookups
+from modelport.tables.online_store import PUBLISH_MODES
 
 __all__ = [
     "ARROW_STREAM",
@@ -44,7 +45,6 @@ __all__ = [
 
 #: Largest Arrow IPC body one write request carries.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
-_PUBLISH_MODES = ("snapshot", "triggered", "continuous")
 
 
 # --- Arrow -----------------------------------------------------------------------------------------
@@ -231,8 +231,8 @@ class FeatureEngineeringClient:
         follows new versions until the table is published again with another mode.
         """
         mode = mode.lower() if isinstance(mode, str) else mode
-        if mode not in _PUBLISH_MODES:
-            raise InvalidParameterValue(f"mode must be one of {list(_PUBLISH_MODES)}; got {mode!r}.")
+        if mode not in PUBLISH_MODES:
+            raise InvalidParameterValue(f"mode must be one of {list(PUBLISH_MODES)}; got {mode!r}.")
         return self._api.publish_feature_table(feature_table_name(name), mode)
 
     def lookup(

@@ -177,18 +177,10 @@ class ResponseCache:
         """Keep the groups of the current routes only. Called after every routing change, from
         the thread that made it: the store is changed on the event loop, where queries use it."""
         groups = {r.cache_group for r in routes if r.cache is not None}
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            self.store.retain(groups)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if self.loop is None or self.loop.is_closed():
             self.store.retain(groups)
         else:
-            loop.call_soon_threadsafe(self.store.retain, groups)
+            self.loop.call_soon_threadsafe(self.store.retain, groups)
 
     async def drop_endpoint(self, endpoint_id: str, keep: str | None) -> None:
         await self.store.drop_endpoint(endpoint_id, keep)
