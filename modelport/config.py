@@ -30,6 +30,8 @@ MLFLOW_SCHEMA = "mlflow"
 
 #: Name ending of the provider base URL settings.
 _BASE_URL = "_base_url"
+#: The URL schemes --online-store accepts (those modelport.tables.online_stores.SCHEMES opens).
+_ONLINE_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "redis", "rediss")
 
 
 def _opt(default: Any, help: str, *, flag: bool = True, secret: bool = False, env: str | None = None) -> Any:
@@ -173,9 +175,11 @@ class Settings:
     )
     online_store: str = _opt(
         "",
-        "The embedded online store of feature tables (a SQLite file written by the server, read by "
-        "the lookup route and every replica, which find it through this same variable). Empty: "
-        "<data-dir>/online/features.sqlite.",
+        "The online store features are published to and looked up in: a SQLite file (embedded: "
+        "replicas on other machines cannot read it), postgresql://user:pass@host/db or "
+        "redis://host:6379/0 (?schema= and ?prefix= say where in them). The server writes it; its "
+        "lookup route, feature-spec endpoints and every replica (local or Ray, told through this "
+        "same variable) read it. Empty: <data-dir>/online/features.sqlite.",
     )
     tables_flush_seconds: int = _opt(
         2,
@@ -337,6 +341,11 @@ class Settings:
                 "--workers above 1 needs --redis: rate limits counted in each process would let "
                 f"{self.workers} times the limit through."
             )
+        if "://" in self.online_store and self.online_store.split("://", 1)[0].lower() not in _ONLINE_SCHEMES:
+            raise ValueError(
+                "--online-store must be a file path, a postgresql:// URL or a redis:// URL, not "
+                f"a {self.online_store.split('://', 1)[0]}:// URL."
+            )
         if self.backend not in ("local", "ray"):
             raise ValueError(f"--backend must be local or ray, not {self.backend!r}.")
         if self.backend == "ray" and not self.ray_address:
@@ -423,11 +432,19 @@ class Settings:
         return self.tables_root or str(self.data_path / "tables")
 
     @property
-    def online_store_path(self) -> Path:
-        """The online store's SQLite file (``MODELPORT_ONLINE_STORE`` in every replica)."""
+    def online_store_location(self) -> str:
+        """The online store (``MODELPORT_ONLINE_STORE`` in every replica): a postgresql:// or
+        redis:// URL as given, or the embedded store's file as an absolute path."""
+        if "://" in self.online_store:
+            return self.online_store
         if self.online_store:
-            return Path(self.online_store).expanduser().resolve()
-        return self.data_path / "online" / "features.sqlite"
+            return str(Path(self.online_store).expanduser().resolve())
+        return str(self.data_path / "online" / "features.sqlite")
+
+    @property
+    def online_store_path(self) -> str:
+        """:attr:`online_store_location` (the name is older than the URL locations)."""
+        return self.online_store_location
 
     @property
     def spool_path(self) -> Path:
@@ -454,7 +471,11 @@ class Settings:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = "***" if f.metadata.get("secret") and value else value
+            if f.metadata.get("secret") and value:
+                value = "***"
+            elif isinstance(value, str) and "://" in value:
+                value = _without_password(value)
+            out[f.name] = value
         return out
 
     @classmethod
@@ -472,6 +493,19 @@ class Settings:
             if value is not None:
                 values[key] = value
         return cls(**values)
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password (a store's, Redis') replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @dataclass(frozen=True)

@@ -14,54 +14,55 @@ whole or not at all):
   transaction: a reader holding a statement on the old table gets "no such table", reloads the spec
   and asks again.
 
-How values are stored and given back (:meth:`OnlineReader.lookup`):
-
-    Arrow type                 stored as        returned as
-    integers, floats, string   INTEGER/REAL/TEXT   int, float, str (a NaN float comes back None)
-    bool                       INTEGER          bool
-    binary                     BLOB             bytes
-    decimal                    REAL             float
-    date                       INTEGER (µs UTC) ISO text "2024-05-01"
-    timestamp                  INTEGER (µs UTC) ISO text "2024-05-01T12:00:00+00:00"
-    list, struct, map          TEXT (JSON)      list / dict
-
-Without a timestamp key a table holds one row per key (the last one when the data repeats a key);
-with one it holds every row, and a lookup picks the latest row at or before the key's ``as_of``.
+Values are stored and given back as :mod:`modelport.tables.online_values` says (the same in every
+store); this store keeps bools as 0/1 and dates and timestamps as INTEGER microseconds.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import operator
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from modelport.errors import InvalidParameterValue, TemporarilyUnavailable
+from modelport.errors import TemporarilyUnavailable
 from modelport.tables.features import FeatureTableInfo
-from modelport.tables.names import split_name
+from modelport.tables.online_values import (
+    PUBLISH_MODES,
+    TableSpec,
+    bind_keys,
+    canonical,
+    check_lookup,
+    converters,
+    not_published,
+    publish_spec,
+    state_of,
+    stored,
+    wanted_columns,
+)
 
 __all__ = ["PUBLISH_MODES", "OnlineReader", "OnlineStore"]
 
-#: How a table is kept up to date: once (``snapshot``), on request (``triggered``), or by
-#: following new Delta versions (``continuous``, done by the server, not here).
-PUBLISH_MODES = ("snapshot", "triggered", "continuous")
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MIN_TS = -(2**63)
-_MAX_TS = 2**63 - 1
 _BATCH_ROWS = 65_536
 _BUSY_MS = 30_000
 _MMAP_BYTES = 1 << 30
 _WAL_LIMIT_BYTES = 64 << 20
+
+_SQL_TYPES = {
+    "bool": "INTEGER",
+    "int": "INTEGER",
+    "float": "REAL",
+    "str": "TEXT",
+    "bytes": "BLOB",
+    "date": "INTEGER",
+    "timestamp": "INTEGER",
+    "json": "TEXT",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_tables (
@@ -76,176 +77,6 @@ CREATE TABLE IF NOT EXISTS online_tables (
 CREATE TABLE IF NOT EXISTS online_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO online_meta VALUES ('next_generation', 1);
 """
-
-
-def _canonical(name: str) -> str:
-    if not isinstance(name, str):
-        raise InvalidParameterValue("Feature table name must be a string catalog.schema.table.")
-    return ".".join(split_name(name))
-
-
-def _not_published(name: str) -> TemporarilyUnavailable:
-    return TemporarilyUnavailable(f"Feature table {name!r} is not published to the online store.")
-
-
-# -- how columns are stored -------------------------------------------------------------------------
-
-
-def _kind(typ: pa.DataType) -> str:
-    if pa.types.is_boolean(typ):
-        return "bool"
-    if pa.types.is_integer(typ):
-        return "int"
-    if pa.types.is_floating(typ) or pa.types.is_decimal(typ):
-        return "float"
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ):
-        return "str"
-    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ) or pa.types.is_fixed_size_binary(typ):
-        return "bytes"
-    if pa.types.is_date(typ):
-        return "date"
-    if pa.types.is_timestamp(typ):
-        return "timestamp"
-    return "json"
-
-
-_SQL_TYPES = {
-    "bool": "INTEGER",
-    "int": "INTEGER",
-    "float": "REAL",
-    "str": "TEXT",
-    "bytes": "BLOB",
-    "date": "INTEGER",
-    "timestamp": "INTEGER",
-    "json": "TEXT",
-}
-
-
-def _stored(column: pa.ChunkedArray, kind: str) -> pa.ChunkedArray | list[Any]:
-    """``column`` as SQLite will hold it (an Arrow column, or a list for JSON values)."""
-    if kind == "timestamp":  # naive timestamps are taken as UTC; nanoseconds are truncated
-        utc = pa.timestamp("us", tz="UTC")
-        return pc.cast(column, options=pc.CastOptions(utc, allow_time_truncate=True)).cast(pa.int64())
-    if kind == "date":  # midnight UTC, so that a date timestamp key compares like a timestamp
-        days = column.cast(pa.date32()).cast(pa.int32()).cast(pa.int64())
-        return pc.multiply(days, pa.scalar(86_400_000_000, pa.int64()))
-    if kind == "float" and pa.types.is_decimal(column.type):
-        return column.cast(pa.float64())
-    if kind == "str" and not pa.types.is_string(column.type):
-        return column.cast(pa.string())
-    if kind == "bytes" and not pa.types.is_binary(column.type):
-        return column.cast(pa.binary())
-    if kind == "json":
-        return [None if v is None else orjson.dumps(v, default=str).decode() for v in column.to_pylist()]
-    return column
-
-
-def _iso_timestamp(us: int) -> str:
-    return (_EPOCH + dt.timedelta(microseconds=us)).isoformat()
-
-
-def _iso_date(us: int) -> str:
-    return (_EPOCH + dt.timedelta(microseconds=us)).date().isoformat()
-
-
-def _out_converter(kind: str) -> Callable[[Any], Any] | None:
-    """What turns a stored value back into the value returned; ``None`` when it is returned as is."""
-    if kind == "bool":
-        return bool
-    if kind == "timestamp":
-        return _iso_timestamp
-    if kind == "date":
-        return _iso_date
-    if kind == "json":
-        return orjson.loads
-    return None
-
-
-_AS_IS = {"int": int, "str": str, "float": float}
-
-
-def _key_value(value: Any, kind: str, column: str) -> Any:
-    """A lookup key value as it is stored (so that ``=`` in SQLite matches); 400 naming the column."""
-    if value is None or type(value) is _AS_IS.get(kind):
-        return value
-    try:
-        if kind == "int":
-            if isinstance(value, bool):
-                raise TypeError
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                return int(value)
-            if isinstance(value, str):
-                return int(value.strip())
-            return operator.index(value)  # int, numpy integers
-        if kind == "str":
-            if isinstance(value, str):
-                return str(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return str(value)
-            raise TypeError
-        if kind == "float":
-            if isinstance(value, bool):
-                raise TypeError
-            number = float(value)
-            if math.isnan(number):
-                return None
-            return number
-        if kind == "bool":
-            if isinstance(value, bool) or value in (0, 1):
-                return int(value)
-            raise TypeError
-        if kind == "date":
-            if isinstance(value, dt.datetime):
-                value = value.date()
-            elif isinstance(value, str):
-                value = dt.date.fromisoformat(value.strip())
-            if not isinstance(value, dt.date):
-                raise TypeError
-            return _timestamp_us(value)
-        if kind == "timestamp":
-            return _timestamp_us(value)
-        if kind == "bytes" and isinstance(value, bytes):
-            return value
-    except (TypeError, ValueError, OverflowError):
-        pass
-    raise InvalidParameterValue(f"Lookup key {column!r} cannot be {value!r} ({type(value).__name__}).")
-
-
-def _timestamp_us(value: Any) -> int:
-    """Microseconds since the epoch of a datetime (naive: UTC), ISO text, or epoch milliseconds."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    if isinstance(value, dt.date):
-        return _timestamp_us(dt.datetime(value.year, value.month, value.day))
-    if isinstance(value, bool):
-        raise TypeError
-    return operator.index(value) * 1000
-
-
-class _Spec:
-    """A published table as a reader needs it: its data table, columns and their kinds."""
-
-    __slots__ = ("columns", "data_table", "kinds", "name", "position", "primary_keys", "timestamp_key")
-
-    def __init__(self, name: str, data_table: str, spec: dict[str, Any]) -> None:
-        self.name = name
-        self.data_table = data_table
-        self.columns: list[str] = [c["name"] for c in spec["columns"]]
-        self.kinds: dict[str, str] = {c["name"]: c["kind"] for c in spec["columns"]}
-        self.position = {n: i for i, n in enumerate(self.columns)}
-        self.primary_keys: list[str] = list(spec["primary_keys"])
-        ts = list(spec["timestamp_keys"])
-        self.timestamp_key: str | None = ts[0] if ts else None
-
-    def col(self, name: str) -> str:
-        return f"c{self.position[name]}"
 
 
 # -- the writer -------------------------------------------------------------------------------------
@@ -299,22 +130,7 @@ class OnlineStore:
         ``data`` must hold every key column of ``info`` without nulls; all its columns are published.
         Returns :meth:`state`.
         """
-        if mode not in PUBLISH_MODES:
-            raise InvalidParameterValue(f"mode must be one of {', '.join(PUBLISH_MODES)}; got {mode!r}.")
-        name = _canonical(info.name)
-        keys = [*info.primary_keys, *info.timestamp_keys[:1]]
-        for key in keys:
-            if key not in data.column_names:
-                raise InvalidParameterValue(f"Data published for {name!r} lacks key column {key!r}.")
-            if data[key].null_count:
-                raise InvalidParameterValue(f"Key column {key!r} of {name!r} holds null values.")
-        if len(set(data.column_names)) != len(data.column_names):
-            raise InvalidParameterValue(f"Data published for {name!r} repeats a column.")
-        spec = {
-            "columns": [{"name": f.name, "kind": _kind(f.type), "type": str(f.type)} for f in data.schema],
-            "primary_keys": list(info.primary_keys),
-            "timestamp_keys": list(info.timestamp_keys[:1]),
-        }
+        name, keys, spec = publish_spec(info, data, mode)
         if data.num_rows > 1:  # inserting in key order keeps the B-tree appends cheap
             data = data.sort_by([(k, "ascending") for k in keys])
         kinds = [c["kind"] for c in spec["columns"]]
@@ -347,7 +163,7 @@ class OnlineStore:
         {"name", "mode", "published_version", "published_ms", "rows", "columns": [names],
          "primary_keys", "timestamp_keys", "status": "ONLINE"}
         """
-        name = _canonical(name)
+        name = canonical(name)
         with self._lock:
             row = self._con.execute(
                 "SELECT name, mode, published_version, published_ms, rows, spec FROM online_tables "
@@ -367,7 +183,7 @@ class OnlineStore:
 
     def drop(self, name: str) -> None:
         """Take ``name`` out of the online store (nothing happens when it is not there)."""
-        name = _canonical(name)
+        name = canonical(name)
         with self._lock, self._transaction():
             old = self._con.execute("SELECT data_table FROM online_tables WHERE name = ?", (name,)).fetchone()
             if old is not None:
@@ -392,25 +208,14 @@ def _rows(data: pa.Table, kinds: list[str]) -> Iterator[tuple[Any, ...]]:
     for batch in data.to_batches(max_chunksize=_BATCH_ROWS):
         columns = []
         for i, kind in enumerate(kinds):
-            stored = _stored(pa.chunked_array([batch.column(i)]), kind)
-            columns.append(stored if isinstance(stored, list) else stored.to_pylist())
+            values = stored(pa.chunked_array([batch.column(i)]), kind)
+            columns.append(values if isinstance(values, list) else values.to_pylist())
         yield from zip(*columns, strict=True)
 
 
 def _state(row: tuple[Any, ...]) -> dict[str, Any]:
     name, mode, version, published_ms, rows, spec_text = row
-    spec = orjson.loads(spec_text)
-    return {
-        "name": name,
-        "mode": mode,
-        "published_version": version,
-        "published_ms": published_ms,
-        "rows": rows,
-        "columns": [c["name"] for c in spec["columns"]],
-        "primary_keys": spec["primary_keys"],
-        "timestamp_keys": spec["timestamp_keys"],
-        "status": "ONLINE",
-    }
+    return state_of(name, mode, version, published_ms, rows, orjson.loads(spec_text))
 
 
 # -- the reader -------------------------------------------------------------------------------------
@@ -427,7 +232,7 @@ class OnlineReader:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._specs: dict[str, _Spec] = {}
+        self._specs: dict[str, TableSpec] = {}
         self._statements: dict[tuple[Any, ...], str] = {}
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
@@ -459,17 +264,17 @@ class OnlineReader:
             self._connections.append(con)
         return con
 
-    def _spec(self, con: sqlite3.Connection, name: str) -> _Spec:
+    def _spec(self, con: sqlite3.Connection, name: str) -> TableSpec:
         try:
             row = con.execute("SELECT data_table, spec FROM online_tables WHERE name = ?", (name,)).fetchone()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # a file no OnlineStore has set up yet
-                raise _not_published(name) from None
+                raise not_published(name) from None
             raise
         if row is None:
             self._specs.pop(name, None)
-            raise _not_published(name)
-        spec = _Spec(name, row[0], orjson.loads(row[1]))
+            raise not_published(name)
+        spec = TableSpec(name, row[0], orjson.loads(row[1]))
         self._specs[name] = spec
         return spec
 
@@ -495,16 +300,11 @@ class OnlineReader:
         when it has no column named in ``columns`` (the published table no longer fits the caller);
         :class:`~modelport.errors.InvalidParameterValue` for a key of the wrong length or type.
         """
-        name = _canonical(name)
-        if as_of_ms is not None and len(as_of_ms) != len(keys):
-            raise InvalidParameterValue(f"as_of_ms has {len(as_of_ms)} values for {len(keys)} keys.")
-        if lookback_ms is not None and (isinstance(lookback_ms, bool) or not isinstance(lookback_ms, int)):
-            raise InvalidParameterValue("lookback_ms must be an integer number of milliseconds.")
-        if lookback_ms is not None and lookback_ms < 0:
-            raise InvalidParameterValue("lookback_ms must not be negative.")
+        name = canonical(name)
+        check_lookup(keys, as_of_ms, lookback_ms)
         con = self._connection()
         if con is None:
-            raise _not_published(name)
+            raise not_published(name)
         spec = self._specs.get(name)
         if spec is not None and keys:
             try:  # the common case: the spec read earlier still holds, one statement
@@ -526,52 +326,15 @@ class OnlineReader:
     def _lookup(
         self,
         con: sqlite3.Connection,
-        spec: _Spec,
+        spec: TableSpec,
         keys: list[tuple[Any, ...]],
         columns: list[str] | None,
         as_of_ms: list[int | None] | None,
         lookback_ms: int | None,
     ) -> list[dict[str, Any] | None]:
-        if columns is None:
-            skip = {*spec.primary_keys, spec.timestamp_key}
-            wanted = [c for c in spec.columns if c not in skip]
-        else:
-            missing = [c for c in columns if c not in spec.position]
-            if missing:
-                raise TemporarilyUnavailable(
-                    f"Feature table {spec.name!r} published to the online store has no feature "
-                    f"{', '.join(map(repr, missing))}."
-                )
-            wanted = list(columns)
-        nkeys = len(spec.primary_keys)
-        key_kinds = [spec.kinds[k] for k in spec.primary_keys]
-        ts = spec.timestamp_key
-        bound: list[tuple[Any, ...]] = []
-        for i, key in enumerate(keys):
-            if not isinstance(key, tuple | list) or len(key) != nkeys:
-                raise InvalidParameterValue(
-                    f"Each key of {spec.name!r} must have {nkeys} value(s) "
-                    f"({', '.join(spec.primary_keys)}); got {key!r}."
-                )
-            if nkeys == 1:
-                values: tuple[Any, ...] = (_key_value(key[0], key_kinds[0], spec.primary_keys[0]),)
-            else:
-                values = tuple(
-                    _key_value(v, kind, col)
-                    for v, kind, col in zip(key, key_kinds, spec.primary_keys, strict=True)
-                )
-            if ts is not None:
-                at = as_of_ms[i] if as_of_ms is not None else None
-                if at is None:
-                    values += (_MIN_TS, _MAX_TS)
-                else:
-                    high = _as_of_us(at)
-                    low = _MIN_TS if lookback_ms is None else high - lookback_ms * 1000
-                    values += (low, high)
-            bound.append(values)
-        converters = [
-            (j, f) for j, c in enumerate(wanted) if (f := _out_converter(spec.kinds[c])) is not None
-        ]
+        wanted = wanted_columns(spec, columns)
+        bound = bind_keys(spec, keys, as_of_ms, lookback_ms)
+        changes = converters(spec, wanted)
         width = len(wanted)
         out: list[dict[str, Any] | None] = [None] * len(keys)
         per_key = 1 + len(bound[0])
@@ -579,11 +342,11 @@ class OnlineReader:
         for start in range(0, len(bound), step):
             chunk = bound[start : start + step]
             for row in self._query(con, spec, wanted, chunk, start):
-                if not converters:
+                if not changes:
                     out[row[0]] = dict(zip(wanted, row[1 : 1 + width], strict=True))
                     continue
                 values = list(row[1 : 1 + width])
-                for j, convert in converters:
+                for j, convert in changes:
                     if values[j] is not None:
                         values[j] = convert(values[j])
                 out[row[0]] = dict(zip(wanted, values, strict=True))
@@ -592,7 +355,7 @@ class OnlineReader:
     def _query(
         self,
         con: sqlite3.Connection,
-        spec: _Spec,
+        spec: TableSpec,
         wanted: list[str],
         chunk: list[tuple[Any, ...]],
         start: int,
@@ -613,7 +376,7 @@ class OnlineReader:
         params.extend([None] * ((size - len(chunk)) * (width + 1)))
         return con.execute(self._statement(spec, wanted, size), params).fetchall()
 
-    def _statement(self, spec: _Spec, wanted: list[str], size: int) -> str:
+    def _statement(self, spec: TableSpec, wanted: list[str], size: int) -> str:
         cache_key = (spec.data_table, tuple(wanted), size)
         sql = self._statements.get(cache_key)
         if sql is not None:
@@ -649,12 +412,3 @@ class OnlineReader:
             )
         self._statements[cache_key] = sql
         return sql
-
-
-def _as_of_us(value: Any) -> int:
-    try:
-        return _timestamp_us(value)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidParameterValue(
-            f"as_of_ms must hold epoch milliseconds (or datetimes); got {value!r}."
-        ) from None
