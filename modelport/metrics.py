@@ -133,6 +133,13 @@ class Metrics:
             ["endpoint", "result"],
             registry=r,
         )
+        self.feature_lookup_missing = Counter(
+            "modelport_feature_lookup_missing",
+            "Key rows of feature-spec endpoint queries that found no row in a feature table's online "
+            "copy (their features were answered null, or their default values).",
+            ["endpoint", "table"],
+            registry=r,
+        )
 
     def server_text(self) -> bytes:
         return generate_latest(self.registry)
@@ -158,6 +165,7 @@ class Metrics:
             self.endpoint_latency,
             self.endpoint_in_flight,
             self.response_cache,
+            self.feature_lookup_missing,
         ):
             for labels in list(metric._metrics):  # prometheus_client keeps children keyed by label tuple
                 names = metric._labelnames

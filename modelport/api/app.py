@@ -29,6 +29,9 @@ from modelport.api import mlflow_ui, openapi_document, system
 from modelport.api.auth_throttle import AuthThrottle
 from modelport.api.body_limits import BodyLimits
 from modelport.api.control import endpoints, permissions, scim, table_permissions, tokens
+from modelport.api.control import feature_functions as feature_function_routes
+from modelport.api.control import feature_specs as feature_spec_routes
+from modelport.api.control import feature_usage as feature_usage_routes
 from modelport.api.control import features as feature_routes
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
@@ -102,6 +105,9 @@ class ModelportApp:
                 *table_routes.routes,
                 *table_permissions.routes,
                 *feature_routes.routes,
+                *feature_usage_routes.routes,
+                *feature_spec_routes.routes,
+                *feature_function_routes.routes,
                 *registry_permission_routes.routes,
                 *scim.routes,
                 *openapi_document.routes,

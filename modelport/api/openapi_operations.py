@@ -96,6 +96,70 @@ _FEATURE_TABLE = obj(
         "online": {"oneOf": [_ONLINE_STATE, {"type": "null"}]},
     }
 )
+_ENTITY_FEATURES = obj(
+    {
+        "name": string(),
+        "entity_name": {"type": ["string", "null"]},
+        "entity_version": {"type": ["string", "null"]},
+        "features": array_of(
+            obj(
+                {
+                    "output_name": string(),
+                    "table_name": string(),
+                    "feature_name": string(),
+                    "lookup_key": array_of(string()),
+                    "timestamp_lookup_key": array_of(string()),
+                    "data_type": {"type": ["string", "null"]},
+                    "default_value": {"type": ["string", "null"]},
+                }
+            )
+        ),
+        "functions": array_of(
+            obj(
+                {
+                    "output_name": string(),
+                    "udf_name": string(),
+                    "input_bindings": {"type": "object", "additionalProperties": string()},
+                    "data_type": {"type": ["string", "null"]},
+                }
+            )
+        ),
+        "problems": array_of(
+            obj(
+                {
+                    "table_name": {"type": ["string", "null"]},
+                    "feature_name": string(),
+                    "message": string(),
+                },
+                ("table_name", "message"),
+            )
+        ),
+    }
+)
+FS = "/api/2.0/feature-engineering/feature-specs"
+_FEATURE_SPEC = obj(
+    {
+        "name": string(),
+        "owner": string(),
+        "created_ms": {"type": "integer"},
+        "tables": array_of(string()),
+        "functions": array_of(string()),
+        "inputs": array_of(string(description="A column each query row must carry.")),
+        "outputs": array_of(string(description="A column each answer row has, in this order.")),
+        "feature_spec": obj({}, description="The spec: Databricks' feature_spec.yaml document, as JSON."),
+    }
+)
+FF = "/api/2.0/feature-engineering/functions"
+_FUNCTION_TYPE = string(enum=["tinyint", "smallint", "int", "bigint", "float", "double", "string", "boolean"])
+_FUNCTION_BODY = {
+    "name": string(description="catalog.schema.function (lower-cased)."),
+    "parameters": array_of(obj({"name": string(), "type": _FUNCTION_TYPE}, ("name", "type"))),
+    "return_type": _FUNCTION_TYPE,
+    "entry_point": string(description="The function's name in source."),
+    "source": string(description="Python source of a module defining entry_point at its top level."),
+    "description": string(),
+}
+_FEATURE_FUNCTION = obj({**_FUNCTION_BODY, "owner": string(), "created_ms": {"type": "integer"}})
 _TABLE_PRIVILEGE = string(enum=["SELECT", "MODIFY", "MANAGE", "ALL_PRIVILEGES"])
 _TABLE_ACL_BODY = obj(
     {
@@ -850,6 +914,88 @@ def _ops() -> list[Operation]:
                 ("keys",),
             ),
             response=obj({"rows": array_of({"type": ["object", "null"]})}),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/feature-engineering/serving-endpoints/{name}/features",
+            "The features each served entity of an endpoint looks up (and its feature functions), with "
+            "what stops a lookup now: a table not published or gone, a feature missing from its copy.",
+            _TABLES,
+            VIEW,
+            response=obj({"served_entities": array_of(_ENTITY_FEATURES)}),
+        ),
+        # ---- feature specs -----------------------------------------------------------------
+        Operation(
+            "GET",
+            FS,
+            "The feature specs the caller may read (owned, or SELECT on every table they read).",
+            _TABLES,
+            ANY_USER,
+            response=obj({"feature_specs": array_of(_FEATURE_SPEC)}),
+        ),
+        Operation(
+            "POST",
+            FS,
+            "Create a feature spec for feature-serving endpoints; the creator owns it. The features "
+            "are checked against their tables; function definitions are the registered ones.",
+            _TABLES,
+            "SELECT on every table the spec reads",
+            body=obj(
+                {
+                    "name": _FEATURE_TABLE_NAME,
+                    "feature_spec": obj({}, description="Databricks' feature_spec.yaml document, as JSON."),
+                },
+                ("name", "feature_spec"),
+            ),
+            response=_FEATURE_SPEC,
+        ),
+        Operation(
+            "GET",
+            f"{FS}/{{full_name}}",
+            "A feature spec: its tables, functions, inputs, outputs and document.",
+            _TABLES,
+            "its owner, admins, SELECT on every table it reads",
+            response=_FEATURE_SPEC,
+        ),
+        Operation(
+            "DELETE",
+            f"{FS}/{{full_name}}",
+            "Delete a feature spec; 400 while an endpoint's current config serves it.",
+            _TABLES,
+            "its owner, admins",
+        ),
+        # ---- feature functions -------------------------------------------------------------
+        Operation(
+            "GET",
+            FF,
+            "The registered feature functions, with their definitions.",
+            _TABLES,
+            ANY_USER,
+            response=obj({"functions": array_of(_FEATURE_FUNCTION)}),
+        ),
+        Operation(
+            "POST",
+            FF,
+            "Register a feature function (Python source, checked but not run here).",
+            _TABLES,
+            ADMIN,
+            body=obj(_FUNCTION_BODY, ("name", "parameters", "return_type", "entry_point", "source")),
+            response=_FEATURE_FUNCTION,
+        ),
+        Operation(
+            "GET",
+            f"{FF}/{{full_name}}",
+            "A feature function's definition.",
+            _TABLES,
+            ANY_USER,
+            response=_FEATURE_FUNCTION,
+        ),
+        Operation(
+            "DELETE",
+            f"{FF}/{{full_name}}",
+            "Delete a feature function; models and feature specs that use it keep their copy.",
+            _TABLES,
+            ADMIN,
         ),
         # ---- table grants ------------------------------------------------------------------
         Operation(

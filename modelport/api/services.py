@@ -10,6 +10,9 @@ from starlette.requests import Request
 from modelport.config import Settings
 from modelport.control.cluster import Cluster
 from modelport.control.endpoints import EndpointService
+from modelport.control.feature_functions import FeatureFunctionService
+from modelport.control.feature_specs import FeatureSpecService
+from modelport.control.feature_usage import FeatureUsage
 from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
 from modelport.control.reconciler import Reconciler
@@ -44,6 +47,9 @@ class Services:
     tables: TableWriter
     cluster: Cluster
     features: FeatureService
+    feature_usage: FeatureUsage
+    feature_specs: FeatureSpecService
+    feature_functions: FeatureFunctionService
     started: bool = False
     # Set when several HTTP workers share the port: /metrics and endpoint metrics then merge
     # every worker's samples (metrics_exchange.py) instead of this process's alone.

@@ -13,6 +13,9 @@ from modelport.config import Settings, inherited_environment
 from modelport.control.cipher import load_cipher
 from modelport.control.cluster import Cluster, Role
 from modelport.control.endpoints import EndpointService
+from modelport.control.feature_functions import FeatureFunctionService
+from modelport.control.feature_specs import FeatureSpecService
+from modelport.control.feature_usage import FeatureUsage
 from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
 from modelport.control.permissions import AccessControl
@@ -24,6 +27,7 @@ from modelport.entities.registry_handle import RegistryHandle
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.cache_store import LocalCache, RedisCache
 from modelport.gateway.external import ExternalPlane
+from modelport.gateway.feature_serving import FeaturePlane
 from modelport.gateway.pipeline import DataPlane
 from modelport.gateway.ratelimit import LocalCounters, RateLimiter, RedisCounters
 from modelport.gateway.recording import Recorder
@@ -89,8 +93,8 @@ def build_services(
         ),
     )
     keys = _replica_keys(settings, db) if settings.backend == "ray" else None
-    # Replicas of models that look their features up read the online store's file.
-    base_env = {**inherited_environment(), "MODELPORT_ONLINE_STORE": str(settings.online_store_path)}
+    # Replicas of models that look their features up read the online store (Ray replicas too).
+    base_env = {**inherited_environment(), "MODELPORT_ONLINE_STORE": settings.online_store_location}
     backend_args = (registry, logs, options, base_env)
     backend_kwargs = {
         "resolve_secret": secret_service.resolve,
@@ -147,6 +151,8 @@ def build_services(
         limiter=limiter,
         recorder=Recorder(tables),
         cache=RedisCache(settings.redis) if settings.redis else LocalCache(settings.response_cache_bytes),
+        # Feature-spec endpoints read the online store the replicas read.
+        features=FeaturePlane(settings.online_store_location, metrics),
     )
     reconciler.on_change = dataplane.invalidate
     store = dataplane.cache.store
@@ -168,21 +174,26 @@ def build_services(
     cluster.changes.subscribe_blocking("tokens", auth.forget)
     cluster.changes.subscribe_blocking("secrets", secret_service.forget_all)
     access = AccessControl(db)
+    feature_functions = FeatureFunctionService(settings.tables_location)
+    feature_specs = FeatureSpecService(db, settings.tables_location, functions=feature_functions.definition)
+    endpoint_service = EndpointService(
+        db,
+        access,
+        reconciler,
+        logs,
+        registry,
+        on_change=dataplane.invalidate,
+        secrets=secret_service,
+        models=RegistryAccess(db) if settings.embedded_registry else None,
+        feature_specs=feature_specs,
+    )
+    features = FeatureService(db, settings.tables_location, settings.online_store_location)
     services = Services(
         settings=settings,
         db=db,
         auth=auth,
         identity=identity,
-        endpoints=EndpointService(
-            db,
-            access,
-            reconciler,
-            logs,
-            registry,
-            on_change=dataplane.invalidate,
-            secrets=secret_service,
-            models=RegistryAccess(db) if settings.embedded_registry else None,
-        ),
+        endpoints=endpoint_service,
         reconciler=reconciler,
         registry=registry,
         metrics=metrics,
@@ -192,7 +203,11 @@ def build_services(
         secrets=secret_service,
         tables=tables,
         cluster=cluster,
-        features=FeatureService(db, settings.tables_location, settings.online_store_path),
+        features=features,
+        feature_specs=feature_specs,
+        feature_functions=feature_functions,
+        # the online store's state of a table, whoever may read it: the endpoint page's problems
+        feature_usage=FeatureUsage(endpoint_service, registry, features.tables, features.online_state),
     )
     return services, new_token
 

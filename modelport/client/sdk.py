@@ -42,6 +42,8 @@ PollCallback = Callable[[dict[str, Any], float], None]
 _FAILED_STATES = {"UPDATE_FAILED", "UPDATE_CANCELED"}
 _SCIM = "/api/2.0/preview/scim/v2"
 _FEATURES = "/api/2.0/feature-engineering/tables"
+_FEATURE_SPECS = "/api/2.0/feature-engineering/feature-specs"
+_FEATURE_FUNCTIONS = "/api/2.0/feature-engineering/functions"
 #: Media type of the Arrow IPC streams the feature-table data routes send and accept.
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -242,6 +244,42 @@ class ModelportClient:
         params = {k: v for k, v in (("version", version), ("limit", limit)) if v is not None}
         path = f"{_FEATURES}/{_segment(name)}/data" + (f"?{urlencode(params)}" if params else "")
         return self._send("GET", path, accept=ARROW_STREAM).content
+
+    # ---- feature specs ---------------------------------------------------------------------
+    def create_feature_spec(self, name: str, feature_spec: dict[str, Any]) -> dict[str, Any]:
+        """Store a feature spec (its ``feature_spec.yaml`` document as JSON) for feature-serving
+        endpoints; needs SELECT on every table it reads. The stored spec."""
+        return dict(self._json("POST", _FEATURE_SPECS, {"name": name, "feature_spec": feature_spec}))
+
+    def get_feature_spec(self, name: str) -> dict[str, Any]:
+        """A feature spec: ``name``, ``owner``, ``tables``, ``inputs``, ``outputs``, ``feature_spec``."""
+        return dict(self._json("GET", f"{_FEATURE_SPECS}/{_segment(name)}"))
+
+    def list_feature_specs(self) -> list[dict[str, Any]]:
+        """The feature specs the caller may read."""
+        return list(self._json("GET", _FEATURE_SPECS).get("feature_specs", []))
+
+    def delete_feature_spec(self, name: str) -> dict[str, Any]:
+        """Delete a feature spec (its owner or an admin) that no endpoint serves."""
+        return dict(self._json("DELETE", f"{_FEATURE_SPECS}/{_segment(name)}"))
+
+    # ---- feature functions ------------------------------------------------------------------
+    def create_feature_function(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Register a feature function (admins): ``{"name", "parameters": [{"name", "type"}],
+        "return_type", "entry_point", "source", "description"}``; the stored function."""
+        return dict(self._json("POST", _FEATURE_FUNCTIONS, body))
+
+    def get_feature_function(self, name: str) -> dict[str, Any]:
+        """A feature function's definition, ``owner`` and ``created_ms``."""
+        return dict(self._json("GET", f"{_FEATURE_FUNCTIONS}/{_segment(name)}"))
+
+    def list_feature_functions(self) -> list[dict[str, Any]]:
+        """Every registered feature function."""
+        return list(self._json("GET", _FEATURE_FUNCTIONS).get("functions", []))
+
+    def delete_feature_function(self, name: str) -> dict[str, Any]:
+        """Delete a feature function (admins); models and specs using it keep their copy."""
+        return dict(self._json("DELETE", f"{_FEATURE_FUNCTIONS}/{_segment(name)}"))
 
     # ---- serving endpoints (control plane) ------------------------------------------------
     def list_endpoints(self) -> list[dict[str, Any]]:

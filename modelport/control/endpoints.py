@@ -13,6 +13,7 @@ from typing import Any
 
 from modelport.clock import now_ms
 from modelport.control.endpoint_state import with_entity_states
+from modelport.control.feature_specs import FeatureSpecService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
 from modelport.control.registry_acl import RegistryAccess
@@ -31,6 +32,7 @@ from modelport.errors import (
 )
 from modelport.runtime.logs import LogStore
 from modelport.spec.endpoint import (
+    FEATURE_SPEC_KEY,
     PROVIDER_CONFIG_KEY,
     AiGatewayConfig,
     CreateEndpoint,
@@ -105,11 +107,14 @@ class EndpointService:
         *,
         secrets: SecretService,
         models: RegistryAccess | None = None,
+        feature_specs: FeatureSpecService | None = None,
     ) -> None:
         """``models``: registry permissions to check (the embedded registry's); None serves
-        any registered model the registry holds."""
+        any registered model the registry holds. ``feature_specs``: where served feature specs
+        are read (None: no endpoint serves one)."""
         self._db = db
         self._models = models
+        self._feature_specs = feature_specs
         self._secrets = secrets
         self.access = access
         self._reconciler = reconciler
@@ -152,7 +157,7 @@ class EndpointService:
         """Every registered model and version (or alias) named must exist now, and the caller
         must be able to read each registered model (CAN_READ): see :meth:`_check_model`."""
         for entity in body["served_entities"]:
-            if "external_model" in entity:
+            if "external_model" in entity or FEATURE_SPEC_KEY in entity:
                 continue
             model = system_model(entity["entity_name"])
             if model is not None:
@@ -187,22 +192,55 @@ class EndpointService:
         if self._models.level(caller, MODEL, ref.name) is None:
             raise denied
 
-    def _validated_config(self, caller: Caller, config: EndpointCoreConfigInput, name: str) -> dict[str, Any]:
+    def _copy_feature_specs(self, caller: Caller, body: dict[str, Any], named: bool) -> None:
+        """Copy each served feature spec into its entity (the config keeps it as it is now); the
+        caller must hold SELECT on every table it reads. ``named``: the request said it serves
+        feature specs; without, an entity naming no spec the caller may read is a registered
+        model missing its version."""
+        for i, entity in enumerate(body["served_entities"]):
+            if FEATURE_SPEC_KEY not in entity:
+                continue
+            name = entity["entity_name"]
+            doc = None
+            if self._feature_specs is not None:
+                doc = self._feature_specs.for_endpoint(caller, name, named=named)
+            elif named:
+                raise InvalidParameterValue("This server does not serve feature specs.")
+            if doc is None:
+                raise InvalidParameterValue(
+                    f"Missing required field 'config.served_entities[{i}].entity_version': a version "
+                    'number such as "1" or an alias such as "@champion" (nor is there a feature spec '
+                    f"'{name}' that you may read)."
+                )
+            entity[FEATURE_SPEC_KEY] = doc
+
+    def _validated_config(
+        self,
+        caller: Caller,
+        config: EndpointCoreConfigInput,
+        name: str,
+        feature_serving: bool | None = None,
+    ) -> dict[str, Any]:
         if config.name is not None and config.name != name:
             raise InvalidParameterValue(
                 f"Invalid value for 'config.name': '{config.name}' differs from the endpoint name '{name}'."
             )
         refuse_unavailable("config.shadow", config.shadow)
         refuse_unavailable("config.rollout", config.rollout)
-        body = normalize_config(config, name)
+        body = normalize_config(config, name, feature_serving=feature_serving)
         _check_tasks(body)
+        self._copy_feature_specs(caller, body, named=bool(feature_serving))
         self._check_registry(caller, body)
         return body
 
     # ---- operations ---------------------------------------------------------------------
     def create(self, caller: Caller, req: CreateEndpoint) -> dict[str, Any]:
         name = validate_endpoint_name(req.name)
-        body = self._validated_config(caller, req.config, name) if req.config is not None else None
+        body = (
+            self._validated_config(caller, req.config, name, req.is_feature_serving)
+            if req.config is not None
+            else None
+        )
         gateway = normalize_ai_gateway(req.ai_gateway, name) if req.ai_gateway is not None else None
         legacy_limits = normalize_legacy_rate_limits(req.rate_limits) if req.rate_limits else None
         tags = normalize_tags(req.tags)

@@ -3,8 +3,9 @@ store, and who may do what with them.
 
 A feature table is a table of the tables root (``<root>/<catalog>/<schema>/<table>``) whose
 Delta properties name its primary keys (``modelport/tables/features.py``); its rows are
-published into the online store (``modelport/tables/online_store.py``, one SQLite file) for
-lookups by key. Privileges are the tables' (:mod:`modelport.control.table_acl`):
+published into the online store (``modelport/tables/online_stores.py``: the embedded SQLite
+file, PostgreSQL or Redis) for lookups by key. Privileges are the tables'
+(:mod:`modelport.control.table_acl`):
 
 - any authenticated principal may create a feature table; its creator gets MANAGE on it;
 - SELECT reads it (info, rows, lookups in the online store, SQL), MODIFY writes rows, MANAGE
@@ -48,7 +49,8 @@ from modelport.spec.table_privileges import TablePrivilege
 from modelport.store import Database
 from modelport.tables.features import FeatureTableInfo, FeatureTables, arrow_type
 from modelport.tables.names import split_name
-from modelport.tables.online_store import PUBLISH_MODES, OnlineReader, OnlineStore
+from modelport.tables.online_stores import open_reader, open_store
+from modelport.tables.online_values import PUBLISH_MODES
 from modelport.tables.query import json_cell
 
 __all__ = [
@@ -172,19 +174,19 @@ class FeatureService:
         self,
         db: Database,
         root: str,
-        online_path: Path,
+        online_location: str | Path,
         *,
         listings: TableListings | None = None,
     ) -> None:
-        """``root``: the tables root; ``online_path``: the online store's SQLite file (made,
-        with its folder, when missing)."""
+        """``root``: the tables root; ``online_location``: the online store
+        (:func:`~modelport.tables.online_stores.open_store`: a SQLite file, made with its folder
+        when missing, or a postgresql:// or redis:// URL)."""
         self._db = db
         self._access = TableAccess(db, root, listings)
         self.tables = FeatureTables(root)
-        self.online_path = online_path
-        online_path.parent.mkdir(parents=True, exist_ok=True)
-        self._store = OnlineStore(online_path)
-        self._reader = OnlineReader(online_path)
+        self.online_location = online_location
+        self._store = open_store(online_location)
+        self._reader = open_reader(online_location)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._follower: asyncio.Task[None] | None = None
@@ -197,6 +199,11 @@ class FeatureService:
             lock = self._locks.setdefault(name, threading.Lock())
         with lock:
             yield
+
+    def online_state(self, name: str) -> dict[str, Any] | None:
+        """The online store's state of table ``name`` (None: not published). No permission
+        check: for the server's own use (what an endpoint's features need)."""
+        return self._store.state(name)
 
     def _answer(self, info: FeatureTableInfo) -> dict[str, Any]:
         return {**info.to_json(), "online": self._store.state(info.name)}

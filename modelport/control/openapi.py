@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelport.entities.foundation.catalog import system_model
 from modelport.errors import ModelportError
+from modelport.spec.endpoint import runs_in_gateway
 from modelport.store.records import ConfigRecord, EndpointRecord
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def read_model_inputs(registry: ModelRegistry, entity: Mapping[str, Any]) -> Mod
 
 def _custom(entity: Mapping[str, Any]) -> bool:
     return (
-        "external_model" not in entity
+        not runs_in_gateway(entity)
         and "foundation_model" not in entity
         and system_model(str(entity.get("entity_name", ""))) is None
     )

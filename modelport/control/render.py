@@ -4,6 +4,9 @@ Credentials inside external-model blocks never leave the server: every ``*_plain
 value is replaced by a mask here, the one place that renders configs. A config written
 back with the mask keeps its stored credential (``spec.secrets.keep_masked``).
 
+A served feature spec shows as its ``entity_name`` (no version): the copy of the spec its config
+keeps (``feature_spec``) is left out, as it is the feature-specs API's to show.
+
 One field is modelport's own: ``modelport_system: true`` marks a system endpoint
 (``control/system_endpoints.py``), whose config, permissions and existence users cannot
 change; clients that follow Databricks' shapes drop it, the web UI hides those controls.
@@ -16,6 +19,7 @@ from typing import Any
 
 from modelport.control.endpoint_state import endpoint_state
 from modelport.control.system_endpoints import is_system
+from modelport.spec.endpoint import FEATURE_SPEC_KEY
 from modelport.spec.permissions import PermissionLevel
 from modelport.spec.secrets import MASK
 from modelport.store.records import ConfigRecord, EndpointRecord
@@ -41,7 +45,7 @@ def mask_credentials(value: Any) -> Any:
 
 
 def _entity(entity: dict[str, Any], cfg: ConfigRecord) -> dict[str, Any]:
-    out = _mask(copy.deepcopy(entity))
+    out = _mask(copy.deepcopy({k: v for k, v in entity.items() if k != FEATURE_SPEC_KEY}))
     out.setdefault("creator", cfg.creator)
     out.setdefault("creation_timestamp", cfg.created_ms)
     out.setdefault("state", {"deployment": "DEPLOYMENT_CREATING", "deployment_state_message": "Creating"})

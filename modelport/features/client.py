@@ -31,8 +31,12 @@ from modelport.errors import (
     InvalidParameterValue,
     ModelportError,
 )
-from modelport.features.entities import FeatureLookup, FeatureTable, feature_table_name
-from modelport.features.training import TrainingSet, build_feature_spec, resolve_lookups
+from modelport.features.entities import FeatureFunction, FeatureLookup, FeatureTable, feature_table_name
+from modelport.features.feature_specs import FeatureSpecInfo, serving_spec
+from modelport.features.functions import definition_of
+from modelport.features.training import TrainingSet, build_feature_spec, resolve_functions, resolve_lookups
+from modelport.tables.feature_functions import FunctionDef, function_name
+from modelport.tables.names import split_name
 from modelport.tables.online_store import PUBLISH_MODES
 
 __all__ = [
@@ -241,6 +245,30 @@ class FeatureEngineeringClient:
         """Rows of the online store by primary key (``None`` for a key without a row)."""
         return self._api.lookup_features(feature_table_name(name), keys, features)
 
+    # ---- functions ------------------------------------------------------------------------------
+    def create_function(self, name: str, func: Any, *, description: str | None = None) -> FunctionDef:
+        """Register the plain Python function ``func`` as feature function ``name``
+        (``catalog.schema.function``; admins only, as its code runs in modelport's processes).
+
+        Its source is read with :mod:`inspect`, the modules it uses are imported for it, and its
+        parameter and result types come from its annotations (``int``, ``float``, ``str``,
+        ``bool``): see :mod:`modelport.features.functions` for what is refused. ``description``
+        defaults to its docstring. Returns the stored definition."""
+        definition = definition_of(name, func, description)
+        return FunctionDef.from_dict(self._api.create_feature_function(definition.to_dict()))
+
+    def get_function(self, name: str) -> FunctionDef:
+        """The definition of feature function ``name``."""
+        return FunctionDef.from_dict(self._api.get_feature_function(function_name(name)))
+
+    def list_functions(self) -> list[FunctionDef]:
+        """Every registered feature function."""
+        return [FunctionDef.from_dict(f) for f in self._api.list_feature_functions()]
+
+    def delete_function(self, name: str) -> None:
+        """Delete feature function ``name`` (admins); models logged with it keep their copy."""
+        self._api.delete_feature_function(function_name(name))
+
     # ---- training sets and models -------------------------------------------------------------
     def create_training_set(
         self,
@@ -249,15 +277,19 @@ class FeatureEngineeringClient:
         label: str | list[str] | None,
         exclude_columns: list[str] | None = None,
     ) -> TrainingSet:
-        """A training set: ``df`` joined with the features of ``feature_lookups`` (point-in-time
-        where a lookup has a ``timestamp_lookup_key``). The tables are read by ``load_df()``, at
-        the versions they have now."""
-        for lookup in feature_lookups:
-            if not isinstance(lookup, FeatureLookup):
+        """A training set: ``df`` joined with the features of the ``FeatureLookup`` objects of
+        ``feature_lookups`` (point-in-time where a lookup has a ``timestamp_lookup_key``), then
+        completed with the outputs of its ``FeatureFunction`` objects, in their order. The tables
+        are read by ``load_df()``, at the versions they have now; the functions' definitions are
+        read now, and the spec (so the logged model) carries them."""
+        for item in feature_lookups:
+            if not isinstance(item, FeatureLookup | FeatureFunction):
                 raise InvalidParameterValue(
-                    f"feature_lookups must hold FeatureLookup objects; got {type(lookup).__name__} "
-                    "(feature functions are not supported yet)."
+                    "feature_lookups must hold FeatureLookup or FeatureFunction objects; got "
+                    f"{type(item).__name__}."
                 )
+        functions = [f for f in feature_lookups if isinstance(f, FeatureFunction)]
+        lookups = [lk for lk in feature_lookups if isinstance(lk, FeatureLookup)]
         frame = df.to_pandas() if isinstance(df, pa.Table) else df
         if not isinstance(frame, pd.DataFrame):
             raise InvalidParameterValue(f"df must be a pandas DataFrame; got {type(df).__name__}.")
@@ -269,13 +301,14 @@ class FeatureEngineeringClient:
             if name not in frame.columns:
                 raise InvalidParameterValue(f"Label column '{name}' is not a column of the DataFrame.")
         exclude = list(exclude_columns or [])
-        tables = {
-            t: self.get_table(t) for t in dict.fromkeys(lookup.table_name for lookup in feature_lookups)
-        }
-        resolved = resolve_lookups(feature_lookups, tables, [str(c) for c in frame.columns], labels)
+        tables = {t: self.get_table(t) for t in dict.fromkeys(lookup.table_name for lookup in lookups)}
+        names = [str(c) for c in frame.columns]
+        resolved = resolve_lookups(lookups, tables, names, labels)
+        definitions = {n: self.get_function(n) for n in dict.fromkeys(f.udf_name for f in functions)}
+        computed = resolve_functions(functions, definitions, names, resolved, labels)
         versions = {name: table.version for name, table in tables.items()}
         spec = build_feature_spec(
-            frame, resolved, labels, exclude, versions, client_version=_client_version()
+            frame, resolved, labels, exclude, versions, client_version=_client_version(), functions=computed
         )
         return TrainingSet(frame, resolved, labels, spec, self._read_for_training, versions)
 
@@ -321,6 +354,50 @@ class FeatureEngineeringClient:
             )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    # ---- feature specs --------------------------------------------------------------------------
+    def create_feature_spec(
+        self,
+        name: str,
+        features: Sequence[FeatureLookup | FeatureFunction],
+        exclude_columns: list[str] | None = None,
+    ) -> FeatureSpecInfo:
+        """Create feature spec ``name`` (``catalog.schema.spec``) for feature-serving endpoints:
+        an endpoint whose served entity is ``{"entity_name": name}`` answers key rows with the
+        features of the ``FeatureLookup`` objects of ``features``, looked up in the online store,
+        and the outputs of its ``FeatureFunction`` objects (see
+        :mod:`modelport.features.feature_specs`). ``exclude_columns`` leaves outputs out.
+
+        The features are typed by their tables as they are now, the functions' definitions are
+        the registered ones; the caller needs SELECT on each table and owns the spec."""
+        items = list(features)
+        lookups = [f for f in items if isinstance(f, FeatureLookup)]
+        functions = [f for f in items if isinstance(f, FeatureFunction)]
+        tables = {t: self.get_table(t) for t in dict.fromkeys(lookup.table_name for lookup in lookups)}
+        definitions = {n: self.get_function(n) for n in dict.fromkeys(f.udf_name for f in functions)}
+        spec = serving_spec(
+            items, tables, exclude_columns or [], client_version=_client_version(), definitions=definitions
+        )
+        body = self._api.create_feature_spec(_spec_name(name), spec.to_dict())
+        return FeatureSpecInfo.from_json(body)
+
+    def get_feature_spec(self, name: str) -> FeatureSpecInfo:
+        """The feature spec ``name``: its tables, inputs, outputs and the spec itself."""
+        return FeatureSpecInfo.from_json(self._api.get_feature_spec(_spec_name(name)))
+
+    def list_feature_specs(self) -> list[FeatureSpecInfo]:
+        """The feature specs the caller may read (owned, or SELECT on every table they read)."""
+        return [FeatureSpecInfo.from_json(s) for s in self._api.list_feature_specs()]
+
+    def delete_feature_spec(self, name: str) -> None:
+        """Delete a feature spec (its owner or an admin); refused while an endpoint serves it."""
+        self._api.delete_feature_spec(_spec_name(name))
+
+
+def _spec_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise InvalidParameterValue(f"name must be a string catalog.schema.name; got {name!r}.")
+    return ".".join(split_name(name))
 
 
 def _flavor(flavor: ModuleType | str) -> ModuleType:

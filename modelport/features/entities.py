@@ -1,10 +1,15 @@
-"""What a user builds and gets back: :class:`FeatureLookup` and :class:`FeatureTable`.
+"""What a user builds and gets back: :class:`FeatureLookup`, :class:`FeatureFunction` and
+:class:`FeatureTable`.
 
 ``FeatureLookup`` takes Databricks' arguments and applies its validation at construction
 (``databricks.ml_features.entities.feature_lookup``): one timestamp lookup key at most, a
 non-negative ``lookback_window`` only with a timestamp lookup key, ``default_values`` keyed by
 the *output* (renamed) name and only for listed features. Checks that need the feature table
 (keys, feature names, types) happen in :func:`modelport.features.training.resolve_lookups`.
+
+``FeatureFunction`` names a feature function registered with modelport
+(``FeatureEngineeringClient.create_function``) and binds its parameters to columns; checks that
+need the definition happen in :func:`modelport.features.training.resolve_functions`.
 
 Mistakes raise :class:`~modelport.errors.InvalidParameterValue` naming the argument, where
 Databricks raises ``ValueError``; an unknown keyword raises ``TypeError`` as there.
@@ -17,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelport.errors import InvalidParameterValue
+from modelport.tables.feature_functions import function_name
 from modelport.tables.names import split_name
 
-__all__ = ["DEFAULT_VALUE_TYPES", "FeatureLookup", "FeatureTable", "feature_table_name"]
+__all__ = ["DEFAULT_VALUE_TYPES", "FeatureFunction", "FeatureLookup", "FeatureTable", "feature_table_name"]
 
 #: Python types a default value may have (Databricks: INT, FLOAT, BOOLEAN, STRING, DOUBLE, LONG, SHORT).
 DEFAULT_VALUE_TYPES = (bool, int, float, str)
@@ -181,6 +187,62 @@ class FeatureLookup:
         return (
             f"FeatureLookup(table_name={self._table_name!r}, lookup_key={self._lookup_key!r}, "
             f"feature_names={self._feature_names!r}, timestamp_lookup_key={self._timestamp_lookup_key!r})"
+        )
+
+
+class FeatureFunction:
+    """A feature computed by a registered feature function (Databricks' ``FeatureFunction``).
+
+    ``udf_name`` is the function's ``catalog.schema.function`` (lower-cased). ``input_bindings``
+    maps a parameter of the function to the column it reads: a column of the training DataFrame
+    (at serving: of the request), a feature of a ``FeatureLookup``, or the output of a
+    ``FeatureFunction`` listed before this one; a parameter it leaves out reads the column of
+    its own name. ``output_name`` defaults to ``udf_name``, as in Databricks.
+    """
+
+    def __init__(
+        self,
+        udf_name: str | None = None,
+        input_bindings: dict[str, str] | None = None,
+        output_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise TypeError(f"FeatureFunction got unexpected keyword argument(s): {sorted(kwargs)}")
+        if udf_name is None:
+            raise InvalidParameterValue("FeatureFunction needs udf_name.")
+        self._udf_name = function_name(udf_name)
+        if input_bindings is not None and not isinstance(input_bindings, dict):
+            raise InvalidParameterValue(
+                "input_bindings must map parameter names to column names; "
+                f"got {type(input_bindings).__name__}."
+            )
+        self._input_bindings = dict(input_bindings or {})
+        for parameter, column in self._input_bindings.items():
+            if not isinstance(parameter, str) or not isinstance(column, str) or not column:
+                raise InvalidParameterValue(
+                    f"input_bindings must map parameter names to column names; got {parameter!r}: {column!r}."
+                )
+        if output_name is not None and (not isinstance(output_name, str) or not output_name):
+            raise InvalidParameterValue(f"output_name must be a non-empty string; got {output_name!r}.")
+        self._output_name = output_name or self._udf_name
+
+    @property
+    def udf_name(self) -> str:
+        return self._udf_name
+
+    @property
+    def input_bindings(self) -> dict[str, str]:
+        return dict(self._input_bindings)
+
+    @property
+    def output_name(self) -> str:
+        return self._output_name
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureFunction(udf_name={self._udf_name!r}, input_bindings={self._input_bindings!r}, "
+            f"output_name={self._output_name!r})"
         )
 
 

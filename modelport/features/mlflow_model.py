@@ -6,43 +6,27 @@ Layout (Databricks')::
     <model>/data/feature_store/feature_spec.yaml
     <model>/data/feature_store/raw_model/ the model as its own flavor saved it
 
-:func:`_load_pyfunc` is what MLflow calls; the :class:`FeatureLookupModel` it returns applies the
-runtime rules of Databricks' lookup client (``databricks/feature_store/mlflow_model.py``) before
-calling the raw model:
-
-1. every source column of the spec is required, an excluded one too; a missing one is an
-   :class:`~modelport.errors.InvalidParameterValue` naming it; so is a column given twice;
-2. a null in a lookup key column is an ``InvalidParameterValue`` naming the column;
-3. a feature column present in the request overrides the lookup: fully (no null in it: not looked
-   up at all) or per cell (its nulls are looked up);
-4. features are looked up in the online store (``MODELPORT_ONLINE_STORE``), one
-   :meth:`~modelport.tables.online_store.OnlineReader.lookup` per table per call, whatever the
-   number of rows; with a ``timestamp_lookup_key`` the request's value of that column is the
-   point in time (the latest row at or before it, within the table's lookback window);
-5. a key with no row gives nulls, which the spec's defaults then fill;
-6. the raw model receives the spec's included columns, in the spec's order.
-
-A table that is not published, or published without a feature the spec reads, is the online
-store's :class:`~modelport.errors.TemporarilyUnavailable` naming the table (and the feature), as
-is a published value whose type no longer fits the feature: never a wrong value.
+:func:`_load_pyfunc` is what MLflow calls; the :class:`FeatureLookupModel` it returns evaluates
+the spec with :class:`~modelport.tables.feature_lookup.FeatureEvaluator` (the rules of
+Databricks' lookup client: required and key columns, one lookup per table per call in the online
+store named by ``MODELPORT_ONLINE_STORE``, defaults, overrides, feature functions) and hands the
+raw model the spec's included columns, in the spec's order, with a training set's dtypes.
+The spec carries the definitions of its feature functions, so serving never asks the server.
 """
 
 from __future__ import annotations
 
-import datetime
-import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from modelport.config import env_value
-from modelport.errors import InvalidParameterValue, TemporarilyUnavailable
-from modelport.features.spec import FeatureColumn, FeatureSpec, arrow_type
-from modelport.features.training import fill_defaults, utc_times
-from modelport.tables.online_store import OnlineReader
+from modelport.errors import TemporarilyUnavailable
+from modelport.tables.feature_lookup import FeatureEvaluator
+from modelport.tables.feature_spec import FeatureSpec
+from modelport.tables.online_stores import LookupReader, open_reader
 
 __all__ = [
     "FEATURE_STORE_DIR",
@@ -106,8 +90,8 @@ def raw_model_requirements(data_path: str | Path) -> list[str] | None:
 
 def signature_for(spec: FeatureSpec, label_types: dict[str, str | None] | None = None) -> Any:
     """The model's MLflow signature, as Databricks derives it from the spec: source columns are
-    required inputs, features optional ones (so that a request may override them); outputs are
-    the labels. ``None`` when a source column's type has no MLflow equivalent."""
+    required inputs, features and function outputs optional ones (so that a request may override
+    them); outputs are the labels. ``None`` when a source column's type has no MLflow equivalent."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
 
@@ -117,10 +101,10 @@ def signature_for(spec: FeatureSpec, label_types: dict[str, str | None] | None =
         if kind is None:
             return None
         inputs.append(ColSpec(DataType[kind], source.name, required=True))
-    for feature in spec.feature_columns:
-        kind = _MLFLOW_TYPES.get(feature.data_type or "")
-        if kind is not None and feature.include:
-            inputs.append(ColSpec(DataType[kind], feature.output_name, required=False))
+    for column in [*spec.feature_columns, *spec.function_columns]:
+        kind = _MLFLOW_TYPES.get(column.data_type or "")
+        if kind is not None and column.include:
+            inputs.append(ColSpec(DataType[kind], column.output_name, required=False))
     outputs = None
     labels = label_types or {}
     if labels and all(_MLFLOW_TYPES.get(t or "") for t in labels.values()):
@@ -141,29 +125,20 @@ def _load_pyfunc(data_path: str) -> FeatureLookupModel:
 
 
 class FeatureLookupModel:
-    """The pyfunc model of a feature-aware model: looks features up, then calls the raw model.
+    """The pyfunc model of a feature-aware model: evaluates its feature spec, then calls the raw
+    model.
 
     ``reader`` is the online store to look features up in; without one, the store named by
-    ``MODELPORT_ONLINE_STORE`` is opened on the first ``predict`` (so that loading needs no
-    store). Safe to call from several threads.
+    ``MODELPORT_ONLINE_STORE`` is opened on the first ``predict``
+    (:func:`modelport.tables.online_stores.open_reader`, so that loading needs no store). The
+    rules are :class:`~modelport.tables.feature_lookup.FeatureEvaluator`'s. Safe to call from
+    several threads.
     """
 
-    def __init__(self, spec: FeatureSpec, raw_model: Any, reader: OnlineReader | None = None) -> None:
+    def __init__(self, spec: FeatureSpec, raw_model: Any, reader: LookupReader | None = None) -> None:
         self.spec = spec
         self.raw_model = raw_model
-        self._reader = reader
-        self._reader_lock = threading.Lock()
-        features = [f for f in spec.feature_columns if f.include]
-        self._features = features
-        self._by_table: dict[str, list[FeatureColumn]] = {}
-        for feature in features:
-            self._by_table.setdefault(feature.table_name, []).append(feature)
-        self._lookback_ms: dict[str, int | None] = {}
-        for table in spec.tables:
-            window = table.lookback_window
-            self._lookback_ms[table.table_name] = None if window is None else round(window * 1000)
-        self._required = spec.required_columns
-        self._unique = set(self._required) | {f.output_name for f in features}
+        self.evaluator = FeatureEvaluator(spec, reader if reader is not None else _open_online_store)
 
     @property
     def raw_flavors(self) -> list[str]:
@@ -172,20 +147,6 @@ class FeatureLookupModel:
         round trip per table for the whole batch)."""
         metadata = getattr(self.raw_model, "metadata", None)
         return list(getattr(metadata, "flavors", None) or ())
-
-    # ---- the online store -------------------------------------------------------------------------
-    def _online(self) -> OnlineReader:
-        if self._reader is None:
-            with self._reader_lock:
-                if self._reader is None:
-                    path = env_value(ONLINE_STORE_ENV)
-                    if not path:
-                        raise TemporarilyUnavailable(
-                            "This model looks its features up in modelport's online store, but "
-                            f"{ONLINE_STORE_ENV} is not set: serve it with modelport."
-                        )
-                    self._reader = OnlineReader(Path(path))
-        return self._reader
 
     # ---- predict ---------------------------------------------------------------------------------
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
@@ -198,105 +159,14 @@ class FeatureLookupModel:
     def augment(self, model_input: Any) -> pd.DataFrame:
         """What the raw model receives for ``model_input``: the spec's included columns in order."""
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        self._validate(df)
-        full = {
-            f.output_name
-            for f in self._features
-            if f.output_name in df.columns and df[f.output_name].notna().all()
-        }
-        looked_up: dict[str, pd.Series] = {}
-        for table, features in self._by_table.items():
-            wanted = [f for f in features if f.output_name not in full]
-            if wanted:
-                looked_up.update(self._lookup_table(table, wanted, df))
-        columns: dict[str, pd.Series] = {}
-        for column in self.spec.columns:
-            if not column.include:
-                continue
-            name = column.output_name
-            if isinstance(column, FeatureColumn) and name not in full:
-                value = looked_up[name]
-                columns[name] = df[name].combine_first(value) if name in df.columns else value
-            else:
-                columns[name] = df[name]
-        return pd.DataFrame(columns, index=df.index)
-
-    def _validate(self, df: pd.DataFrame) -> None:
-        duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()] if c in self._unique})
-        if duplicated:
-            raise InvalidParameterValue(
-                f"Input has duplicate columns: {duplicated}. These column names must be unique: "
-                f"{sorted(self._unique)}."
-            )
-        missing = [c for c in self._required if c not in df.columns]
-        if missing:
-            raise InvalidParameterValue(
-                f"Input is missing columns {missing}. The following columns are required: {self._required}."
-            )
-        null_keys = [k for k in self.spec.lookup_key_columns if df[k].isna().any()]
-        if null_keys:
-            raise InvalidParameterValue(
-                f"Failed to lookup feature values due to null values for lookup_key columns {null_keys}. "
-                f"The following columns cannot contain null values: {self.spec.lookup_key_columns}."
-            )
-
-    def _lookup_table(
-        self, table: str, features: list[FeatureColumn], df: pd.DataFrame
-    ) -> dict[str, pd.Series]:
-        """One lookup for every (lookup key, timestamp key) group of ``table``'s features."""
-        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[FeatureColumn]] = {}
-        for feature in features:
-            groups.setdefault((feature.lookup_key, feature.timestamp_lookup_key), []).append(feature)
-        keys: list[tuple[Any, ...]] = []
-        as_of: list[int | None] = []
-        for key_columns, ts_columns in groups:
-            keys.extend(zip(*(df[k].tolist() for k in key_columns), strict=True))
-            as_of.extend(_epoch_ms(df[ts_columns[0]]) if ts_columns else [None] * len(df))
-        names = list(dict.fromkeys(f.feature_name for f in features))
-        timed = any(ts for _, ts in groups)
-        rows = self._online().lookup(
-            table,
-            keys,
-            names,
-            as_of_ms=as_of if timed else None,
-            lookback_ms=self._lookback_ms.get(table) if timed else None,
-        )
-        out: dict[str, pd.Series] = {}
-        n = len(df)
-        for i, group in enumerate(groups.values()):
-            part = rows[i * n : (i + 1) * n]
-            for feature in group:
-                values = [None if row is None else row.get(feature.feature_name) for row in part]
-                column = _column(values, feature, table, df.index)
-                out[feature.output_name] = fill_defaults(column, feature.default, feature.data_type)
-        return out
+        return self.evaluator.frame(df)
 
 
-def _epoch_ms(values: pd.Series) -> list[int | None]:
-    try:
-        times = utc_times(values)
-    except (ValueError, TypeError):
-        raise InvalidParameterValue(f"Column '{values.name}' must hold timestamps.") from None
-    return [None if pd.isna(t) else t.value // 1_000_000 for t in times]
-
-
-def _column(values: list[Any], feature: FeatureColumn, table: str, index: pd.Index) -> pd.Series:
-    """A feature's looked-up values as the column a training set would hold (Arrow's pandas types)."""
-    kind = feature.data_type or ""
-    try:
-        if kind in ("timestamp", "timestamp_ntz"):
-            times = pd.to_datetime(pd.Series(values, index=index, dtype=object), utc=True).dt.as_unit("us")
-            return times if kind == "timestamp" else times.dt.tz_localize(None)
-        if kind == "date":
-            dates = [v if v is None else datetime.date.fromisoformat(v) for v in values]
-            return pd.Series(dates, index=index, dtype=object)
-        typ = arrow_type(kind)
-        array = pa.array(values, type=typ) if typ is not None else pa.array(values)
-        series = array.to_pandas()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, TypeError):
+def _open_online_store() -> LookupReader:
+    location = env_value(ONLINE_STORE_ENV)
+    if not location:
         raise TemporarilyUnavailable(
-            f"Feature '{feature.feature_name}' of table '{table}' in the online store no longer has the "
-            f"type the model was trained with ({feature.data_type})."
-        ) from None
-    series.index = index
-    return series
+            "This model looks its features up in modelport's online store, but "
+            f"{ONLINE_STORE_ENV} is not set: serve it with modelport."
+        )
+    return open_reader(location)

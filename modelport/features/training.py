@@ -11,9 +11,16 @@ fetches the tables and hands them in. The join rule, per :class:`FeatureLookup`:
   (``timedelta(0)``: an exact match only);
 * no such row: the features are null, then ``default_values`` fill them.
 
-Rows keep their order and index. ``load_df()`` returns the included source columns and the
-features in spec order, then the labels: dropping the labels gives exactly the frame the
-served model receives.
+Feature functions (:class:`~modelport.features.entities.FeatureFunction`) run after the
+joins, in the order they are listed, one call per row: each reads the columns its
+``input_bindings`` name (a column of the DataFrame, a looked-up feature, or the output of a
+function listed before it), with the code the served model runs
+(:func:`modelport.tables.feature_lookup.function_columns`), so that training and serving compute
+the same values with the same types.
+
+Rows keep their order and index. ``load_df()`` returns the included source columns, the
+features and the function outputs in spec order, then the labels: dropping the labels gives
+exactly the frame the served model receives.
 """
 
 from __future__ import annotations
@@ -27,10 +34,13 @@ import pandas as pd
 import pyarrow as pa
 
 from modelport.errors import InvalidParameterValue
-from modelport.features.entities import FeatureLookup, FeatureTable
-from modelport.features.spec import (
+from modelport.features.entities import FeatureFunction, FeatureLookup, FeatureTable
+from modelport.tables.feature_functions import FunctionDef
+from modelport.tables.feature_lookup import function_columns
+from modelport.tables.feature_spec import (
     FeatureColumn,
     FeatureSpec,
+    FunctionColumn,
     SourceColumn,
     TableInfo,
     arrow_type,
@@ -39,14 +49,20 @@ from modelport.features.spec import (
 )
 
 __all__ = [
+    "MAX_FUNCTIONS",
+    "ResolvedFunction",
     "ResolvedLookup",
     "TrainingSet",
     "build_feature_spec",
     "fill_defaults",
     "point_in_time_join",
+    "resolve_functions",
     "resolve_lookups",
     "utc_times",
 ]
+
+#: Most feature functions one training set or spec may use (Databricks' limit).
+MAX_FUNCTIONS = 100
 
 _ROW = "__modelport_row"
 _TS = "__modelport_ts"
@@ -93,8 +109,8 @@ def resolve_lookups(
     for lookup in lookups:
         if not isinstance(lookup, FeatureLookup):
             raise InvalidParameterValue(
-                f"feature_lookups must hold FeatureLookup objects; got {type(lookup).__name__} "
-                "(feature functions are not supported yet)."
+                f"feature_lookups must hold FeatureLookup or FeatureFunction objects; got "
+                f"{type(lookup).__name__}."
             )
         table = tables[lookup.table_name]
         name = table.name
@@ -169,6 +185,71 @@ def resolve_lookups(
                 defaults=defaults,
             )
         )
+    return resolved
+
+
+@dataclass(frozen=True)
+class ResolvedFunction:
+    """A :class:`FeatureFunction` checked against its definition and the columns it reads."""
+
+    definition: FunctionDef
+    output: str
+    #: ``(parameter, column)``, in the function's parameter order.
+    bindings: tuple[tuple[str, str], ...]
+
+
+def resolve_functions(
+    functions: Sequence[FeatureFunction],
+    definitions: dict[str, FunctionDef],
+    df_columns: Sequence[str],
+    lookups: Sequence[ResolvedLookup] = (),
+    label_names: Sequence[str] = (),
+) -> list[ResolvedFunction]:
+    """Check ``functions`` (in the order they run) against their definitions and the columns
+    they may read: the DataFrame's (labels apart), the lookups' outputs, and the outputs of the
+    functions before each. Raises :class:`InvalidParameterValue` naming the function and the
+    parameter or column at fault."""
+    if len(functions) > MAX_FUNCTIONS:
+        raise InvalidParameterValue(
+            f"A training set may use at most {MAX_FUNCTIONS} FeatureFunctions; got {len(functions)}."
+        )
+    outputs = [o for lookup in lookups for o in lookup.outputs]
+    readable = {c for c in df_columns if c not in label_names} | set(outputs)
+    taken = set(df_columns) | set(outputs)
+    resolved: list[ResolvedFunction] = []
+    for function in functions:
+        definition = definitions[function.udf_name]
+        parameters = definition.parameter_names
+        unknown = [p for p in function.input_bindings if p not in parameters]
+        if unknown:
+            raise InvalidParameterValue(
+                f"input_bindings of FeatureFunction '{function.udf_name}' names {unknown}, which are not "
+                f"parameters of the function ({parameters})."
+            )
+        bindings = []
+        for parameter in parameters:
+            column = function.input_bindings.get(parameter, parameter)
+            if column in label_names:
+                raise InvalidParameterValue(
+                    f"Parameter '{parameter}' of FeatureFunction '{function.udf_name}' is bound to the "
+                    f"label column '{column}'."
+                )
+            if column not in readable:
+                raise InvalidParameterValue(
+                    f"Parameter '{parameter}' of FeatureFunction '{function.udf_name}' is bound to "
+                    f"'{column}', which is neither a column of the DataFrame, a looked-up feature nor the "
+                    "output of an earlier FeatureFunction."
+                )
+            bindings.append((parameter, column))
+        output = function.output_name
+        if output in taken:
+            raise InvalidParameterValue(
+                f"The output '{output}' of FeatureFunction '{function.udf_name}' has the name of another "
+                "column of the training set; give it another with output_name."
+            )
+        taken.add(output)
+        readable.add(output)
+        resolved.append(ResolvedFunction(definition, output, tuple(bindings)))
     return resolved
 
 
@@ -296,12 +377,15 @@ def build_feature_spec(
     exclude_columns: Sequence[str],
     table_versions: dict[str, int] | None = None,
     client_version: str = "modelport",
+    functions: Sequence[ResolvedFunction] = (),
 ) -> FeatureSpec:
     """The spec of a training set, as Databricks builds it: every DataFrame column but the labels
     is a source column (``include: false`` when excluded, still required at serving), then the
-    features in lookup order (an excluded feature is left out)."""
+    features in lookup order, then the function outputs in order. An excluded feature or
+    function output is left out, unless a function reads it (it stays, ``include: false``)."""
     columns_in_df = [str(c) for c in df.columns]
-    outputs = {o for lookup in lookups for o in lookup.outputs}
+    outputs = {o for lookup in lookups for o in lookup.outputs} | {f.output for f in functions}
+    read = {column for f in functions for _, column in f.bindings}
     for name in exclude_columns:
         if name in label_names:
             raise InvalidParameterValue(f"exclude_columns names the label column '{name}'.")
@@ -310,14 +394,14 @@ def build_feature_spec(
                 f"exclude_columns names '{name}', which is neither a column of the DataFrame nor a feature."
             )
     types = _spark_types(df)
-    columns: list[SourceColumn | FeatureColumn] = [
+    columns: list[SourceColumn | FeatureColumn | FunctionColumn] = [
         SourceColumn(name, types[name], include=name not in exclude_columns)
         for name in columns_in_df
         if name not in label_names
     ]
     windows: dict[str, datetime.timedelta | None] = {}
     for lookup in lookups:
-        kept = [i for i, o in enumerate(lookup.outputs) if o not in exclude_columns]
+        kept = [i for i, o in enumerate(lookup.outputs) if o not in exclude_columns or o in read]
         if not kept:
             continue
         previous = windows.setdefault(lookup.table_name, lookup.lookback_window)
@@ -342,8 +426,23 @@ def build_feature_spec(
                     if default is None
                     else default_value_text(default, lookup.data_types[i]),
                     data_type=lookup.data_types[i],
+                    include=output not in exclude_columns,
                 )
             )
+    definitions: dict[str, FunctionDef] = {}
+    for function in functions:
+        if function.output in exclude_columns and function.output not in read:
+            continue
+        definitions.setdefault(function.definition.name, function.definition)
+        columns.append(
+            FunctionColumn(
+                output_name=function.output,
+                udf_name=function.definition.name,
+                input_bindings=function.bindings,
+                data_type=function.definition.return_type,
+                include=function.output not in exclude_columns,
+            )
+        )
     versions = table_versions or {}
     tables = tuple(
         TableInfo(
@@ -353,7 +452,12 @@ def build_feature_spec(
         )
         for name, window in windows.items()
     )
-    return FeatureSpec(tuple(columns), tables, feature_store_client_version=client_version)
+    return FeatureSpec(
+        tuple(columns),
+        tables,
+        tuple(definitions.values()),
+        feature_store_client_version=client_version,
+    )
 
 
 # --- the training set ----------------------------------------------------------------------------
@@ -402,6 +506,8 @@ class TrainingSet:
         """The training DataFrame: the spec's included columns in order, then the labels."""
         tables = {name: self._reader(name, self._versions.get(name)) for name in self._needed_tables()}
         joined = point_in_time_join(self._df, self._lookups, tables)
+        for name, column in function_columns(self._spec, joined).items():
+            joined[name] = column
         return joined[self._spec.output_columns + self._labels]
 
     def _needed_tables(self) -> list[str]:

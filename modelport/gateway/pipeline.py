@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 
 import orjson
@@ -32,6 +33,7 @@ from modelport.gateway.cache_store import CacheStore, LocalCache
 from modelport.gateway.caching import Lookup, ResponseCache
 from modelport.gateway.exchange import Answer, Exchange
 from modelport.gateway.external import ExternalPlane
+from modelport.gateway.feature_serving import FeaturePlane
 from modelport.gateway.guarding import guard_answer, guard_request, guard_stream
 from modelport.gateway.ratelimit import Admission, RateLimiter
 from modelport.gateway.recording import Recorder
@@ -65,21 +67,28 @@ class DataPlane:
         limiter: RateLimiter | None = None,
         recorder: Recorder | None = None,
         cache: CacheStore | None = None,
+        features: FeaturePlane | None = None,
     ) -> None:
+        """``features``: answers the feature-spec entities (None: they are refused)."""
         self._external = external
+        self._features = features
         self.cache = ResponseCache(cache or LocalCache(64 * 1024 * 1024), metrics, self._embed)
-        self.routes = RoutingTable(
-            db,
-            on_serving=external.retain if external is not None else None,
-            on_routes=self.cache.retain,
-        )
+        self.routes = RoutingTable(db, on_serving=self._retain, on_routes=self.cache.retain)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._served = ServedEntities(replicas, external, metrics, timeout)
+        self._served = ServedEntities(replicas, external, metrics, timeout, features)
         self._limiter = limiter or RateLimiter()
         self._recorder = recorder
         self._reloading: dict[str, asyncio.Task[None]] = {}  # endpoint id -> its route's reload
 
     # -- life cycle -------------------------------------------------------------------------------
+
+    def _retain(self, serving: Iterable[tuple[str, int]]) -> None:
+        """Let the planes that keep per-version state drop what no longer serves."""
+        versions = list(serving)
+        if self._external is not None:
+            self._external.retain(versions)
+        if self._features is not None:
+            self._features.retain(versions)
 
     async def start(self) -> None:
         """Load the routing table (before the first query). Other processes' changes are
@@ -107,6 +116,8 @@ class DataPlane:
         """Stop following changes; close the providers' HTTP pool and the rate limiter's connections."""
         if self._external is not None:
             await self._external.aclose()
+        if self._features is not None:
+            self._features.close()
         await self._limiter.aclose()
         await self.cache.store.aclose()
 

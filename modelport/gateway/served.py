@@ -1,4 +1,5 @@
-"""Calling one served entity: its replicas (custom and foundation models) or its provider.
+"""Calling one served entity: its replicas (custom and foundation models), its provider, or the
+online store (feature specs, answered in the gateway: ``gateway/feature_serving.py``).
 
 :class:`ServedEntities` sends an :class:`~modelport.gateway.exchange.Exchange`'s request, as the
 model is to receive it, to one served entity of the endpoint's serving config, and counts it in
@@ -17,10 +18,12 @@ from typing import Any, Protocol
 from modelport.errors import InvalidParameterValue, InvalidState, ModelportError, TemporarilyUnavailable
 from modelport.gateway.exchange import Answer, Exchange
 from modelport.gateway.external import ExternalPlane
+from modelport.gateway.feature_serving import FeaturePlane
 from modelport.gateway.routing import Route, ServedEntity
 from modelport.gateway.streams import Measured
 from modelport.metrics import Metrics
 from modelport.runtime.replica_set import ReplicaSet, SetClosed
+from modelport.spec.endpoint import FEATURE_SPEC_KEY
 from modelport.spec.llm import CHAT, COMPLETIONS, OPENAI_ROUTES
 
 __all__ = ["ReplicaSource", "ServedEntities"]
@@ -39,10 +42,16 @@ class _Count:
 
 class ServedEntities:
     def __init__(
-        self, replicas: ReplicaSource, external: ExternalPlane | None, metrics: Metrics, timeout: float
+        self,
+        replicas: ReplicaSource,
+        external: ExternalPlane | None,
+        metrics: Metrics,
+        timeout: float,
+        features: FeaturePlane | None = None,
     ) -> None:
         self.replicas = replicas
         self._external = external
+        self._features = features
         self._metrics = metrics
         self.timeout = timeout
 
@@ -61,6 +70,8 @@ class ServedEntities:
             if ex.task is not None and entity.external_task != ex.task:
                 raise _wrong_route(route.name, entity.external_task)
             return await self._external_answer(ex, route, entity)
+        if FEATURE_SPEC_KEY in entity.config:
+            return await self._feature_answer(ex, route, entity)
         if ex.task is not None and "foundation_model" not in entity.config:
             raise InvalidParameterValue(
                 f"Endpoint '{route.name}' serves a custom model, which answers at "
@@ -119,6 +130,17 @@ class ServedEntities:
         async with self._measured(route, entity) as count:
             chunks = await replica_set.open_stream(ex.sent, self.timeout)
             return Answer(b"", entity, self._stream_of(chunks, route, entity, count))
+
+    async def _feature_answer(self, ex: Exchange, route: Route, entity: ServedEntity) -> Answer:
+        if ex.task is not None:
+            raise InvalidParameterValue(
+                f"Endpoint '{route.name}' serves a feature spec, which answers at "
+                f"/serving-endpoints/{route.name}/invocations, not at {OPENAI_ROUTES[ex.task]}."
+            )
+        if self._features is None:
+            raise InvalidState(f"This server does not serve feature specs (served entity '{entity.name}').")
+        async with self._measured(route, entity.name):
+            return await self._features.answer(ex, route, entity)
 
     async def _external_answer(self, ex: Exchange, route: Route, entity: ServedEntity) -> Answer:
         if self._external is None:

@@ -36,10 +36,11 @@ from modelport.runtime.gpus import gpu_ids
 from modelport.runtime.launcher import ZygoteClient
 from modelport.runtime.logs import BuildLog, LogStore
 from modelport.runtime.model_check import ModelCheck
-from modelport.runtime.preflight import check_entity, check_external
+from modelport.runtime.preflight import check_entity, check_in_gateway
 from modelport.runtime.remote import AttachedReplica
 from modelport.runtime.replica import ReplicaHandle, ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.replica_set import ReplicaSet
+from modelport.spec.endpoint import runs_in_gateway
 from modelport.spec.secrets import SecretResolver, parse_reference
 from modelport.store.records import EndpointRecord
 from modelport.store.replicas import ReplicaRecord
@@ -384,10 +385,10 @@ class LocalBackend:
     async def _bring_up(
         self, endpoint: EndpointRecord, version: int, entity: dict[str, Any], log_: BuildLog, *, start: bool
     ) -> dict[str, Any]:
-        # External and system models never wait for the registry (it may still be loading):
-        # only a registered model needs it, and it is awaited off the event loop.
-        if "external_model" in entity:
-            return check_external(entity, log_)
+        # External models, feature specs and system models never wait for the registry (it may
+        # still be loading): only a registered model needs it, and it is awaited off the event loop.
+        if runs_in_gateway(entity):
+            return check_in_gateway(entity, log_)
         if self._zygote is not None:
             self._zygote.start()  # warms up while the model is resolved and fetched
         try:
@@ -498,7 +499,7 @@ class LocalBackend:
     ) -> None:
         """Rebuild the replica sets of a serving config after a restart (scale-to-zero ones stay at zero)."""
         for entity in entities:
-            if "external_model" in entity:
+            if runs_in_gateway(entity):
                 continue
             try:
                 await self._bring_up(

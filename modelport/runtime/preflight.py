@@ -1,8 +1,9 @@
 """Checks run on every served entity before anything starts.
 
 Resolves each registered model version (aliases included), reads its MLmodel file and
-checks that MLflow's pyfunc loader can serve it; external models are accepted as
-validated. Everything it does goes to the entity's build log.
+checks that MLflow's pyfunc loader can serve it; entities the gateway answers itself
+(external models, feature specs) are accepted as validated. Everything it does goes to the
+entity's build log.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from modelport.errors import ModelportError
 from modelport.runtime.base import DeploymentFailed
 from modelport.runtime.logs import BuildLog
+from modelport.spec.endpoint import FEATURE_SPEC_KEY, runs_in_gateway
 
 if TYPE_CHECKING:
     from modelport.entities.registry import ModelRegistry
 
-__all__ = ["check_entity", "check_external"]
+__all__ = ["check_entity", "check_external", "check_in_gateway"]
 
 PYFUNC = "python_function"
 
@@ -31,11 +33,27 @@ def check_external(entity: dict[str, Any], log: BuildLog) -> dict[str, Any]:
     return entity
 
 
+def check_in_gateway(entity: dict[str, Any], log: BuildLog) -> dict[str, Any]:
+    """An entity the gateway answers (:func:`~modelport.spec.endpoint.runs_in_gateway`): no
+    replicas, nothing to resolve; its config was checked when it was stored."""
+    if "external_model" in entity:
+        return check_external(entity, log)
+    spec = entity[FEATURE_SPEC_KEY]
+    columns = [next(iter(c)) for c in spec.get("input_columns", [])]
+    tables = [next(iter(t)) for t in spec.get("input_tables", [])]
+    read = ", ".join(tables) or "no table"
+    log.write(
+        f"Feature spec '{entity['entity_name']}' ({len(columns)} columns from {read}): answered by "
+        "the gateway from the online store, no replicas."
+    )
+    return entity
+
+
 def check_entity(registry: ModelRegistry, entity: dict[str, Any], log: BuildLog) -> dict[str, Any]:
     """Resolve and check one entity (blocking); return it as it will be deployed."""
     name = entity["name"]
-    if entity.get("external_model") is not None:
-        return check_external(entity, log)
+    if runs_in_gateway(entity):
+        return check_in_gateway(entity, log)
     wanted = f"{entity['entity_name']} version {entity['entity_version']}"
     log.write(f"Resolving {wanted} in the model registry.")
     try:

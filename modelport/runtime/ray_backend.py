@@ -43,6 +43,7 @@ from modelport.runtime.environments import env_manager_of
 from modelport.runtime.local import LocalBackend
 from modelport.runtime.replica import ReplicaDied, ReplicaHandle, ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.transport import SECRET_ENV, ReplicaKeys, open_replica
+from modelport.spec.endpoint import runs_in_gateway
 from modelport.store.records import EndpointRecord
 from modelport.store.replicas import ReplicaRecord
 
@@ -360,7 +361,7 @@ class RayBackend(LocalBackend):
         logs: dict[str, Any],
     ) -> list[dict[str, Any]]:
         for entity in entities:
-            if "external_model" in entity:
+            if runs_in_gateway(entity):
                 continue
             try:
                 await self._check_resources(entity)
@@ -392,6 +393,10 @@ class RayBackend(LocalBackend):
             MODELPORT_ENDPOINT=endpoint.name,
             MODELPORT_SERVED_ENTITY=entity["name"],
         )
+        # The online store feature-aware models look their features up in: a postgresql:// or
+        # redis:// URL reaches it from any node; an embedded file path only from this machine.
+        if "MODELPORT_ONLINE_STORE" in self._base_env:
+            env["MODELPORT_ONLINE_STORE"] = self._base_env["MODELPORT_ONLINE_STORE"]
         resources = resources_of(entity, self.ray.cpus_per_replica)
         placement: dict[str, Any] = {"num_cpus": resources["num_cpus"]}
         if resources["num_gpus"]:

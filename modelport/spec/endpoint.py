@@ -6,6 +6,7 @@ service does. Cross-field rules live in ``spec/validation.py``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -89,6 +90,17 @@ PROVIDER_CREDENTIAL_PAIRS: dict[str, tuple[str, ...]] = {
 
 TASKS = ("llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings")
 BEDROCK_PROVIDERS = ("anthropic", "cohere", "ai21labs", "amazon")
+
+#: Key of a stored served entity that serves a feature spec: the spec itself (its
+#: ``feature_spec.yaml`` document), copied in when the config is written, so that each config
+#: version keeps the spec it was made with.
+FEATURE_SPEC_KEY = "feature_spec"
+
+
+def runs_in_gateway(entity: Mapping[str, Any]) -> bool:
+    """Whether a stored served entity is answered by the gateway itself, with no replicas: an
+    external model (its provider answers) or a feature spec (the online store answers)."""
+    return "external_model" in entity or FEATURE_SPEC_KEY in entity
 
 
 class ExternalModel(Wire):
@@ -247,6 +259,10 @@ class CreateEndpoint(Wire):
     route_optimized: bool | None = None
     tags: list[EndpointTag] | None = None
     telemetry_config: dict[str, Any] | None = None
+    #: Databricks' feature-serving client sends it: the served entities without
+    #: ``entity_version`` name feature specs (without it, a versionless three-part name is taken
+    #: for a feature spec when one of that name exists).
+    is_feature_serving: bool | None = None
 
 
 class PatchTags(Wire):

@@ -16,6 +16,7 @@ from modelport.spec.endpoint import (
     BEDROCK_PROVIDERS,
     ENV_MANAGER_VAR,
     ENV_MANAGERS,
+    FEATURE_SPEC_KEY,
     PROVIDER_CONFIG_KEY,
     PROVIDER_CREDENTIAL_PAIRS,
     PROVIDER_REQUIRED_FIELDS,
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "WORKLOAD_SIZES",
     "default_entity_name",
+    "names_feature_spec",
     "normalize_ai_gateway",
     "normalize_config",
     "normalize_legacy_rate_limits",
@@ -49,6 +51,7 @@ _IDENT_RE = re.compile(r"^[A-Za-z0-9_]+\Z")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _VERSION_RE = re.compile(r"^[0-9]+\Z")
 _ALIAS_RE = re.compile(r"^@[A-Za-z0-9_-]+\Z")
+_THREE_PART_RE = re.compile(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+\Z")
 
 #: Concurrency band of each named workload size (Databricks' definition).
 WORKLOAD_SIZES: dict[str, tuple[int, int]] = {"Small": (0, 4), "Medium": (8, 16), "Large": (16, 64)}
@@ -249,10 +252,70 @@ def _normalize_registered(entity: ServedEntityInput, path: str) -> dict[str, Any
     return out
 
 
-def _normalize_entity(entity: ServedEntityInput, path: str) -> dict[str, Any]:
+def names_feature_spec(entity: ServedEntityInput, feature_serving: bool | None) -> bool:
+    """Whether a served entity names a feature spec: with ``is_feature_serving: true``, every
+    entity without ``entity_version``; without the flag, one whose ``entity_name`` is a
+    three-part name (the control plane then takes it for a registered model missing its
+    version when no feature spec has that name); with ``false``, none."""
+    if entity.external_model is not None or entity.entity_version not in (None, ""):
+        return False
+    if feature_serving is None:
+        return bool(entity.entity_name and _THREE_PART_RE.match(entity.entity_name))
+    return feature_serving
+
+
+def _normalize_feature_spec(entity: ServedEntityInput, path: str) -> dict[str, Any]:
+    """A served feature spec: ``entity_name`` (``catalog.schema.spec``, lower-cased) and the
+    sizing fields Databricks' feature-serving client sends, which change nothing here (the
+    gateway answers from the online store). ``feature_spec`` is left empty: the control plane
+    copies the spec in."""
+    name = entity.entity_name
+    if not name:
+        raise InvalidParameterValue(
+            f"Missing required field '{path}.entity_name': the feature spec's catalog.schema.name."
+        )
+    if not _THREE_PART_RE.match(name):
+        raise _bad(
+            f"{path}.entity_name",
+            f"'{name}' is not a feature spec's name: catalog.schema.name, letters, digits and "
+            "underscores in each part.",
+        )
+    for field_name in (
+        "workload_type",
+        "min_provisioned_throughput",
+        "max_provisioned_throughput",
+        "provisioned_model_units",
+        "burst_scaling_enabled",
+        "environment_vars",
+    ):
+        value = getattr(entity, field_name)
+        if value is not None and not (field_name == "workload_type" and value == WorkloadType.CPU):
+            raise _bad(
+                path,
+                f"'{field_name}' does not apply to a feature spec, which the gateway answers from "
+                "the online store without replicas.",
+            )
+    out: dict[str, Any] = {"entity_name": name.lower()}
+    _normalize_scaling(entity, path, out)
+    out["scale_to_zero_enabled"] = bool(entity.scale_to_zero_enabled)
+    out[FEATURE_SPEC_KEY] = {}
+    return out
+
+
+def _normalize_entity(
+    entity: ServedEntityInput, path: str, feature_serving: bool | None = None
+) -> dict[str, Any]:
     if entity.external_model is not None:
         out: dict[str, Any] = {"external_model": _normalize_external(entity, path)}
+    elif names_feature_spec(entity, feature_serving):
+        out = _normalize_feature_spec(entity, path)
     else:
+        if feature_serving:
+            raise _bad(
+                path,
+                "a feature-serving endpoint (is_feature_serving: true) serves feature specs: name "
+                "one in 'entity_name' without 'entity_version' or 'external_model'.",
+            )
         out = _normalize_registered(entity, path)
     name = entity.name or default_entity_name(entity)
     if len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
@@ -298,6 +361,20 @@ def _check_external_mix(entities: list[dict[str, Any]], key: str) -> None:
             f"config.{key}",
             f"the external models of one endpoint must all serve the same task ({listed}).",
         )
+
+
+def _check_feature_spec_mix(entities: list[dict[str, Any]], key: str) -> None:
+    """A feature spec is served by an endpoint of its own (with other feature specs at most)."""
+    specs = [e for e in entities if FEATURE_SPEC_KEY in e]
+    if not specs or len(specs) == len(entities):
+        return
+    names = ", ".join(f"'{e['name']}'" for e in specs)
+    raise _bad(
+        f"config.{key}",
+        f"{names} name feature specs (no entity_version), which cannot share an endpoint with "
+        "models; give entity_version if one is a registered model, or serve the models from "
+        "another endpoint.",
+    )
 
 
 def _normalize_traffic(cfg: EndpointCoreConfigInput, names: list[str]) -> dict[str, Any]:
@@ -360,8 +437,14 @@ def _normalize_table(block: Any, path: str, default_prefix: str) -> dict[str, An
     return data
 
 
-def normalize_config(cfg: EndpointCoreConfigInput, endpoint_name: str) -> dict[str, Any]:
-    """Validate an endpoint config and return its canonical stored form."""
+def normalize_config(
+    cfg: EndpointCoreConfigInput, endpoint_name: str, *, feature_serving: bool | None = None
+) -> dict[str, Any]:
+    """Validate an endpoint config and return its canonical stored form.
+
+    ``feature_serving``: the create request's ``is_feature_serving`` (see
+    :func:`names_feature_spec`). A feature spec's entity comes back with an empty
+    ``feature_spec``, for the control plane to fill."""
     if cfg.served_entities and cfg.served_models:
         raise _bad("config", "give 'served_entities' or the legacy 'served_models', not both.")
     legacy = bool(cfg.served_models)
@@ -371,7 +454,8 @@ def normalize_config(cfg: EndpointCoreConfigInput, endpoint_name: str) -> dict[s
         raise InvalidParameterValue(
             "Missing required field 'config.served_entities': list at least one served entity."
         )
-    entities = [_normalize_entity(e, f"config.{key}[{i}]") for i, e in enumerate(inputs)]
+    spec_flag = False if legacy else feature_serving
+    entities = [_normalize_entity(e, f"config.{key}[{i}]", spec_flag) for i, e in enumerate(inputs)]
     names = [e["name"] for e in entities]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -381,6 +465,7 @@ def normalize_config(cfg: EndpointCoreConfigInput, endpoint_name: str) -> dict[s
             "once. Give each entity its own 'name'.",
         )
     _check_external_mix(entities, key)
+    _check_feature_spec_mix(entities, key)
     out: dict[str, Any] = {"served_entities": entities, "traffic_config": _normalize_traffic(cfg, names)}
     capture = _normalize_table(cfg.auto_capture_config, "config.auto_capture_config", endpoint_name)
     if capture is not None:

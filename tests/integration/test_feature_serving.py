@@ -7,6 +7,10 @@ Then the lookup client's runtime rules over HTTP (a missing key column and a nul
 naming the column, a key with no row gets the lookup's default values, a feature in the request
 overrides the lookup), a continuous publish seen by the next query within 5 s, and a dropped
 table answered with an error naming it (never wrong values).
+
+A second model on the same table adds a feature function (``amount_ratio``, registered from
+this file's :func:`amount_ratio`): trained on its outputs computed offline, served with only the
+key and the amount, the replica computes it from the looked-up average.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelport.features import FeatureEngineeringClient, FeatureLookup
+from modelport.features import FeatureEngineeringClient, FeatureFunction, FeatureLookup
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
 from tests.support.endpoints import kept_endpoint
 from tests.support.names import unique
+from tests.support.principals import create_user, obo_token
 
 API = "/api/2.0/serving-endpoints"
 FEATURES = ["avg_amount_30d", "txn_count_7d", "account_age_days"]
@@ -125,6 +130,58 @@ def offline(
     return fraud["model"].predict(joined[fraud["inputs"]]).tolist()
 
 
+def amount_ratio(amount: float, average: float) -> float:
+    """How many times the user's 30-day average the amount is."""
+    return round(amount / average, 6)
+
+
+@pytest.fixture(scope="module")
+def ratio_model(server: ServerProcess, fraud: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A model trained on the table's features and ``amount_ratio`` (a feature function reading
+    the request's amount and the looked-up average), served by its own endpoint."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    fe, table = fraud["fe"], fraud["table"]
+    function = f"{table.rsplit('.', 1)[0]}.amount_ratio"
+    fe.create_function(function, amount_ratio)
+    rng = np.random.default_rng(11)
+    labels = pd.DataFrame(
+        {"user_id": rng.integers(1, 201, 400), "amount": rng.uniform(1, 2000, 400).round(2)}
+    )
+    joined = labels.merge(fraud["features"], on="user_id")
+    labels["is_fraud"] = (joined["amount"] > 3 * joined["avg_amount_30d"]).astype(int)
+    training_set = fe.create_training_set(
+        labels,
+        [
+            FeatureLookup(table_name=table, lookup_key="user_id", default_values=DEFAULTS),
+            FeatureFunction(
+                udf_name=function, input_bindings={"average": "avg_amount_30d"}, output_name="amount_ratio"
+            ),
+        ],
+        label="is_fraud",
+        exclude_columns=["user_id"],
+    )
+    train = training_set.load_df()
+    inputs = ["amount", *FEATURES, "amount_ratio"]
+    assert list(train.columns) == [*inputs, "is_fraud"]
+    model = LogisticRegression(max_iter=2000).fit(train[inputs], train["is_fraud"])
+    model_name = unique("fraud-ratio")
+    with mlflow.start_run():
+        info = fe.log_model(
+            model,
+            "model",
+            flavor=mlflow.sklearn,
+            training_set=training_set,
+            registered_model_name=model_name,
+            pip_requirements=["scikit-learn"],
+        )
+    entities = [{"entity_name": model_name, "entity_version": str(info.registered_model_version)}]
+    with kept_endpoint(server, unique("fraud-ratio-ep"), entities) as name:
+        yield {"function": function, "model": model, "inputs": inputs, "name": name}
+    fe.delete_function(function)
+
+
 def test_only_the_key_is_sent_and_the_answer_is_the_models_on_the_joined_features(
     fraud: dict[str, Any],
 ) -> None:
@@ -182,6 +239,91 @@ def test_a_continuous_publish_reaches_the_next_query_within_five_seconds(fraud: 
         f"\ncontinuous publish: the new features answered {time.monotonic() - written:.2f} s after the write"
     )
     fraud["features"] = changed
+
+
+def ask_ratio(fraud: dict[str, Any], ratio: dict[str, Any], rows: list[dict[str, Any]]) -> httpx.Response:
+    return fraud["http"].post(
+        f"/serving-endpoints/{ratio['name']}/invocations", json={"dataframe_records": rows}
+    )
+
+
+def test_a_feature_function_is_computed_at_serving_as_in_training(
+    fraud: dict[str, Any], ratio_model: dict[str, Any]
+) -> None:
+    rows = [
+        {"user_id": 3, "amount": 1500.0},
+        {"user_id": 42, "amount": 12.5},
+        {"user_id": 99_999, "amount": 400.0},  # no row: the default average, then the function
+    ]
+    answer = ask_ratio(fraud, ratio_model, rows)
+    assert answer.status_code == 200, answer.text
+    joined = pd.DataFrame(rows).merge(fraud["features"], on="user_id", how="left").fillna(DEFAULTS)
+    joined["amount_ratio"] = [
+        amount_ratio(a, b) for a, b in zip(joined["amount"], joined["avg_amount_30d"], strict=True)
+    ]
+    assert (
+        answer.json()["predictions"] == ratio_model["model"].predict(joined[ratio_model["inputs"]]).tolist()
+    )
+
+
+def test_a_feature_functions_output_in_the_request_overrides_it_and_its_errors_name_it(
+    fraud: dict[str, Any], ratio_model: dict[str, Any]
+) -> None:
+    overridden = [{"user_id": 3, "amount": 1.0, "amount_ratio": 1000.0}]
+    answer = ask_ratio(fraud, ratio_model, overridden)
+    assert answer.status_code == 200, answer.text
+    joined = pd.DataFrame(overridden).merge(fraud["features"], on="user_id")
+    assert (
+        answer.json()["predictions"] == ratio_model["model"].predict(joined[ratio_model["inputs"]]).tolist()
+    )
+    # A zero average (sent as an override of the feature) makes the function divide by zero.
+    failing = [{"user_id": 3, "amount": 1.0}, {"user_id": 4, "amount": 1.0, "avg_amount_30d": 0.0}]
+    answer = ask_ratio(fraud, ratio_model, failing)
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["message"]
+    assert ratio_model["function"] in message and "row 1" in message and "ZeroDivisionError" in message
+
+
+def test_feature_functions_are_read_by_anyone_and_registered_by_admins(
+    server: ServerProcess, fraud: dict[str, Any], ratio_model: dict[str, Any], tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from modelport.client.cli.main import app
+
+    http, function = fraud["http"], ratio_model["function"]
+    user = create_user(http, unique("fn-reader"))["userName"]
+    token = obo_token(http, user_name=user)["token_value"]
+    base = "/api/2.0/feature-engineering/functions"
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as alice:
+        got = alice.get(f"{base}/{function}")
+        assert got.status_code == 200, got.text
+        assert got.json()["parameters"] == [
+            {"name": "amount", "type": "double"},
+            {"name": "average", "type": "double"},
+        ]
+        assert function in [f["name"] for f in alice.get(base).json()["functions"]]
+        body = {**got.json(), "name": function.replace("amount_ratio", "mine")}
+        assert alice.post(base, json=body).status_code == 403
+        assert alice.delete(f"{base}/{function}").status_code == 403
+    # The CLI registers a function of a file (parsed, not run, on the client).
+    source = tmp_path / "fns.py"
+    source.write_text(
+        "import math\n\n\ndef log_amount(amount: float) -> float:\n    return math.log(amount)\n"
+    )
+    name = function.replace("amount_ratio", "log_amount")
+    common = ["--host", server.url, "--token", ADMIN_TOKEN]
+    runner = CliRunner()
+    created = runner.invoke(
+        app,
+        ["features", "functions", "create", name, "--file", str(source), "--entry", "log_amount", *common],
+    )
+    assert created.exit_code == 0, created.output
+    assert "log_amount(amount double) -> double" in created.output
+    shown = runner.invoke(app, ["features", "functions", "get", name, *common])
+    assert "return math.log(amount)" in shown.output, shown.output
+    assert runner.invoke(app, ["features", "functions", "delete", name, *common]).exit_code == 0
+    assert http.get(f"{base}/{name}").status_code == 404
 
 
 def test_a_dropped_table_is_named_in_the_error_and_a_republish_heals_the_endpoint(

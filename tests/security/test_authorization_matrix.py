@@ -34,6 +34,8 @@ from tests.support.principals import create_user
 SE = "/api/2.0/serving-endpoints"
 SCIM = "/api/2.0/preview/scim/v2"
 FT = "/api/2.0/feature-engineering/tables"
+FF = "/api/2.0/feature-engineering/functions"
+FS = "/api/2.0/feature-engineering/feature-specs"
 MISSING_ID = "0" * 32
 #: The levels of each kind of object, lowest first.
 LEVELS = {
@@ -212,6 +214,17 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", f"{FT}/{{full_name}}/data"): Row("table", "SELECT", ok=404),
     ("POST", f"{FT}/{{full_name}}/publish"): Row("table", "MANAGE", ok=404, body={"mode": "snapshot"}),
     ("POST", f"{FT}/{{full_name}}/lookup"): Row("table", "SELECT", ok=400, body={"keys": []}),
+    ("GET", "/api/2.0/feature-engineering/serving-endpoints/{name}/features"): Row("endpoint", "CAN_VIEW"),
+    # ---- feature functions: reading is open, registering runs code (admins) ------------------
+    ("GET", FF): Row(USER),
+    ("POST", FF): Row(ADMIN, ok=400, body={"name": "mx.features.none"}),
+    ("GET", f"{FF}/{{full_name}}"): Row(USER, ok=404),
+    ("DELETE", f"{FF}/{{full_name}}"): Row(ADMIN, ok=404),
+    # feature specs: a caller who may not read a spec gets 403 whether it exists or not
+    ("GET", FS): Row(USER),
+    ("POST", FS): Row(USER, ok=400, body={"name": "mx.features.none"}),
+    ("GET", f"{FS}/{{full_name}}"): Row(ADMIN, ok=404),
+    ("DELETE", f"{FS}/{{full_name}}"): Row(ADMIN, ok=404),
     # ---- registry permissions ----------------------------------------------------------------
     **{
         key: row
@@ -255,6 +268,7 @@ class World:
             "id": admin.get(f"{SCIM}/Me").json()["id"],
             "token_id": MISSING_ID,
             "path": "index.html",
+            "full_name": "mx.features.none",  # a feature function that does not exist
         }
         self.values["admin"] = {
             **self.values["user"],

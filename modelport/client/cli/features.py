@@ -1,5 +1,6 @@
 """``modelport features ...``: feature tables (Delta tables with keys), their rows, and their
-copies in the online store. Tables are made and written with the Python client
+copies in the online store; ``modelport features functions ...`` (feature functions) is
+:mod:`modelport.client.cli.feature_functions`. Tables are made and written with the Python client
 (``modelport.features.FeatureEngineeringClient``)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 import pyarrow as pa
 import typer
 
+from modelport.client.cli import feature_functions
 from modelport.client.cli.options import HostOption, OutputFormat, OutputOption, TokenOption, open_client
 from modelport.client.cli.output import EMPTY, format_ms, render_fields, render_json, render_table
 
@@ -28,6 +30,8 @@ NameArg = Annotated[
     ),
 ]
 MODES = ("snapshot", "triggered", "continuous")
+
+app.add_typer(feature_functions.app, name="functions")
 
 
 def _cell(value: Any) -> str:

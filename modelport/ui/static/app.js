@@ -1,8 +1,11 @@
 // modelport serving console and AI playground: hand-written, no build step.
 // Every page calls the same REST API as any client, with the token the user logged in with.
+// The feature-table pages live in features.js, which imports the helpers exported here.
+
+import { endpointFeatures, featureTablePage, featureTablesPage } from "./features.js";
 
 const CSRF_COOKIE = "modelport_csrf";
-const SESSION = "/api/2.0/modelport/session";
+export const SESSION = "/api/2.0/modelport/session";
 // MLflow's own UI routes (its run links are <server>/#/experiments/...): shown by /mlflow/.
 const MLFLOW_HASH = /^#\/(experiments|models|compare-runs|compare-experiments|metric|prompts|logged-models)(\/|\?|$)/;
 const root = document.getElementById("main");
@@ -34,10 +37,10 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 let idSeq = 0;
-const uid = (p = "f") => `${p}-${++idSeq}`;
+export const uid = (p = "f") => `${p}-${++idSeq}`;
 
 /** A labelled input: returns {wrap, input}. */
-function field(labelText, input, hint) {
+export function field(labelText, input, hint) {
   if (!input.id) input.id = uid();
   const wrap = h("div", {}, h("label", { for: input.id }, labelText), input);
   if (hint) {
@@ -48,7 +51,7 @@ function field(labelText, input, hint) {
   return { wrap, input };
 }
 
-function select(options, value) {
+export function select(options, value) {
   const s = h("select");
   for (const o of options) {
     const [v, label] = Array.isArray(o) ? o : [o, o];
@@ -58,17 +61,17 @@ function select(options, value) {
   return s;
 }
 
-function toast(text) {
+export function toast(text) {
   const t = h("div", {}, text);
   document.getElementById("toast").append(t);
   setTimeout(() => t.remove(), 4000);
 }
 
-function errorBox(err) {
+export function errorBox(err) {
   return h("div", { class: "error", role: "alert" }, err instanceof Error ? err.message : String(err));
 }
 
-function fmtTime(ms) {
+export function fmtTime(ms) {
   if (!ms) return "–";
   return new Date(Number(ms)).toLocaleString();
 }
@@ -147,7 +150,7 @@ async function errorMessage(res) {
   return text || `${res.status} ${res.statusText}`;
 }
 
-async function api(path, opts) {
+export async function api(path, opts) {
   const res = await rawFetch(path, opts);
   const text = await res.text();
   if (!text) return {};
@@ -159,7 +162,7 @@ async function apiText(path) {
 }
 
 const EP = "/api/2.0/serving-endpoints";
-const enc = encodeURIComponent;
+export const enc = encodeURIComponent;
 
 // ---------- endpoint classification ----------
 
@@ -236,6 +239,8 @@ const routes = [
   [/^#\/tables$/, tablesPage],
   [/^#\/tables\/([^/]+)$/, tablesPage],
   [/^#\/audit$/, auditPage],
+  [/^#\/features$/, () => featureTablesPage(currentView)],
+  [/^#\/features\/([^/]+)$/, (name) => featureTablePage(currentView, name)],
 ];
 
 // Where to go instead of this UI: MLflow's UI for one of its links, or after signing in there.
@@ -288,7 +293,7 @@ async function render() {
   location.hash = "#/endpoints";
 }
 
-function every(ms, fn, el) {
+export function every(ms, fn, el) {
   let stopped = false;
   let timer;
   const tick = async () => {
@@ -521,9 +526,11 @@ async function endpointPage(name) {
   const openapi = h("section", { class: "card", "aria-labelledby": "openapi-title" }, h("h2", { id: "openapi-title" }, "OpenAPI"));
   const snippets = h("section", { class: "card", "aria-labelledby": "snip-title" }, h("h2", { id: "snip-title" }, "Query this endpoint"));
   const perms = h("section", { class: "card", "aria-labelledby": "perm-title" }, h("h2", { id: "perm-title" }, "Permissions"));
+  const features = h("section", { class: "card", "aria-labelledby": "features-title", id: "endpoint-features", hidden: true });
   const danger = h("section", { class: "card", "aria-labelledby": "delete-title" }, h("h2", { id: "delete-title" }, "Delete"));
   main.append(header, progress,
     h("section", { class: "card", "aria-labelledby": "cfg-title" }, h("h2", { id: "cfg-title" }, "Configuration"), configBox),
+    features,
     charts,
     h("div", { class: "grid2" }, logs, snippets),
     h("section", { class: "card", "aria-labelledby": "gw-title" }, h("h2", { id: "gw-title" }, "AI gateway"), gatewayBox),
@@ -540,6 +547,7 @@ async function endpointPage(name) {
   setupOpenapi(openapi, url);
   updateSnippets = setupSnippets(snippets, detail, url);
   setupPermissions(perms, detail);
+  endpointFeatures(features, name);
   const del = h("button", { type: "button", class: "danger", id: "delete-endpoint" }, `Delete ${name}`);
   del.addEventListener("click", async () => {
     if (!confirm(`Delete endpoint ${name}? Queries to it will fail.`)) return;

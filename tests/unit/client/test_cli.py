@@ -624,8 +624,34 @@ def test_serve_reports_a_busy_data_directory_in_one_line(
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["endpoints"], ["tokens"], ["secrets"], ["users"], ["groups"], ["service-principals"], ["serve"]],
-    ids=["root", "endpoints", "tokens", "secrets", "users", "groups", "service-principals", "serve"],
+    [
+        [],
+        ["endpoints"],
+        ["tokens"],
+        ["secrets"],
+        ["users"],
+        ["groups"],
+        ["service-principals"],
+        ["serve"],
+        ["tables"],
+        ["features"],
+        ["features", "functions"],
+        ["usage"],
+    ],
+    ids=[
+        "root",
+        "endpoints",
+        "tokens",
+        "secrets",
+        "users",
+        "groups",
+        "service-principals",
+        "serve",
+        "tables",
+        "features",
+        "features-functions",
+        "usage",
+    ],
 )
 def test_docs_embed_the_current_help_output(args: list[str]) -> None:
     docs = (Path(__file__).parents[3] / "docs" / "cli.md").read_text(encoding="utf-8")

@@ -124,7 +124,7 @@ serialization_version: 9
     assert spec.tables == (TableInfo("main.web.users"),)
 
 
-def test_feature_functions_are_refused_on_load() -> None:
+def test_a_function_column_without_its_definition_is_refused_on_load() -> None:
     text = """
 input_columns:
 - x: {source: training_data}
@@ -132,7 +132,23 @@ input_columns:
 input_tables: []
 serialization_version: 9
 """
-    with pytest.raises(InvalidParameterValue, match="feature function"):
+    with pytest.raises(
+        InvalidParameterValue, match=r"computed by main\.f\.double_it, which input_functions does not"
+    ):
+        FeatureSpec.from_yaml(text)
+
+
+def test_a_databricks_spec_naming_unity_catalog_functions_is_refused_saying_why() -> None:
+    text = """
+input_columns:
+- x: {source: training_data}
+- y: {udf_name: main.f.double_it, input_bindings: {v: x}, source: on_demand_feature}
+input_tables: []
+input_functions:
+- main.f.double_it: {}
+serialization_version: 9
+"""
+    with pytest.raises(InvalidParameterValue, match="carries no definition"):
         FeatureSpec.from_yaml(text)
 
 

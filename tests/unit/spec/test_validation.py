@@ -140,7 +140,8 @@ def test_case_insensitive_workload_size() -> None:
             ),
             "101 is not between 0 and 100",
         ),
-        (config(served_entities=[entity(entity_version=None)]), "entity_version"),
+        # (A three-part name without a version may name a feature spec: the control plane decides.)
+        (config(served_entities=[entity(entity_name="fraud", entity_version=None)]), "entity_version"),
         (config(served_entities=[entity(entity_version="v3")]), "neither a version number nor an alias"),
         (config(served_entities=[entity(entity_name=None)]), "entity_name"),
         (config(served_entities=[entity(workload_size="Huge")]), "'Huge' is not Small, Medium, Large"),
