@@ -118,3 +118,8 @@ bench-cache: bench-install
 # of 1 million rows; appends to bench/RESULTS.md.
 bench-features: bench-install
 	$(BIN)/python bench/features.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Feature-spec endpoints vs Feast's Python feature server (Redis and SQLite stores, Feast in a venv
+# of its own under bench/.venvs/feast): 1 key, 10 features, c=1 and c=64; appends to bench/RESULTS.md.
+bench-feature-serving: bench-install
+	$(BIN)/python bench/feature_spec_serving.py --out bench/RESULTS.md $(BENCH_ARGS)
