@@ -135,8 +135,9 @@ class Metrics:
         )
         self.feature_lookup_missing = Counter(
             "modelport_feature_lookup_missing",
-            "Key rows of feature-spec endpoint queries that found no row in a feature table's online "
-            "copy (their features were answered null, or their default values).",
+            "Key rows of queries to feature-spec endpoints and to models that look their features "
+            "up that found no row in a feature table's online copy (their features were null, or "
+            "their default values).",
             ["endpoint", "table"],
             registry=r,
         )

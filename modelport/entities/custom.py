@@ -9,7 +9,9 @@ compat-api.md §B.2 and §B.3, and nothing about processes or sockets:
 * :class:`CustomModel`, which loads the model, builds what ``predict`` receives, combines
   several frame inputs into one (for the batcher in ``runtime/batching.py``), predicts and
   renders ``{"predictions": ...}`` the way ``mlflow models serve`` does;
-* the translation of MLflow's exceptions into our errors, done once, in :meth:`CustomModel.run`.
+* the translation of MLflow's exceptions into our errors, done once, in :meth:`CustomModel.run`;
+* what a model that looks its features up did for each request (:meth:`CustomModel.lookups`:
+  keys without a row, and the rows its raw model received), split per request of a batch.
 
 Client mistakes raise :class:`~modelport.errors.BadRequest` subclasses; anything the model
 raises otherwise becomes a plain :class:`~modelport.errors.ModelportError` (``INTERNAL_ERROR``)
@@ -22,7 +24,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ __all__ = [
     "FAMILIES",
     "CustomModel",
     "FrameRows",
+    "Lookups",
     "ModelInput",
     "SignatureInfo",
     "decode_body",
@@ -160,6 +163,24 @@ class ModelInput:
     rows: int = 0
     #: ``False`` for unified LLM bodies, whose prediction is sent without the wrapper.
     wrap: bool = True
+    #: The endpoint records its queries (an inference table): a model that completes its input
+    #: (a feature-aware model) gives back what its raw model received (:class:`Lookups`).
+    keep_input: bool = False
+
+
+@dataclass(slots=True)
+class Lookups:
+    """What a model that looks features up (``modelport/features/mlflow_model.py``) did for one
+    request, for the gateway (``runtime/protocol.py``'s answer trailer).
+
+    ``missing`` counts, per table, the request's keys that found no row (tables without such a
+    key are left out). ``request`` is the request as the raw model received it,
+    ``{"dataframe_records": [...]}`` (with the request's ``params``) as JSON, when the request
+    asked for it (:attr:`ModelInput.keep_input`); ``None`` otherwise.
+    """
+
+    missing: dict[str, int]
+    request: bytes | None = None
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -519,6 +540,26 @@ def _jsonable(output: Any) -> Any:
     return output
 
 
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The frame's rows as dicts of its cells (a column at a time: several times faster than
+    ``to_dict(orient="records")``); cells orjson cannot write are left to :func:`_default`."""
+    names = [str(name) for name in frame.columns]
+    columns = [column.tolist() for _, column in frame.items()]
+    return [dict(zip(names, cells, strict=True)) for cells in zip(*columns, strict=True)]
+
+
+def _request_json(rows: list[dict[str, Any]], params: dict[str, Any] | None) -> bytes | None:
+    """``{"dataframe_records": rows}`` (and ``params``) as JSON; ``None`` if a cell cannot be
+    written (the answer is sent all the same, the record keeps the request as sent)."""
+    request: dict[str, Any] = {"dataframe_records": rows}
+    if params:
+        request["params"] = params
+    try:
+        return orjson.dumps(request, default=_default, option=_JSON_OPTIONS)
+    except (TypeError, ValueError, orjson.JSONEncodeError):
+        return None
+
+
 def _default(obj: Any) -> Any:
     """What orjson cannot write itself; mirrors MLflow's ``NumpyEncoder``."""
     if isinstance(obj, np.ndarray):  # object or string arrays, non-contiguous arrays
@@ -558,9 +599,15 @@ class CustomModel:
         #: Rows of several requests may be predicted together (see :data:`BATCH_FLAVORS`); a
         #: model that wraps another (a feature-aware model: ``modelport/features/mlflow_model.py``)
         #: names the wrapped model's flavors in ``raw_flavors``.
-        wrapped = getattr(getattr(model, "_model_impl", None), "raw_flavors", None) or ()
+        impl = getattr(model, "_model_impl", None)
+        wrapped = getattr(impl, "raw_flavors", None) or ()
         self.batch_capable = bool(BATCH_FLAVORS.intersection([*self.flavors, *wrapped]))
         self._predict = model.predict
+        #: A model that completes its input says what its raw model received (``last_input``);
+        #: ``None`` for every other model, which :meth:`lookups` then costs nothing.
+        self._last_input: Callable[[], tuple[pd.DataFrame, dict[str, list[int]]] | None] | None = getattr(
+            impl, "last_input", None
+        )
 
     @classmethod
     def load(cls, path: str) -> CustomModel:
@@ -607,3 +654,34 @@ class CustomModel:
     def predict(self, inp: ModelInput) -> bytes:
         """Predict one request alone and return the response body."""
         return self.render(self.run(self.prepare(inp), inp.params), inp.wrap)
+
+    def lookups(self, inputs: Sequence[ModelInput]) -> list[Lookups] | None:
+        """What the model looked up for each of ``inputs`` in the last :meth:`run` of this
+        thread, which predicted them (together, in order): ``None`` for a model that looks
+        nothing up, or when that run gave no frame whose rows are those of ``inputs``.
+        Call it once, right after the run."""
+        if self._last_input is None:
+            return None
+        last = self._last_input()
+        if last is None:
+            return None
+        frame, missed = last
+        counts = [len(frame)] if len(inputs) == 1 else [inp.rows for inp in inputs]
+        if sum(counts) != len(frame):
+            return None
+        rows = _records(frame) if any(inp.keep_input for inp in inputs) else None
+        found: list[Lookups] = []
+        start = 0
+        for inp, n in zip(inputs, counts, strict=True):
+            stop = start + n
+            missing = {}
+            for table, positions in missed.items():
+                count = sum(1 for i in positions if start <= i < stop)
+                if count:
+                    missing[table] = count
+            request = None
+            if inp.keep_input and rows is not None:
+                request = _request_json(rows[start:stop], inp.params)
+            found.append(Lookups(missing, request))
+            start = stop
+        return found

@@ -12,10 +12,13 @@ Databricks' lookup client: required and key columns, one lookup per table per ca
 store named by ``MODELPORT_ONLINE_STORE``, defaults, overrides, feature functions) and hands the
 raw model the spec's included columns, in the spec's order, with a training set's dtypes.
 The spec carries the definitions of its feature functions, so serving never asks the server.
+After each predict, :meth:`FeatureLookupModel.last_input` hands the replica what the raw model
+received and which keys found no row, for the gateway's inference table and metrics.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -139,6 +142,7 @@ class FeatureLookupModel:
         self.spec = spec
         self.raw_model = raw_model
         self.evaluator = FeatureEvaluator(spec, reader if reader is not None else _open_online_store)
+        self._last = threading.local()
 
     @property
     def raw_flavors(self) -> list[str]:
@@ -150,16 +154,31 @@ class FeatureLookupModel:
 
     # ---- predict ---------------------------------------------------------------------------------
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        """The raw model's prediction for ``model_input`` completed with its features."""
-        frame = self.augment(model_input)
+        """The raw model's prediction for ``model_input`` completed with its features. What the
+        raw model received is kept for :meth:`last_input`, in the calling thread."""
+        last = self._last
+        last.value = None
+        missed: dict[str, list[int]] = {}
+        frame = self.augment(model_input, missed)
+        last.value = (frame, missed)
         if params:
             return self.raw_model.predict(frame, params=params)
         return self.raw_model.predict(frame)
 
-    def augment(self, model_input: Any) -> pd.DataFrame:
-        """What the raw model receives for ``model_input``: the spec's included columns in order."""
+    def augment(self, model_input: Any, missed: dict[str, list[int]] | None = None) -> pd.DataFrame:
+        """What the raw model receives for ``model_input``: the spec's included columns in order
+        (``missed``: as :meth:`FeatureEvaluator.frame` says)."""
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.evaluator.frame(df)
+        return self.evaluator.frame(df, missed)
+
+    def last_input(self) -> tuple[pd.DataFrame, dict[str, list[int]]] | None:
+        """What the last :meth:`predict` of this thread gave the raw model, and per table the
+        positions of the rows whose key found no row; once (``None`` after, or when that predict
+        failed before calling the raw model). The replica reads it after each predict to tell
+        the gateway (``entities/custom.py``: :meth:`CustomModel.lookups`)."""
+        value: tuple[pd.DataFrame, dict[str, list[int]]] | None = getattr(self._last, "value", None)
+        self._last.value = None
+        return value
 
 
 def _open_online_store() -> LookupReader:

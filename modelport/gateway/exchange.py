@@ -96,6 +96,11 @@ class Exchange:
     route: Route | None = None
     #: The request as the served model receives it (input guardrails may have masked it).
     sent: bytes = b""
+    #: The request as a feature-aware model's raw model received it (the looked-up features
+    #: in it), when the endpoint records queries; the inference table's ``request`` then.
+    model_input: bytes | None = None
+    #: ``model_input`` was cut to the inference table's limit (by the replica).
+    model_input_truncated: bool = False
     #: With fallbacks: every served entity tried, with its status (the last one answered).
     chain: list[dict[str, Any]] = field(default_factory=list)
     #: Every guardrail decision taken on the request and on the answer.

@@ -15,6 +15,10 @@ when its last chunk has been read, before ``[DONE]`` goes out.
   when cut), status, timings, served entity, requester, the fallback chain and the guardrail
   decisions, in ``<catalog>.<schema>.<prefix>_payload``; with ``record_raw_request``, also
   the request as the client sent it, when a guardrail changed it (``received_request``).
+- A model that looks its features up (``features/mlflow_model.py``): ``request`` holds the
+  rows its raw model received, the looked-up features in them (``{"dataframe_records": [...]}``,
+  cut at 1 MB by the replica), and ``received_request`` the request as sent (the keys; as the
+  guardrails left it, unless ``record_raw_request``). A cached answer keeps the request as sent.
 - A response-cache hit (``caching.py``) is recorded with zero tokens (nothing was asked of the
   model or provider) and ``cache_hit`` true; a miss of an endpoint with a cache, ``cache_hit`` false.
 """
@@ -102,14 +106,18 @@ class Recorder:
             )
         inference = route.inference
         if inference is not None:
-            received = None
+            request, received = ex.sent, None
             if inference.get("record_raw_request") and ex.sent is not ex.body:
                 received = ex.body
+            if ex.model_input is not None:  # a feature-aware model: the rows with their features
+                request = ex.model_input
+                if received is None:
+                    received = ex.sent
             record = InferenceRecord.from_bodies(
                 ex.request_id,
                 status,
                 latency_ms,
-                ex.sent,
+                request,
                 response,
                 received_request_body=received,
                 timestamp_ms=ex.timestamp_ms,
@@ -122,4 +130,6 @@ class Recorder:
                 error_code=error_code,
                 cache_hit=None if ex.cache is None else ex.cache == "hit",
             )
+            if ex.model_input_truncated:
+                record.request_truncated = True
             self.writer.record_inference(self._table(inference, route.name), record)

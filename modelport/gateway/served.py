@@ -6,6 +6,11 @@ model is to receive it, to one served entity of the endpoint's serving config, a
 the endpoint's metrics (requests by status, latency, in flight; a stream when it ends). Replica
 frames are decoded in ``runtime/`` (:meth:`ReplicaSet.predict`, :meth:`ReplicaSet.open_stream`):
 what comes back here is an answer's bytes, chunks, or one of our errors.
+
+A model that looks its features up answers with a trailer: its keys that found no row are
+counted in ``modelport_feature_lookup_missing_total{endpoint, table}``, and when the endpoint
+has an inference table (the request then asks for them) the rows its raw model received become
+the exchange's ``model_input``, which the record keeps as its ``request`` (``recording.py``).
 """
 
 from __future__ import annotations
@@ -124,7 +129,15 @@ class ServedEntities:
 
     async def _predict(self, ex: Exchange, route: Route, entity: str, replica_set: ReplicaSet) -> Answer:
         async with self._measured(route, entity):
-            return Answer(await replica_set.predict(ex.sent, self.timeout), entity)
+            recorded = route.inference is not None
+            body, trailer = await replica_set.predict_with_trailer(ex.sent, self.timeout, recorded=recorded)
+            if trailer is not None:  # a model that looks its features up
+                for table, count in trailer.missing_rows.items():
+                    self._metrics.feature_lookup_missing.labels(route.name, table).inc(count)
+                if trailer.request is not None:
+                    ex.model_input = trailer.request
+                    ex.model_input_truncated = trailer.request_truncated
+            return Answer(body, entity)
 
     async def _stream(self, ex: Exchange, route: Route, entity: str, replica_set: ReplicaSet) -> Answer:
         async with self._measured(route, entity) as count:

@@ -18,7 +18,10 @@ and 100-row requests: the 1-row batches came out smaller).
 
 A batch is predicted with one ``predict`` call and the output is split back by row counts
 (:func:`split_output`); if anything about that goes wrong, each request of the batch is
-predicted alone, so a bad request only fails itself.
+predicted alone, so a bad request only fails itself. A model that looks its features up also
+says, per request, which keys found no row and (when asked) what its raw model received
+(``BatchModel.lookups``, split by the same row counts): such a request's outcome is the body
+with its :class:`~modelport.entities.custom.Lookups`.
 
 Nothing here knows about sockets: answers go to the ``reply`` callback given with each
 request, on the event loop's thread.
@@ -37,14 +40,15 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from modelport.entities.custom import ModelInput
+from modelport.entities.custom import Lookups, ModelInput
 from modelport.errors import ModelportError, TemporarilyUnavailable
 
 __all__ = ["BatchModel", "Batcher", "BatchingMode", "Outcome", "Reply", "Stats", "split_output"]
 
 BatchingMode = Literal["auto", "on", "off"]
-#: The answer to one request: the response body, or the error to send instead.
-Outcome = bytes | ModelportError
+#: The answer to one request: the response body (with what the model looked up for it, for a
+#: model that looks features up), or the error to send instead.
+Outcome = bytes | tuple[bytes, Lookups] | ModelportError
 Reply = Callable[[Outcome], None]
 
 
@@ -60,6 +64,8 @@ class BatchModel(Protocol):
     def run(self, data: Any, params: dict[str, Any] | None = None) -> Any: ...
 
     def render(self, output: Any, wrap: bool = True) -> bytes: ...
+
+    def lookups(self, inputs: Sequence[ModelInput]) -> list[Lookups] | None: ...
 
 
 @dataclass(slots=True)
@@ -261,7 +267,9 @@ class Batcher:
             parts = split_output(output, counts)
             if parts is None:
                 return None
-            outcomes: list[Outcome] = [self.model.render(part) for part in parts]
+            found = self.model.lookups(inputs)
+            bodies = [self.model.render(part) for part in parts]
+            outcomes: list[Outcome] = list(bodies) if found is None else list(zip(bodies, found, strict=True))
         except Exception:
             # A bad request in the batch, or a model that dislikes the batch: predict each alone.
             return None
@@ -273,7 +281,9 @@ class Batcher:
 
     def _predict_alone(self, inp: ModelInput) -> Outcome:
         try:
-            return self.model.predict(inp)
+            body = self.model.predict(inp)
+            found = self.model.lookups([inp])
+            return body if found is None else (body, found[0])
         except ModelportError as exc:
             return exc
         except Exception as exc:  # a bug of ours, not the model's: the model's are translated

@@ -5,6 +5,11 @@ Started as ``python -m modelport.runtime.worker --socket PATH --kind custom --mo
 (``CustomModel.parse``: bad input is a 400 at once) and queued on the
 :class:`~modelport.runtime.batching.Batcher`, whose loop runs the model in one thread and
 predicts concurrent DataFrame requests together. A custom model does not stream.
+
+A model that looks its features up (``modelport/features/mlflow_model.py``) answers with a
+trailer (``runtime/protocol.py``'s OK_TRAILER) when a key of the request found no row, or when
+the request came as PREDICT_RECORDED (the endpoint's inference table is on): the rows its raw
+model received, so that the gateway records them. Other models answer a plain OK.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import asyncio
 from functools import partial
 from typing import Any
 
-from modelport.entities.custom import CustomModel
+from modelport.entities.custom import CustomModel, Lookups
 from modelport.runtime.batching import Batcher, Outcome
+from modelport.runtime.protocol import Trailer
 from modelport.runtime.replica_server import Handler
+from modelport.tables.records import MAX_BODY_BYTES, clip
 
-__all__ = ["CustomHandler"]
+__all__ = ["CustomHandler", "trailer_of"]
 
 
 class CustomHandler(Handler):
@@ -57,12 +64,21 @@ class CustomHandler(Handler):
         return cls(model, batcher)
 
     async def predict(self, payload: bytes) -> bytes:
+        return (await self.predict_with_trailer(payload, False))[0]
+
+    async def predict_with_trailer(self, payload: bytes, recorded: bool) -> tuple[bytes, Trailer | None]:
+        """The answer, and for a model that looks its features up, a trailer when it has something
+        to say: keys that found no row, and (``recorded``) the rows its raw model received."""
         inp = self.model.parse(payload)
+        inp.keep_input = recorded
         answered: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.batcher.submit(inp, partial(_settle, answered))
         outcome = await answered
         if isinstance(outcome, bytes):
-            return outcome
+            return outcome, None
+        if isinstance(outcome, tuple):
+            body, found = outcome
+            return body, trailer_of(found)
         raise outcome
 
     def stats(self) -> dict[str, Any]:
@@ -73,6 +89,18 @@ class CustomHandler(Handler):
 
     async def aclose(self) -> None:
         self.batcher.close()
+
+
+def trailer_of(found: Lookups) -> Trailer | None:
+    """The answer trailer that tells the gateway what ``found`` holds (``None``: nothing to
+    tell); the request is cut to the inference table's limit, as the gateway cuts bodies."""
+    request, truncated = found.request, False
+    if request is not None and len(request) > MAX_BODY_BYTES:
+        text, truncated = clip(request, MAX_BODY_BYTES)
+        request = text.encode("utf-8") if text is not None else None
+    if not found.missing and request is None:
+        return None
+    return Trailer(found.missing, request, truncated)
 
 
 def _settle(answered: asyncio.Future[Outcome], outcome: Outcome) -> None:

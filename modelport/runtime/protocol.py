@@ -10,6 +10,9 @@ Frame: a 13-byte header ``!IQB`` (payload length, request id, kind) then the pay
 
 Server → replica:
     PREDICT  payload = the client's request body, untouched (JSON bytes)
+    PREDICT_RECORDED  a PREDICT whose endpoint records its queries (an inference table): a
+             model that completes its input (a feature-aware model) also sends back what its
+             raw model received (the trailer's ``request``)
     PING     payload = b"" (health check)
     STREAM   payload = a request body whose answer is streamed (foundation models)
     CANCEL   payload = b""; the request id is that of a STREAM or PREDICT to abandon
@@ -21,11 +24,14 @@ Server → replica:
              that does not own it; no answer
 Replica → server:
     OK            payload = the response body to send the client (JSON bytes)
+    OK_TRAILER    an OK with a :class:`Trailer` for the gateway (below); only a model that
+                  looks its features up sends it, and only when it has something to say
     CLIENT_ERROR  payload = an error (below) whose status is 4xx
     SERVER_ERROR  payload = an error whose status is 5xx (the model raised, the replica
                   is stopping, ...)
-    PONG          payload = JSON stats {"pid", "requests", "in_flight", ...}: the replica
-                  server's counters and its handler's (batches, engine counters)
+    PONG          payload = JSON stats {"pid", "requests", "in_flight", "protocol", ...}: the
+                  replica server's counters and its handler's (batches, engine counters);
+                  ``protocol`` is :data:`VERSION` (absent from an older replica's: 1)
     CHUNK         payload = one chunk of a STREAM's answer (JSON bytes); any number of them
     END           payload = b""; the STREAM's answer is complete
 
@@ -36,12 +42,24 @@ it has one, ``retry_after``: ``{"error_code", "message", "status", "retry_after"
 
 A STREAM ends with END, CLIENT_ERROR or SERVER_ERROR (an error after chunks were sent
 ends the stream with that error).
+
+An OK_TRAILER payload is ``!II`` (the body's length, the notes' length), the body, the notes
+(a JSON object: ``missing_rows`` {table: keys of this request that found no row},
+``request_truncated``), then the rest: the request as the raw model received it
+(``{"dataframe_records": [...]}``, at most ``tables.records.MAX_BODY_BYTES``, cut at a
+character as the inference table cuts its bodies), empty when not asked for. Each request of
+a batch gets its own trailer. :func:`ok_frame` writes it, :func:`answer_of` reads it.
+
+The server sends PREDICT_RECORDED only to a replica whose PONG says ``protocol`` 2 or more (a
+replica of an older modelport, adopted across an upgrade, gets PREDICT: its model's lookups
+then go unreported, its answers unchanged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -58,19 +76,28 @@ __all__ = [
     "HEADER",
     "MAX_PAYLOAD",
     "OK",
+    "OK_TRAILER",
     "PING",
     "PONG",
     "PREDICT",
+    "PREDICT_RECORDED",
     "RELEASE",
     "SERVER_ERROR",
     "STREAM",
+    "VERSION",
+    "Trailer",
+    "answer_of",
     "encode",
     "error_frame",
     "error_of",
+    "ok_frame",
     "read_frame",
+    "version_of",
 ]
 
 HEADER = struct.Struct("!IQB")
+#: The protocol a replica speaks, in its PONG: 2 added PREDICT_RECORDED and OK_TRAILER.
+VERSION = 2
 MAX_PAYLOAD = 256 * 1024 * 1024
 
 PREDICT = 1
@@ -79,15 +106,31 @@ STREAM = 3
 CANCEL = 4
 ADOPT = 5
 RELEASE = 6
+PREDICT_RECORDED = 7
 OK = 10
 CLIENT_ERROR = 11
 SERVER_ERROR = 12
 PONG = 13
 CHUNK = 14
 END = 15
+OK_TRAILER = 16
 
 #: Answers that end a request (a STREAM's CHUNKs do not).
-FINAL = frozenset({OK, CLIENT_ERROR, SERVER_ERROR, PONG, END})
+FINAL = frozenset({OK, OK_TRAILER, CLIENT_ERROR, SERVER_ERROR, PONG, END})
+
+_LENGTHS = struct.Struct("!II")
+
+
+@dataclass(frozen=True, slots=True)
+class Trailer:
+    """What a model that looks its features up tells the gateway beside one request's answer:
+    the keys that found no row per table (for the metric), and the request as its raw model
+    received it (for the inference table; ``None`` unless the request was PREDICT_RECORDED)."""
+
+    missing_rows: dict[str, int] = field(default_factory=dict)
+    request: bytes | None = None
+    #: ``request`` was cut to the inference table's limit.
+    request_truncated: bool = False
 
 
 def encode(request_id: int, kind: int, payload: bytes = b"") -> bytes:
@@ -102,6 +145,54 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
         raise ValueError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD}-byte limit")
     payload = await reader.readexactly(length) if length else b""
     return request_id, kind, payload
+
+
+def ok_frame(request_id: int, body: bytes, trailer: Trailer | None = None) -> bytes:
+    """The frame answering request ``request_id`` with ``body``: OK, or OK_TRAILER with ``trailer``."""
+    if trailer is None:
+        return encode(request_id, OK, body)
+    notes: dict[str, Any] = {"missing_rows": trailer.missing_rows}
+    if trailer.request_truncated:
+        notes["request_truncated"] = True
+    encoded = orjson.dumps(notes)
+    request = trailer.request or b""
+    return encode(request_id, OK_TRAILER, _LENGTHS.pack(len(body), len(encoded)) + body + encoded + request)
+
+
+def answer_of(kind: int, payload: bytes) -> tuple[bytes, Trailer | None]:
+    """The body of an OK or OK_TRAILER answer, and its trailer (``None`` for OK); raises the
+    error any other answer stands for (:func:`error_of`), or a 500 for a trailer that cannot
+    be read."""
+    if kind == OK:
+        return payload, None
+    if kind != OK_TRAILER:
+        raise error_of(kind, payload)
+    try:
+        body_length, notes_length = _LENGTHS.unpack_from(payload)
+        start = _LENGTHS.size + body_length
+        if start + notes_length > len(payload):
+            raise ValueError("lengths beyond the payload")
+        notes = orjson.loads(payload[start : start + notes_length])
+        missing = notes["missing_rows"]
+        if not isinstance(missing, dict) or not all(
+            isinstance(t, str) and type(n) is int for t, n in missing.items()
+        ):
+            raise ValueError("missing_rows is not a map of counts")
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        raise ModelportError(f"The replica answered with an unreadable trailer: {exc}") from None
+    request = payload[start + notes_length :]
+    return payload[_LENGTHS.size : start], Trailer(
+        missing, request or None, notes.get("request_truncated") is True
+    )
+
+
+def version_of(pong: bytes) -> int:
+    """The protocol version a PONG payload says the replica speaks (1 when it says none)."""
+    try:
+        version = orjson.loads(pong).get("protocol", 1)
+    except (orjson.JSONDecodeError, AttributeError):
+        return 1
+    return version if type(version) is int else 1
 
 
 def error_frame(request_id: int, error: ModelportError) -> bytes:

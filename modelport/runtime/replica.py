@@ -175,6 +175,8 @@ class ReplicaHandle:
         self.was_ready = False  # set once the start completed: only such replicas can "die"
         self.closing = False
         self.keep_socket = False
+        #: The protocol version its last PONG said (``protocol.VERSION``; 1 until one came).
+        self.protocol = 1
 
     @property
     def pid(self) -> int | None:
@@ -259,6 +261,8 @@ class ReplicaHandle:
         try:
             while True:
                 request_id, kind, payload = await protocol.read_frame(self._reader)
+                if kind == protocol.PONG:  # every connection starts with one (ping or ADOPT)
+                    self.protocol = protocol.version_of(payload)
                 queue = self._streams.get(request_id)
                 if queue is not None:
                     queue.put_nowait((kind, payload))

@@ -7,9 +7,10 @@ whatever kind of model it is.
 ``runtime/engine_handler.py`` (an LLM or embedding engine, with streams). The server:
 
 - listens on the socket and reads ``runtime/protocol.py`` frames from each connection;
-- runs each PREDICT and STREAM in a task of its own, answered with OK, or CHUNKs then END,
-  or an error frame; CANCEL cancels that task (no answer); PING is answered at once with a
-  PONG of the server's counters and the handler's;
+- runs each PREDICT (or PREDICT_RECORDED) and STREAM in a task of its own, answered with OK
+  (OK_TRAILER when the handler has a trailer), or CHUNKs then END, or an error frame; CANCEL
+  cancels that task (no answer); PING is answered at once with a PONG of the server's counters
+  and the handler's;
 - answers what a handler raises with :func:`protocol.error_frame`: a ``ModelportError`` as
   it is (status and ``retry_after`` included), anything else as a 500 with its traceback
   in the replica's log;
@@ -75,6 +76,14 @@ class Handler(abc.ABC):
     async def predict(self, payload: bytes) -> bytes:
         """The answer body to the request body ``payload``."""
 
+    async def predict_with_trailer(
+        self, payload: bytes, recorded: bool
+    ) -> tuple[bytes, protocol.Trailer | None]:
+        """:meth:`predict`, and what the gateway should know beside the answer (a feature-aware
+        model's lookups: ``runtime/custom_handler.py``); ``recorded``: the request came as
+        PREDICT_RECORDED. The default has nothing to add."""
+        return await self.predict(payload), None
+
     def stream(self, payload: bytes) -> AsyncGenerator[bytes, None]:
         """The chunks (JSON bytes each) answering ``payload``. The server closes the generator,
         also when the request is cancelled, so what the answer holds is freed at once."""
@@ -130,6 +139,7 @@ class ReplicaServer:
             "pid": os.getpid(),
             "requests": self.requests,
             "in_flight": self.in_flight,
+            "protocol": protocol.VERSION,
             **self.handler.stats(),
         }
 
@@ -215,7 +225,7 @@ class ReplicaServer:
                     request_id, kind, payload = await protocol.read_frame(reader)
                 except (asyncio.IncompleteReadError, ConnectionError, ValueError):
                     return  # closed, or a frame we cannot skip: the stream is lost
-                if kind == protocol.PREDICT or kind == protocol.STREAM:
+                if kind == protocol.PREDICT or kind == protocol.STREAM or kind == protocol.PREDICT_RECORDED:
                     self._start(writer, conn, request_id, kind, payload)
                 elif kind == protocol.PING:
                     writer.write(protocol.encode(request_id, protocol.PONG, orjson.dumps(self.stats())))
@@ -263,7 +273,9 @@ class ReplicaServer:
                         send(protocol.encode(request_id, protocol.CHUNK, chunk))
                 send(protocol.encode(request_id, protocol.END))
             else:
-                send(protocol.encode(request_id, protocol.OK, await self.handler.predict(payload)))
+                recorded = kind == protocol.PREDICT_RECORDED
+                body, trailer = await self.handler.predict_with_trailer(payload, recorded)
+                send(protocol.ok_frame(request_id, body, trailer))
         except asyncio.CancelledError:
             if self._shutting_down:  # not CANCEL: the replica stops before this request is done
                 send(protocol.error_frame(request_id, stopping()))

@@ -340,10 +340,18 @@ class ReplicaSet:
         ``ModelportError`` of its error answer, ``DeadlineExceeded`` after ``timeout``
         seconds (admission included), ``TemporarilyUnavailable`` when the replica goes away,
         ``RequestLimitExceeded`` when the queue is full, and ``SetClosed``."""
-        kind, payload = await self.submit(protocol.PREDICT, body, timeout)
-        if kind != protocol.OK:
-            raise protocol.error_of(kind, payload)
-        return payload
+        answer, _ = await self.predict_with_trailer(body, timeout)
+        return answer
+
+    async def predict_with_trailer(
+        self, body: bytes, timeout: float, *, recorded: bool = False
+    ) -> tuple[bytes, protocol.Trailer | None]:
+        """:meth:`predict`, with the answer's trailer: what a model that looks its features up
+        says beside its answer (``None`` from any other model). ``recorded``: the endpoint
+        records the query (an inference table), so that model also sends the rows its raw
+        model received (``Trailer.request``)."""
+        kind = protocol.PREDICT_RECORDED if recorded else protocol.PREDICT
+        return protocol.answer_of(*await self.submit(kind, body, timeout))
 
     async def open_stream(self, body: bytes, timeout: float) -> ReplicaChunks:
         """A streamed answer from the least busy replica, its first chunk already read: an
@@ -365,6 +373,8 @@ class ReplicaSet:
         await self._admit(deadline)
         try:
             replica = self._pick()
+            if kind == protocol.PREDICT_RECORDED and replica.protocol < 2:
+                kind = protocol.PREDICT  # a replica of an older modelport does not know it
             try:
                 return await replica.call(kind, body, max(0.001, deadline - time.monotonic()))
             except TimeoutError:

@@ -13,7 +13,8 @@ The rules are those of Databricks' lookup client (``databricks/feature_store/mlf
    value of that column is the point in time (the latest row at or before it, within the table's
    lookback window; a null time finds no row, as in a training set);
 4. a key with no row gives nulls, which the spec's defaults then fill (counted in
-   :attr:`FeatureEvaluator.missing_rows`, per table);
+   :attr:`FeatureEvaluator.missing_rows`, per table; :meth:`FeatureEvaluator.frame` also says
+   which rows, so that a served model reports them per request);
 5. a feature or function output present in the request overrides: fully (no null in it: not
    looked up, or not computed, at all) or per cell (its nulls are looked up or computed);
 6. feature functions run after the lookups, in spec order, one call per row; what a function
@@ -292,10 +293,15 @@ class FeatureEvaluator:
         return [dict(zip(outputs, cells, strict=True)) for cells in zip(*out_columns, strict=True)]
 
     # ---- DataFrames -----------------------------------------------------------------------------
-    def frame(self, df: pd.DataFrame) -> pd.DataFrame:
+    def frame(self, df: pd.DataFrame, missed: dict[str, list[int]] | None = None) -> pd.DataFrame:
         """What the raw model receives for ``df``: the spec's included columns, in spec order, with
         the dtypes a training set gives them (source columns and fully overridden ones as ``df``
-        has them)."""
+        has them).
+
+        ``missed``, when given, receives per table the position in ``df`` of each row whose key
+        found no row (a row once per key it was looked up with): what a served model reports
+        per request (``modelport/features/mlflow_model.py``); :attr:`missing_rows` counts them
+        all the same."""
         import pandas as pd
 
         columns_index = df.columns
@@ -324,7 +330,7 @@ class FeatureEvaluator:
                 overrides[name] = given
                 if _complete(given):
                     full.add(name)
-        values = self._evaluate(columns, overrides, n)
+        values = self._evaluate(columns, overrides, n, missed)
         arrays: list[Any] = []
         for name in self._outputs:
             if name in full or name in self._sources:
@@ -345,13 +351,18 @@ class FeatureEvaluator:
 
     # ---- the work -------------------------------------------------------------------------------
     def _evaluate(
-        self, columns: dict[str, list[Any]], overrides: dict[str, list[Any]], n: int
+        self,
+        columns: dict[str, list[Any]],
+        overrides: dict[str, list[Any]],
+        n: int,
+        missed: dict[str, list[int]] | None = None,
     ) -> dict[str, list[Any]]:
         """``columns`` (the source columns, as lists) completed with every feature and function
-        output; ``overrides``: the request's values of those (``None``: not given)."""
+        output; ``overrides``: the request's values of those (``None``: not given); ``missed``:
+        as :meth:`frame` says."""
         full = {c for c, v in overrides.items() if _complete(v)}
         for table in self._tables:
-            self._lookup(table, columns, overrides, full, n)
+            self._lookup(table, columns, overrides, full, n, missed)
         for function in self._functions:
             name = function.output
             given = overrides.get(name)
@@ -382,8 +393,10 @@ class FeatureEvaluator:
         overrides: dict[str, list[Any]],
         full: set[str],
         n: int,
+        missed: dict[str, list[int]] | None,
     ) -> None:
-        """Look ``table``'s features up (one store call) and put them into ``columns``."""
+        """Look ``table``'s features up (one store call) and put them into ``columns``; the rows
+        whose key found no row go into ``missed`` (when given) and :attr:`missing_rows`."""
         groups = []
         for group in table.groups.values():
             wanted = [f for f in group.features if f.output not in full]
@@ -428,7 +441,14 @@ class FeatureEvaluator:
         for (_, wanted), rows in zip(groups, slots, strict=True):
             part = found[start : start + len(rows)]
             start += len(rows)
-            misses += part.count(None) + n - len(rows)
+            group_misses = part.count(None) + n - len(rows)
+            misses += group_misses
+            if group_misses and missed is not None:
+                positions = missed.setdefault(table.name, [])
+                if len(rows) < n:  # a null time: no key looked up, no row found
+                    looked = set(rows)
+                    positions.extend(i for i in range(n) if i not in looked)
+                positions.extend(i for i, row in zip(rows, part, strict=True) if row is None)
             for feature in wanted:
                 fname = feature.name
                 check = feature.check

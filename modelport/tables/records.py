@@ -18,11 +18,13 @@ Payload table columns (Databricks names where they exist, then modelport's own):
     batch_job_id string, trace string (JSON)
 
 ``request`` is the request as the served model received it (input guardrails may have masked
-it). The last six columns are declared here, once, for the features that fill them; null where
-they do not apply:
+it; for a model that looks its features up, the rows its raw model received, features
+included). The last six columns are declared here, once, for the features that fill them; null
+where they do not apply:
 
 - ``received_request``: the request as the client sent it, when it differs from ``request``
-  and the endpoint keeps it (``inference_table_config.record_raw_request``);
+  and the endpoint keeps it (``inference_table_config.record_raw_request``), and always for a
+  model that looks its features up (the keys, as the guardrails left them);
 - ``cache_hit``: the answer came from the response cache, not from the served entity;
 - ``shadow_of``: this row is a shadow query's (a copy of live traffic sent to another entity),
   and names the request id of the query it copied;

@@ -5,8 +5,10 @@ store and answers what the model answers on the features joined offline.
 
 Then the lookup client's runtime rules over HTTP (a missing key column and a null key are 400s
 naming the column, a key with no row gets the lookup's default values, a feature in the request
-overrides the lookup), a continuous publish seen by the next query within 5 s, and a dropped
-table answered with an error naming it (never wrong values).
+overrides the lookup), the endpoint's inference table (each query's row holds the rows the raw
+model received, with the features looked up for that query) and the missing-key metric, a
+continuous publish seen by the next query within 5 s, and a dropped table answered with an error
+naming it (never wrong values).
 
 A second model on the same table adds a feature function (``amount_ratio``, registered from
 this file's :func:`amount_ratio`): trained on its outputs computed offline, served with only the
@@ -15,9 +17,11 @@ key and the amount, the replica computes it from the looked-up average.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -51,7 +55,8 @@ def _features(users: range, rng: np.random.Generator) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fraud(server: ServerProcess) -> Iterator[dict[str, Any]]:
     """The feature table ``main.fraud_<id>.user_features`` (users 1..200, published continuously),
-    the model trained on it, registered and served by an endpoint."""
+    the model trained on it, registered and served by an endpoint whose inference table is
+    ``main.fraud_<id>.fraud_log_payload``."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
@@ -102,9 +107,16 @@ def fraud(server: ServerProcess) -> Iterator[dict[str, Any]]:
             base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
         ) as http,
     ):
+        # The inference table: set on the served endpoint (no new config, no new replicas).
+        table_config = {"catalog_name": "main", "schema_name": schema, "table_name_prefix": "fraud_log"}
+        gateway = http.put(
+            f"{API}/{name}/ai-gateway", json={"inference_table_config": {**table_config, "enabled": True}}
+        )
+        assert gateway.status_code == 200, gateway.text
         yield {
             "fe": fe,
             "table": table,
+            "payload_table": f"main.{schema}.fraud_log_payload",
             "features": features,
             "model": model,
             "inputs": inputs,
@@ -218,6 +230,75 @@ def test_the_runtime_rules_of_the_lookup(fraud: dict[str, Any]) -> None:
         account_age_days=int(fraud["features"].set_index("user_id").loc[5, "account_age_days"])
     )
     assert answer.json()["predictions"] == fraud["model"].predict(joined[fraud["inputs"]]).tolist()
+
+
+def missing_keys_counted(fraud: dict[str, Any]) -> float:
+    """``modelport_feature_lookup_missing_total`` of the endpoint and its table, from ``/metrics``."""
+    metrics = fraud["http"].get("/metrics").text
+    line = f'modelport_feature_lookup_missing_total{{endpoint="{fraud["name"]}",table="{fraud["table"]}"}}'
+    counted = [row for row in metrics.splitlines() if row.startswith(line + " ")]
+    return float(counted[0].split()[-1]) if counted else 0.0
+
+
+def recorded(fraud: dict[str, Any], request_ids: list[str]) -> dict[str, tuple[Any, Any, bool]]:
+    """The inference table's ``(request, received_request, request_truncated)`` of each request
+    id, once the flusher (every 2 s) has written them all."""
+    ids = ", ".join(f"'{i}'" for i in request_ids)
+    sql = (
+        "SELECT databricks_request_id, request, received_request, request_truncated "
+        f"FROM {fraud['payload_table']} WHERE databricks_request_id IN ({ids})"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        found = fraud["http"].post("/api/2.0/modelport/tables/query", json={"sql": sql})
+        if found.status_code == 200 and len(found.json()["rows"]) == len(request_ids):
+            break
+        assert time.monotonic() < deadline, found.text
+        time.sleep(0.3)
+    return {rid: (json.loads(req), json.loads(sent), cut) for rid, req, sent, cut in found.json()["rows"]}
+
+
+def looked_up(fraud: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """What the raw model receives for ``row``: its amount and its user's features (the defaults
+    for a user without a row), in the spec's order; the key is excluded from the model's inputs."""
+    table = fraud["features"].set_index("user_id")
+    if row["user_id"] in table.index:
+        features = {f: table.loc[row["user_id"], f].item() for f in FEATURES}
+    else:
+        features = DEFAULTS
+    return {"amount": row["amount"], **features}
+
+
+def test_the_inference_table_records_each_querys_looked_up_features_and_missing_keys_are_counted(
+    fraud: dict[str, Any],
+) -> None:
+    before = missing_keys_counted(fraud)
+    # One request of several rows, two of them keys without a row.
+    rows = [
+        {"user_id": 3, "amount": 1500.0},
+        {"user_id": 88_881, "amount": 30.0},
+        {"user_id": 42, "amount": 12.5},
+        {"user_id": 88_882, "amount": 1.0},
+    ]
+    answer = ask(fraud, rows)
+    assert answer.status_code == 200, answer.text
+    # Key-only queries sent at once: the replica predicts them together (when they meet in its
+    # queue), and each query's record still holds its own row's features.
+    singles = [{"user_id": u, "amount": 100.0 + u} for u in (5, 6, 7, 8, 9, 88_883)]
+    with ThreadPoolExecutor(len(singles)) as pool:
+        answers = list(pool.map(lambda row: ask(fraud, [row]), singles))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    # Every key without a row, counted per endpoint and table, as for feature-spec endpoints.
+    assert missing_keys_counted(fraud) - before == 3
+    ids = [answer.headers["x-request-id"]] + [a.headers["x-request-id"] for a in answers]
+    records = recorded(fraud, ids)
+    request, received, cut = records[ids[0]]
+    assert request == {"dataframe_records": [looked_up(fraud, row) for row in rows]}
+    assert received == {"dataframe_records": rows}  # the request as sent: the keys
+    assert not cut
+    for rid, row in zip(ids[1:], singles, strict=True):
+        assert records[rid][0] == {"dataframe_records": [looked_up(fraud, row)]}, row
+        assert records[rid][1] == {"dataframe_records": [row]}
 
 
 def test_a_continuous_publish_reaches_the_next_query_within_five_seconds(fraud: dict[str, Any]) -> None:

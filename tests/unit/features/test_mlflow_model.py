@@ -228,6 +228,63 @@ def test_the_replica_batches_a_feature_model_whose_raw_model_batches(trained: Tr
     assert served.flavors == ["python_function"] and served.batch_capable
 
 
+def test_each_request_of_a_batch_gets_its_own_rows_and_missing_keys_back(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica's side channel to the gateway: two requests predicted in one batch each get the
+    rows their raw model received (when asked: the endpoint records them) and their own keys that
+    found no row, per table."""
+    import asyncio
+
+    import orjson
+
+    from modelport.entities.custom import CustomModel
+    from modelport.runtime.batching import Batcher
+    from modelport.runtime.custom_handler import CustomHandler
+
+    monkeypatch.setenv("MODELPORT_ONLINE_STORE", str(trained.store))
+    model = CustomModel.load(str(trained.model_path))
+    handler = CustomHandler(model, Batcher(model, "on", 64, 0.05))
+    requests = _requests().assign(event_ts=lambda df: df["event_ts"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    first, second = requests.iloc[[0, 2]], requests.iloc[[1, 3]]
+
+    async def go() -> list[tuple[bytes, Any]]:
+        running = asyncio.get_running_loop().create_task(handler.batcher.run())
+        try:
+            return list(
+                await asyncio.gather(
+                    handler.predict_with_trailer(_body(first), True),
+                    handler.predict_with_trailer(_body(second), False),
+                )
+            )
+        finally:
+            running.cancel()
+
+    (body_1, trailer_1), (body_2, trailer_2) = asyncio.run(go())
+    assert handler.stats()["batches"] == 1  # predicted together, answered apart
+    expected = trained.model.predict(trained.offline_features(_requests()))
+    assert np.allclose(orjson.loads(body_1)["predictions"], expected[[0, 2]])
+    assert np.allclose(orjson.loads(body_2)["predictions"], expected[[1, 3]])
+    # Row 2: its transactions are older than the window, merchant m9 has no row; row 3: customer
+    # 9 has no row, nor transactions.
+    assert trailer_1.missing_rows == {TX: 1, MERCHANTS: 1}
+    assert trailer_2.missing_rows == {CUSTOMERS: 1, TX: 1}
+    assert orjson.loads(trailer_1.request) == {
+        "dataframe_records": [
+            {"customer_id": 1, "amount": 50.0, "avg_amount": 10.0, "n_tx": 5, "amount_7d": 30.0, "risk": 0.1},
+            {"customer_id": 2, "amount": 70.0, "avg_amount": 20.0, "n_tx": 6, "amount_7d": -1.0, "risk": 0.5},
+        ]
+    }
+    assert trailer_2.request is None  # not asked for: its endpoint records nothing
+    assert not trailer_1.request_truncated
+
+
+def _body(requests: pd.DataFrame) -> bytes:
+    import orjson
+
+    return orjson.dumps({"dataframe_records": requests.to_dict(orient="records")})
+
+
 def test_a_fully_overridden_feature_is_not_looked_up(trained: Trained) -> None:
     reader = CountingReader(trained.store)
     requests = _requests().assign(risk=[0.7, 0.7, 0.7, 0.7], n_tx=[1, 2, 3, 4])

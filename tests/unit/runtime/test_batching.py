@@ -46,6 +46,9 @@ class FakeModel:
     def render(self, output: Any, wrap: bool = True) -> bytes:
         return orjson.dumps(output)
 
+    def lookups(self, inputs: Sequence[ModelInput]) -> None:
+        return None  # looks nothing up
+
 
 def frame(*values: int, key: Hashable | None = "k") -> ModelInput:
     rows = [[v] for v in values]

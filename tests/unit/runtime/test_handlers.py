@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from modelport import errors
-from modelport.entities.custom import FrameRows, ModelInput
+from modelport.entities.custom import FrameRows, Lookups, ModelInput
 from modelport.entities.foundation.engine import (
     EmbeddingEngine,
     Embeddings,
@@ -25,8 +25,10 @@ from modelport.entities.foundation.engine import (
     Usage,
 )
 from modelport.runtime.batching import Batcher
-from modelport.runtime.custom_handler import CustomHandler
+from modelport.runtime.custom_handler import CustomHandler, trailer_of
 from modelport.runtime.engine_handler import EngineHandler
+from modelport.runtime.protocol import Trailer
+from modelport.tables.records import MAX_BODY_BYTES
 
 CHAT_BODY = orjson.dumps({"messages": [{"role": "user", "content": "hi"}]})
 
@@ -60,6 +62,9 @@ class FrameModel:
 
     def render(self, output: Any, wrap: bool = True) -> bytes:
         return orjson.dumps({"predictions": output})
+
+    def lookups(self, inputs: Sequence[ModelInput]) -> None:
+        return None  # looks nothing up
 
 
 def custom_handler() -> CustomHandler:
@@ -115,6 +120,18 @@ def test_custom_requests_queued_when_the_loop_stops_get_a_503_to_retry() -> None
     with pytest.raises(errors.TemporarilyUnavailable) as caught:
         asyncio.run(go())
     assert caught.value.retry_after == 1
+
+
+def test_a_trailer_tells_only_what_there_is_and_cuts_the_request_at_the_tables_limit() -> None:
+    assert trailer_of(Lookups({})) is None  # nothing missing, nothing asked: a plain OK
+    assert trailer_of(Lookups({"t": 2})) == Trailer({"t": 2}, None, False)
+    rows = orjson.dumps({"dataframe_records": [{"note": "é" * 1000}] * 1000})  # about 2 MB
+    cut = trailer_of(Lookups({}, rows))
+    assert cut is not None and cut.request_truncated
+    assert cut.request is not None and MAX_BODY_BYTES - 4 < len(cut.request) <= MAX_BODY_BYTES
+    assert rows.startswith(cut.request)  # cut at a character, not inside one
+    whole = orjson.dumps({"dataframe_records": [{"x": 1}]})
+    assert trailer_of(Lookups({}, whole)) == Trailer({}, whole, False)
 
 
 # ---- engine -------------------------------------------------------------------------------

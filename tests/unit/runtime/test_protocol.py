@@ -67,3 +67,44 @@ def test_a_frame_that_is_no_error_or_unreadable_is_a_500_saying_so() -> None:
     unreadable = protocol.error_of(protocol.SERVER_ERROR, b"not json")
     assert type(unreadable) is ModelportError
     assert "unreadable error" in unreadable.message
+
+
+# ---- the answer trailer (a feature-aware model's lookups) ----------------------------------------
+
+
+def test_an_answer_without_trailer_is_a_plain_ok() -> None:
+    request_id, kind, payload = decode(protocol.ok_frame(3, b'{"predictions":[1]}'))
+    assert (request_id, kind, payload) == (3, protocol.OK, b'{"predictions":[1]}')
+    assert protocol.answer_of(kind, payload) == (b'{"predictions":[1]}', None)
+
+
+def test_a_trailer_comes_back_with_its_counts_and_request_beside_the_body() -> None:
+    rows = b'{"dataframe_records":[{"user_id":3,"avg":4.5},{"user_id":9,"avg":null}]}'
+    trailer = protocol.Trailer({"main.s.users": 1}, rows)
+    request_id, kind, payload = decode(protocol.ok_frame(5, b'{"predictions":[0,1]}', trailer))
+    assert (request_id, kind) == (5, protocol.OK_TRAILER)
+    body, back = protocol.answer_of(kind, payload)
+    assert body == b'{"predictions":[0,1]}'
+    assert back == protocol.Trailer({"main.s.users": 1}, rows, False)
+
+
+def test_a_trailer_with_counts_only_has_no_request_and_keeps_the_cut_flag() -> None:
+    _, kind, payload = decode(protocol.ok_frame(1, b"{}", protocol.Trailer({"t": 2, "u": 1})))
+    assert protocol.answer_of(kind, payload) == (b"{}", protocol.Trailer({"t": 2, "u": 1}, None, False))
+    cut = protocol.Trailer({}, b'{"dataframe_records":[{"a":', request_truncated=True)
+    _, kind, payload = decode(protocol.ok_frame(1, b"{}", cut))
+    assert protocol.answer_of(kind, payload)[1] == cut
+
+
+def test_an_unreadable_trailer_is_a_500_and_an_error_answer_is_raised() -> None:
+    for payload in (
+        b"\x00\x00",
+        b"\x00\x00\x00\x02\x00\x00\x00\x09{}[1, 2]",
+        b"\x00\x00\x00\x00\x00\x00\x00\x02{}",
+    ):
+        with pytest.raises(ModelportError, match="unreadable trailer") as caught:
+            protocol.answer_of(protocol.OK_TRAILER, payload)
+        assert type(caught.value) is ModelportError
+    _, kind, payload = decode(protocol.error_frame(1, errors.InvalidParameterValue("bad key")))
+    with pytest.raises(errors.InvalidParameterValue, match="bad key"):
+        protocol.answer_of(kind, payload)

@@ -126,9 +126,35 @@ def test_predict_is_answered_ok_and_ping_with_both_counters() -> None:
 
     writer, in_flight = run(ping)
     [pong] = [f for f in writer.frames() if f[1] == protocol.PONG]
-    assert set(orjson.loads(pong[2])) == {"pid", "requests", "in_flight", "batches"}
+    assert set(orjson.loads(pong[2])) == {"pid", "requests", "in_flight", "protocol", "batches"}
+    assert orjson.loads(pong[2])["protocol"] == protocol.VERSION
     assert orjson.loads(pong[2])["requests"] == 1
     assert in_flight == 0
+
+
+class LookingUpHandler(FakeHandler):
+    """Like a feature-aware model's handler: a trailer with its missing keys, and the rows its
+    raw model received when the request came as PREDICT_RECORDED."""
+
+    async def predict_with_trailer(
+        self, payload: bytes, recorded: bool
+    ) -> tuple[bytes, protocol.Trailer | None]:
+        rows = b'{"dataframe_records":[{"f":1}]}' if recorded else None
+        return await self.predict(payload), protocol.Trailer({"t": 1}, rows)
+
+
+def test_a_recorded_predict_is_answered_with_the_handlers_trailer_and_a_plain_handler_ok() -> None:
+    sends = [(1, protocol.PREDICT_RECORDED, b"ok"), (2, protocol.PREDICT, b"ok")]
+    writer = run(lambda: talk(ReplicaServer(LookingUpHandler(), 1), sends, answered(2)))
+    answers = {request_id: protocol.answer_of(kind, payload) for request_id, kind, payload in writer.frames()}
+    assert answers == {
+        1: (b"done", protocol.Trailer({"t": 1}, b'{"dataframe_records":[{"f":1}]}')),
+        2: (b"done", protocol.Trailer({"t": 1}, None)),
+    }
+    plain = run(
+        lambda: talk(ReplicaServer(FakeHandler(), 1), [(1, protocol.PREDICT_RECORDED, b"ok")], answered(1))
+    )
+    assert plain.frames() == [(1, protocol.OK, b"done")]
 
 
 def test_a_modelport_error_is_answered_with_its_status_and_retry_after() -> None:

@@ -42,9 +42,12 @@ class FakeReplica:
         self.cancelled: list[int] = []
         self.ended: list[int] = []
         self._ids = itertools.count(1)
+        self.protocol = protocol.VERSION
+        self.kinds: list[int] = []
 
     async def call(self, kind: int, payload: bytes, timeout: float | None) -> Frame:
-        assert kind == protocol.PREDICT and self.answer is not None
+        assert kind in (protocol.PREDICT, protocol.PREDICT_RECORDED) and self.answer is not None
+        self.kinds.append(kind)
         self.in_flight += 1
         try:
             return await asyncio.wait_for(self.answer(payload), timeout)
@@ -96,6 +99,24 @@ def test_predict_answers_the_ok_payload_and_releases_its_slot() -> None:
     rs = replica_set(FakeReplica(answering((protocol.OK, b'{"predictions": [1]}'))))
     assert run(rs.predict(b"{}", 5)) == b'{"predictions": [1]}'
     assert rs.in_flight == 0
+
+
+def test_a_recorded_predict_gets_the_trailer_and_an_older_replica_a_plain_predict() -> None:
+    trailer = protocol.Trailer({"main.s.users": 1}, b'{"dataframe_records":[{"f":1.5}]}')
+    frame = protocol.ok_frame(0, b'{"predictions": [1]}', trailer)
+    _, _, kind = protocol.HEADER.unpack(frame[: protocol.HEADER.size])
+    replica = FakeReplica(answering((kind, frame[protocol.HEADER.size :]), (protocol.OK, b"{}")))
+    rs = replica_set(replica)
+    assert run(rs.predict_with_trailer(b"{}", 5, recorded=True)) == (b'{"predictions": [1]}', trailer)
+    replica.protocol = 1  # its PONG had no "protocol": a replica of an older modelport
+    assert run(rs.predict_with_trailer(b"{}", 5, recorded=True)) == (b"{}", None)
+    assert replica.kinds == [protocol.PREDICT_RECORDED, protocol.PREDICT]
+
+
+def test_a_pong_says_the_protocol_version_an_older_one_none() -> None:
+    assert protocol.version_of(b'{"pid": 1, "protocol": 2}') == 2
+    assert protocol.version_of(b'{"pid": 1}') == 1
+    assert protocol.version_of(b"not json") == 1
 
 
 def test_a_replicas_503_is_raised_with_its_retry_after() -> None:
