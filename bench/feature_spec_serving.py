@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,6 @@ from harness import (
     ADMIN_TOKEN,
     BENCH,
     HEADERS,
-    PY,
     PeerFailed,
     Running,
     free_port,
@@ -59,6 +57,7 @@ from harness import (
     load_average,
     machine,
     median_of,
+    peer_venv,
     publish,
     rotated,
     run_arguments,
@@ -82,33 +81,8 @@ REDIS_DB = 7  # Feast's keys land in a database of their own, flushed before and
 
 
 def feast_python() -> Path | None:
-    """The Python of Feast's own environment, built with uv (or venv + pip) when missing."""
-    python = FEAST_VENV / "bin" / "python"
-    stamp = FEAST_VENV / "bench-spec.txt"
-    spec = " ".join(FEAST_SPEC)
-    if python.exists() and stamp.exists() and stamp.read_text() == spec:
-        return python
-    print(f"building Feast's environment in {FEAST_VENV} ({spec})", flush=True)
-    uv = Path(PY).parent / "uv"
-    uv_cmd = str(uv) if uv.exists() else shutil.which("uv")
-    if uv_cmd:
-        steps = [
-            [uv_cmd, "venv", "--clear", "-q", "--python", PY, str(FEAST_VENV)],
-            [uv_cmd, "pip", "install", "-q", "--python", str(python), *FEAST_SPEC],
-        ]
-    else:
-        steps = [
-            [PY, "-m", "venv", "--clear", str(FEAST_VENV)],
-            [str(python), "-m", "pip", "install", *FEAST_SPEC],
-        ]
-    for cmd in steps:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
-        if done.returncode != 0:
-            why = " ".join((done.stderr or done.stdout).split())[-800:]
-            print(f"note: Feast could not be installed ({why}); measuring modelport alone", flush=True)
-            return None
-    stamp.write_text(spec)
-    return python
+    """The Python of Feast's own environment, built when missing."""
+    return peer_venv(FEAST_VENV, FEAST_SPEC, "Feast")
 
 
 def make_data(rows: int) -> pa.Table:

@@ -85,6 +85,7 @@ __all__ = [
     "machine",
     "median_of",
     "one_line",
+    "peer_venv",
     "pids_matching",
     "publish",
     "register_model",
@@ -539,6 +540,42 @@ def install_wrk() -> None:
         )
     if not shutil.which("wrk"):
         print("note: wrk could not be installed; using the Python load generator", flush=True)
+
+
+def peer_venv(folder: Path, spec: Sequence[str], label: str, timeout: float = 1200) -> Path | None:
+    """The Python of a peer's own virtual environment (``folder``, under ``bench/.venvs/``) with
+    ``spec`` installed, built with uv (or venv + pip) when missing or built for another spec;
+    None (and a note) when it cannot be installed."""
+    python = folder / "bin" / "python"
+    stamp = folder / "bench-spec.txt"
+    text = " ".join(spec)
+    if python.exists() and stamp.exists() and stamp.read_text() == text:
+        return python
+    print(f"building {label}'s environment in {folder} ({text})", flush=True)
+    uv = Path(PY).parent / "uv"
+    uv_cmd = str(uv) if uv.exists() else shutil.which("uv")
+    if uv_cmd:
+        steps = [
+            [uv_cmd, "venv", "--clear", "-q", "--python", PY, str(folder)],
+            [uv_cmd, "pip", "install", "-q", "--python", str(python), *spec],
+        ]
+    else:
+        steps = [
+            [PY, "-m", "venv", "--clear", str(folder)],
+            [str(python), "-m", "pip", "install", "-q", *spec],
+        ]
+    for cmd in steps:
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"note: {label} could not be installed ({exc!r}); skipping it", flush=True)
+            return None
+        if done.returncode != 0:
+            why = " ".join((done.stderr or done.stdout).split())[-800:]
+            print(f"note: {label} could not be installed ({why}); skipping it", flush=True)
+            return None
+    stamp.write_text(text)
+    return python
 
 
 def run_arguments(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from harness import (
     first_answer,
     free_port,
     launch,
+    peer_venv,
     serve_modelport,
     start_openai_fake,
     wait_deployed,
@@ -405,34 +404,5 @@ def all_peers() -> list[Peer]:
 
 
 def litellm_python() -> Path | None:
-    """The Python of LiteLLM's own environment, built with uv (or venv + pip) when missing."""
-    python = LITELLM_VENV / "bin" / "python"
-    stamp = LITELLM_VENV / "bench-spec.txt"
-    spec = " ".join(LITELLM_SPEC)
-    if python.exists() and stamp.exists() and stamp.read_text() == spec:
-        return python
-    print(f"building LiteLLM's environment in {LITELLM_VENV} ({spec})", flush=True)
-    uv = Path(PY).parent / "uv"
-    uv_cmd = str(uv) if uv.exists() else shutil.which("uv")
-    if uv_cmd:
-        steps = [
-            [uv_cmd, "venv", "--clear", "-q", "--python", PY, str(LITELLM_VENV)],
-            [uv_cmd, "pip", "install", "-q", "--python", str(python), *LITELLM_SPEC],
-        ]
-    else:
-        steps = [
-            [PY, "-m", "venv", "--clear", str(LITELLM_VENV)],
-            [str(python), "-m", "pip", "install", "-q", *LITELLM_SPEC],
-        ]
-    for cmd in steps:
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            print(f"note: LiteLLM could not be installed ({exc!r}); skipping LiteLLM's proxy", flush=True)
-            return None
-        if done.returncode != 0:
-            why = " ".join((done.stderr or done.stdout).split())[-800:]
-            print(f"note: LiteLLM could not be installed ({why}); skipping LiteLLM's proxy", flush=True)
-            return None
-    stamp.write_text(spec)
-    return python
+    """The Python of LiteLLM's own environment, built when missing."""
+    return peer_venv(LITELLM_VENV, LITELLM_SPEC, "LiteLLM")

@@ -24,24 +24,17 @@ Blocking (file I/O): call it from a thread.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import orjson
-import pyarrow.fs as pafs
-
-from modelport.errors import InvalidParameterValue, ResourceAlreadyExists, ResourceDoesNotExist
-from modelport.tables.names import is_uri, split_name
+from modelport.errors import InvalidParameterValue
+from modelport.tables.json_folder import JsonFolder, readable
+from modelport.tables.names import split_name
 
 __all__ = ["SPECS_FOLDER", "FeatureSpecStore", "StoredSpec", "spec_name"]
 
 #: The folder of the tables root that holds the specs (not a valid name part: never a catalog).
 SPECS_FOLDER = "feature-specs"
-_SUFFIX = ".json"
 
 
 def spec_name(name: Any) -> str:
@@ -91,72 +84,25 @@ class FeatureSpecStore:
     """The feature specs under one tables root (a local folder or a URI pyarrow reads)."""
 
     def __init__(self, root: str) -> None:
-        if is_uri(root):
-            self._fs, base = pafs.FileSystem.from_uri(root)
-            self._local = False
-        else:
-            self._fs, base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
-            self._local = True
-        self.folder = f"{base.rstrip('/')}/{SPECS_FOLDER}"
-
-    def _path(self, name: str) -> str:
-        return f"{self.folder}/{name}{_SUFFIX}"
+        self._files = JsonFolder(root, SPECS_FOLDER, "Feature spec")
+        self.folder = self._files.folder
 
     def create(self, spec: StoredSpec) -> None:
         """Store a new spec; :class:`ResourceAlreadyExists` when one has its name."""
-        body = orjson.dumps(spec.to_json(), option=orjson.OPT_INDENT_2)
-        path = self._path(spec.name)
-        taken = ResourceAlreadyExists(f"Feature spec '{spec.name}' already exists.")
-        if self._local:
-            os.makedirs(self.folder, exist_ok=True)
-            aside = f"{self.folder}/.{spec.name}.{secrets.token_hex(6)}.tmp"
-            with open(aside, "wb") as out:
-                out.write(body)
-                out.flush()
-                os.fsync(out.fileno())
-            try:
-                os.link(aside, path)  # fails when the name is taken: creation is exclusive
-            except FileExistsError:
-                raise taken from None
-            finally:
-                os.unlink(aside)
-            return
-        if self._fs.get_file_info(path).type != pafs.FileType.NotFound:
-            raise taken
-        self._fs.create_dir(self.folder, recursive=True)
-        with self._fs.open_output_stream(path) as out:
-            out.write(body)
+        self._files.create(spec.name, spec.to_json())
 
     def get(self, name: str) -> StoredSpec:
         """The spec ``name`` (canonical); :class:`ResourceDoesNotExist` when there is none."""
-        path = self._path(name)
+        body = self._files.read(name)
         try:
-            with self._fs.open_input_stream(path) as stream:
-                raw = stream.read()
-        except FileNotFoundError:
-            raise ResourceDoesNotExist(f"Feature spec '{name}' does not exist.") from None
-        try:
-            return StoredSpec.from_json(orjson.loads(raw), path)
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
-            raise ResourceDoesNotExist(
-                f"Feature spec '{name}' cannot be read (its file {path} is damaged)."
-            ) from None
+            return StoredSpec.from_json(body, self._files.path(name))
+        except (ValueError, KeyError, TypeError):
+            raise self._files.damaged(name) from None
 
     def list(self) -> list[StoredSpec]:
         """Every readable spec, by name (a damaged file is left out)."""
-        selector = pafs.FileSelector(self.folder, allow_not_found=True)
-        out = []
-        for info in sorted(self._fs.get_file_info(selector), key=lambda i: i.base_name):
-            base = info.base_name
-            if info.type != pafs.FileType.File or base.startswith(".") or not base.endswith(_SUFFIX):
-                continue
-            with contextlib.suppress(ResourceDoesNotExist):
-                out.append(self.get(base.removesuffix(_SUFFIX)))
-        return out
+        return readable(self._files, self.get)
 
     def delete(self, name: str) -> None:
         """Remove the spec ``name``; :class:`ResourceDoesNotExist` when there is none."""
-        try:
-            self._fs.delete_file(self._path(name))
-        except FileNotFoundError:
-            raise ResourceDoesNotExist(f"Feature spec '{name}' does not exist.") from None
+        self._files.delete(name)
