@@ -157,7 +157,16 @@ def test_ping_answers_pong_with_stats(sklearn_worker: WorkerProcess) -> None:
 
     kind, stats = run(go())
     assert kind == protocol.PONG
-    assert set(stats) == {"pid", "in_flight", "requests", "batches", "batched_rows", "max_batch_seen"}
+    assert set(stats) == {
+        "pid",
+        "in_flight",
+        "requests",
+        "batches",
+        "batched_rows",
+        "max_batch_seen",
+        "protocol",
+    }
+    assert stats["protocol"] == protocol.VERSION
     assert sklearn_worker.proc is not None and stats["pid"] == sklearn_worker.proc.pid
     assert "modelport-worker: loaded python_function, sklearn in " in sklearn_worker.stderr()
 
