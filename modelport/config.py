@@ -168,6 +168,18 @@ class Settings:
         "every third of this and stops leading at a failed renewal or before the lease could "
         "expire; another server takes over about this long after the leader stopped renewing.",
     )
+    ai_functions_endpoint: str = _opt(
+        "modelport-smollm2-135m-instruct",
+        "The chat endpoint that answers the SQL task functions (ai_summarize, ai_classify, ...) "
+        "of the tables query route; each caller needs CAN_QUERY on it.",
+        flag=False,
+    )
+    ai_similarity_endpoint: str = _opt(
+        "modelport-all-minilm-l6-v2",
+        "The embeddings endpoint that answers the SQL function ai_similarity of the tables query "
+        "route; each caller needs CAN_QUERY on it.",
+        flag=False,
+    )
     tables_root: str = _opt(
         "",
         "Where inference and usage tables (Delta) are written: a folder or an object-store URI "

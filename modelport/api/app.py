@@ -28,6 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelport.api import mlflow_ui, openapi_document, system
 from modelport.api.auth_throttle import AuthThrottle
 from modelport.api.body_limits import BodyLimits
+from modelport.api.control import batches as batch_routes
 from modelport.api.control import endpoints, permissions, scim, table_permissions, tokens
 from modelport.api.control import feature_functions as feature_function_routes
 from modelport.api.control import feature_specs as feature_spec_routes
@@ -98,6 +99,7 @@ class ModelportApp:
         self.api = Starlette(
             routes=[
                 *system.routes,
+                *batch_routes.routes,
                 *endpoints.routes,
                 *permissions.routes,
                 *tokens.routes,
@@ -168,6 +170,8 @@ class ModelportApp:
             await services.features.start()  # follows continuously published feature tables
         await services.reconciler.start()
         await services.cluster.start()
+        if serving and services.batches is not None:
+            await services.batches.start()  # runs bulk jobs while this process leads
         if self.settings.workers > 1:  # /metrics answers for every process of the port
             services.metrics_exchange = MetricsExchange(
                 self.settings.run_path / "metrics",
@@ -189,6 +193,8 @@ class ModelportApp:
         finally:
             if services.metrics_exchange is not None:
                 await services.metrics_exchange.stop()
+            if services.batches is not None:
+                await services.batches.stop()
             await services.cluster.stop()
             await services.reconciler.stop()
             if serving:

@@ -44,6 +44,7 @@ __all__ = [
     "always_audited",
     "audit_record",
     "audited",
+    "is_query",
 ]
 
 #: Largest JSON request body read for identifiers; a longer one contributes none.
@@ -54,6 +55,9 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DENIED = frozenset({401, 403})
 #: Where the data plane's queries arrive (the control plane is under /api/2.0/serving-endpoints).
 QUERY_PREFIX = "/serving-endpoints/"
+#: Bulk jobs' routes (``api/control/batches.py``): under the queries' prefix, audited like the
+#: control plane (a job's own queries are not audited, like any query).
+_BULK_JOBS = ("/serving-endpoints/files", "/serving-endpoints/batches")
 #: Reads audited whatever their outcome: they hand out a secret's value.
 _SENSITIVE_READS = frozenset({"/api/2.0/secrets/get"})
 #: POST routes that only read.
@@ -127,11 +131,16 @@ def audited(method: str, path: str, status: int) -> bool:
     return always_audited(method, path)
 
 
+def is_query(path: str) -> bool:
+    """Whether a path is the data plane's (a query), not a bulk job's route."""
+    return path.startswith(QUERY_PREFIX) and not path.startswith(_BULK_JOBS)
+
+
 def always_audited(method: str, path: str) -> bool:
     """Whether the audit log records a request whatever its outcome (a write, a secret read)."""
     if method in _SAFE_METHODS:
         return path in _SENSITIVE_READS
-    return not path.startswith(QUERY_PREFIX) and not _READ_POSTS.search(path)
+    return not is_query(path) and not _READ_POSTS.search(path)
 
 
 def _camel(words: list[str]) -> str:
@@ -148,7 +157,7 @@ def _service(path: str) -> str:
 
 def _action(scope: Scope, service: str) -> str:
     path, method = scope["path"], scope["method"]
-    if path.startswith(QUERY_PREFIX):
+    if is_query(path):
         return "query"
     if service == "mlflow":
         if "/mlflow-artifacts/" in path or "artifact" in path.rsplit("/", 1)[-1]:
@@ -197,7 +206,7 @@ def request_params(scope: Scope, body: bytes | None) -> dict[str, str]:
         text = _scalar(value)
         if text is not None:
             params[key] = text
-    if scope["path"].startswith(QUERY_PREFIX):
+    if is_query(scope["path"]):
         found = _INVOCATIONS.match(scope["path"])
         if found is not None:
             params["name"] = found[1][:_MAX_VALUE]
@@ -254,7 +263,7 @@ def audit_record(
     service = _service(scope["path"])
     caller = scope.get("modelport.caller")
     client = scope.get("client")
-    code, message = _error(status, answer, scope["path"].startswith(QUERY_PREFIX))
+    code, message = _error(status, answer, is_query(scope["path"]))
     return AuditRecord(
         event_id=uuid.uuid4().hex,
         request_id=request_id,

@@ -26,10 +26,10 @@ from starlette.types import Message, Receive, Scope, Send
 from modelport.api.audit import (
     MAX_CAPTURED_BODY,
     MAX_CAPTURED_ERROR,
-    QUERY_PREFIX,
     always_audited,
     audit_record,
     audited,
+    is_query,
 )
 from modelport.api.errors import send_error
 from modelport.api.services import Services
@@ -86,7 +86,7 @@ class Observed:
         status = 500
         start = time.perf_counter()
         # A query (the hot path) pays for one prefix check here and a few comparisons below.
-        always = not scope["path"].startswith(QUERY_PREFIX) and always_audited(scope["method"], scope["path"])
+        always = not is_query(scope["path"]) and always_audited(scope["method"], scope["path"])
         body: bytearray | None = bytearray() if always and _is_json(scope) else None
         answer: bytearray | None = None
         if body is not None:

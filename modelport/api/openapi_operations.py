@@ -9,6 +9,7 @@ embedded registry's ``/api/2.0/mlflow/...`` paths) is MLflow's document, not thi
 
 from __future__ import annotations
 
+from modelport.api.openapi_batches import batch_operations
 from modelport.api.openapi_schemas import OBJECT, Operation, Param, Schema, array_of, obj, string
 from modelport.spec import secrets as secret_names
 from modelport.spec import validation as endpoint_names
@@ -558,6 +559,7 @@ def _ops() -> list[Operation]:
             VIEW,
         ),
         *_registry_permission_ops(),
+        *batch_operations(),
         # ---- secrets -----------------------------------------------------------------------
         Operation(
             "POST",

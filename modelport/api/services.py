@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from modelport.batch.runner import BatchRunner
 from modelport.config import Settings
 from modelport.control.cluster import Cluster
 from modelport.control.endpoints import EndpointService
@@ -54,6 +55,8 @@ class Services:
     # Set when several HTTP workers share the port: /metrics and endpoint metrics then merge
     # every worker's samples (metrics_exchange.py) instead of this process's alone.
     metrics_exchange: MetricsExchange | None = None
+    #: Bulk jobs (OpenAI's Files and Batch APIs, ``batch/runner.py``).
+    batches: BatchRunner | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

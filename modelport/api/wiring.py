@@ -9,6 +9,9 @@ from __future__ import annotations
 import secrets
 
 from modelport.api.services import Services
+from modelport.batch.files import FileStore
+from modelport.batch.jobs import JobStore
+from modelport.batch.runner import BatchRunner
 from modelport.config import Settings, inherited_environment
 from modelport.control.cipher import load_cipher
 from modelport.control.cluster import Cluster, Role
@@ -208,6 +211,10 @@ def build_services(
         feature_functions=feature_functions,
         # the online store's state of a table, whoever may read it: the endpoint page's problems
         feature_usage=FeatureUsage(endpoint_service, registry, features.tables, features.online_state),
+    )
+    batch_root = settings.data_path / "batch"  # bulk jobs: files and job state (batch/jobs.py)
+    services.batches = BatchRunner(
+        JobStore(batch_root, FileStore(batch_root)), dataplane, db, leading=lambda: cluster.leading
     )
     return services, new_token
 

@@ -11,7 +11,8 @@ yet, a model that is gone, files in a remote artifact store) is said in the oper
 
 Extensions: ``x-modelport-task`` (root) is the endpoint's task when it has one
 (``llm/v1/chat``, ...); ``x-modelport-model`` (operation) names the registered model
-version the entity resolved to.
+version the entity resolved to; ``x-modelport-outputs`` (operation) is its signature's outputs
+(what ``ai_query`` types its answer by).
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ class ModelInputs:
     example: dict[str, Any] | None = None
     about: str = ""
     model: dict[str, str] | None = None
+    #: The signature's outputs (JSON list), None without them.
+    outputs: list[dict[str, Any]] | None = None
 
 
 def _signature_part(mlmodel: Mapping[str, Any], key: str) -> list[dict[str, Any]] | None:
@@ -190,7 +193,8 @@ def model_inputs(mlmodel: Mapping[str, Any], folder: Path | None, about: str = "
             notes.append(f"Its input example was not read: {exc}.")
         else:
             notes.append(f"Example from {source}." if example else "The model has no input example.")
-    return ModelInputs(inputs=inputs, params=params, example=example, about=" ".join(notes))
+    outputs = _signature_part(mlmodel, "outputs")
+    return ModelInputs(inputs=inputs, params=params, example=example, about=" ".join(notes), outputs=outputs)
 
 
 def read_model_inputs(registry: ModelRegistry, entity: Mapping[str, Any]) -> ModelInputs:
@@ -330,6 +334,8 @@ def _operation(
         op["description"] = inputs.about
     if inputs is not None and inputs.model:
         op["x-modelport-model"] = inputs.model
+    if inputs is not None and inputs.outputs:
+        op["x-modelport-outputs"] = inputs.outputs
     op.update(
         {
             "requestBody": {"required": True, "content": {"application/json": media}},

@@ -20,6 +20,11 @@ equals the value (a filtered Arrow dataset: DuckDB never sees the other rows). W
 cannot resolve a table, ``missing`` is called with the three-part names the SQL uses that are
 not registered (DuckDB's own parser finds them), so that the caller can say why.
 
+``prepare`` (optional) rewrites the statement first and may register functions on the
+connection (``ai_query``: ``batch/ai_query.py``, injected by the caller: this module knows
+nothing of the data plane); it returns the SQL and a callable giving the error that failed the
+query inside those functions, raised as itself instead of DuckDB's wrapped text.
+
 Results come back through Arrow: timestamps as timezone-aware ``datetime`` (UTC), dates as
 ``date``, maps as ``dict``.
 
@@ -46,6 +51,7 @@ from modelport.errors import InvalidParameterValue
 from modelport.tables.names import USAGE_TABLE_NAME, is_uri
 
 __all__ = [
+    "Prepare",
     "RowFilter",
     "connect",
     "discover_tables",
@@ -75,6 +81,8 @@ def json_cell(value: Any) -> Any:
 
 #: ``(column, value)``: keep only the rows whose ``column`` equals ``value``.
 RowFilter = tuple[str, str]
+#: ``(connection, sql) -> (sql, failure)``: see the module docstring.
+Prepare = Callable[[duckdb.DuckDBPyConnection, str], tuple[str, Callable[[], Exception | None]]]
 
 _NAME_PART = re.compile(r"^[a-z0-9_]+\Z")
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
@@ -219,6 +227,7 @@ def query(
     storage_options: Mapping[str, str] | None = None,
     row_filters: Mapping[str, RowFilter] | None = None,
     missing: Callable[[set[str]], None] | None = None,
+    prepare: Prepare | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run ``sql`` (DuckDB dialect) over the Delta tables under ``root``; return (columns, rows).
 
@@ -227,9 +236,13 @@ def query(
     and ``row_filters``: see :func:`connect`. When DuckDB cannot resolve a table, ``missing``
     (if given) is called first with :func:`unresolved_tables` and may raise. Raises
     :class:`~modelport.errors.InvalidParameterValue` when DuckDB rejects the SQL (the message says why).
+    ``prepare``: see the module docstring.
     """
     con, names = connect(root, tables=tables, storage_options=storage_options, row_filters=row_filters)
+    failure: Callable[[], Exception | None] = lambda: None  # noqa: E731
     try:
+        if prepare is not None:
+            sql, failure = prepare(con, sql)
         rewritten = rewrite_table_names(sql, names)
         try:
             rel = con.sql(rewritten, params=params)
@@ -238,13 +251,13 @@ def query(
                 missing(unresolved_tables(con, rewritten, names))
             raise InvalidParameterValue(f"Query failed: {exc}") from exc
         except duckdb.Error as exc:
-            raise InvalidParameterValue(f"Query failed: {exc}") from exc
+            raise (failure() or InvalidParameterValue(f"Query failed: {exc}")) from exc
         if rel is None:
             return [], []
         try:
             result = rel.to_arrow_table()
         except duckdb.Error as exc:
-            raise InvalidParameterValue(f"Query failed: {exc}") from exc
+            raise (failure() or InvalidParameterValue(f"Query failed: {exc}")) from exc
         return list(result.column_names), _rows(result)
     finally:
         con.close()

@@ -151,6 +151,16 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/serving-endpoints/embeddings"): Row(
         "endpoint", "CAN_QUERY", ok=400, body=lambda v: {"model": v["name"], "input": "hi"}
     ),
+    # ---- bulk jobs (OpenAI's Files and Batch APIs): each caller's own; others' are 404 -----------
+    ("POST", "/serving-endpoints/files"): Row(USER, ok=400),  # not multipart
+    ("GET", "/serving-endpoints/files"): Row(USER),
+    ("GET", "/serving-endpoints/files/{file_id}"): Row(USER, ok=404),
+    ("DELETE", "/serving-endpoints/files/{file_id}"): Row(USER, ok=404),
+    ("GET", "/serving-endpoints/files/{file_id}/content"): Row(USER, ok=404),
+    ("POST", "/serving-endpoints/batches"): Row(USER, ok=400, body={}),
+    ("GET", "/serving-endpoints/batches"): Row(USER),
+    ("GET", "/serving-endpoints/batches/{batch_id}"): Row(USER, ok=404),
+    ("POST", "/serving-endpoints/batches/{batch_id}/cancel"): Row(USER, ok=404),
     # ---- secrets -----------------------------------------------------------------------------
     ("POST", "/api/2.0/secrets/scopes/create"): Row(USER, body=lambda v: {"scope": unique("mx-scope")}),
     ("POST", "/api/2.0/secrets/scopes/delete"): Row("scope", "MANAGE", body=_scope_body(), fresh=True),
@@ -267,6 +277,8 @@ class World:
             "kind": "Users",
             "id": admin.get(f"{SCIM}/Me").json()["id"],
             "token_id": MISSING_ID,
+            "file_id": f"file-{MISSING_ID}",
+            "batch_id": f"batch-{MISSING_ID}",
             "path": "index.html",
             "full_name": "mx.features.none",  # a feature function that does not exist
         }

@@ -8,6 +8,8 @@
   ``{"columns": [...], "rows": [[...], ...]}``. Every user may query the tables they hold
   SELECT (or more) on and their own rows of the usage table; only those are registered in
   the query's DuckDB connection (``control/table_acl.py``), and a table out of reach is 403.
+  Statements calling ``ai_query`` are Databricks SQL (``batch/sql_rewrite.py``); its requests
+  are the caller's queries of the endpoints (``batch/served.py``).
 
 Both first write what this server has recorded to Delta (up to a few seconds), so an answer
 given before the query is in its result; other servers' rows arrive within their
@@ -18,6 +20,7 @@ Not part of the Databricks API (which reads these tables through SQL warehouses)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -29,6 +32,8 @@ from starlette.routing import Route
 from modelport.api.body import json_object
 from modelport.api.responses import json_response
 from modelport.api.services import caller_of, services_of
+from modelport.batch.ai_query import prepare
+from modelport.batch.served import served_endpoints
 from modelport.control.table_acl import TableAccess
 from modelport.errors import InvalidParameterValue
 from modelport.tables.query import json_cell, query, usage_summary
@@ -73,6 +78,16 @@ async def query_tables(request: Request) -> Response:
     services = services_of(request)
     root = services.settings.tables_location
     await _flushed(request)
+    endpoints = served_endpoints(
+        services.dataplane, services.endpoints, services.registry, caller, asyncio.get_running_loop()
+    )
+
+    def ai_functions(con: Any, text: str) -> Any:
+        settings = services.settings
+        rewritten, statement = prepare(
+            con, text, endpoints, settings.ai_functions_endpoint, settings.ai_similarity_endpoint
+        )
+        return rewritten, lambda: statement.failure
 
     def work() -> tuple[list[str], list[tuple[Any, ...]]]:
         scope = TableAccess(services.db, root).query_scope(caller)
@@ -82,6 +97,7 @@ async def query_tables(request: Request) -> Response:
             tables=scope.tables,
             row_filters=scope.row_filters,
             missing=scope.deny_missing(caller),
+            prepare=ai_functions,
         )
 
     columns, rows = await run_in_threadpool(work)

@@ -1,0 +1,327 @@
+"""``ai_query`` as vectorized DuckDB functions: a whole vector of requests per call.
+
+Whoever builds the DuckDB connection injects the data plane as an :class:`Endpoints`: ``call``
+sends one request body to an endpoint (raising :class:`~modelport.errors.ModelportError`),
+``describe`` says what kind of endpoint it is, and ``run`` runs a coroutine to its end from the
+SQL's thread (the server's event loop, or the library's own). :func:`prepare` rewrites a statement
+(``batch/sql_rewrite.py``) and registers one function per distinct call.
+
+How a vector is sent:
+
+- custom model: rows grouped into ``dataframe_split`` requests of up to :data:`BATCH_ROWS` rows
+  (and about :data:`BATCH_BYTES` of JSON), a struct's fields being the columns;
+- chat / completions: one request per row, :data:`CONCURRENCY` in flight;
+- embeddings: ``input`` lists of up to :data:`EMBED_ROWS` texts; the result is ``FLOAT[]``.
+
+A 429 or a 503 is retried with backoff, waiting what ``Retry-After`` says, for at most
+:data:`RETRY_SECONDS` per request. With ``failOnError => false`` a failed multi-row request is sent
+again row by row, so only the rows that fail carry an ``errorMessage``. A NULL request is a NULL
+result. A refusal of the caller (401, 403) or an unknown endpoint (404) fails the query whatever
+``failOnError`` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from modelport.batch.sql_rewrite import AiCall, rewrite
+from modelport.errors import InvalidParameterValue, ModelportError
+
+__all__ = [
+    "CUSTOM_PARAMETERS_REFUSED",
+    "EndpointInfo",
+    "Endpoints",
+    "Statement",
+    "info_from_openapi",
+    "prepare",
+]
+
+T = TypeVar("T")
+Kind = Literal["custom", "chat", "completions", "embeddings"]
+
+BATCH_ROWS = 256
+BATCH_BYTES = 4 * 1024 * 1024
+EMBED_ROWS = 64
+CONCURRENCY = 16
+RETRY_SECONDS = 60.0
+#: What the usage and inference tables say these requests came from.
+USAGE_CONTEXT = {"source": "ai_query"}
+CUSTOM_PARAMETERS_REFUSED = (
+    "AI_QUERY function does not support the modelParameters argument for custom model endpoint."
+)
+_FATAL = frozenset({401, 403, 404})
+_TASKS: dict[str, Kind] = {
+    "llm/v1/chat": "chat",
+    "llm/v1/completions": "completions",
+    "llm/v1/embeddings": "embeddings",
+}
+_SCALARS = {
+    "double": "DOUBLE",
+    "float": "FLOAT",
+    "long": "BIGINT",
+    "integer": "INTEGER",
+    "string": "VARCHAR",
+    "boolean": "BOOLEAN",
+    "float64": "DOUBLE",
+    "float32": "FLOAT",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "bool": "BOOLEAN",
+    "str": "VARCHAR",
+    "object": "VARCHAR",
+}
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    kind: Kind
+    #: The answer's DuckDB type from the model's output signature (custom models), if it says.
+    return_type: str | None = None
+    #: The model's input names (the column a scalar request is sent as).
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def default_type(self) -> str:
+        if self.kind == "embeddings":
+            return "FLOAT[]"
+        return self.return_type or "VARCHAR"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    call: Callable[[str, bytes], Awaitable[bytes]]
+    describe: Callable[[str], EndpointInfo]
+    run: Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+def _output_type(outputs: Sequence[dict[str, Any]] | None) -> str | None:
+    if not outputs:
+        return None
+
+    def one(spec: dict[str, Any]) -> str | None:
+        if spec.get("type") == "tensor":
+            dtype = _SCALARS.get(str((spec.get("tensor-spec") or {}).get("dtype")))
+            shape = (spec.get("tensor-spec") or {}).get("shape") or [-1]
+            return dtype if dtype and len(shape) <= 1 else (f"{dtype}[]" if dtype else None)
+        return _SCALARS.get(str(spec.get("type")))
+
+    if len(outputs) == 1:
+        return one(outputs[0])
+    fields = [(o.get("name"), one(o)) for o in outputs]
+    if all(n and t for n, t in fields):
+        return "STRUCT(" + ", ".join(f'"{n}" {t}' for n, t in fields) + ")"
+    return None
+
+
+def info_from_openapi(doc: dict[str, Any]) -> EndpointInfo:
+    """What an endpoint's OpenAPI document (``GET /api/2.0/serving-endpoints/{name}/openapi``) says."""
+    task = _TASKS.get(str(doc.get("x-modelport-task")))
+    if task is not None:
+        return EndpointInfo(task)
+    op = next(iter(doc.get("paths", {}).values()), {}).get("post", {})
+    schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    split = schema.get("properties", {}).get("dataframe_split", {})
+    columns = split.get("properties", {}).get("columns", {})
+    names = tuple(columns.get("items", {}).get("enum") or columns.get("default") or ())
+    return EndpointInfo("custom", _output_type(op.get("x-modelport-outputs")), names)
+
+
+class Statement:
+    """The ``ai_query`` functions of one statement on one connection, and the first error that
+    failed the query (to raise it as itself rather than as DuckDB's wrapped text)."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self.endpoints = endpoints
+        self.failure: ModelportError | None = None
+        self._infos: dict[str, EndpointInfo] = {}
+
+    def info(self, endpoint: str) -> EndpointInfo:
+        if endpoint not in self._infos:
+            self._infos[endpoint] = self.endpoints.describe(endpoint)
+        return self._infos[endpoint]
+
+    def _fail(self, exc: ModelportError) -> ModelportError:
+        if self.failure is None:
+            self.failure = exc
+        return exc
+
+    # -- sending ---------------------------------------------------------------------------------
+    async def _send(self, endpoint: str, body: dict[str, Any]) -> Any:
+        deadline = asyncio.get_running_loop().time() + RETRY_SECONDS
+        attempt = 0
+        payload = orjson.dumps({**body, "usage_context": USAGE_CONTEXT})
+        while True:
+            try:
+                return orjson.loads(await self.endpoints.call(endpoint, payload))
+            except ModelportError as exc:
+                if exc.status not in (429, 503):
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else min(8.0, 0.25 * 2**attempt)
+                wait = wait + random.uniform(0, 0.1)
+                if asyncio.get_running_loop().time() + wait > deadline:
+                    raise
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def _batch(self, call: AiCall, info: EndpointInfo, rows: list[Any]) -> list[tuple[Any, str | None]]:
+        """Answers of one request holding ``rows`` (custom or embeddings)."""
+        if info.kind == "embeddings":
+            data = await self._send(call.endpoint, {"input": [_text(r) for r in rows], **call.parameters})
+            items = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
+            _check_count(call.endpoint, len(items), len(rows))
+            return [(d.get("embedding"), None) for d in items]
+        if all(isinstance(r, dict) for r in rows):
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            data = [[r.get(c) for c in columns] for r in rows]
+        else:
+            columns = [info.inputs[0] if len(info.inputs) == 1 else "input"]
+            data = [[r] for r in rows]
+        answer = await self._send(call.endpoint, {"dataframe_split": {"columns": columns, "data": data}})
+        predictions = answer.get("predictions") if isinstance(answer, dict) else answer
+        _check_count(call.endpoint, len(predictions) if isinstance(predictions, list) else -1, len(rows))
+        return [(p, None) for p in predictions]
+
+    async def _row(self, call: AiCall, info: EndpointInfo, row: Any) -> Any:
+        text = _text(row)
+        if info.kind == "chat":
+            body = {"messages": [{"role": "user", "content": text}], **call.parameters}
+            data = await self._send(call.endpoint, body)
+            content = data["choices"][0]["message"]["content"]
+            return _label(content, call.labels) if call.labels else content
+        data = await self._send(call.endpoint, {"prompt": text, **call.parameters})
+        return data["choices"][0]["text"]
+
+    async def _answers(self, call: AiCall, values: list[Any]) -> list[tuple[Any, str | None] | None]:
+        info = self.info(call.endpoint)
+        limit = asyncio.Semaphore(CONCURRENCY)
+        out: list[tuple[Any, str | None] | None] = [None] * len(values)
+        present = [i for i, v in enumerate(values) if v is not None]
+
+        async def guarded(coro: Awaitable[T]) -> T:
+            async with limit:
+                return await coro
+
+        async def one(i: int) -> None:
+            try:
+                if info.kind in ("chat", "completions"):
+                    out[i] = (await guarded(self._row(call, info, values[i])), None)
+                else:
+                    out[i] = (await guarded(self._batch(call, info, [values[i]])))[0]
+            except ModelportError as exc:
+                if call.fail_on_error or exc.status in _FATAL:
+                    raise self._fail(exc) from None
+                out[i] = (None, exc.message)
+
+        async def group(indexes: list[int]) -> None:
+            try:
+                answers = await guarded(self._batch(call, info, [values[i] for i in indexes]))
+            except ModelportError as exc:
+                if call.fail_on_error or exc.status in _FATAL:
+                    raise self._fail(exc) from None
+                if len(indexes) == 1:
+                    out[indexes[0]] = (None, exc.message)
+                else:  # find the rows that fail
+                    await _all(one(i) for i in indexes)
+                return
+            for i, answer in zip(indexes, answers, strict=True):
+                out[i] = answer
+
+        if info.kind in ("chat", "completions"):
+            await _all(one(i) for i in present)
+        else:
+            rows = EMBED_ROWS if info.kind == "embeddings" else BATCH_ROWS
+            await _all(group(g) for g in _groups(values, present, rows))
+        return out
+
+    # -- DuckDB ----------------------------------------------------------------------------------
+    def function(self, call: AiCall) -> Callable[[pa.Array], pa.Array]:
+        def answer(requests: pa.Array) -> pa.Array:
+            values = [None if t is None else orjson.loads(t) for t in requests.to_pylist()]
+            results = self.endpoints.run(self._answers(call, values))
+            texts = [
+                None if r is None else orjson.dumps({"result": r[0], "errorMessage": r[1]}).decode()
+                for r in results
+            ]
+            return pa.array(texts, pa.string())
+
+        return answer
+
+
+async def _all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coros`` together; the first failure cancels the others (then the query fails)."""
+    async with asyncio.TaskGroup() as tasks:
+        for coro in coros:
+            tasks.create_task(coro)
+
+
+def _check_count(endpoint: str, answered: int, sent: int) -> None:
+    if answered != sent:
+        raise ModelportError(f"Endpoint '{endpoint}' answered {max(answered, 0)} results for {sent} rows.")
+
+
+def _label(answer: Any, labels: Sequence[str]) -> str | None:
+    """The label a task function's answer names (case, spaces and end punctuation aside), else None."""
+    said = str(answer or "").strip().strip(".!\"'`*").strip().lower()
+    return next((label for label in labels if label.lower() == said), None)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _groups(values: list[Any], present: list[int], rows: int) -> list[list[int]]:
+    out: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i in present:
+        cost = len(orjson.dumps(values[i]))
+        if current and (len(current) >= rows or size + cost > BATCH_BYTES):
+            out.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += cost
+    if current:
+        out.append(current)
+    return out
+
+
+def prepare(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    endpoints: Endpoints,
+    functions_endpoint: str | None = None,
+    similarity_endpoint: str | None = None,
+) -> tuple[str, Statement]:
+    """``sql`` rewritten for DuckDB, with its ``ai_query`` functions registered on ``con``;
+    the task functions (``ai_summarize``, ...) are asked of the chat endpoint ``functions_endpoint``,
+    ``ai_similarity`` of the embeddings endpoint ``similarity_endpoint``.
+
+    Raises :class:`~modelport.errors.InvalidParameterValue` for ``modelParameters`` on a custom
+    model (Databricks' message) and for calls that are not well formed.
+    """
+    statement = Statement(endpoints)
+    rewritten = rewrite(
+        sql, lambda name: statement.info(name).default_type, functions_endpoint, similarity_endpoint
+    )
+    for call in rewritten.calls:
+        info = statement.info(call.endpoint)
+        if info.kind == "custom" and call.model_parameters:
+            raise InvalidParameterValue(CUSTOM_PARAMETERS_REFUSED)
+        con.create_function(
+            call.function,
+            statement.function(call),
+            ["VARCHAR"],
+            "VARCHAR",
+            type="arrow",
+            null_handling="special",
+            side_effects=True,
+        )
+    return rewritten.sql, statement
