@@ -13,6 +13,11 @@ How a vector is sent:
 - chat / completions: one request per row, :data:`CONCURRENCY` in flight;
 - embeddings: ``input`` lists of up to :data:`EMBED_ROWS` texts; the result is ``FLOAT[]``.
 
+A chat call's ``response_format`` (``responseFormat``, or a task function's JSON schema) goes into
+each request; ``batch/response_format.py`` says how it is built and how answers are read. A task
+function's schema is dropped for an endpoint that refuses it (a 400 naming ``response_format``),
+its answer then read from the free text.
+
 A 429 or a 503 is retried with backoff, waiting what ``Retry-After`` says, for at most
 :data:`RETRY_SECONDS` per request. With ``failOnError => false`` a failed multi-row request is sent
 again row by row, so only the rows that fail carry an ``errorMessage``. A NULL request is a NULL
@@ -23,6 +28,7 @@ result. A refusal of the caller (401, 403) or an unknown endpoint (404) fails th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,11 +38,13 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from modelport.batch.sql_rewrite import AiCall, rewrite
+from modelport.batch.response_format import json_object
+from modelport.batch.sql_rewrite import PREFIX, AiCall, rewrite
 from modelport.errors import InvalidParameterValue, ModelportError
 
 __all__ = [
     "CUSTOM_PARAMETERS_REFUSED",
+    "CUSTOM_RESPONSE_FORMAT_REFUSED",
     "EndpointInfo",
     "Endpoints",
     "Statement",
@@ -57,6 +65,11 @@ USAGE_CONTEXT = {"source": "ai_query"}
 CUSTOM_PARAMETERS_REFUSED = (
     "AI_QUERY function does not support the modelParameters argument for custom model endpoint."
 )
+CUSTOM_RESPONSE_FORMAT_REFUSED = (
+    "AI_QUERY function does not support the responseFormat argument for custom model endpoint."
+)
+#: Numbers the statements prepared in this process (their functions' names differ).
+_STATEMENTS = itertools.count()
 _FATAL = frozenset({401, 403, 404})
 _TASKS: dict[str, Kind] = {
     "llm/v1/chat": "chat",
@@ -142,6 +155,8 @@ class Statement:
         self.endpoints = endpoints
         self.failure: ModelportError | None = None
         self._infos: dict[str, EndpointInfo] = {}
+        #: Endpoints that refused a task function's ``response_format``: asked without it since.
+        self._plain: set[str] = set()
 
     def info(self, endpoint: str) -> EndpointInfo:
         if endpoint not in self._infos:
@@ -189,13 +204,28 @@ class Statement:
         _check_count(call.endpoint, len(predictions) if isinstance(predictions, list) else -1, len(rows))
         return [(p, None) for p in predictions]
 
+    async def _chat(self, call: AiCall, text: str) -> Any:
+        """The first choice's text, asked with the call's ``response_format`` (a task function's
+        is dropped where the endpoint refuses it with a 400 naming it)."""
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": text}], **call.parameters}
+        fmt = call.response_format
+        if fmt is not None and not (call.task and call.endpoint in self._plain):
+            body["response_format"] = fmt.value
+        try:
+            data = await self._send(call.endpoint, body)
+        except ModelportError as exc:
+            refused = exc.status == 400 and "response_format" in exc.message
+            if not (call.task and refused and "response_format" in body):
+                raise
+            self._plain.add(call.endpoint)
+            del body["response_format"]
+            data = await self._send(call.endpoint, body)
+        return data["choices"][0]["message"]["content"]
+
     async def _row(self, call: AiCall, info: EndpointInfo, row: Any) -> Any:
         text = _text(row)
         if info.kind == "chat":
-            body = {"messages": [{"role": "user", "content": text}], **call.parameters}
-            data = await self._send(call.endpoint, body)
-            content = data["choices"][0]["message"]["content"]
-            return _label(content, call.labels) if call.labels else content
+            return _read(call, await self._chat(call, text))
         data = await self._send(call.endpoint, {"prompt": text, **call.parameters})
         return data["choices"][0]["text"]
 
@@ -267,6 +297,30 @@ def _check_count(endpoint: str, answered: int, sent: int) -> None:
         raise ModelportError(f"Endpoint '{endpoint}' answered {max(answered, 0)} results for {sent} rows.")
 
 
+def _read(call: AiCall, content: Any) -> Any:
+    """A chat answer as the call's result: a task function's label or struct (from the JSON its
+    schema asked for, else from the free text), ``responseFormat``'s JSON (unwrapped for the DDL
+    form; parsed where ``returnType`` is not a string), else the text itself."""
+    if call.fields:
+        found = {str(k).lower(): v for k, v in (json_object(content) or {}).items()}
+        values = [found.get(label.lower()) for label in call.fields]
+        return {f: None if v is None else _text(v) for f, v in zip(call.fields, values, strict=True)}
+    if call.labels:
+        obj = json_object(content)
+        said = obj.get("label") if obj is not None and "label" in obj else content
+        return _label(said, call.labels)
+    fmt = call.response_format
+    if fmt is None or not fmt.is_json:
+        return content
+    obj = json_object(content)
+    if fmt.unwrap is not None and obj is not None and fmt.unwrap in obj:
+        value = obj[fmt.unwrap]
+        return value if call.return_type not in (None, "VARCHAR", "TEXT") else _text(value)
+    if call.return_type not in (None, "VARCHAR", "TEXT") and obj is not None:
+        return obj
+    return content
+
+
 def _label(answer: Any, labels: Sequence[str]) -> str | None:
     """The label a task function's answer names (case, spaces and end punctuation aside), else None."""
     said = str(answer or "").strip().strip(".!\"'`*").strip().lower()
@@ -309,12 +363,23 @@ def prepare(
     """
     statement = Statement(endpoints)
     rewritten = rewrite(
-        sql, lambda name: statement.info(name).default_type, functions_endpoint, similarity_endpoint
+        sql,
+        lambda name: statement.info(name).default_type,
+        functions_endpoint,
+        similarity_endpoint,
+        prefix=f"{PREFIX}{next(_STATEMENTS)}_",
     )
     for call in rewritten.calls:
         info = statement.info(call.endpoint)
         if info.kind == "custom" and call.model_parameters:
             raise InvalidParameterValue(CUSTOM_PARAMETERS_REFUSED)
+        if call.response_format is not None and not call.task and info.kind != "chat":
+            if info.kind == "custom":
+                raise InvalidParameterValue(CUSTOM_RESPONSE_FORMAT_REFUSED)
+            raise InvalidParameterValue(
+                f"AI_QUERY function supports the responseFormat argument only for chat endpoints; "
+                f"'{call.endpoint}' is a {info.kind} endpoint."
+            )
         con.create_function(
             call.function,
             statement.function(call),

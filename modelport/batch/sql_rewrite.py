@@ -18,7 +18,9 @@ be constants (literals; ``named_struct`` of literals for the parameters), as in 
 
 Given the endpoints to use, the task functions (``ai_summarize``, ``ai_classify``, ... in
 :data:`TASK_FUNCTIONS`) become ``ai_query`` calls of a chat endpoint with a fixed instruction
-before the text, and ``ai_similarity(a, b)`` the cosine similarity of two embeddings.
+before the text, and ``ai_similarity(a, b)`` the cosine similarity of two embeddings. Those that
+answer a label (``ai_classify``, ``ai_analyze_sentiment``) or a struct (``ai_extract``) also carry
+a JSON schema for the answer (``batch/response_format.py``), as does a call's ``responseFormat``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from modelport.batch import response_format
+from modelport.batch.response_format import ResponseFormat
 from modelport.errors import InvalidParameterValue
 
 __all__ = ["TASK_FUNCTIONS", "AiCall", "Rewritten", "duckdb_type", "rewrite"]
@@ -53,6 +57,17 @@ class AiCall:
     model_parameters: tuple[tuple[str, Any], ...] = ()
     #: A task function's labels: the answer is the label it names, else NULL.
     labels: tuple[str, ...] = ()
+    #: The OpenAI ``response_format`` sent with each chat request (``responseFormat``, or the
+    #: JSON schema of a task function's answer).
+    response_format: ResponseFormat | None = None
+    #: ``ai_extract``'s labels: the answer is a struct with one string per label.
+    fields: tuple[str, ...] = ()
+
+    @property
+    def task(self) -> bool:
+        """A task function's call: its answer is read even where the endpoint ignores or refuses
+        ``response_format`` (it is then sent again without it)."""
+        return bool(self.labels or self.fields)
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -112,6 +127,7 @@ def rewrite(
     return_type_of: Callable[[str], str] | None = None,
     functions_endpoint: str | None = None,
     similarity_endpoint: str | None = None,
+    prefix: str = PREFIX,
 ) -> Rewritten:
     """``sql`` with its ``ai_query`` calls made calls of the functions in ``calls``.
 
@@ -121,6 +137,8 @@ def rewrite(
     ``functions_endpoint`` is the chat endpoint of the task functions (:data:`TASK_FUNCTIONS`);
     None: they are left to DuckDB (which knows none of them). ``similarity_endpoint`` is the
     embeddings endpoint of ``ai_similarity`` (the cosine similarity of the two texts' embeddings).
+    ``prefix`` starts the functions' names (one per statement on a connection: DuckDB cannot
+    register a name twice).
     """
     tasks_on = bool(functions_endpoint or similarity_endpoint)
     if not _MENTION.search(sql) and not (tasks_on and _TASK_MENTION.search(sql)):
@@ -136,12 +154,18 @@ def rewrite(
             return node
         args = _arguments(node)
         labels = tuple(node.meta.get("labels", ()))
+        fields = tuple(node.meta.get("fields", ()))
+        fmt: ResponseFormat | None = node.meta.get("format")
+        if "responseFormat" in args:
+            fmt = response_format.parse(_constant(args["responseFormat"], "responseFormat"))
         endpoint = _constant(args["endpoint"], "endpoint")
         if not isinstance(endpoint, str):
             raise InvalidParameterValue("ai_query: endpoint must be a string.")
         given = args.get("returnType")
         if given is not None:
             result_type = duckdb_type(str(_constant(given, "returnType")))
+        elif node.meta.get("return_type"):
+            result_type = str(node.meta["return_type"])
         elif return_type_of is not None:
             result_type = return_type_of(endpoint)
         else:
@@ -153,10 +177,11 @@ def rewrite(
         if not isinstance(parameters, dict):
             raise InvalidParameterValue("ai_query: modelParameters must be a named_struct.")
         frozen = tuple(sorted(parameters.items(), key=lambda kv: kv[0]))
-        key = (endpoint, result_type, fail_on_error, repr(frozen), labels)
+        key = (endpoint, result_type, fail_on_error, repr(frozen), labels, fmt, fields)
         found = calls.get(key)
         if found is None:
-            found = AiCall(f"{PREFIX}{len(calls)}", endpoint, result_type, fail_on_error, frozen, labels)
+            name = f"{prefix}{len(calls)}"
+            found = AiCall(name, endpoint, result_type, fail_on_error, frozen, labels, fmt, fields)
             calls[key] = found
         request = exp.Anonymous(this="to_json", expressions=[args["request"].copy()])
         answer = exp.Anonymous(this=found.function, expressions=[request])
@@ -186,10 +211,13 @@ def rewrite(
 def _prompted(
     endpoint: str, instruction: str, content: exp.Expression, labels: Sequence[str] = ()
 ) -> exp.Expression:
-    """``ai_query(endpoint, '<instruction>\n\n' || content)``: NULL content, NULL prompt."""
+    """``ai_query(endpoint, '<instruction>\n\n' || content)``: NULL content, NULL prompt; with
+    ``labels``, the answer constrained to ``{"label": one of them}`` and read as the label."""
     prompt = exp.DPipe(this=exp.Literal.string(instruction + "\n\n"), expression=content, safe=False)
     call = exp.Anonymous(this="ai_query", expressions=[exp.Literal.string(endpoint), prompt])
     call.meta["labels"] = tuple(labels)
+    if labels:
+        call.meta["format"] = response_format.classify_format(labels)
     return call
 
 
@@ -254,6 +282,22 @@ def _ai_classify(endpoint: str, args: list[exp.Expression]) -> exp.Expression:
     return _prompted(endpoint, instruction, args[0], labels)
 
 
+def _ai_extract(endpoint: str, args: list[exp.Expression]) -> exp.Expression:
+    _need("ai_extract", args, 2, 2)
+    labels = list(dict.fromkeys(_strings("ai_extract", args[1])))
+    instruction = (
+        f"Extract these kinds of information from the following text: {', '.join(labels)}. "
+        "Answer with a JSON object with exactly these keys, each value the text found "
+        "as a string, or null where the text has none."
+    )
+    call = _prompted(endpoint, instruction, args[0])
+    call.meta["fields"] = tuple(labels)
+    call.meta["format"] = response_format.extract_format(labels)
+    fields = ", ".join(f"{exp.to_identifier(label, quoted=True).sql('duckdb')} VARCHAR" for label in labels)
+    call.meta["return_type"] = f"STRUCT({fields})"
+    return call
+
+
 def _ai_analyze_sentiment(endpoint: str, args: list[exp.Expression]) -> exp.Expression:
     _need("ai_analyze_sentiment", args, 1, 1)
     instruction = (
@@ -277,6 +321,7 @@ TASK_FUNCTIONS: dict[str, Callable[[str, list[exp.Expression]], exp.Expression]]
     "ai_fix_grammar": _ai_fix_grammar,
     "ai_mask": _ai_mask,
     "ai_classify": _ai_classify,
+    "ai_extract": _ai_extract,
     "ai_analyze_sentiment": _ai_analyze_sentiment,
 }
 _TASK_MENTION = re.compile(r"\b(?:ai_similarity|" + "|".join(TASK_FUNCTIONS) + r")\b", re.I)

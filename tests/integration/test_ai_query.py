@@ -21,7 +21,7 @@ import duckdb
 import httpx
 import pytest
 
-from modelport.batch.ai_query import CUSTOM_PARAMETERS_REFUSED
+from modelport.batch.ai_query import CUSTOM_PARAMETERS_REFUSED, CUSTOM_RESPONSE_FORMAT_REFUSED
 from modelport.errors import InvalidParameterValue
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
@@ -213,6 +213,60 @@ def test_task_functions_ask_the_configured_chat_endpoint(world: World) -> None:
     assert translation.startswith("You said: Translate the following text to French.")
     assert label is None  # the echo names no label
     assert got[1] == [None, None, None]  # NULL in, NULL out
+
+
+def test_response_format_reaches_the_provider(world: World) -> None:
+    world.fake.reset()
+    got = rows(
+        world.admin,
+        f"SELECT ai_query('{CHAT}', 'hi', responseFormat => '{{\"type\":\"json_object\"}}'),"
+        f" ai_query('{CHAT}', 'hi', responseFormat => 'STRUCT<said: STRING>'),"
+        f" ai_query('{CHAT}', 'hi', responseFormat => 'text')",
+    )
+    # The fake answers {"said": <prompt>} when asked for JSON: the format reached it.
+    assert got == [['{"said":"hi"}', "hi", "You said: hi"]]
+    formats = [
+        r.json().get("response_format") for r in world.fake.requests if r.path.endswith("/chat/completions")
+    ]
+    assert {"type": "json_object"} in formats and {"type": "text"} in formats
+    ddl = next(f for f in formats if f and f["type"] == "json_schema")
+    assert ddl["json_schema"]["name"] == "said"
+    assert ddl["json_schema"]["schema"]["properties"] == {"said": {"type": "string"}}
+
+
+def test_response_format_refused_on_a_custom_model(world: World) -> None:
+    r = sql(world.admin, f"SELECT ai_query('{MODEL}', {FEATURES}, responseFormat => 'text') FROM {ROWS}")
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error_code": "INVALID_PARAMETER_VALUE", "message": CUSTOM_RESPONSE_FORMAT_REFUSED}
+
+
+def test_ai_extract_and_constrained_labels(world: World) -> None:
+    world.fake.reset()
+    got = rows(
+        world.admin,
+        "SELECT ai_extract(x, array('said', 'person')), ai_analyze_sentiment(x)"
+        " FROM (VALUES ('Ada is happy'), (NULL)) v(x)",
+    )
+    extracted, sentiment = got[0]
+    # The fake answers {"said": <prompt>}: the struct takes the field it names, NULL for the other.
+    assert extracted["person"] is None and extracted["said"].endswith("\n\nAda is happy")
+    assert extracted["said"].startswith(
+        "Extract these kinds of information from the following text: said, person."
+    )
+    assert sentiment is None  # the fake's JSON names no label
+    assert got[1] == [None, None]
+    schemas = [
+        r.json()["response_format"]["json_schema"]["schema"]
+        for r in world.fake.requests
+        if r.path.endswith("/chat/completions")
+    ]
+    assert len(schemas) == 2  # NULL text: no request
+    assert {"said": {"type": ["string", "null"]}, "person": {"type": ["string", "null"]}} in [
+        s["properties"] for s in schemas
+    ]
+    assert {"label": {"type": "string", "enum": ["positive", "negative", "neutral", "mixed"]}} in [
+        s["properties"] for s in schemas
+    ]
 
 
 def test_embeddings_endpoint_and_ai_similarity(world: World) -> None:

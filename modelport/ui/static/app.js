@@ -3,6 +3,7 @@
 // The feature-table pages live in features.js, which imports the helpers exported here.
 
 import { endpointFeatures, featureTablePage, featureTablesPage } from "./features.js";
+import { jobPage, jobsPage, sqlBox } from "./jobs.js";
 
 const CSRF_COOKIE = "modelport_csrf";
 export const SESSION = "/api/2.0/modelport/session";
@@ -241,6 +242,8 @@ const routes = [
   [/^#\/audit$/, auditPage],
   [/^#\/features$/, () => featureTablesPage(currentView)],
   [/^#\/features\/([^/]+)$/, (name) => featureTablePage(currentView, name)],
+  [/^#\/jobs$/, () => jobsPage(currentView)],
+  [/^#\/jobs\/([^/]+)$/, (id) => jobPage(currentView, id)],
 ];
 
 // Where to go instead of this UI: MLflow's UI for one of its links, or after signing in there.
@@ -1541,8 +1544,10 @@ async function tablesPage(selected) {
   document.title = "Inference tables · modelport";
   const eps = ((await api(EP)).endpoints || []).filter((e) => ((e.ai_gateway || {}).inference_table_config || {}).enabled || (((e.config || {}).auto_capture_config) || {}).enabled);
   main.append(h("h1", {}, "Inference tables"));
+  const sql = h("section", { class: "card", id: "sql", "aria-labelledby": "sql-title" });
   if (!eps.length) {
-    main.append(h("p", { class: "notice" }, "No endpoint logs to an inference table yet: enable one in an endpoint's AI gateway (inference_table_config)."));
+    main.append(h("p", { class: "notice" }, "No endpoint logs to an inference table yet: enable one in an endpoint's AI gateway (inference_table_config)."), sql);
+    sqlBox(sql, "SELECT endpoint_name, count(*) AS requests FROM system.serving.endpoint_usage GROUP BY 1 ORDER BY 2 DESC");
     return;
   }
   const epSel = select(eps.map((e) => e.name), selected && eps.some((e) => e.name === selected) ? selected : eps[0].name);
@@ -1565,7 +1570,7 @@ async function tablesPage(selected) {
     info, err);
   main.append(form, detailBox,
     h("section", { class: "card" }, h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "inference-rows" },
-      h("thead", {}, h("tr", {}, ["Time", "Status", "Latency", "Served entity", "Requester", "Request id", ""].map((t) => h("th", { scope: "col" }, t)))), tbody))));
+      h("thead", {}, h("tr", {}, ["Time", "Status", "Latency", "Served entity", "Requester", "Request id", ""].map((t) => h("th", { scope: "col" }, t)))), tbody))), sql);
   const tableName = () => {
     const ep = eps.find((e) => e.name === epSel.value);
     const c = (ep.ai_gateway || {}).inference_table_config || (ep.config || {}).auto_capture_config;
@@ -1623,6 +1628,7 @@ async function tablesPage(selected) {
   epSel.addEventListener("change", () => { fillEntities(); query(); });
   form.addEventListener("submit", (ev) => { ev.preventDefault(); query(); });
   fillEntities();
+  sqlBox(sql, `SELECT served_entity_name, status_code, count(*) AS requests FROM ${tableName()} GROUP BY 1, 2 ORDER BY 3 DESC`);
   await query();
 }
 
