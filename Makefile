@@ -123,3 +123,9 @@ bench-features: bench-install
 # of its own under bench/.venvs/feast): 1 key, 10 features, c=1 and c=64; appends to bench/RESULTS.md.
 bench-feature-serving: bench-install
 	$(BIN)/python bench/feature_spec_serving.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Batch inference (issue 19): 1 million rows of a custom model through ai_query in SQL vs a tuned
+# Python client (batch x concurrency sweep, best kept), Ray Data map_batches over HTTP and
+# in-process predict; appends to bench/RESULTS.md.
+bench-batch: bench-install
+	$(BIN)/python bench/batch.py --out bench/RESULTS.md $(BENCH_ARGS)
