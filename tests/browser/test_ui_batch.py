@@ -108,7 +108,8 @@ def test_jobs_page_lists_a_job_with_counts_owner_and_files(
     sign_in(page, "/ui/#/endpoints")
     page.click("nav >> text=Jobs")
     page.wait_for_url(re.compile(r"#/jobs$"))
-    assert page.get_attribute("nav a[data-nav=jobs]", "aria-current") == "page"
+    # The router marks the link after the hash changes (it checks the session first).
+    page.wait_for_selector("nav a[data-nav=jobs][aria-current=page]")
     row = page.locator(f"#jobs tr[data-batch='{finished['id']}']")
     row.wait_for()
     assert row.locator("[data-status]").inner_text() == "completed"

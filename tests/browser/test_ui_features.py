@@ -91,7 +91,8 @@ def test_feature_tables_page_lists_keys_and_publish_state(
     sign_in(page, "/ui/#/features")
     row = page.locator(f"#feature-tables tr[data-table='{TABLE}']")
     row.wait_for()
-    assert page.get_attribute("nav a[data-nav=features]", "aria-current") == "page"
+    # The router marks the link after the hash changes (it checks the session first).
+    page.wait_for_selector("nav a[data-nav=features][aria-current=page]")
     assert row.locator("td[data-label=Keys]").inner_text() == "user_id"
     assert row.locator("td[data-label=Columns]").inner_text() == "3"
     assert row.locator("[data-online]").inner_text() == "Not published"

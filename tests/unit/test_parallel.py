@@ -102,8 +102,8 @@ def test_units_go_to_one_worker_whole_in_file_order_heaviest_first() -> None:
     first = {COLLECTION[node.sent[0]] for node in nodes}
     assert first == {
         "tests/docs/test_demo.py::test_demo",
+        "tests/browser/test_ui.py::test_login",
         "tests/integration/test_sdk_lifecycle.py::test_create[sqlite]",
-        "tests/security/test_authorization_matrix.py::test_matrix",
     }
     ran = run(sched, nodes, COLLECTION)
     for unit in {unit_of(nodeid) for nodeid in COLLECTION}:
