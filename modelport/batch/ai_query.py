@@ -229,7 +229,10 @@ class Statement:
         data = await self._send(call.endpoint, {"prompt": text, **call.parameters})
         return data["choices"][0]["text"]
 
-    async def _answers(self, call: AiCall, values: list[Any]) -> list[tuple[Any, str | None] | None]:
+    async def _answers(
+        self, call: AiCall, values: list[Any], sizes: list[int]
+    ) -> list[tuple[Any, str | None] | None]:
+        """The answer of every row of ``values`` (``sizes``: each row's JSON length, for batching)."""
         info = self.info(call.endpoint)
         limit = asyncio.Semaphore(CONCURRENCY)
         out: list[tuple[Any, str | None] | None] = [None] * len(values)
@@ -268,19 +271,21 @@ class Statement:
             await _all(one(i) for i in present)
         else:
             rows = EMBED_ROWS if info.kind == "embeddings" else BATCH_ROWS
-            await _all(group(g) for g in _groups(values, present, rows))
+            await _all(group(g) for g in _groups(sizes, present, rows))
         return out
 
     # -- DuckDB ----------------------------------------------------------------------------------
     def function(self, call: AiCall) -> Callable[[pa.Array], pa.Array]:
         def answer(requests: pa.Array) -> pa.Array:
-            values = [None if t is None else orjson.loads(t) for t in requests.to_pylist()]
-            results = self.endpoints.run(self._answers(call, values))
-            texts = [
+            texts = requests.to_pylist()
+            values = [None if t is None else orjson.loads(t) for t in texts]
+            sizes = [0 if t is None else len(t) for t in texts]
+            results = self.endpoints.run(self._answers(call, values, sizes))
+            answered = [
                 None if r is None else orjson.dumps({"result": r[0], "errorMessage": r[1]}).decode()
                 for r in results
             ]
-            return pa.array(texts, pa.string())
+            return pa.array(answered, pa.string())
 
         return answer
 
@@ -331,12 +336,14 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _groups(values: list[Any], present: list[int], rows: int) -> list[list[int]]:
+def _groups(sizes: list[int], present: list[int], rows: int) -> list[list[int]]:
+    """``present`` cut into requests of at most ``rows`` rows and about :data:`BATCH_BYTES` (the
+    rows' JSON lengths as DuckDB gave them: nothing is serialised again to measure it)."""
     out: list[list[int]] = []
     current: list[int] = []
     size = 0
     for i in present:
-        cost = len(orjson.dumps(values[i]))
+        cost = sizes[i]
         if current and (len(current) >= rows or size + cost > BATCH_BYTES):
             out.append(current)
             current, size = [], 0
