@@ -7,7 +7,7 @@ returns. The data plane (replicas, providers) records its requests here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -144,6 +144,12 @@ class Metrics:
 
     def server_text(self) -> bytes:
         return generate_latest(self.registry)
+
+    def count_missing_rows(self, endpoint: str, missing: Mapping[str, int]) -> None:
+        """Count the key rows of a query to ``endpoint`` that found no row in each feature table's
+        online copy (``missing``: table name → rows)."""
+        for table, count in missing.items():
+            self.feature_lookup_missing.labels(endpoint, table).inc(count)
 
     def watch(
         self, name: str, documentation: str, read: Callable[[], float], kind: Literal["counter", "gauge"]

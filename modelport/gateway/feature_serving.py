@@ -195,8 +195,7 @@ class FeaturePlane:
             outputs = served.evaluator.records(rows)
         else:
             outputs = await asyncio.to_thread(served.evaluator.records, rows)
-        for table, count in served.missing_since().items():
-            self._metrics.feature_lookup_missing.labels(route.name, table).inc(count)
+        self._metrics.count_missing_rows(route.name, served.missing_since())
         return Answer(orjson.dumps({"outputs": outputs}, option=_JSON), entity.name)
 
     def close(self) -> None:

@@ -132,8 +132,7 @@ class ServedEntities:
             recorded = route.inference is not None
             body, trailer = await replica_set.predict_with_trailer(ex.sent, self.timeout, recorded=recorded)
             if trailer is not None:  # a model that looks its features up
-                for table, count in trailer.missing_rows.items():
-                    self._metrics.feature_lookup_missing.labels(route.name, table).inc(count)
+                self._metrics.count_missing_rows(route.name, trailer.missing_rows)
                 if trailer.request is not None:
                     ex.model_input = trailer.request
                     ex.model_input_truncated = trailer.request_truncated
