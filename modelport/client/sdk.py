@@ -46,6 +46,8 @@ _FEATURE_SPECS = "/api/2.0/feature-engineering/feature-specs"
 _FEATURE_FUNCTIONS = "/api/2.0/feature-engineering/functions"
 #: Media type of the Arrow IPC streams the feature-table data routes send and accept.
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: Media type of JSON lines (the SQL route's answer with progress).
+_NDJSON = "application/x-ndjson"
 
 
 def _segment(value: str) -> str:
@@ -156,6 +158,24 @@ class ModelportClient:
                 f"{method} {path}: the server answered {response.status_code} with a body that is not JSON"
             ) from exc
 
+    def _json_lines(self, method: str, path: str, body: Any) -> Iterator[dict[str, Any]]:
+        """The objects of an ``application/x-ndjson`` answer, as they arrive; a non-2xx answer
+        is raised as :meth:`_send` raises it."""
+        with (
+            self._translated_transport_errors(),
+            self._http.stream(method, path, json=body, headers={"Accept": _NDJSON}) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                try:
+                    detail: Any = response.json()
+                except ValueError:
+                    detail = response.text
+                raise error_from_body(response.status_code, detail, response.headers.get("retry-after"))
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
     # ---- inference, usage and audit tables ---------------------------------------------------
     def usage(self, by: str = "user", since: str | None = None) -> list[dict[str, Any]]:
         """Totals of ``system.serving.endpoint_usage`` by user, endpoint or day (the caller's
@@ -163,9 +183,27 @@ class ModelportClient:
         path = f"/api/2.0/modelport/usage?by={by}" + (f"&since={since}" if since else "")
         return list(self._json("GET", path).get("rows", []))
 
-    def query_tables(self, sql: str) -> dict[str, Any]:
-        """``{"columns", "rows", "truncated"}`` of a SQL query over the Delta tables (DuckDB)."""
-        return dict(self._json("POST", "/api/2.0/modelport/tables/query", {"sql": sql}))
+    def query_tables(
+        self, sql: str, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """``{"columns", "rows", "truncated"}`` of a SQL query over the Delta tables (DuckDB).
+
+        With ``on_progress`` the server answers in JSON lines and ``on_progress`` gets each
+        progress report of a statement still running, every half second:
+        ``{"percent": float | None, "elapsed_s": float[, "ai_query_requests": int]}``. The
+        client's timeout then bounds the wait between lines, not the whole query.
+        """
+        path, body = "/api/2.0/modelport/tables/query", {"sql": sql}
+        if on_progress is None:
+            return dict(self._json("POST", path, body))
+        for line in self._json_lines("POST", path, body):
+            if "progress" in line:
+                on_progress(line["progress"])
+            elif "error_code" in line:  # failed after the lines began: the status was already 200
+                raise error_from_body(500, line)
+            else:
+                return dict(line)
+        raise ModelportError(f"POST {path}: the server's answer ended before its result")
 
     def get_table_permissions(self, full_name: str) -> dict[str, Any]:
         """A table's grants in the permissions API's shape (``access_control_list``)."""

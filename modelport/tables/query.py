@@ -176,6 +176,9 @@ def connect(
     filters = {k.lower(): v for k, v in (row_filters or {}).items()}
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    # Keep count of progress for query_progress() (the SQL route's progress lines); print none.
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
     opts = dict(storage_options) if storage_options else None
     for name, uri in found.items():
         dataset = DeltaTable(uri, storage_options=opts).to_pyarrow_dataset()

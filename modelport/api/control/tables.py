@@ -11,6 +11,14 @@
   Statements calling ``ai_query`` are Databricks SQL (``batch/sql_rewrite.py``); its requests
   are the caller's queries of the endpoints (``batch/served.py``).
 
+  With ``Accept: application/x-ndjson`` the same query answers as JSON lines: a statement still
+  running after half a second sends ``{"progress": {"percent", "elapsed_s"[, "ai_query_requests"]}}``
+  every half second (``percent``: DuckDB's ``query_progress()``, null while unknown;
+  ``ai_query_requests``: requests of its ``ai_query`` functions answered so far), then one last
+  line, the answer above or ``{"error_code", "message"}``. An error once the lines have begun
+  cannot change the status (200); before, it is the ordinary error answer, and a statement that
+  ends within the half second answers its one line at once. A client that leaves interrupts it.
+
 Both first write what this server has recorded to Delta (up to a few seconds), so an answer
 given before the query is in its result; other servers' rows arrive within their
 ``--tables-flush-seconds``.
@@ -21,18 +29,24 @@ Not part of the Databricks API (which reads these tables through SQL warehouses)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import duckdb
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from modelport.api.body import json_object
+from modelport.api.errors import error_event_body
 from modelport.api.responses import json_response
 from modelport.api.services import caller_of, services_of
-from modelport.batch.ai_query import prepare
+from modelport.batch.ai_query import Endpoints, prepare
 from modelport.batch.served import served_endpoints
 from modelport.control.table_acl import TableAccess
 from modelport.errors import InvalidParameterValue
@@ -43,6 +57,9 @@ __all__ = ["routes"]
 BASE = "/api/2.0/modelport"
 MAX_ROWS = 10_000
 FLUSH_SECONDS = 10.0
+NDJSON = "application/x-ndjson"
+#: How often a streamed query sends a progress line (and how long it may take to answer at once).
+PROGRESS_SECONDS = 0.5
 
 
 async def _flushed(request: Request) -> None:
@@ -69,25 +86,72 @@ async def usage(request: Request) -> Response:
     return json_response({"by": by, "rows": json_cell(rows)})
 
 
-async def query_tables(request: Request) -> Response:
+class _Statement:
+    """One SQL statement of the route, run in a worker thread, and how far it has got.
+
+    :meth:`progress` and :meth:`interrupt` are called from the event loop while the statement
+    runs in its thread: DuckDB's ``query_progress()`` reads the counters the executing thread
+    updates and ``interrupt()`` only flags the query, neither waits for the running query; on a
+    connection already closed (the statement has just ended) they do nothing.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.answered = 0  # ai_query requests answered so far
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def running_on(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def progress(self) -> dict[str, Any]:
+        percent: float | None = None
+        if self._con is not None:
+            try:
+                done = self._con.query_progress()
+            except duckdb.Error:  # closed: the statement has just ended
+                done = -1.0
+            percent = round(done, 1) if done >= 0 else None
+        line: dict[str, Any] = {"percent": percent, "elapsed_s": round(time.monotonic() - self.started, 1)}
+        if self.answered:
+            line["ai_query_requests"] = self.answered
+        return line
+
+    def interrupt(self) -> None:
+        """Stop the statement (its worker then fails with DuckDB's interrupt error)."""
+        if self._con is not None:
+            with contextlib.suppress(duckdb.Error):
+                self._con.interrupt()
+
+
+def _counted(endpoints: Endpoints, statement: _Statement) -> Endpoints:
+    """``endpoints`` counting in ``statement`` the requests answered."""
+    call = endpoints.call
+
+    async def counting(endpoint: str, body: bytes) -> bytes:
+        answer = await call(endpoint, body)
+        statement.answered += 1
+        return answer
+
+    return dataclasses.replace(endpoints, call=counting)
+
+
+async def _run(request: Request, sql: str, statement: _Statement) -> dict[str, Any]:
+    """The route's answer to ``sql``: ``{"columns", "rows", "truncated"}``."""
     caller = caller_of(request)
-    body = await json_object(request)
-    sql = body.get("sql")
-    if not isinstance(sql, str) or not sql.strip():
-        raise InvalidParameterValue("Missing required field 'sql': the query to run.")
     services = services_of(request)
     root = services.settings.tables_location
     await _flushed(request)
-    endpoints = served_endpoints(
-        services.dataplane, services.endpoints, services.registry, caller, asyncio.get_running_loop()
-    )
+    loop = asyncio.get_running_loop()
+    endpoints = served_endpoints(services.dataplane, services.endpoints, services.registry, caller, loop)
+    endpoints = _counted(endpoints, statement)
 
     def ai_functions(con: Any, text: str) -> Any:
+        statement.running_on(con)
         settings = services.settings
-        rewritten, statement = prepare(
+        rewritten, ai = prepare(
             con, text, endpoints, settings.ai_functions_endpoint, settings.ai_similarity_endpoint
         )
-        return rewritten, lambda: statement.failure
+        return rewritten, lambda: ai.failure
 
     def work() -> tuple[list[str], list[tuple[Any, ...]]]:
         scope = TableAccess(services.db, root).query_scope(caller)
@@ -102,9 +166,54 @@ async def query_tables(request: Request) -> Response:
 
     columns, rows = await run_in_threadpool(work)
     truncated = len(rows) > MAX_ROWS
-    return json_response(
-        {"columns": list(columns), "rows": json_cell(list(rows[:MAX_ROWS])), "truncated": truncated}
-    )
+    return {"columns": list(columns), "rows": json_cell(list(rows[:MAX_ROWS])), "truncated": truncated}
+
+
+def _line(data: Any) -> bytes:
+    return orjson.dumps(data) + b"\n"
+
+
+async def _lines(running: asyncio.Future[dict[str, Any]], statement: _Statement) -> AsyncIterator[bytes]:
+    """Progress lines every :data:`PROGRESS_SECONDS` until ``running`` ends, then its result or
+    its error; when the client leaves first, the statement is interrupted."""
+    try:
+        while True:
+            yield _line({"progress": statement.progress()})
+            done, _ = await asyncio.wait((running,), timeout=PROGRESS_SECONDS)
+            if done:
+                break
+        exc = running.exception()
+        yield _line(running.result() if exc is None else error_event_body(exc)["error"])
+    finally:
+        if not running.done():
+            statement.interrupt()
+
+
+def _observed(running: asyncio.Future[Any]) -> None:
+    """Take the outcome of a statement nobody may wait for any more (its client left), so that
+    asyncio does not log its error as never retrieved."""
+    if not running.cancelled():
+        running.exception()
+
+
+async def query_tables(request: Request) -> Response:
+    body = await json_object(request)
+    sql = body.get("sql")
+    if not isinstance(sql, str) or not sql.strip():
+        raise InvalidParameterValue("Missing required field 'sql': the query to run.")
+    statement = _Statement()
+    if NDJSON not in request.headers.get("accept", ""):
+        return json_response(await _run(request, sql, statement))
+    running = asyncio.ensure_future(_run(request, sql, statement))
+    running.add_done_callback(_observed)
+    try:
+        done, _ = await asyncio.wait((running,), timeout=PROGRESS_SECONDS)
+    except asyncio.CancelledError:  # the client left
+        statement.interrupt()
+        raise
+    if done:  # a statement that ended at once answers as the JSON route does (errors with their status)
+        return Response(_line(running.result()), media_type=NDJSON)
+    return StreamingResponse(_lines(running, statement), media_type=NDJSON)
 
 
 routes = [

@@ -10,6 +10,7 @@ import typer
 from modelport.client.cli.acl import PrincipalArg, echo_acl, level_argument
 from modelport.client.cli.options import HostOption, OutputFormat, OutputOption, TokenOption, open_client
 from modelport.client.cli.output import EMPTY, render_json, render_table
+from modelport.client.cli.progress import ProgressLine
 
 __all__ = ["app", "usage"]
 
@@ -35,6 +36,15 @@ def query(
             show_default=False,
         ),
     ],
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Show no progress line on stderr while a long query runs.",
+            show_default=True,
+        ),
+    ] = False,
     host: HostOption = None,
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
@@ -43,9 +53,17 @@ def query(
 
     Admins read every table; others the tables they hold SELECT (or more) on, and their own
     rows of system.serving.endpoint_usage. A table out of reach is refused with PERMISSION_DENIED.
+
+    A query still running after a second shows its progress on stderr (percent done, time
+    elapsed, ai_query requests answered): one line rewritten in place on a terminal, a line
+    every 5 seconds otherwise.
     """
     with open_client(ctx, host, token) as client:
-        result = client.query_tables(sql)
+        if quiet:
+            result = client.query_tables(sql)
+        else:
+            with ProgressLine() as line:
+                result = client.query_tables(sql, on_progress=line.update)
     if output is OutputFormat.json:
         typer.echo(render_json(result))
         return
