@@ -21,7 +21,7 @@ $(UV): $(BIN)/python
 # The llm extra needs llama-cpp-python, which PyPI has only as source: scripts/build_llama_wheel.sh
 # builds it once per machine (~10 minutes) into ~/.cache/modelport/wheels, found from there later.
 COMMA  := ,
-EXTRAS := dev,llm,ray$(if $(wildcard /opt/wheels),$(COMMA)torch,)
+EXTRAS := dev,llm,ray,spark$(if $(wildcard /opt/wheels),$(COMMA)torch,)
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 # The UI's browser tests drive Debian's chromium (tests/browser); installed here when missing and

@@ -49,6 +49,8 @@ SECONDS: dict[str, float] = {
     "tests/integration/test_feature_tables.py": 20,
     "tests/integration/test_online_store_servers.py": 72,
     "tests/integration/test_ai_query.py": 48,
+    # Its own server and a local Spark session (JVM start and first Python workers: 15-60 s here).
+    "tests/spark/test_spark_udf.py": 80,
     "tests/integration/test_openai_batches.py": 35,
     "tests/integration/test_feature_usage.py": 30,
     "tests/integration/test_feature_spec_endpoints.py": 20,
