@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: browser-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean
+.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ pgbouncer-deps:
 			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
 		else echo "pgbouncer is not installed and cannot be installed here: its tests will be skipped"; fi; }
 
+# Java 17+ for the Spark tests (tests/spark: pyspark 4 starts a JVM); Debian's headless JRE when
+# missing and this user may install it; the tests skip without it outside CI.
+java-deps:
+	@command -v java >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null \
+			|| echo "java could not be installed: the Spark tests will be skipped"; \
+		elif sudo -n true 2>/dev/null; then sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null \
+			|| echo "java could not be installed: the Spark tests will be skipped"; \
+		else echo "java is not installed and cannot be installed here: the Spark tests will be skipped"; fi; }
+
 install: $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python $(FIND_LINKS) \
 		--find-links "$$(scripts/build_llama_wheel.sh $(BIN)/python)" -e ".[$(EXTRAS)]"
@@ -63,7 +73,7 @@ unit: install
 # (tests/support/parallel.py). On 2 cores 3 were fastest (2: 9.9 min, 3: 8.3, 4: 9.3; with 3 both
 # cores are busy, with 4 they only switch more). TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= 3
-test: lint browser-deps pgbouncer-deps
+test: lint browser-deps java-deps pgbouncer-deps
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 # modelport vs mlflow models serve, Ray Serve and bare references; appends to bench/RESULTS.md.
