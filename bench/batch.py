@@ -12,7 +12,9 @@ Paths measured, each answering every row; rows/s = rows / wall seconds seen by t
 - ``ai_query``: ``POST /api/2.0/modelport/tables/query`` with
   ``SELECT count(*), sum(p) FROM (SELECT ai_query('ep', named_struct('f0', f0, ...)) AS p FROM
   main.bench.rows)``: the server reads the table, and its vectorized function sends the rows to
-  the endpoint in-process as ``dataframe_split`` requests (``modelport/batch/ai_query.py``);
+  the endpoint in-process as ``dataframe_split`` requests (``modelport/batch/ai_query.py``: the
+  2048-row vectors of DuckDB's threads share requests of up to ``BATCH_ROWS`` rows; the client
+  is also run at that shape, :func:`ai_query_shape`, on the sweep's rows);
 - client: ``httpx.AsyncClient`` sending ``dataframe_split`` bodies of ``batch`` rows to
   ``/serving-endpoints/{name}/invocations`` with ``concurrency`` requests in flight (each body
   built from a NumPy block with ``orjson`` inside the timed loop, as a client has to). The sweep
@@ -135,6 +137,16 @@ def ai_query_sql() -> str:
         f"SELECT count(*) AS n, sum(p) AS s FROM (SELECT ai_query('{ENDPOINT}', named_struct({struct})) AS p"
         f" FROM {'.'.join(TABLE)})"
     )
+
+
+def ai_query_shape() -> tuple[int, int]:
+    """``ai_query``'s rows per request and requests in flight on this machine: DuckDB (one thread
+    per CPU) hands each thread 2048 rows at a time, and the threads' vectors share requests of up
+    to ``BATCH_ROWS`` rows (``modelport/batch/ai_query.py``)."""
+    from modelport.batch.ai_query import BATCH_ROWS
+
+    vectors = (os.cpu_count() or 1) * 2048
+    return min(BATCH_ROWS, vectors), max(1, vectors // BATCH_ROWS)
 
 
 def run_ai_query(base: str) -> Run:
@@ -315,13 +327,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> Outcome:
         if not out.sweep:
             raise PeerFailed("no client cell answered")
         out.best = max(out.sweep, key=lambda k: out.sweep[k].rps)
-        from modelport.batch.ai_query import BATCH_ROWS, CONCURRENCY
-
-        out.shape = (BATCH_ROWS, CONCURRENCY)
+        out.shape = ai_query_shape()
         out.shaped = attempt(
             out,
-            f"client at ai_query's shape: batch {BATCH_ROWS} c={CONCURRENCY}",
-            lambda: run_client(url, sweep_x, BATCH_ROWS, CONCURRENCY),
+            f"client at ai_query's shape: batch {out.shape[0]} c={out.shape[1]}",
+            lambda: run_client(url, sweep_x, *out.shape),
         )
         batch, conc = out.best
         paths: list[tuple[str, Callable[[], Run], list[Run]]] = [
@@ -395,8 +405,9 @@ def report(out: Outcome, args: argparse.Namespace) -> str:
     if out.shaped:
         sweep += [
             "",
-            f"The same client at `ai_query`'s own shape (`BATCH_ROWS` {out.shape[0]}, `CONCURRENCY` "
-            f"{out.shape[1]}): {out.shaped.rps:,.0f} rows/s.",
+            f"The same client at `ai_query`'s own shape ({out.shape[0]} rows a request, {out.shape[1]} in "
+            f"flight: DuckDB's 2048-row vectors of its {os.cpu_count()} threads sharing requests of up to "
+            f"`BATCH_ROWS`): {out.shaped.rps:,.0f} rows/s.",
         ]
     met_client = ai >= TARGET_CLIENT * client
     met_ray = ai >= TARGET_RAY * ray

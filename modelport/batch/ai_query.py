@@ -9,7 +9,14 @@ SQL's thread (the server's event loop, or the library's own). :func:`prepare` re
 How a vector is sent:
 
 - custom model: rows grouped into ``dataframe_split`` requests of up to :data:`BATCH_ROWS` rows
-  (and about :data:`BATCH_BYTES` of JSON), a struct's fields being the columns;
+  (and about :data:`BATCH_BYTES` of JSON), a struct's fields being the columns. DuckDB hands a
+  function 2048 rows at a time, from each of its threads: the vectors that arrive within
+  :data:`COALESCE_SECONDS` of each other share a request (a model answers a few large requests
+  faster than many small ones: :meth:`Statement._gather`). Nothing is decoded per row on the way
+  out: a struct written field by field arrives as each row's JSON array (``batch/sql_rewrite.py``)
+  and a scalar as its JSON value, both joined into the body as they are (only other objects, a
+  ``MAP`` or a struct column, are decoded to find their keys). On the way back a list of numbers
+  (or booleans) is cut into the rows' answers on its commas, in bulk (:func:`_wrapped`);
 - chat / completions: one request per row, :data:`CONCURRENCY` in flight;
 - embeddings: ``input`` lists of up to :data:`EMBED_ROWS` texts; the result is ``FLOAT[]``.
 
@@ -30,13 +37,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from modelport.batch.response_format import json_object
 from modelport.batch.sql_rewrite import PREFIX, AiCall, rewrite
@@ -55,13 +65,16 @@ __all__ = [
 T = TypeVar("T")
 Kind = Literal["custom", "chat", "completions", "embeddings"]
 
-BATCH_ROWS = 256
+BATCH_ROWS = 4096
 BATCH_BYTES = 4 * 1024 * 1024
+#: How long a vector waits for other threads' vectors to share its request.
+COALESCE_SECONDS = 0.005
 EMBED_ROWS = 64
 CONCURRENCY = 16
 RETRY_SECONDS = 60.0
 #: What the usage and inference tables say these requests came from.
 USAGE_CONTEXT = {"source": "ai_query"}
+_CONTEXT = orjson.dumps(USAGE_CONTEXT)
 CUSTOM_PARAMETERS_REFUSED = (
     "AI_QUERY function does not support the modelParameters argument for custom model endpoint."
 )
@@ -157,6 +170,8 @@ class Statement:
         self._infos: dict[str, EndpointInfo] = {}
         #: Endpoints that refused a task function's ``response_format``: asked without it since.
         self._plain: set[str] = set()
+        #: A custom-model function's vectors waiting to share a request (:meth:`_gather`).
+        self._pools: dict[str, _Pool] = {}
 
     def info(self, endpoint: str) -> EndpointInfo:
         if endpoint not in self._infos:
@@ -169,10 +184,12 @@ class Statement:
         return exc
 
     # -- sending ---------------------------------------------------------------------------------
-    async def _send(self, endpoint: str, body: dict[str, Any]) -> Any:
+    async def _send(self, endpoint: str, body: dict[str, Any] | bytes) -> Any:
+        """The decoded answer to ``body`` (a dict, or a custom model's body as built by
+        :func:`_split_body`), retried on 429 and 503."""
         deadline = asyncio.get_running_loop().time() + RETRY_SECONDS
         attempt = 0
-        payload = orjson.dumps({**body, "usage_context": USAGE_CONTEXT})
+        payload = body if isinstance(body, bytes) else orjson.dumps({**body, "usage_context": USAGE_CONTEXT})
         while True:
             try:
                 return orjson.loads(await self.endpoints.call(endpoint, payload))
@@ -187,22 +204,52 @@ class Statement:
                 await asyncio.sleep(wait)
 
     async def _batch(self, call: AiCall, info: EndpointInfo, rows: list[Any]) -> list[tuple[Any, str | None]]:
-        """Answers of one request holding ``rows`` (custom or embeddings)."""
-        if info.kind == "embeddings":
-            data = await self._send(call.endpoint, {"input": [_text(r) for r in rows], **call.parameters})
-            items = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
-            _check_count(call.endpoint, len(items), len(rows))
-            return [(d.get("embedding"), None) for d in items]
-        if all(isinstance(r, dict) for r in rows):
-            columns = list(dict.fromkeys(k for r in rows for k in r))
-            data = [[r.get(c) for c in columns] for r in rows]
-        else:
-            columns = [info.inputs[0] if len(info.inputs) == 1 else "input"]
-            data = [[r] for r in rows]
-        answer = await self._send(call.endpoint, {"dataframe_split": {"columns": columns, "data": data}})
+        """Answers of one embeddings request holding ``rows``."""
+        data = await self._send(call.endpoint, {"input": [_text(r) for r in rows], **call.parameters})
+        items = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
+        _check_count(call.endpoint, len(items), len(rows))
+        return [(d.get("embedding"), None) for d in items]
+
+    async def _predict(self, call: AiCall, body: bytes, rows: int) -> list[Any]:
+        """A custom model's predictions for the ``rows`` rows of ``body``."""
+        answer = await self._send(call.endpoint, body)
         predictions = answer.get("predictions") if isinstance(answer, dict) else answer
-        _check_count(call.endpoint, len(predictions) if isinstance(predictions, list) else -1, len(rows))
-        return [(p, None) for p in predictions]
+        _check_count(call.endpoint, len(predictions) if isinstance(predictions, list) else -1, rows)
+        return predictions  # type: ignore[no-any-return]
+
+    async def _custom(
+        self, call: AiCall, info: EndpointInfo, texts: list[str], groups: list[tuple[list[int], bytes]]
+    ) -> tuple[list[list[Any] | None], dict[int, tuple[Any, str | None]]]:
+        """Each group's predictions (None: the group failed and its rows were sent one by one,
+        ``failOnError => false``) and those rows' answers."""
+        limit = asyncio.Semaphore(CONCURRENCY)
+        answered: list[list[Any] | None] = [None] * len(groups)
+        alone: dict[int, tuple[Any, str | None]] = {}
+
+        async def one(i: int) -> None:
+            try:
+                async with limit:
+                    alone[i] = ((await self._predict(call, _split_body(call, info, [texts[i]]), 1))[0], None)
+            except ModelportError as exc:
+                if exc.status in _FATAL:
+                    raise self._fail(exc) from None
+                alone[i] = (None, exc.message)
+
+        async def group(g: int) -> None:
+            indexes, body = groups[g]
+            try:
+                async with limit:
+                    answered[g] = await self._predict(call, body, len(indexes))
+            except ModelportError as exc:
+                if call.fail_on_error or exc.status in _FATAL:
+                    raise self._fail(exc) from None
+                if len(indexes) == 1:
+                    alone[indexes[0]] = (None, exc.message)
+                else:  # find the rows that fail
+                    await _all(one(i) for i in indexes)
+
+        await _all(group(g) for g in range(len(groups)))
+        return answered, alone
 
     async def _chat(self, call: AiCall, text: str) -> Any:
         """The first choice's text, asked with the call's ``response_format`` (a task function's
@@ -232,7 +279,8 @@ class Statement:
     async def _answers(
         self, call: AiCall, values: list[Any], sizes: list[int]
     ) -> list[tuple[Any, str | None] | None]:
-        """The answer of every row of ``values`` (``sizes``: each row's JSON length, for batching)."""
+        """The answer of every row of ``values`` to a chat, completions or embeddings endpoint
+        (``sizes``: each row's JSON length, for batching)."""
         info = self.info(call.endpoint)
         limit = asyncio.Semaphore(CONCURRENCY)
         out: list[tuple[Any, str | None] | None] = [None] * len(values)
@@ -270,24 +318,139 @@ class Statement:
         if info.kind in ("chat", "completions"):
             await _all(one(i) for i in present)
         else:
-            rows = EMBED_ROWS if info.kind == "embeddings" else BATCH_ROWS
-            await _all(group(g) for g in _groups(sizes, present, rows))
+            await _all(group(g) for g in _groups(sizes, present, EMBED_ROWS))
         return out
 
     # -- DuckDB ----------------------------------------------------------------------------------
     def function(self, call: AiCall) -> Callable[[pa.Array], pa.Array]:
+        """DuckDB's function for ``call``: a vector of requests (JSON text) in, a vector of
+        ``{"result": ..., "errorMessage": ...}`` (JSON text) out."""
+
         def answer(requests: pa.Array) -> pa.Array:
-            texts = requests.to_pylist()
-            values = [None if t is None else orjson.loads(t) for t in texts]
+            if isinstance(requests, pa.ChunkedArray):
+                requests = requests.combine_chunks()
+            texts: list[str | None] = requests.to_pylist()
+            info = self.info(call.endpoint)
+            if info.kind == "custom":
+                return self._custom_vector(call, info, requests, texts)
+            values = [None if t is None else _decoded(call, t) for t in texts]
             sizes = [0 if t is None else len(t) for t in texts]
-            results = self.endpoints.run(self._answers(call, values, sizes))
-            answered = [
-                None if r is None else orjson.dumps({"result": r[0], "errorMessage": r[1]}).decode()
-                for r in results
-            ]
-            return pa.array(answered, pa.string())
+            return _json_answers(self.endpoints.run(self._answers(call, values, sizes)))
 
         return answer
+
+    def _custom_vector(
+        self, call: AiCall, info: EndpointInfo, requests: pa.Array, texts: list[str | None]
+    ) -> pa.Array:
+        """A custom model's answers to one vector: the bodies are built here (DuckDB's thread),
+        the requests sent on the endpoints' loop, the answers put together here again."""
+        if requests.null_count:
+            present = [i for i, t in enumerate(texts) if t is not None]
+        else:
+            present = list(range(len(texts)))
+        part = _Part([texts[i] for i in present])  # type: ignore[misc]
+        if not part.texts:
+            return _json_answers([None] * len(texts))
+        self._gather(call, info, part)
+        if not part.alone:
+            wrapped = _wrapped(part.values)
+            if wrapped is not None:
+                if len(present) == len(texts):
+                    return wrapped
+                valid = requests.is_valid().to_numpy(zero_copy_only=False)
+                at = pa.array(np.cumsum(valid) - 1, pa.int64(), mask=~valid)
+                return pc.take(wrapped, at)
+        results: list[tuple[Any, str | None] | None] = [None] * len(texts)
+        for j, i in enumerate(present):
+            got = part.alone.get(j)
+            results[i] = got if got is not None else (part.values[j], None)
+        return _json_answers(results)
+
+    def _gather(self, call: AiCall, info: EndpointInfo, part: _Part) -> None:
+        """Answer ``part``, sent together with the vectors of DuckDB's other threads that come
+        within :data:`COALESCE_SECONDS` (up to :data:`BATCH_ROWS` rows): DuckDB hands a function
+        2048 rows at a time, and a model answers a few large requests faster than many small
+        ones. A function only one thread has called so far sends its vectors at once."""
+        pool = self._pools.setdefault(call.function, _Pool())
+        taken: list[_Part] | None = None
+        with pool.cond:
+            pool.threads.add(threading.get_ident())
+            pool.pending.append(part)
+            pool.rows += len(part.texts)
+            if pool.rows < BATCH_ROWS and len(pool.threads) > 1:
+                pool.cond.wait_for(lambda: part.taken, COALESCE_SECONDS)
+            if not part.taken:
+                taken = pool.take()
+        if taken is not None:
+            self._send_parts(call, info, taken)
+        part.done.wait()
+        if part.error is not None:
+            raise part.error
+
+    def _send_parts(self, call: AiCall, info: EndpointInfo, parts: list[_Part]) -> None:
+        """Send the rows of ``parts`` as few requests as :data:`BATCH_ROWS` and
+        :data:`BATCH_BYTES` allow; each part gets its rows' answers (or the query's failure)."""
+        try:
+            texts = [t for p in parts for t in p.texts]
+            present = list(range(len(texts)))
+            if len(texts) <= BATCH_ROWS and sum(map(len, texts)) <= BATCH_BYTES:
+                cut = [present]
+            else:
+                cut = _groups([len(t) for t in texts], present, BATCH_ROWS)
+            groups = [(g, _split_body(call, info, [texts[i] for i in g])) for g in cut]
+            answered, alone = self.endpoints.run(self._custom(call, info, texts, groups))
+            if alone:
+                values: list[Any] = [None] * len(texts)
+                for (indexes, _), predictions in zip(groups, answered, strict=True):
+                    if predictions is not None:
+                        for i, prediction in zip(indexes, predictions, strict=True):
+                            values[i] = prediction
+            else:
+                values = list(itertools.chain.from_iterable(answered))  # type: ignore[arg-type]
+            start = 0
+            for p in parts:
+                end = start + len(p.texts)
+                p.values = values[start:end]
+                p.alone = {i - start: a for i, a in alone.items() if start <= i < end}
+                start = end
+        except BaseException as exc:  # the query fails: in every thread waiting on these rows
+            for p in parts:
+                p.error = exc
+            raise
+        finally:
+            for p in parts:
+                p.done.set()
+
+
+@dataclass(eq=False)
+class _Part:
+    """One vector's non-NULL requests to a custom model, and their answers once sent."""
+
+    texts: list[str]
+    taken: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    values: list[Any] = field(default_factory=list)
+    #: Rows answered alone (their group failed, ``failOnError => false``): index -> answer.
+    alone: dict[int, tuple[Any, str | None]] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+class _Pool:
+    """The vectors of one function waiting to be sent together."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending: list[_Part] = []
+        self.rows = 0
+        self.threads: set[int] = set()
+
+    def take(self) -> list[_Part]:
+        """Every pending vector (call holding ``cond``)."""
+        parts, self.pending, self.rows = self.pending, [], 0
+        for p in parts:
+            p.taken = True
+        self.cond.notify_all()
+        return parts
 
 
 async def _all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
@@ -295,6 +458,74 @@ async def _all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
     async with asyncio.TaskGroup() as tasks:
         for coro in coros:
             tasks.create_task(coro)
+
+
+def _decoded(call: AiCall, text: str) -> Any:
+    """A request's value (a struct written field by field arrives as the array of its values)."""
+    value = orjson.loads(text)
+    return dict(zip(call.columns, value, strict=True)) if call.columns else value
+
+
+def _split_body(call: AiCall, info: EndpointInfo, texts: list[str]) -> bytes:
+    """The ``dataframe_split`` request of the rows whose JSON is ``texts`` (none NULL).
+
+    A struct written field by field: its arrays are the rows as they are. Objects (a ``MAP``, a
+    struct column): decoded, their keys (in order of appearance) the columns, a key a row lacks
+    ``null``. Anything else: one column (the model's only input, else ``input``), each value a
+    row as it is.
+    """
+    if call.columns:
+        columns: list[str] = list(call.columns)
+        data = ",".join(texts)
+    elif all(t.startswith("{") for t in texts):
+        rows = orjson.loads("[" + ",".join(texts) + "]")
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        data = orjson.dumps([[r.get(c) for c in columns] for r in rows]).decode()[1:-1]
+    else:
+        columns = [info.inputs[0] if len(info.inputs) == 1 else "input"]
+        data = "[" + "],[".join(texts) + "]"
+    return b"".join(
+        (
+            b'{"dataframe_split":{"columns":',
+            orjson.dumps(columns),
+            b',"data":[',
+            data.encode(),
+            b']},"usage_context":',
+            _CONTEXT,
+            b"}",
+        )
+    )
+
+
+_PREFIX = b'{"result":'
+_SUFFIX = b',"errorMessage":null}'
+_COMMA = ord(",")
+
+
+def _wrapped(predictions: list[Any]) -> pa.Array | None:
+    """``{"result": p, "errorMessage": null}`` for each of ``predictions`` as one string vector,
+    built in bulk where they are numbers, booleans or nulls: their JSON list cut on its commas.
+    None for anything else (strings, lists, objects), answered row by row."""
+    inner = orjson.dumps(predictions)[1:-1]
+    if not predictions or b'"' in inner or b"[" in inner or b"{" in inner:
+        return None
+    commas = np.flatnonzero(np.frombuffer(inner, np.uint8) == _COMMA)
+    if len(commas) != len(predictions) - 1:
+        return None
+    ends = np.append(commas, len(inner))
+    lengths = np.diff(ends, prepend=-1) - 1 + len(_PREFIX) + len(_SUFFIX)
+    offsets = np.zeros(len(predictions) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = _PREFIX + inner.replace(b",", _SUFFIX + _PREFIX) + _SUFFIX
+    return pa.StringArray.from_buffers(len(predictions), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _json_answers(results: Sequence[tuple[Any, str | None] | None]) -> pa.Array:
+    """``{"result": ..., "errorMessage": ...}`` for each answer (None: a NULL request, NULL)."""
+    answered = [
+        None if r is None else orjson.dumps({"result": r[0], "errorMessage": r[1]}).decode() for r in results
+    ]
+    return pa.array(answered, pa.string())
 
 
 def _check_count(endpoint: str, answered: int, sent: int) -> None:

@@ -11,10 +11,14 @@ answering JSON text that DuckDB casts to the result type::
     -> (__modelport_ai_query_0(to_json({'a': x}))::JSON::STRUCT(result DOUBLE, errorMessage VARCHAR)).result
 
 With ``failOnError => false`` the struct itself is the result (``result``, ``errorMessage``).
-``named_struct`` becomes a DuckDB struct (sqlglot). Statements that do not mention ``ai_query``
-are returned unchanged (the SQL route takes DuckDB SQL; only statements calling ``ai_query`` are
-read as Databricks SQL). ``endpoint``, ``returnType``, ``failOnError`` and ``modelParameters`` must
-be constants (literals; ``named_struct`` of literals for the parameters), as in Databricks.
+``named_struct`` becomes a DuckDB struct (sqlglot). A request written as a struct of named fields
+(``named_struct(...)``, ``struct(x AS a, ...)``) is passed as the JSON array of its values
+(``json_array(...)``), its names kept in :attr:`AiCall.columns`: the rows of a custom model's
+``dataframe_split`` as they are sent, with nothing to decode or rename per row. Statements that
+do not mention ``ai_query`` are returned unchanged (the SQL route takes DuckDB SQL; only
+statements calling ``ai_query`` are read as Databricks SQL). ``endpoint``, ``returnType``,
+``failOnError`` and ``modelParameters`` must be constants (literals; ``named_struct`` of literals
+for the parameters), as in Databricks.
 
 Given the endpoints to use, the task functions (``ai_summarize``, ``ai_classify``, ... in
 :data:`TASK_FUNCTIONS`) become ``ai_query`` calls of a chat endpoint with a fixed instruction
@@ -62,6 +66,9 @@ class AiCall:
     response_format: ResponseFormat | None = None
     #: ``ai_extract``'s labels: the answer is a struct with one string per label.
     fields: tuple[str, ...] = ()
+    #: The field names of a request written as a struct of named fields: the function then takes
+    #: the JSON array of the values (``json_array(...)``) rather than the struct's JSON object.
+    columns: tuple[str, ...] = ()
 
     @property
     def task(self) -> bool:
@@ -102,6 +109,19 @@ def _constant(node: exp.Expression, what: str) -> Any:
     if isinstance(node, exp.Struct):
         return {str(p.this.name): _constant(p.expression, what) for p in node.expressions}
     raise InvalidParameterValue(f"ai_query: {what} must be a constant; got {node.sql('databricks')}.")
+
+
+def _field_names(node: exp.Expression) -> tuple[str, ...]:
+    """The names of a struct written field by field (``named_struct('a', x, ...)``), else ()
+    (any other request, or names that repeat)."""
+    if not isinstance(node, exp.Struct) or not node.expressions:
+        return ()
+    names = []
+    for item in node.expressions:
+        if not (isinstance(item, exp.PropertyEQ) and isinstance(item.this, exp.Identifier)):
+            return ()
+        names.append(item.this.name)
+    return tuple(names) if len(set(names)) == len(names) else ()
 
 
 def _arguments(call: exp.Anonymous) -> dict[str, exp.Expression]:
@@ -177,13 +197,18 @@ def rewrite(
         if not isinstance(parameters, dict):
             raise InvalidParameterValue("ai_query: modelParameters must be a named_struct.")
         frozen = tuple(sorted(parameters.items(), key=lambda kv: kv[0]))
-        key = (endpoint, result_type, fail_on_error, repr(frozen), labels, fmt, fields)
+        columns = _field_names(args["request"])
+        key = (endpoint, result_type, fail_on_error, repr(frozen), labels, fmt, fields, columns)
         found = calls.get(key)
         if found is None:
             name = f"{prefix}{len(calls)}"
-            found = AiCall(name, endpoint, result_type, fail_on_error, frozen, labels, fmt, fields)
+            found = AiCall(name, endpoint, result_type, fail_on_error, frozen, labels, fmt, fields, columns)
             calls[key] = found
-        request = exp.Anonymous(this="to_json", expressions=[args["request"].copy()])
+        if columns:
+            values = [p.expression.copy() for p in args["request"].expressions]
+            request = exp.Anonymous(this="json_array", expressions=values)
+        else:
+            request = exp.Anonymous(this="to_json", expressions=[args["request"].copy()])
         answer = exp.Anonymous(this=found.function, expressions=[request])
         struct = f"STRUCT(result {result_type}, errorMessage VARCHAR)"
         cast = exp.cast(exp.cast(answer, "JSON", dialect="duckdb"), struct, dialect="duckdb")

@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 import pytest
 
 from modelport.batch import ai_query
@@ -218,3 +219,28 @@ def test_ai_similarity_is_the_cosine_of_the_embeddings(plane: FakePlane) -> None
     assert rows[1][0] == pytest.approx(9 / (5**0.5 * 17**0.5))
     assert rows[2][0] is None
     assert {endpoint for endpoint, _ in plane.sent} == {"embed"}
+
+
+def test_vectors_of_several_threads_keep_their_rows_nulls_and_errors(plane: FakePlane) -> None:
+    """DuckDB's threads hand the function 2048 rows each; their vectors may share a request (up
+    to ``BATCH_ROWS`` rows), and each row's answer, NULL or error must come back to its row."""
+    n = 12_000
+    xs = [None if i % 997 == 0 else (-1.0 if i == 5000 else (i % 100) / 100) for i in range(n)]
+    table = pa.Table.from_batches(pa.table({"i": list(range(n)), "x": xs}).to_batches(max_chunksize=2048))
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.register("t", table)
+    request = "CASE WHEN x IS NOT NULL THEN named_struct('f0', x) END"  # NULL where x is
+    sql = f"SELECT i, ai_query('model', {request}, failOnError => false) FROM t"
+    text, _ = prepare(con, sql, plane.endpoints())
+    got = dict(con.sql(text).fetchall())
+    for i, x in enumerate(xs):
+        if x is None:
+            assert got[i] is None  # NULL in, NULL out
+        elif i == 5000:
+            assert got[i] == {"result": None, "errorMessage": "f0 must not be -1"}
+        else:
+            assert got[i] == {"result": int(x > 0.5), "errorMessage": None}
+    sizes = [len(body["dataframe_split"]["data"]) for _, body in plane.sent]
+    assert max(sizes) <= ai_query.BATCH_ROWS
+    assert sum(sizes) >= n - len([x for x in xs if x is None])  # every row sent

@@ -19,7 +19,8 @@ def test_named_arguments_named_struct_and_options() -> None:
     [call] = out.calls
     assert (call.endpoint, call.return_type, call.fail_on_error) == ("e", "DOUBLE", False)
     assert call.parameters == {"max_tokens": 5, "temperature": 0.5}
-    assert "{'a': x, 'b': y}" in out.sql
+    assert call.columns == ("a", "b")  # the struct's names; its values sent as each row's array
+    assert "JSON_ARRAY(x, y)" in out.sql
     assert "STRUCT(result DOUBLE, errorMessage TEXT)" in out.sql
     assert ").result" not in out.sql  # failOnError false: the struct is the result
 
