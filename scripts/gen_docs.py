@@ -26,7 +26,10 @@ def cli_help() -> None:
     text = path.read_text()
     runner = CliRunner()
     groups = ["endpoints", "tokens", "secrets", "users", "groups", "service-principals", "tables", "features"]
-    for args in ([], *([group] for group in groups), ["features", "functions"], ["usage"], ["serve"]):
+    groups.append("batch")
+    groups.append("monitors")
+    extra = (["features", "functions"], ["usage"], ["batch", "run"], ["serve"])
+    for args in ([], *([group] for group in groups), *extra):
         title = " ".join(["modelport", *args, "--help"])
         out = runner.invoke(app, [*args, "--help"], prog_name="modelport", env={"COLUMNS": "100"}).stdout
         pattern = re.compile(r"(### `" + re.escape(title) + r"`\n\n```text\n)(.*?)(```)", re.S)

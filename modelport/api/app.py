@@ -28,12 +28,14 @@ from starlette.types import Message, Receive, Scope, Send
 from modelport.api import mlflow_ui, openapi_document, system
 from modelport.api.auth_throttle import AuthThrottle
 from modelport.api.body_limits import BodyLimits
+from modelport.api.control import batch_jobs as batch_job_routes
 from modelport.api.control import batches as batch_routes
 from modelport.api.control import endpoints, permissions, scim, table_permissions, tokens
 from modelport.api.control import feature_functions as feature_function_routes
 from modelport.api.control import feature_specs as feature_spec_routes
 from modelport.api.control import feature_usage as feature_usage_routes
 from modelport.api.control import features as feature_routes
+from modelport.api.control import monitors as monitor_routes
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
 from modelport.api.control import session as session_routes
@@ -100,6 +102,7 @@ class ModelportApp:
             routes=[
                 *system.routes,
                 *batch_routes.routes,
+                *batch_job_routes.routes,
                 *endpoints.routes,
                 *permissions.routes,
                 *tokens.routes,
@@ -110,6 +113,7 @@ class ModelportApp:
                 *feature_usage_routes.routes,
                 *feature_spec_routes.routes,
                 *feature_function_routes.routes,
+                *monitor_routes.routes,
                 *registry_permission_routes.routes,
                 *scim.routes,
                 *openapi_document.routes,
@@ -172,6 +176,10 @@ class ModelportApp:
         await services.cluster.start()
         if serving and services.batches is not None:
             await services.batches.start()  # runs bulk jobs while this process leads
+        if serving and services.monitor_runner is not None:
+            await services.monitor_runner.start()  # runs monitor refreshes while this process leads
+        if serving and services.table_jobs is not None:
+            await services.table_jobs.start()  # runs table jobs while this process leads
         if self.settings.workers > 1:  # /metrics answers for every process of the port
             services.metrics_exchange = MetricsExchange(
                 self.settings.run_path / "metrics",
@@ -195,6 +203,10 @@ class ModelportApp:
                 await services.metrics_exchange.stop()
             if services.batches is not None:
                 await services.batches.stop()
+            if services.monitor_runner is not None:
+                await services.monitor_runner.stop()
+            if services.table_jobs is not None:
+                await services.table_jobs.stop()
             await services.cluster.stop()
             await services.reconciler.stop()
             if serving:

@@ -1,5 +1,5 @@
-"""The bulk jobs' routes (OpenAI's Files and Batch APIs, ``api/control/batches.py``), as the
-OpenAPI document describes them."""
+"""The bulk jobs' routes (OpenAI's Files and Batch APIs, ``api/control/batches.py``, and the
+table jobs, ``api/control/batch_jobs.py``), as the OpenAPI document describes them."""
 
 from __future__ import annotations
 
@@ -46,6 +46,36 @@ _BATCH = obj(
         "request_counts": _COUNTS,
         "metadata": {"type": ["object", "null"]},
         "owner": string("The principal the job runs as."),
+    }
+)
+_JOBS = "/api/2.0/modelport/batch/jobs"
+_INT: Schema = {"type": "integer"}
+_TABLE_JOB = obj(
+    {
+        "id": string(),
+        "object": string(enum=["batch_job"]),
+        "owner": string("The principal the job runs as."),
+        "endpoint": string(),
+        "endpoint_kind": string(enum=["custom", "chat", "completions", "embeddings"]),
+        "input": obj(
+            {
+                "format": string(enum=["parquet", "csv", "jsonl", "delta"]),
+                "name": string(),
+                "file_id": _NULLABLE,
+                "version": {"type": ["integer", "null"]},
+                "fingerprint": string(),
+            }
+        ),
+        "output_table": string(),
+        "columns": array_of(string()),
+        "chunk_rows": _INT,
+        "status": string(enum=["queued", "running", "cancelling", "cancelled", "completed", "failed"]),
+        "rows": obj({"total": _INT, "done": _INT, "failed": _INT}),
+        "top_errors": array_of(obj({"message": string(), "count": _INT})),
+        "error": _NULLABLE,
+        "created_at": _INT,
+        "started_at": {"type": ["integer", "null"]},
+        "ended_at": {"type": ["integer", "null"]},
     }
 )
 _PAGE = (
@@ -125,5 +155,50 @@ def batch_operations() -> list[Operation]:
             _OWNER,
             body_required=False,
             response=_BATCH,
+        ),
+        *_table_job_operations(),
+    ]
+
+
+def _table_job_operations() -> list[Operation]:
+    tag = "tables"
+    return [
+        Operation(
+            "POST",
+            _JOBS,
+            'Score a table or an uploaded file (purpose "user_data") into a Delta table; the same '
+            "work again resumes it.",
+            tag,
+            "the caller needs CAN_QUERY on the endpoint, SELECT on an input table, MODIFY on an "
+            "existing output table",
+            body=obj(
+                {
+                    "endpoint": string(),
+                    "input": obj({"file_id": string(), "table": string()}),
+                    "output_table": string(),
+                    "columns": array_of(string()),
+                    "chunk_rows": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                },
+                ("endpoint", "input", "output_table"),
+            ),
+            response=_TABLE_JOB,
+        ),
+        Operation(
+            "GET",
+            _JOBS,
+            "The caller's table jobs.",
+            tag,
+            _OWNER,
+            response=obj({"jobs": array_of(_TABLE_JOB)}),
+        ),
+        Operation("GET", f"{_JOBS}/{{job_id}}", "A table job.", tag, _OWNER, response=_TABLE_JOB),
+        Operation(
+            "POST",
+            f"{_JOBS}/{{job_id}}/cancel",
+            "Cancel a table job (rows written are kept).",
+            tag,
+            _OWNER,
+            body_required=False,
+            response=_TABLE_JOB,
         ),
     ]

@@ -10,6 +10,7 @@ embedded registry's ``/api/2.0/mlflow/...`` paths) is MLflow's document, not thi
 from __future__ import annotations
 
 from modelport.api.openapi_batches import batch_operations
+from modelport.api.openapi_monitors import monitor_operations
 from modelport.api.openapi_schemas import OBJECT, Operation, Param, Schema, array_of, obj, string
 from modelport.spec import secrets as secret_names
 from modelport.spec import validation as endpoint_names
@@ -560,6 +561,7 @@ def _ops() -> list[Operation]:
         ),
         *_registry_permission_ops(),
         *batch_operations(),
+        *monitor_operations(),
         # ---- secrets -----------------------------------------------------------------------
         Operation(
             "POST",

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from modelport.batch.runner import BatchRunner
+from modelport.batch.table_runner import TableJobRunner
 from modelport.config import Settings
 from modelport.control.cluster import Cluster
 from modelport.control.endpoints import EndpointService
@@ -16,6 +17,8 @@ from modelport.control.feature_specs import FeatureSpecService
 from modelport.control.feature_usage import FeatureUsage
 from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
+from modelport.control.monitor_runner import MonitorRunner
+from modelport.control.monitors import MonitorService
 from modelport.control.reconciler import Reconciler
 from modelport.control.secrets import SecretService
 from modelport.entities.registry_handle import RegistryHandle
@@ -57,6 +60,11 @@ class Services:
     metrics_exchange: MetricsExchange | None = None
     #: Bulk jobs (OpenAI's Files and Batch APIs, ``batch/runner.py``).
     batches: BatchRunner | None = None
+    #: Quality monitors on tables (``control/monitors.py``) and their refreshes' runner.
+    monitors: MonitorService | None = None
+    monitor_runner: MonitorRunner | None = None
+    #: Bulk jobs on tables (``modelport batch run``, ``batch/table_runner.py``).
+    table_jobs: TableJobRunner | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

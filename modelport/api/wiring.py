@@ -12,6 +12,8 @@ from modelport.api.services import Services
 from modelport.batch.files import FileStore
 from modelport.batch.jobs import JobStore
 from modelport.batch.runner import BatchRunner
+from modelport.batch.table_jobs import TableJobStore
+from modelport.batch.table_runner import TableJobRunner
 from modelport.config import Settings, inherited_environment
 from modelport.control.cipher import load_cipher
 from modelport.control.cluster import Cluster, Role
@@ -21,6 +23,8 @@ from modelport.control.feature_specs import FeatureSpecService
 from modelport.control.feature_usage import FeatureUsage
 from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
+from modelport.control.monitor_runner import MonitorRunner
+from modelport.control.monitors import MonitorService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
 from modelport.control.registry_acl import RegistryAccess
@@ -213,9 +217,23 @@ def build_services(
         feature_usage=FeatureUsage(endpoint_service, registry, features.tables, features.online_state),
     )
     batch_root = settings.data_path / "batch"  # bulk jobs: files and job state (batch/jobs.py)
-    services.batches = BatchRunner(
-        JobStore(batch_root, FileStore(batch_root)), dataplane, db, leading=lambda: cluster.leading
+    files = FileStore(batch_root)
+    leading = lambda: cluster.leading  # noqa: E731 (both runners ask it)
+    services.batches = BatchRunner(JobStore(batch_root, files), dataplane, db, leading=leading)
+    services.table_jobs = TableJobRunner(
+        TableJobStore(batch_root),
+        files,
+        dataplane,
+        db,
+        endpoint_service,
+        registry,
+        settings.tables_location,
+        leading=leading,
     )
+    # Quality monitors: files under the tables root; the leader runs their refreshes.
+    services.monitors = MonitorService(db, settings.tables_location)
+    services.monitor_runner = MonitorRunner(services.monitors, leading=lambda: cluster.leading)
+    services.monitors.wake = services.monitor_runner.wake
     return services, new_token
 
 

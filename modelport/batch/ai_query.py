@@ -74,7 +74,6 @@ CONCURRENCY = 16
 RETRY_SECONDS = 60.0
 #: What the usage and inference tables say these requests came from.
 USAGE_CONTEXT = {"source": "ai_query"}
-_CONTEXT = orjson.dumps(USAGE_CONTEXT)
 CUSTOM_PARAMETERS_REFUSED = (
     "AI_QUERY function does not support the modelParameters argument for custom model endpoint."
 )
@@ -164,8 +163,11 @@ class Statement:
     """The ``ai_query`` functions of one statement on one connection, and the first error that
     failed the query (to raise it as itself rather than as DuckDB's wrapped text)."""
 
-    def __init__(self, endpoints: Endpoints) -> None:
+    def __init__(self, endpoints: Endpoints, usage_context: dict[str, Any] | None = None) -> None:
         self.endpoints = endpoints
+        #: What each request's ``usage_context`` says (the usage and inference tables' column).
+        self.usage_context = USAGE_CONTEXT if usage_context is None else usage_context
+        self._context = orjson.dumps(self.usage_context)
         self.failure: ModelportError | None = None
         self._infos: dict[str, EndpointInfo] = {}
         #: Endpoints that refused a task function's ``response_format``: asked without it since.
@@ -189,7 +191,9 @@ class Statement:
         :func:`_split_body`), retried on 429 and 503."""
         deadline = asyncio.get_running_loop().time() + RETRY_SECONDS
         attempt = 0
-        payload = body if isinstance(body, bytes) else orjson.dumps({**body, "usage_context": USAGE_CONTEXT})
+        payload = (
+            body if isinstance(body, bytes) else orjson.dumps({**body, "usage_context": self.usage_context})
+        )
         while True:
             try:
                 return orjson.loads(await self.endpoints.call(endpoint, payload))
@@ -229,7 +233,10 @@ class Statement:
         async def one(i: int) -> None:
             try:
                 async with limit:
-                    alone[i] = ((await self._predict(call, _split_body(call, info, [texts[i]]), 1))[0], None)
+                    alone[i] = (
+                        (await self._predict(call, _split_body(call, info, [texts[i]], self._context), 1))[0],
+                        None,
+                    )
             except ModelportError as exc:
                 if exc.status in _FATAL:
                     raise self._fail(exc) from None
@@ -397,7 +404,7 @@ class Statement:
                 cut = [present]
             else:
                 cut = _groups([len(t) for t in texts], present, BATCH_ROWS)
-            groups = [(g, _split_body(call, info, [texts[i] for i in g])) for g in cut]
+            groups = [(g, _split_body(call, info, [texts[i] for i in g], self._context)) for g in cut]
             answered, alone = self.endpoints.run(self._custom(call, info, texts, groups))
             if alone:
                 values: list[Any] = [None] * len(texts)
@@ -466,7 +473,7 @@ def _decoded(call: AiCall, text: str) -> Any:
     return dict(zip(call.columns, value, strict=True)) if call.columns else value
 
 
-def _split_body(call: AiCall, info: EndpointInfo, texts: list[str]) -> bytes:
+def _split_body(call: AiCall, info: EndpointInfo, texts: list[str], context: bytes) -> bytes:
     """The ``dataframe_split`` request of the rows whose JSON is ``texts`` (none NULL).
 
     A struct written field by field: its arrays are the rows as they are. Objects (a ``MAP``, a
@@ -491,7 +498,7 @@ def _split_body(call: AiCall, info: EndpointInfo, texts: list[str]) -> bytes:
             b',"data":[',
             data.encode(),
             b']},"usage_context":',
-            _CONTEXT,
+            context,
             b"}",
         )
     )
@@ -591,15 +598,17 @@ def prepare(
     endpoints: Endpoints,
     functions_endpoint: str | None = None,
     similarity_endpoint: str | None = None,
+    usage_context: dict[str, Any] | None = None,
 ) -> tuple[str, Statement]:
     """``sql`` rewritten for DuckDB, with its ``ai_query`` functions registered on ``con``;
     the task functions (``ai_summarize``, ...) are asked of the chat endpoint ``functions_endpoint``,
     ``ai_similarity`` of the embeddings endpoint ``similarity_endpoint``.
 
     Raises :class:`~modelport.errors.InvalidParameterValue` for ``modelParameters`` on a custom
-    model (Databricks' message) and for calls that are not well formed.
+    model (Databricks' message) and for calls that are not well formed. ``usage_context`` is what
+    each request's ``usage_context`` says (default :data:`USAGE_CONTEXT`; a bulk job names itself).
     """
-    statement = Statement(endpoints)
+    statement = Statement(endpoints, usage_context)
     rewritten = rewrite(
         sql,
         lambda name: statement.info(name).default_type,

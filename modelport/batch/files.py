@@ -1,6 +1,7 @@
 """Files of the OpenAI Files API as bulk jobs use them: batch inputs (``purpose="batch"``),
-checked line by line when uploaded, and the jobs' output and error files
-(``purpose="batch_output"``).
+checked line by line when uploaded, the jobs' output and error files
+(``purpose="batch_output"``), and the tabular inputs of table jobs (``purpose="user_data"``:
+Parquet, CSV or JSON lines, read when a job is created, ``batch/table_io.py``).
 
 A file is two entries under ``<root>/files/``: ``<id>.jsonl`` (the content) and ``<id>.json``
 (its metadata, written last: a file without one is not listed). Each file has an owner; only
@@ -37,7 +38,9 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_REQUESTS = 100_000
 #: The ``url`` of an input line → the task of the OpenAI-compatible route it is sent through.
 URL_TASKS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
-PURPOSES = ("batch", "batch_output")
+PURPOSES = ("batch", "batch_output", "user_data")
+#: Purposes a client may upload.
+UPLOADS = ("batch", "user_data")
 
 
 @dataclass(frozen=True)
@@ -143,9 +146,10 @@ class FileStore:
 
     def create(self, owner: str, filename: str, purpose: str, content: bytes) -> BatchFile:
         """Store an uploaded file (a batch input is checked line by line first)."""
-        if purpose != "batch":
-            raise InvalidParameterValue(f"'purpose' must be \"batch\" (got {purpose!r}).")
-        parse_input(content)
+        if purpose not in UPLOADS:
+            raise InvalidParameterValue(f'\'purpose\' must be "batch" or "user_data" (got {purpose!r}).')
+        if purpose == "batch":
+            parse_input(content)
         file_id = new_id("file")
         write_atomically(self.content_path(file_id), content)
         return self.register(file_id, owner, filename, purpose)

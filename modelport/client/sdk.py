@@ -44,6 +44,7 @@ _SCIM = "/api/2.0/preview/scim/v2"
 _FEATURES = "/api/2.0/feature-engineering/tables"
 _FEATURE_SPECS = "/api/2.0/feature-engineering/feature-specs"
 _FEATURE_FUNCTIONS = "/api/2.0/feature-engineering/functions"
+_BATCH_JOBS = "/api/2.0/modelport/batch/jobs"
 #: Media type of the Arrow IPC streams the feature-table data routes send and accept.
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 #: Media type of JSON lines (the SQL route's answer with progress).
@@ -282,6 +283,70 @@ class ModelportClient:
         params = {k: v for k, v in (("version", version), ("limit", limit)) if v is not None}
         path = f"{_FEATURES}/{_segment(name)}/data" + (f"?{urlencode(params)}" if params else "")
         return self._send("GET", path, accept=ARROW_STREAM).content
+
+    # ---- bulk jobs on tables (modelport batch run) -------------------------------------------
+    def upload_file(self, filename: str, content: bytes, purpose: str = "user_data") -> dict[str, Any]:
+        """Upload a file through the OpenAI Files API (``user_data``: a table job's input); its
+        ``File`` object."""
+        built = httpx.Request(
+            "POST", "http://x/", files={"file": (filename, content)}, data={"purpose": purpose}
+        )
+        response = self._send(
+            "POST",
+            "/serving-endpoints/files",
+            content=built.read(),
+            content_type=built.headers["content-type"],
+        )
+        return dict(response.json())
+
+    def create_batch_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Start (or resume, or find) a table job: ``{"endpoint", "input": {"file_id"} |
+        {"table"}, "output_table", "columns", "chunk_rows"}``; the job, with ``action``."""
+        return dict(self._json("POST", _BATCH_JOBS, body))
+
+    def list_batch_jobs(self) -> list[dict[str, Any]]:
+        """The caller's table jobs (admins: all), newest first."""
+        return list(self._json("GET", _BATCH_JOBS).get("jobs", []))
+
+    def get_batch_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"{_BATCH_JOBS}/{_segment(job_id)}"))
+
+    def cancel_batch_job(self, job_id: str) -> dict[str, Any]:
+        """Stop a table job; the rows written stay, and the same work again resumes it."""
+        return dict(self._json("POST", f"{_BATCH_JOBS}/{_segment(job_id)}/cancel"))
+
+    # ---- quality monitors (Databricks' quality_monitors API) -------------------------------
+    def _monitor(self, table: str) -> str:
+        return f"/api/2.1/unity-catalog/tables/{_segment(table)}/monitor"
+
+    def create_monitor(self, table: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the monitor of ``table`` (``MonitorInfo`` fields; needs MANAGE on it)."""
+        return dict(self._json("POST", self._monitor(table), body))
+
+    def get_monitor(self, table: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._monitor(table)))
+
+    def update_monitor(self, table: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the monitor's configuration (its ``monitor_version`` goes up)."""
+        return dict(self._json("PUT", self._monitor(table), body))
+
+    def delete_monitor(self, table: str) -> dict[str, Any]:
+        """Delete the monitor and its refreshes; the metrics tables stay."""
+        return dict(self._json("DELETE", self._monitor(table)))
+
+    def run_monitor_refresh(self, table: str) -> dict[str, Any]:
+        """Queue a refresh (``MonitorRefreshInfo``, PENDING)."""
+        return dict(self._json("POST", f"{self._monitor(table)}/refreshes"))
+
+    def list_monitor_refreshes(self, table: str) -> list[dict[str, Any]]:
+        """The monitor's refreshes, newest first."""
+        return list(self._json("GET", f"{self._monitor(table)}/refreshes").get("refreshes", []))
+
+    def get_monitor_refresh(self, table: str, refresh_id: int) -> dict[str, Any]:
+        return dict(self._json("GET", f"{self._monitor(table)}/refreshes/{int(refresh_id)}"))
+
+    def cancel_monitor_refresh(self, table: str, refresh_id: int) -> dict[str, Any]:
+        return dict(self._json("POST", f"{self._monitor(table)}/refreshes/{int(refresh_id)}/cancel"))
 
     # ---- feature specs ---------------------------------------------------------------------
     def create_feature_spec(self, name: str, feature_spec: dict[str, Any]) -> dict[str, Any]:

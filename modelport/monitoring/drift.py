@@ -31,6 +31,7 @@ Categorical columns (counts per category over the union of both samples' categor
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,14 +128,19 @@ except ImportError:  # pragma: no cover - a scipy that moved it: the public func
     _attempt_exact_2kssamp = None
 
 
-def _exact_pvalue(current: Floats, base: Floats, statistic: float) -> float:
-    """``ks_2samp(current, base, method="exact").pvalue``."""
+def _exact_pvalue(current: Floats, base: Floats, statistic: float) -> float | None:
+    """``ks_2samp(current, base, method="exact").pvalue``, or None where scipy's exact step gives
+    up (``ks_2samp`` then warns and uses ``method="asymp"``, as the caller does, without the warning)."""
     n, m = current.size, base.size
     if _attempt_exact_2kssamp is not None:
         ok, _, prob = _attempt_exact_2kssamp(n, m, math.gcd(n, m), statistic, "two-sided")
-        if ok:
-            return float(np.clip(prob, 0.0, 1.0))
-    return float(stats.ks_2samp(current, base, method="exact").pvalue)
+        return float(np.clip(prob, 0.0, 1.0)) if ok else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            return float(stats.ks_2samp(current, base, method="exact").pvalue)
+        except RuntimeWarning:  # "Exact calculation unsuccessful"
+            return None
 
 
 def ks_exact(n: int, m: int, exact_max_product: int = KS_EXACT_MAX_PRODUCT) -> bool:
@@ -166,9 +172,8 @@ def numeric_drift(
     ks = float(np.max(np.abs(gaps[last])))
     # (not np.dot: a BLAS call may spin up threads for one small product)
     wasserstein = float(np.sum(np.abs(gaps[:-1]) * np.diff(merged)))
-    if ks_exact(n, m, exact_max_product):
-        pvalue = _exact_pvalue(current, v, ks)
-    else:
+    pvalue = _exact_pvalue(current, v, ks) if ks_exact(n, m, exact_max_product) else None
+    if pvalue is None:
         big, small = max(n, m), min(n, m)
         en = big * small / (big + small)
         pvalue = float(np.clip(stats.kstwo.sf(ks, np.round(en)), 0.0, 1.0))

@@ -222,6 +222,37 @@ def test_sql_box_shows_the_error_of_a_bad_statement(page: Any) -> None:
     assert page.locator("#sql-info").inner_text() == ""
 
 
+def test_jobs_page_lists_a_table_job_with_its_rows_and_output(
+    api: httpx.Client, chat: str, page: Any
+) -> None:
+    """A ``modelport batch run`` job (made through its API) in the Table jobs card."""
+    content = b"".join(orjson.dumps({"text": f"row {i}"}) + b"\n" for i in range(3))
+    uploaded = api.post(
+        "/serving-endpoints/files", files={"file": ("rows.jsonl", content)}, data={"purpose": "user_data"}
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    body = {
+        "endpoint": chat,
+        "input": {"file_id": uploaded.json()["id"]},
+        "output_table": "main.ui.table_job",
+    }
+    created = api.post("/api/2.0/modelport/batch/jobs", json=body)
+    assert created.status_code == 200, created.text
+    job_id = created.json()["id"]
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/2.0/modelport/batch/jobs/{job_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline, "the table job did not complete"
+        time.sleep(0.2)
+    sign_in(page, "/ui/#/jobs")
+    row = page.locator(f"#table-jobs tr[data-table-job='{job_id}']")
+    row.wait_for()
+    assert row.locator("[data-status]").inner_text() == "completed"
+    assert row.locator("td[data-label=Progress]").inner_text().startswith("3 of 3")
+    assert row.locator("td[data-label='Output table']").inner_text() == "main.ui.table_job"
+    assert row.locator("td[data-label=Input]").inner_text() == "rows.jsonl"
+    assert row.locator("[data-cancel]").count() == 0
+
+
 def test_no_script_errors_or_refusals_on_the_jobs_and_sql_pages(
     page_errors: list[str], csp_violations: list[str], earlier_csp_violations: int
 ) -> None:

@@ -36,6 +36,7 @@ SCIM = "/api/2.0/preview/scim/v2"
 FT = "/api/2.0/feature-engineering/tables"
 FF = "/api/2.0/feature-engineering/functions"
 FS = "/api/2.0/feature-engineering/feature-specs"
+MON = "/api/2.1/unity-catalog/tables/{table_name}/monitor"
 MISSING_ID = "0" * 32
 #: The levels of each kind of object, lowest first.
 LEVELS = {
@@ -161,6 +162,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/serving-endpoints/batches"): Row(USER),
     ("GET", "/serving-endpoints/batches/{batch_id}"): Row(USER, ok=404),
     ("POST", "/serving-endpoints/batches/{batch_id}/cancel"): Row(USER, ok=404),
+    ("POST", "/api/2.0/modelport/batch/jobs"): Row(USER, ok=400, body={}),
+    ("GET", "/api/2.0/modelport/batch/jobs"): Row(USER),
+    ("GET", "/api/2.0/modelport/batch/jobs/{job_id}"): Row(USER, ok=404),
+    ("POST", "/api/2.0/modelport/batch/jobs/{job_id}/cancel"): Row(USER, ok=404),
     # ---- secrets -----------------------------------------------------------------------------
     ("POST", "/api/2.0/secrets/scopes/create"): Row(USER, body=lambda v: {"scope": unique("mx-scope")}),
     ("POST", "/api/2.0/secrets/scopes/delete"): Row("scope", "MANAGE", body=_scope_body(), fresh=True),
@@ -215,6 +220,15 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("PATCH", "/api/2.1/unity-catalog/permissions/{securable_type}/{full_name}"): Row(
         "table", "MANAGE", ok=400, body={"changes": [{"principal": "no-such-user", "add": ["SELECT"]}]}
     ),
+    # ---- quality monitors: the usage table, which has no monitor (404; a create's empty body 400) --
+    ("POST", MON): Row("table", "MANAGE", ok=400, body={}),
+    ("GET", MON): Row("table", "SELECT", ok=404),
+    ("PUT", MON): Row("table", "MANAGE", ok=404, body={}),
+    ("DELETE", MON): Row("table", "MANAGE", ok=404),
+    ("POST", f"{MON}/refreshes"): Row("table", "MANAGE", ok=404),
+    ("GET", f"{MON}/refreshes"): Row("table", "SELECT", ok=404),
+    ("GET", f"{MON}/refreshes/{{refresh_id}}"): Row("table", "SELECT", ok=404),
+    ("POST", f"{MON}/refreshes/{{refresh_id}}/cancel"): Row("table", "MANAGE", ok=404),
     # ---- feature tables: the table is the usage table, which is not a feature table (404) -------
     ("GET", FT): Row(USER),
     ("POST", FT): Row(USER, ok=400, body={"name": "mx.features.none", "primary_keys": ["id"], "columns": []}),
@@ -279,6 +293,7 @@ class World:
             "token_id": MISSING_ID,
             "file_id": f"file-{MISSING_ID}",
             "batch_id": f"batch-{MISSING_ID}",
+            "job_id": f"bjob-{MISSING_ID}",
             "path": "index.html",
             "full_name": "mx.features.none",  # a feature function that does not exist
         }
@@ -332,7 +347,13 @@ class World:
                 json={"access_control_list": self._acl(kind)},
             )
         )
-        return {"object_id": object_id, "full_name": object_id, "securable_type": "table"}
+        return {
+            "object_id": object_id,
+            "full_name": object_id,
+            "table_name": object_id,
+            "refresh_id": "1",
+            "securable_type": "table",
+        }
 
     def fresh(self, row: Row) -> dict[str, str]:
         if row.on in LEVELS:

@@ -35,6 +35,8 @@ PACKAGE_UNITS = (
     "tests/faults/",
     # Ray clusters in network namespaces: one at a time (each runs a dozen processes).
     "tests/ray/",
+    # One server with a custom model, chat and embeddings endpoints (tests/batch/world.py).
+    "tests/batch/",
 )
 
 #: Seconds each unit took (setup, call and teardown of its tests, summed from ``--durations=0``)
@@ -48,9 +50,9 @@ SECONDS: dict[str, float] = {
     "tests/integration/test_feature_serving.py": 40,
     "tests/integration/test_feature_tables.py": 20,
     "tests/integration/test_online_store_servers.py": 72,
-    "tests/integration/test_ai_query.py": 48,
-    # Its own server and a local Spark session (JVM start and first Python workers: 15-60 s here).
-    "tests/spark/test_spark_udf.py": 80,
+    # ai_query, table jobs and the Spark UDF on one server (a local Spark session: 15-60 s).
+    "tests/batch/": 110,
+    "tests/integration/test_monitors.py": 50,
     "tests/integration/test_openai_batches.py": 35,
     "tests/integration/test_feature_usage.py": 30,
     "tests/integration/test_feature_spec_endpoints.py": 20,

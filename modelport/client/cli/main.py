@@ -22,7 +22,8 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from modelport.client.cli import endpoints, features, principals, secrets, tables, tokens
+from modelport.client.cli import batch, endpoints, features, principals, secrets, tables, tokens
+from modelport.client.cli import monitors as monitor_commands
 from modelport.client.cli.migrate import migrate
 from modelport.client.cli.options import OutputFormat
 from modelport.client.cli.serve import serve
@@ -130,6 +131,8 @@ app.add_typer(principals.groups, name="groups")
 app.add_typer(principals.service_principals, name="service-principals")
 app.add_typer(tables.app, name="tables")
 app.add_typer(features.app, name="features")
+app.add_typer(batch.app, name="batch")
+app.add_typer(monitor_commands.app, name="monitors")
 app.command("usage")(tables.usage)
 app.command("status", short_help="The server processes, the leader and the replicas.")(status)
 app.command("serve", short_help="Start the modelport server.")(serve)

@@ -1,10 +1,13 @@
 // Bulk jobs (OpenAI's Batch API under /serving-endpoints, docs/batch.md): the list with each job's
-// state, progress, owner and files, one job's page, and Cancel while a job runs. Like features.js,
-// app.js imports these pages and calls them only after both modules have run.
+// state, progress, owner and files, one job's page, and Cancel while a job runs; below it the
+// table jobs of `modelport batch run` (/api/2.0/modelport/batch/jobs). Like features.js, app.js
+// imports these pages and calls them only after both modules have run.
 
 import { api, enc, errorBox, every, fmtTime, h, toast } from "./app.js";
 
 const BATCHES = "/serving-endpoints/batches";
+const TABLE_JOBS = "/api/2.0/modelport/batch/jobs";
+const TABLE_RUNNING = new Set(["queued", "running"]);
 const FILES = "/serving-endpoints/files";
 const RUNNING = new Set(["validating", "in_progress", "finalizing"]);
 const STATE_CLASS = {
@@ -16,6 +19,8 @@ const STATE_CLASS = {
   in_progress: "updating",
   finalizing: "updating",
   cancelling: "updating",
+  queued: "updating",
+  running: "updating",
 };
 
 /** The moments a job records, in the order they come. */
@@ -119,6 +124,62 @@ export async function jobsPage(main) {
   const refresh = async () => draw(await allBatches());
   await refresh();
   every(3000, refresh, table);
+  tableJobs(main).catch((e) => console.warn(e)); // the OpenAI jobs above stand on their own
+}
+
+/** The table jobs (`modelport batch run`): rows done of all, failed rows, input, output table. */
+async function tableJobs(main) {
+  const body = h("tbody");
+  const section = h("section", { class: "card", id: "table-jobs-card", "aria-labelledby": "table-jobs-title", hidden: true },
+    h("h2", { id: "table-jobs-title" }, "Table jobs"),
+    h("p", { class: "muted" }, "modelport batch run: a file or a Delta table scored into a Delta table, as the job's owner."),
+    h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "table-jobs" },
+      h("thead", {}, h("tr", {}, ["Job", "Status", "Progress", "Owner", "Created", "Endpoint", "Input", "Output table", ""].map((c) => h("th", { scope: "col" }, c)))),
+      body)));
+  main.append(section);
+  const cancel = (j) => {
+    if (!TABLE_RUNNING.has(j.status)) return null;
+    const button = h("button", { type: "button", class: "secondary", "data-cancel": j.id, "aria-label": `Cancel ${j.id}` }, "Cancel");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await api(`${TABLE_JOBS}/${enc(j.id)}/cancel`, { method: "POST" });
+        toast(`Cancelling ${j.id}`);
+        await refresh();
+      } catch (e) {
+        button.disabled = false;
+        toast(e.message);
+      }
+    });
+    return button;
+  };
+  const progress = (j) => {
+    const r = j.rows || { total: 0, done: 0, failed: 0 };
+    const text = `${r.done} of ${r.total}${r.failed ? ` · ${r.failed} failed` : ""}`;
+    return h("div", { class: "job-progress" },
+      h("progress", { max: String(r.total || 1), value: String(r.done), "aria-label": `Rows done: ${text}` }), h("span", {}, text));
+  };
+  let last = "";
+  const refresh = async () => {
+    const jobs = (await api(TABLE_JOBS)).jobs || [];
+    const text = JSON.stringify(jobs);
+    if (text === last) return;
+    last = text;
+    section.hidden = !jobs.length;
+    body.replaceChildren(...jobs.map((j) => h("tr", { "data-table-job": j.id },
+      h("td", { "data-label": "Job" }, j.id),
+      h("td", { "data-label": "Status" }, stateBadge(j)),
+      h("td", { "data-label": "Progress" }, progress(j),
+        j.error ? h("div", { class: "error" }, j.error) : null,
+        (j.top_errors || []).length ? h("ul", { class: "muted" }, j.top_errors.map((e) => h("li", {}, `${e.count} × ${e.message}`))) : null),
+      h("td", { "data-label": "Owner" }, j.owner || "–"),
+      h("td", { "data-label": "Created" }, fmtTime(j.created_at)),
+      h("td", { "data-label": "Endpoint" }, h("code", {}, j.endpoint)),
+      h("td", { "data-label": "Input" }, j.input.name),
+      h("td", { "data-label": "Output table" }, h("code", {}, j.output_table)),
+      h("td", {}, cancel(j)))));
+  };
+  every(3000, refresh, section);
 }
 
 // ---------- one job ----------

@@ -636,7 +636,10 @@ def test_serve_reports_a_busy_data_directory_in_one_line(
         ["tables"],
         ["features"],
         ["features", "functions"],
+        ["monitors"],
         ["usage"],
+        ["batch"],
+        ["batch", "run"],
     ],
     ids=[
         "root",
@@ -650,7 +653,10 @@ def test_serve_reports_a_busy_data_directory_in_one_line(
         "tables",
         "features",
         "features-functions",
+        "monitors",
         "usage",
+        "batch",
+        "batch-run",
     ],
 )
 def test_docs_embed_the_current_help_output(args: list[str]) -> None:

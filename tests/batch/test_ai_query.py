@@ -4,7 +4,7 @@ external chat endpoint in front of the OpenAI fake, struct requests, ``returnTyp
 ``failOnError => false``, ``modelParameters`` refused on a custom model, the caller's CAN_QUERY
 and the usage table's ``usage_context``.
 
-One server for the module (``world``); the endpoints are made once.
+The package's server and endpoints (``tests/batch/world.py``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -23,80 +21,11 @@ import pytest
 
 from modelport.batch.ai_query import CUSTOM_PARAMETERS_REFUSED, CUSTOM_RESPONSE_FORMAT_REFUSED
 from modelport.errors import InvalidParameterValue
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
-from tests.serverproc import ADMIN_TOKEN, ServerProcess
-from tests.support.endpoints import wait_settled
-from tests.support.models import log_sklearn_model
-from tests.support.principals import create_user, obo_token
+from tests.batch.world import CHAT, EMBED, MODEL, World
+from tests.serverproc import ADMIN_TOKEN
 
-CHAT = "aq-chat"
-EMBED = "aq-embed"
-MODEL = "aq-model"
 ROWS = "(VALUES (0.9), (0.1), (NULL)) v(x)"
 FEATURES = "named_struct('f0', x, 'f1', 0.0, 'f2', 0.0, 'f3', 0.0)"
-
-
-@dataclass
-class World:
-    server: ServerProcess
-    admin: httpx.Client
-    alice: httpx.Client  # no permission on either endpoint
-    alice_token: str
-    fake: FakeOpenAI
-
-
-def _external_endpoint(admin: httpx.Client, fake: FakeOpenAI, name: str, task: str) -> None:
-    config = {"custom_provider_url": f"{fake.url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
-    external = {
-        "provider": "custom",
-        "name": "llama-3",
-        "task": task,
-        "custom_provider_config": config,
-    }
-    body = {
-        "name": name,
-        "config": {"served_entities": [{"name": "gpt", "external_model": external}]},
-        "ai_gateway": {"usage_tracking_config": {"enabled": True}},
-    }
-    r = admin.post("/api/2.0/serving-endpoints", json=body)
-    assert r.status_code == 200, r.text
-    wait_settled(admin, name, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    fake = FakeOpenAI().start()
-    server = ServerProcess(
-        tmp_path_factory.mktemp("ai-query"),
-        env={"MODELPORT_AI_FUNCTIONS_ENDPOINT": CHAT, "MODELPORT_AI_SIMILARITY_ENDPOINT": EMBED},
-    ).start()
-    clients: list[httpx.Client] = []
-    try:
-        admin = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=120
-        )
-        clients.append(admin)
-        create_user(admin, "alice")
-        alice_token = obo_token(admin, user_name="alice")["token_value"]
-        alice = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {alice_token}"}, timeout=60
-        )
-        clients.append(alice)
-        _external_endpoint(admin, fake, CHAT, "llm/v1/chat")
-        _external_endpoint(admin, fake, EMBED, "llm/v1/embeddings")
-        log_sklearn_model(server.url, ADMIN_TOKEN, "aq-clf")
-        entity = {"name": "v1", "entity_name": "aq-clf", "entity_version": "1"}
-        r = admin.post(
-            "/api/2.0/serving-endpoints", json={"name": MODEL, "config": {"served_entities": [entity]}}
-        )
-        assert r.status_code == 200, r.text
-        wait_settled(admin, MODEL, timeout=180)
-        yield World(server, admin, alice, alice_token, fake)
-    finally:
-        for c in clients:
-            c.close()
-        server.stop()
-        fake.stop()
 
 
 def sql(client: httpx.Client, text: str) -> httpx.Response:

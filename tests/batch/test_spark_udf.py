@@ -3,8 +3,9 @@ custom model (the tiny sklearn classifier) scored in multi-row requests, ``failO
 with failing rows, ``returnType``, NULL requests, a chat and an embeddings endpoint in front of the
 OpenAI fake (one request per row, retried 429s), and what the driver refuses before any job runs.
 
-One server and one Spark session for the module. Needs pyspark (``make install``: the ``spark``
-extra) and Java 17+; without them the tests are skipped, and fail under ``CI``.
+The package's server (``tests/batch/world.py``) and one Spark session for the module. Needs
+pyspark (``make install``: the ``spark`` extra) and Java 17+; without them the tests are skipped,
+and fail under ``CI``.
 """
 
 from __future__ import annotations
@@ -24,19 +25,15 @@ import pytest
 
 from modelport.batch.ai_query import CUSTOM_PARAMETERS_REFUSED
 from modelport.errors import InvalidParameterValue, NotFound
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.batch.world import CHAT, CLASSIFIER, EMBED, MODEL, World
+from tests.fakes.openai_server import FakeOpenAI
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
-from tests.support.endpoints import wait_settled
-from tests.support.models import log_sklearn_model
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-CHAT = "sp-chat"
-EMBED = "sp-embed"
-MODEL = "sp-model"
 FEATURES = ("f0", "f1", "f2", "f3")
 
 
@@ -49,11 +46,23 @@ def _missing() -> str | None:
 
 
 @dataclass
-class World:
-    server: ServerProcess
-    admin: httpx.Client
-    fake: FakeOpenAI
+class SparkWorld:
+    """The package's server (``tests/batch/world.py``) and a local Spark session."""
+
+    shared: World
     spark: SparkSession
+
+    @property
+    def server(self) -> ServerProcess:
+        return self.shared.server
+
+    @property
+    def admin(self) -> httpx.Client:
+        return self.shared.admin
+
+    @property
+    def fake(self) -> FakeOpenAI:
+        return self.shared.fake
 
     def ai_query(self, endpoint: str, *cols: Any, **options: Any) -> Any:
         from modelport.spark import ai_query
@@ -61,17 +70,9 @@ class World:
         return ai_query(endpoint, *cols, host=self.server.url, token=ADMIN_TOKEN, **options)
 
 
-def _external_endpoint(admin: httpx.Client, fake: FakeOpenAI, name: str, task: str) -> None:
-    config = {"custom_provider_url": f"{fake.url}/v1", "bearer_token_auth": {"token_plaintext": API_KEY}}
-    external = {"provider": "custom", "name": "llama-3", "task": task, "custom_provider_config": config}
-    body = {"name": name, "config": {"served_entities": [{"name": "gpt", "external_model": external}]}}
-    r = admin.post("/api/2.0/serving-endpoints", json=body)
-    assert r.status_code == 200, r.text
-    wait_settled(admin, name, timeout=60)
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(world: World) -> Iterator[SparkWorld]:
+    """The package's ``world`` with a Spark session (this module's tests see this one)."""
     reason = _missing()
     if reason is not None:
         if os.environ.get("CI"):
@@ -83,23 +84,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # The Python workers run this interpreter (the project's venv), not whatever python3 is on PATH.
     env.setenv("PYSPARK_PYTHON", sys.executable)
     env.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # the JVM on loopback only
-    fake = FakeOpenAI().start()
-    server = ServerProcess(tmp_path_factory.mktemp("spark")).start()
-    admin = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=120)
     spark = None
     try:
-        _external_endpoint(admin, fake, CHAT, "llm/v1/chat")
-        _external_endpoint(admin, fake, EMBED, "llm/v1/embeddings")
-        log_sklearn_model(server.url, ADMIN_TOKEN, "sp-clf")
-        entity = {"name": "v1", "entity_name": "sp-clf", "entity_version": "1"}
-        body = {
-            "name": MODEL,
-            "config": {"served_entities": [entity]},
-            "ai_gateway": {"usage_tracking_config": {"enabled": True}},
-        }
-        r = admin.post("/api/2.0/serving-endpoints", json=body)
-        assert r.status_code == 200, r.text
-        wait_settled(admin, MODEL, timeout=180)
         spark = (
             SparkSession.builder.master("local[2]")
             .appName("modelport-tests")
@@ -112,13 +98,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             .getOrCreate()
         )
         spark.sparkContext.setLogLevel("ERROR")
-        yield World(server, admin, fake, spark)
+        yield SparkWorld(world, spark)
     finally:
         if spark is not None:
             _stop(spark)
-        admin.close()
-        server.stop()
-        fake.stop()
         env.undo()
 
 
@@ -140,12 +123,12 @@ def _stop(spark: SparkSession) -> None:
     SparkContext._jvm = None
 
 
-def _features(world: World, rows: list[tuple[Any, ...]]) -> DataFrame:
+def _features(world: SparkWorld, rows: list[tuple[Any, ...]]) -> DataFrame:
     # local[2]: two partitions of the rows, in order.
     return world.spark.createDataFrame(rows, "id long, f0 double, f1 double, f2 double, f3 double")
 
 
-def _usage_requests(world: World, endpoint: str) -> int:
+def _usage_requests(world: SparkWorld, endpoint: str) -> int:
     r = world.admin.post(
         "/api/2.0/modelport/tables/query",
         json={
@@ -157,7 +140,7 @@ def _usage_requests(world: World, endpoint: str) -> int:
     return int(r.json()["rows"][0][0])
 
 
-def test_a_custom_model_scores_a_dataframe_as_the_model_predicts(world: World) -> None:
+def test_a_custom_model_scores_a_dataframe_as_the_model_predicts(world: SparkWorld) -> None:
     import mlflow
     import numpy as np
     import pandas as pd
@@ -168,7 +151,7 @@ def test_a_custom_model_scores_a_dataframe_as_the_model_predicts(world: World) -
     scored = _features(world, rows).withColumn("p", world.ai_query(MODEL, *FEATURES, batch_rows=50))
     got = {r["id"]: r["p"] for r in scored.collect()}
 
-    model = mlflow.pyfunc.load_model("models:/sp-clf/1")  # the registry of the test server
+    model = mlflow.pyfunc.load_model(f"models:/{CLASSIFIER}/1")  # the registry of the test server
     expected = model.predict(pd.DataFrame(values, columns=list(FEATURES)))
     assert got == {i: int(p) for i, p in enumerate(expected)}  # BIGINT, as the signature says
     assert set(got.values()) == {0, 1}
@@ -180,7 +163,7 @@ def test_a_custom_model_scores_a_dataframe_as_the_model_predicts(world: World) -
     assert count == 6
 
 
-def test_a_struct_request_a_null_request_and_the_return_type(world: World) -> None:
+def test_a_struct_request_a_null_request_and_the_return_type(world: SparkWorld) -> None:
     from pyspark.sql import functions as F
 
     df = _features(world, [(1, 0.9, 0.0, 0.0, 0.0), (2, 0.1, 0.0, 0.0, 0.0), (3, None, 0.0, 0.0, 0.0)])
@@ -196,7 +179,7 @@ def test_a_struct_request_a_null_request_and_the_return_type(world: World) -> No
     assert len(errors) == 2 and all("not a struct<label:string>" in e for e in errors), errors
 
 
-def test_fail_on_error_false_marks_only_the_failing_rows(world: World) -> None:
+def test_fail_on_error_false_marks_only_the_failing_rows(world: SparkWorld) -> None:
     from pyspark.sql import functions as F
 
     # A NULL feature reaches the model as NaN, which the classifier refuses: the 4-row request
@@ -217,7 +200,7 @@ def test_fail_on_error_false_marks_only_the_failing_rows(world: World) -> None:
     assert count == before + 5  # the 4-row request, then each row alone
 
 
-def test_chat_endpoint_one_request_per_row_retrying_429(world: World) -> None:
+def test_chat_endpoint_one_request_per_row_retrying_429(world: SparkWorld) -> None:
     world.fake.reset()
     world.fake.faults.fail(429, "slow down", times=2, headers={"Retry-After": "0"})
     df = world.spark.createDataFrame([("a",), ("b",), ("c",), (None,)], "x string")
@@ -234,7 +217,7 @@ def test_chat_endpoint_one_request_per_row_retrying_429(world: World) -> None:
     assert all(c["temperature"] == 0.0 for c in chats)
 
 
-def test_chat_fail_on_error(world: World) -> None:
+def test_chat_fail_on_error(world: SparkWorld) -> None:
     from pyspark.errors import PythonException
 
     world.fake.reset()
@@ -251,7 +234,7 @@ def test_chat_fail_on_error(world: World) -> None:
         df.select(world.ai_query(CHAT, "x")).collect()
 
 
-def test_embeddings_endpoint_answers_float_arrays(world: World) -> None:
+def test_embeddings_endpoint_answers_float_arrays(world: SparkWorld) -> None:
     df = world.spark.createDataFrame([("the cat sat",), ("a dog",)], "x string")
     got = df.select(world.ai_query(EMBED, "x").alias("v"))
     assert got.schema["v"].dataType.simpleString() == "array<float>"
@@ -259,7 +242,7 @@ def test_embeddings_endpoint_answers_float_arrays(world: World) -> None:
     assert [len(v) for v in vectors] == [8, 8] and vectors[0] != vectors[1]
 
 
-def test_the_driver_refuses_before_any_job(world: World) -> None:
+def test_the_driver_refuses_before_any_job(world: SparkWorld) -> None:
     with pytest.raises(InvalidParameterValue) as refused:
         world.ai_query(MODEL, *FEATURES, model_parameters={"max_tokens": 5})
     assert refused.value.message == CUSTOM_PARAMETERS_REFUSED

@@ -1,0 +1,236 @@
+"""The runner of monitor refreshes: queued ones, scheduled ones, and those a restart interrupted.
+
+Only the leader (``control/leadership.py``, through ``Cluster.leading``) runs refreshes, as it
+runs bulk jobs (``batch/runner.py``): every second, and whenever a refresh is queued or
+cancelled (:meth:`MonitorRunner.wake`), it looks at every monitor of the tables root:
+
+- a PENDING refresh is started (RUNNING), one per monitor at a time, at most
+  :data:`CONCURRENCY` at once; it ends SUCCESS, FAILED (the message says why, and the monitor
+  shows it as ``latest_monitor_failure_msg`` with status ``MONITOR_STATUS_ERROR`` until a
+  refresh succeeds) or CANCELED (a cancel request, or the monitor deleted);
+- a RUNNING refresh that no task of this process runs was interrupted (the server stopped or
+  was killed, or the leader changed): it is run again from the start, as it wrote nothing
+  until its end; after :data:`MAX_ATTEMPTS` interruptions it is marked FAILED instead;
+- a monitor whose schedule (Quartz cron, unpaused) fired since its last scheduled refresh gets
+  a SCHEDULE refresh, unless one is pending or running; runs missed while no server led are
+  not made up, the next one is queued at once.
+
+A process that stops leading stops its refreshes and leaves them RUNNING for the next leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from modelport.clock import now_ms
+from modelport.control.monitor_refresh import refresh_monitor
+from modelport.control.monitors import ACTIVE_STATES, MonitorService, next_run
+from modelport.errors import Cancelled, ModelportError, ResourceDoesNotExist
+
+__all__ = ["CONCURRENCY", "MAX_ATTEMPTS", "MonitorRunner"]
+
+log = logging.getLogger("modelport.monitors")
+
+#: Refreshes run at once by one process (each reads its table and computes on a thread).
+CONCURRENCY = 2
+#: Times a refresh is started before an interruption marks it FAILED.
+MAX_ATTEMPTS = 3
+#: Refreshes of a monitor looked at for one pending or running (the newest ones).
+_RECENT = 3
+
+
+class MonitorRunner:
+    """Runs the refreshes of ``service``'s monitors while ``leading()`` says this process leads."""
+
+    def __init__(
+        self,
+        service: MonitorService,
+        *,
+        leading: Callable[[], bool],
+        interval: float = 1.0,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self._leading = leading
+        self._interval = interval
+        self._clock = clock
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+
+    def wake(self) -> None:
+        """A refresh was queued or cancelled: look now rather than at the next tick (any thread)."""
+        task = self._task
+        if task is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
+            task.get_loop().call_soon_threadsafe(self._wake.set)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except Exception:
+                log.exception("monitor refresh scan failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        if not self._leading():
+            for task in self._running.values():
+                task.cancel()
+            return
+        for table, refresh_id in await asyncio.to_thread(self._scan, set(self._running)):
+            task = asyncio.get_running_loop().create_task(self._run(table, refresh_id))
+            self._running[table] = task
+            task.add_done_callback(lambda _t, table=table: self._running.pop(table, None))
+
+    # ---- what to run ----------------------------------------------------------------------------
+    def _scan(self, busy: set[str]) -> list[tuple[str, int]]:
+        """(table, refresh id) of each refresh to start now, queueing the scheduled ones."""
+        out = []
+        for table in self.store.tables():
+            if table in busy:
+                continue
+            try:
+                active = self._active(table)
+                if active is None:
+                    active = self._scheduled(table)
+            except ResourceDoesNotExist:  # deleted meanwhile
+                continue
+            except Exception:
+                log.exception("monitor scan failed", extra={"table": table})
+                continue
+            if active is not None:
+                out.append((table, active))
+        return out
+
+    def _active(self, table: str) -> int | None:
+        for refresh_id in self.store.refresh_ids(table)[-_RECENT:]:
+            with contextlib.suppress(ResourceDoesNotExist):
+                if self.store.refresh(table, refresh_id).get("state") in ACTIVE_STATES:
+                    return refresh_id
+        return None
+
+    def _scheduled(self, table: str) -> int | None:
+        doc = self.store.get(table)
+        config, _ = self.service.config(table)
+        if config.schedule is None:
+            return None
+        state = self.store.state(table)
+        since = max(int(state.get("scheduled_ms") or 0), int(doc.get("updated_ms") or 0))
+        due = next_run(config, since)
+        now = self._clock()
+        if due is None or due > now:
+            return None
+        self.store.save_state(table, {**state, "scheduled_ms": now})
+        refresh = self.service.queue(table, "SCHEDULE")
+        log.info(
+            "scheduled monitor refresh queued", extra={"table": table, "refresh_id": refresh["refresh_id"]}
+        )
+        return int(refresh["refresh_id"])
+
+    # ---- one refresh ----------------------------------------------------------------------------
+    def _stopped(self, table: str, refresh_id: int) -> bool:
+        """Whether the refresh must stop: cancelled, its monitor deleted, or no longer leading."""
+        if not self._leading() or self.store.cancel_requested(table, refresh_id):
+            return True
+        try:
+            self.store.get(table)
+        except ResourceDoesNotExist:
+            return True
+        return False
+
+    def _save(self, table: str, refresh: dict[str, Any]) -> None:
+        """Save a refresh unless its monitor was deleted meanwhile (that would bring it back)."""
+        try:
+            self.store.get(table)
+        except ResourceDoesNotExist:
+            return
+        self.store.save_refresh(table, refresh)
+
+    def _start(self, table: str, refresh_id: int) -> dict[str, Any] | None:
+        refresh = self.store.refresh(table, refresh_id)
+        attempts = int(refresh.get("attempts") or 0)
+        if refresh.get("state") == "RUNNING" and attempts >= MAX_ATTEMPTS:
+            refresh.update(
+                state="FAILED",
+                end_time_ms=self._clock(),
+                message=f"The refresh was interrupted {attempts} times (server restarts); not tried again.",
+            )
+            self._save(table, refresh)
+            return None
+        refresh.update(state="RUNNING", attempts=attempts + 1)
+        self._save(table, refresh)
+        return refresh
+
+    def _finish(
+        self, table: str, refresh: dict[str, Any], state: str, message: str, last: Any = None
+    ) -> None:
+        refresh.update(state=state, end_time_ms=self._clock(), message=message)
+        self._save(table, refresh)
+        if state == "CANCELED":
+            return
+        saved = self.store.state(table)
+        if state == "SUCCESS":
+            saved.update(last=last, failed=False, failure=None)
+        else:
+            saved.update(failed=True, failure=message)
+        with contextlib.suppress(ResourceDoesNotExist):
+            self.store.get(table)
+            self.store.save_state(table, saved)
+
+    def _refresh(self, table: str, refresh_id: int) -> None:
+        """Run one refresh to its end (blocking: a thread)."""
+        refresh = self._start(table, refresh_id)
+        if refresh is None:
+            return
+        resumed = int(refresh["attempts"]) > 1
+        try:
+            config, version = self.service.config(table)
+            result = refresh_monitor(
+                self.service.root,
+                table,
+                config,
+                version,
+                self.store.state(table).get("last") or {},
+                cancelled=lambda: self._stopped(table, refresh_id),
+            )
+        except Cancelled:
+            if self._leading():  # else the next leader runs it again
+                self._finish(table, refresh, "CANCELED", "The refresh was canceled.")
+            return
+        except ModelportError as exc:
+            self._finish(table, refresh, "FAILED", exc.message)
+            return
+        except Exception as exc:
+            log.exception("monitor refresh failed", extra={"table": table, "refresh_id": refresh_id})
+            self._finish(
+                table, refresh, "FAILED", f"The refresh stopped on an internal error ({type(exc).__name__})."
+            )
+            return
+        message = result.message + (" (run again after an interruption)" if resumed else "")
+        self.service.written()
+        self._finish(table, refresh, "SUCCESS", message, result.state)
+        log.info("monitor refreshed", extra={"table": table, "refresh_id": refresh_id})
+
+    async def _run(self, table: str, refresh_id: int) -> None:
+        async with self._slots:
+            await asyncio.to_thread(self._refresh, table, refresh_id)
