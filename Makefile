@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean
+.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ pgbouncer-deps:
 			|| echo "pgbouncer could not be installed: its tests will be skipped"; \
 		else echo "pgbouncer is not installed and cannot be installed here: its tests will be skipped"; fi; }
 
-# Java 17+ for the Spark tests (tests/spark: pyspark 4 starts a JVM); Debian's headless JRE when
+# Java 17+ for the Spark tests (tests/batch/test_spark_udf.py: pyspark 4 starts a JVM); Debian's headless JRE when
 # missing and this user may install it; the tests skip without it outside CI.
 java-deps:
 	@command -v java >/dev/null 2>&1 || { \
@@ -139,3 +139,8 @@ bench-feature-serving: bench-install
 # in-process predict; appends to bench/RESULTS.md.
 bench-batch: bench-install
 	$(BIN)/python bench/batch.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Monitoring (issue 20): full and incremental refresh over 1 million inference rows, drift vs scipy,
+# verdicts and speed vs Evidently's DataDriftPreset (its own venv under bench/.venvs, built on first use)
+bench-monitoring: bench-install
+	$(BIN)/python bench/monitoring.py --out bench/RESULTS.md $(BENCH_ARGS)
