@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring
+.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring bench-batch-llm bench-batch-resume
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -144,3 +144,11 @@ bench-batch: bench-install
 # verdicts and speed vs Evidently's DataDriftPreset (its own venv under bench/.venvs, built on first use)
 bench-monitoring: bench-install
 	$(BIN)/python bench/monitoring.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Batch inference on an LLM endpoint (issue 19): ai_query tokens/s vs online concurrency 1-16
+# on the system SmolLM2 (10-35 minutes), and a 100,000-line bulk job killed with -9 and resumed
+bench-batch-llm: bench-install
+	$(BIN)/python bench/batch_llm.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+bench-batch-resume: bench-install
+	$(BIN)/python bench/batch_resume.py --out bench/RESULTS.md $(BENCH_ARGS)
