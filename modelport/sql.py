@@ -30,7 +30,7 @@ import orjson
 
 from modelport.batch.ai_query import EndpointInfo, Endpoints, Statement, info_from_openapi, prepare
 from modelport.config import env_value
-from modelport.errors import Unauthenticated, error_from_body
+from modelport.errors import TemporarilyUnavailable, Unauthenticated, error_from_body
 
 __all__ = ["query", "register", "rewrite"]
 
@@ -57,21 +57,31 @@ class _Remote:
         return _CLIENT.get()
 
     async def call(self, endpoint: str, body: bytes) -> bytes:
-        response = await self._http().post(
-            f"/serving-endpoints/{quote(endpoint, safe='')}/invocations",
-            content=body,
-            headers={"Content-Type": "application/json"},
-        )
+        try:
+            response = await self._http().post(
+                f"/serving-endpoints/{quote(endpoint, safe='')}/invocations",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.TransportError as exc:  # no answer: tried again as a 503 is, then the query fails
+            raise TemporarilyUnavailable(
+                f"No answer from {self.base} for endpoint '{endpoint}': {type(exc).__name__}: {exc}"
+            ) from None
         if response.status_code >= 400:
             raise _error(response)
         return response.content
 
     def describe(self, endpoint: str) -> EndpointInfo:
-        response = httpx.get(
-            f"{self.base}/api/2.0/serving-endpoints/{quote(endpoint, safe='')}/openapi",
-            headers=self.headers,
-            timeout=self.timeout,
-        )
+        try:
+            response = httpx.get(
+                f"{self.base}/api/2.0/serving-endpoints/{quote(endpoint, safe='')}/openapi",
+                headers=self.headers,
+                timeout=self.timeout,
+            )
+        except httpx.TransportError as exc:
+            raise TemporarilyUnavailable(
+                f"No answer from {self.base} about endpoint '{endpoint}': {type(exc).__name__}: {exc}"
+            ) from None
         if response.status_code >= 400:
             raise _error(response)
         return info_from_openapi(response.json())

@@ -45,6 +45,17 @@ def test_statements_without_ai_query_are_untouched() -> None:
     assert rewrite(sql).sql == sql
 
 
+def test_a_statement_naming_ai_query_only_in_a_string_is_left_as_written() -> None:
+    # DuckDB's to_timestamp(epoch seconds) would become Databricks' CAST if the statement were
+    # transpiled (the usage table's filter on usage_context['source'] names ai_query).
+    sql = (
+        "SELECT count(*) FROM t WHERE usage_context['source'] = 'ai_query'"
+        " AND request_time >= to_timestamp(1796625903.26) -- not ai_query(x)"
+    )
+    done = rewrite(sql)
+    assert done.sql == sql and done.calls == []
+
+
 def test_table_names_still_rewritten_after() -> None:
     out = rewrite("SELECT ai_query('e', request) FROM main.default.chat_payload")
     sql = rewrite_table_names(out.sql, {"main.default.chat_payload"})
