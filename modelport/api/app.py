@@ -35,6 +35,7 @@ from modelport.api.control import feature_functions as feature_function_routes
 from modelport.api.control import feature_specs as feature_spec_routes
 from modelport.api.control import feature_usage as feature_usage_routes
 from modelport.api.control import features as feature_routes
+from modelport.api.control import monitor_metrics as monitor_metric_routes
 from modelport.api.control import monitors as monitor_routes
 from modelport.api.control import registry_permissions as registry_permission_routes
 from modelport.api.control import secrets as secret_routes
@@ -114,6 +115,7 @@ class ModelportApp:
                 *feature_spec_routes.routes,
                 *feature_function_routes.routes,
                 *monitor_routes.routes,
+                *monitor_metric_routes.routes,
                 *registry_permission_routes.routes,
                 *scim.routes,
                 *openapi_document.routes,

@@ -3,7 +3,7 @@ the OpenAPI document describes them."""
 
 from __future__ import annotations
 
-from modelport.api.openapi_schemas import Operation, Schema, array_of, obj, string
+from modelport.api.openapi_schemas import Operation, Param, Schema, array_of, obj, string
 from modelport.spec.monitor import (
     METRIC_TYPES,
     MONITOR_STATUSES,
@@ -13,6 +13,7 @@ from modelport.spec.monitor import (
     TRAFFIC_KINDS,
     TRIGGERS,
 )
+from modelport.spec.monitor_alerts import ALERT_OPS, ALERT_TABLES, DRIFT_TYPES
 
 __all__ = ["monitor_operations"]
 
@@ -21,6 +22,48 @@ _TAG = "tables"
 _SELECT, _MANAGE = "SELECT on the table", "MANAGE on the table"
 _GRANULARITIES = array_of(
     string('"5 minutes", "30 minutes", "1 hour", "1 day", "<n> week(s)", "1 month", "1 year"')
+)
+_WEBHOOK = obj(
+    {
+        "url": string("http(s) URL, or a {{secrets/scope/key}} reference."),
+        "headers": obj(
+            {}, description="Header values: text or {{secrets/scope/key}}; plain ones read back redacted."
+        ),
+    },
+    ("url",),
+)
+_ALERT = obj(
+    {
+        "name": string(),
+        "table": string(enum=list(ALERT_TABLES)),
+        "metric": string(
+            "A numeric column of the metrics table, a struct field (ks_test.pvalue), or a custom metric."
+        ),
+        "column_name": string('"*" (any), a column, or ":table".'),
+        "op": string(enum=list(ALERT_OPS)),
+        "threshold": {"type": "number"},
+        "drift_type": string(enum=list(DRIFT_TYPES)),
+        "granularity": string(),
+        "slice_key": string(),
+        "slice_value": string(),
+        "model_id": string(),
+        "webhook": _WEBHOOK,
+    },
+    ("name", "metric", "op", "threshold"),
+    description="modelport: a threshold on a metrics table, notifying its webhook on each change of state.",
+)
+_ALERT_STATE = obj(
+    {
+        **_ALERT["properties"],
+        "state": string(enum=["OK", "TRIGGERED", "UNKNOWN"]),
+        "value": {"type": "number"},
+        "breaching_count": {"type": "integer"},
+        "breaching": array_of(obj({})),
+        "evaluated_at_ms": {"type": "integer"},
+        "refresh_id": {"type": "integer"},
+        "since_ms": {"type": "integer"},
+        "notification": obj({}),
+    }
 )
 _INFERENCE_LOG = obj(
     {
@@ -66,7 +109,16 @@ _CONFIG: dict[str, Schema] = {
         },
         ("quartz_cron_expression", "timezone_id"),
     ),
-    "notifications": obj({}),
+    "notifications": obj(
+        {
+            "on_failure": obj(
+                {
+                    "email_addresses": array_of(string("Kept; modelport sends no email.")),
+                    "webhooks": array_of(_WEBHOOK),
+                }
+            )
+        }
+    ),
     "data_classification_config": obj({}),
     "include_traffic": array_of(
         string("modelport: inference-table rows read besides live traffic.", enum=list(TRAFFIC_KINDS))
@@ -77,6 +129,7 @@ _CONFIG: dict[str, Schema] = {
         description="modelport: a table of labels LEFT JOINed at each refresh on key_cols "
         "(default client_request_id).",
     ),
+    "alerts": array_of(_ALERT),
 }
 _INFO = obj(
     {
@@ -87,6 +140,7 @@ _INFO = obj(
         "monitor_version": {"type": "integer"},
         "latest_monitor_failure_msg": string(),
         **_CONFIG,
+        "alerts": array_of(_ALERT_STATE),
     }
 )
 _REFRESH = obj(
@@ -164,5 +218,28 @@ def monitor_operations() -> list[Operation]:
             _MANAGE,
             body_required=False,
             path_params=_ID,
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/modelport/monitors/alerts",
+            "The alerts, with their state, of the monitors on an endpoint's inference tables (or one table).",
+            _TAG,
+            _SELECT,
+            query=(Param("endpoint", string()), Param("table_name", string())),
+            response=obj(
+                {
+                    "endpoint_name": string(),
+                    "monitors": array_of(
+                        obj(
+                            {
+                                "table_name": string(),
+                                "status": string(enum=list(MONITOR_STATUSES)),
+                                "latest_monitor_failure_msg": string(),
+                                "alerts": array_of(_ALERT_STATE),
+                            }
+                        )
+                    ),
+                }
+            ),
         ),
     ]

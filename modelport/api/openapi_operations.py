@@ -814,6 +814,40 @@ def _ops() -> list[Operation]:
                 }
             ),
         ),
+        Operation(
+            "GET",
+            "/api/2.0/modelport/monitors",
+            "The monitors of the tables the caller may read, with their latest refresh and drift.",
+            _TABLES,
+            ANY_USER,
+            response=obj({"monitors": array_of(OBJECT)}),
+        ),
+        Operation(
+            "GET",
+            "/api/2.0/modelport/monitors/metrics",
+            "A monitor's profile or drift metrics as series (the web UI's charts).",
+            _TABLES,
+            "SELECT on the monitored table and on the metrics table",
+            query=(
+                Param("table_name", string(), required=True),
+                Param("kind", string(enum=["drift", "profile"])),
+                Param("granularity", string()),
+                Param("slice_key", string()),
+                Param("slice_value", string()),
+                Param("column_name", string(), description="Repeatable; default every column."),
+                Param("drift_type", string(enum=["CONSECUTIVE", "BASELINE"])),
+                Param("log_type", string(enum=["INPUT", "BASELINE"])),
+            ),
+            response=obj(
+                {
+                    "metrics_table": string(),
+                    "granularity": string(),
+                    "columns": array_of(string()),
+                    "rows": array_of({"type": "array"}),
+                    "truncated": {"type": "boolean"},
+                }
+            ),
+        ),
         # ---- feature tables ----------------------------------------------------------------
         Operation(
             "GET",

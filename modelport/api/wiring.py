@@ -231,7 +231,7 @@ def build_services(
         leading=leading,
     )
     # Quality monitors: files under the tables root; the leader runs their refreshes.
-    services.monitors = MonitorService(db, settings.tables_location)
+    services.monitors = MonitorService(db, settings.tables_location, secrets=secret_service)
     services.monitor_runner = MonitorRunner(services.monitors, leading=lambda: cluster.leading)
     services.monitors.wake = services.monitor_runner.wake
     return services, new_token

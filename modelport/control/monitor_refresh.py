@@ -166,10 +166,13 @@ def profiled_columns(config: MonitorConfig, columns: Sequence[str], inference: b
 
 @dataclass
 class RefreshResult:
-    """What a refresh did: its message and the state the next refresh starts from."""
+    """What a refresh did: its message, the state the next refresh starts from, and the profile
+    and drift rows it computed (None when it computed none), which the alerts are evaluated on."""
 
     message: str
     state: dict[str, Any]
+    profile: pa.Table | None = None
+    drift: pa.Table | None = None
 
 
 def _spec(config: MonitorConfig, columns: Sequence[str], inference: bool, kind: str) -> ProfileSpec:
@@ -389,7 +392,7 @@ class _Refresh:
             f"Refreshed {counted} over {rows.num_rows} row(s) of version {reader.version} in "
             f"{time.monotonic() - began:.1f} s: {profile.num_rows} profile and {drift.num_rows} drift row(s)."
         )
-        return RefreshResult(message, self._state(reader, labels, baseline, kind))
+        return RefreshResult(message, self._state(reader, labels, baseline, kind), profile, drift)
 
     def _touched(self, spec: ProfileSpec, first: list[Window]) -> list[Window]:
         """The windows to recompute: those holding changed rows, and the window after each."""

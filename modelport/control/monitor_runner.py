@@ -16,6 +16,13 @@ cancelled (:meth:`MonitorRunner.wake`), it looks at every monitor of the tables 
   not made up, the next one is queued at once.
 
 A process that stops leading stops its refreshes and leaves them RUNNING for the next leader.
+
+After a refresh that computed rows, and before it is marked SUCCESS, the monitor's alerts are
+evaluated over those rows (:mod:`modelport.monitoring.alerts`); their state is kept in the
+monitor's state file, and each alert that turned TRIGGERED, or back to OK, notifies its webhook
+(:mod:`modelport.monitoring.webhooks`: bounded tries, a few seconds at most; the outcome is kept
+in the alert's state, a failed delivery never fails the refresh). A FAILED refresh notifies the
+webhooks of ``notifications.on_failure`` with its message.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ from modelport.clock import now_ms
 from modelport.control.monitor_refresh import refresh_monitor
 from modelport.control.monitors import ACTIVE_STATES, MonitorService, next_run
 from modelport.errors import Cancelled, ModelportError, ResourceDoesNotExist
+from modelport.monitoring.alerts import evaluate, notification_body, transition
+from modelport.monitoring.webhooks import Delivery, Post, deliver
+from modelport.spec.monitor import MonitorConfig
+from modelport.spec.monitor_alerts import Webhook
 
 __all__ = ["CONCURRENCY", "MAX_ATTEMPTS", "MonitorRunner"]
 
@@ -170,29 +181,36 @@ class MonitorRunner:
         refresh = self.store.refresh(table, refresh_id)
         attempts = int(refresh.get("attempts") or 0)
         if refresh.get("state") == "RUNNING" and attempts >= MAX_ATTEMPTS:
-            refresh.update(
-                state="FAILED",
-                end_time_ms=self._clock(),
-                message=f"The refresh was interrupted {attempts} times (server restarts); not tried again.",
-            )
-            self._save(table, refresh)
+            message = f"The refresh was interrupted {attempts} times (server restarts); not tried again."
+            self._finish(table, refresh, "FAILED", message)
             return None
         refresh.update(state="RUNNING", attempts=attempts + 1)
         self._save(table, refresh)
         return refresh
 
     def _finish(
-        self, table: str, refresh: dict[str, Any], state: str, message: str, last: Any = None
+        self,
+        table: str,
+        refresh: dict[str, Any],
+        state: str,
+        message: str,
+        last: Any = None,
+        alerts: dict[str, Any] | None = None,
     ) -> None:
         refresh.update(state=state, end_time_ms=self._clock(), message=message)
         self._save(table, refresh)
         if state == "CANCELED":
             return
+        notified = self._notify_failure(table, refresh, message) if state == "FAILED" else None
         saved = self.store.state(table)
         if state == "SUCCESS":
             saved.update(last=last, failed=False, failure=None)
+            if alerts is not None:
+                saved["alerts"] = alerts
         else:
             saved.update(failed=True, failure=message)
+            if notified is not None:
+                saved["failure_notification"] = notified
         with contextlib.suppress(ResourceDoesNotExist):
             self.store.get(table)
             self.store.save_state(table, saved)
@@ -228,8 +246,78 @@ class MonitorRunner:
             return
         message = result.message + (" (run again after an interruption)" if resumed else "")
         self.service.written()
-        self._finish(table, refresh, "SUCCESS", message, result.state)
+        alerts = None
+        if result.profile is not None or result.drift is not None:
+            try:
+                alerts = self._alerts(table, config, refresh_id, result.profile, result.drift)
+            except Exception:  # an alert never fails the refresh that computed the metrics
+                log.exception("monitor alerts failed", extra={"table": table, "refresh_id": refresh_id})
+        self._finish(table, refresh, "SUCCESS", message, result.state, alerts)
         log.info("monitor refreshed", extra={"table": table, "refresh_id": refresh_id})
+
+    # ---- alerts and notifications ---------------------------------------------------------------
+    def _post(self, hook: Webhook, body: dict[str, Any]) -> Post | Delivery:
+        """The POST to ``hook`` (its secret references resolved), or why it cannot be sent."""
+        try:
+            url = self.service.resolve(hook.url)
+            headers = {k: self.service.resolve(v) for k, v in hook.headers}
+        except ModelportError as exc:
+            return Delivery(False, 0, None, exc.message)
+        return Post(url, headers, body)
+
+    def _send(self, posts: list[Post | Delivery]) -> list[Delivery]:
+        ready = [p for p in posts if isinstance(p, Post)]
+        sent = iter(deliver(ready))
+        return [next(sent) if isinstance(p, Post) else p for p in posts]
+
+    def _alerts(
+        self, table: str, config: MonitorConfig, refresh_id: int, profile: Any, drift: Any
+    ) -> dict[str, Any]:
+        """Evaluate the alerts over the rows a refresh computed, notify their changes; their states."""
+        before = self.store.state(table).get("alerts") or {}
+        now = self._clock()
+        states: dict[str, Any] = {}
+        posts: list[tuple[str, str, Post | Delivery]] = []
+        for alert in config.alerts:
+            rows = drift if alert.table == "drift" else profile
+            state, event = transition(
+                before.get(alert.name), evaluate(alert, rows), refresh_id=refresh_id, now_ms=now
+            )
+            states[alert.name] = state
+            if event is not None and alert.webhook is not None:
+                body = notification_body(table, alert, state, event)
+                posts.append((alert.name, event, self._post(alert.webhook, body)))
+        for (name, event, _), outcome in zip(posts, self._send([p for _, _, p in posts]), strict=True):
+            states[name]["notification"] = {"event": event, "at_ms": self._clock(), **outcome.to_json()}
+            if not outcome.delivered:
+                log.warning(
+                    "monitor alert webhook failed",
+                    extra={"table": table, "alert": name, "error": outcome.error},
+                )
+        return states
+
+    def _notify_failure(self, table: str, refresh: dict[str, Any], message: str) -> dict[str, Any] | None:
+        """POST a failed refresh to ``notifications.on_failure.webhooks``; the outcome (None: none)."""
+        try:
+            config, _ = self.service.config(table)
+        except Exception:  # the monitor is gone or unreadable: nobody to tell
+            return None
+        if not config.failure_webhooks:
+            return None
+        body = {
+            "event": "monitor.refresh.failed",
+            "table_name": table,
+            "refresh_id": refresh.get("refresh_id"),
+            "trigger": refresh.get("trigger"),
+            "state": "FAILED",
+            "message": message,
+            "end_time_ms": refresh.get("end_time_ms"),
+        }
+        outcomes = self._send([self._post(hook, body) for hook in config.failure_webhooks])
+        for outcome in outcomes:
+            if not outcome.delivered:
+                log.warning("monitor failure webhook failed", extra={"table": table, "error": outcome.error})
+        return {"at_ms": self._clock(), "deliveries": [o.to_json() for o in outcomes]}
 
     async def _run(self, table: str, refresh_id: int) -> None:
         async with self._slots:

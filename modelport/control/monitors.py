@@ -14,7 +14,12 @@ table's ownership, modelport's nearest is MANAGE):
   manager of the endpoint whose inference table it is; a MANAGE grant), plus SELECT on the
   baseline and labels tables it names. The creator gets MANAGE on the two metrics tables
   (unless they hold a grant there already), whoever refreshes them later;
-- read the monitor and its refreshes: SELECT on the monitored table.
+- read the monitor and its refreshes: SELECT on the monitored table;
+- name a ``{{secrets/scope/key}}`` reference in a webhook (an alert's, or
+  ``notifications.on_failure.webhooks``): READ on the scope.
+
+Alerts (:mod:`modelport.monitoring.alerts`) are shown with their state in the monitor (its
+``alerts``) and, for an endpoint's page, by :meth:`MonitorService.alerts`.
 
 A caller without the privilege gets the table's 403 whether the monitor exists or not; admins
 get 404 ``RESOURCE_DOES_NOT_EXIST`` for a table that does not exist or has no monitor.
@@ -41,20 +46,25 @@ from deltalake import DeltaTable
 
 from modelport.clock import now_ms
 from modelport.control.monitor_refresh import TableReader
-from modelport.control.table_acl import TableAccess, TableListings
+from modelport.control.secrets import SecretService
+from modelport.control.table_acl import TableAccess, TableListings, inference_table_of
 from modelport.errors import (
     InvalidParameterValue,
     InvalidState,
+    PermissionDenied,
     ResourceConflict,
     ResourceDoesNotExist,
 )
 from modelport.monitoring import canonical_granularity
+from modelport.monitoring.alerts import alert_views, check_alerts
 from modelport.monitoring.output import metrics_table_names
 from modelport.monitoring.schedule import parse_cron, zone
 from modelport.monitoring.store import MonitorStore
 from modelport.monitoring.unpack import BOOKKEEPING_COLUMNS
 from modelport.spec.identity import Caller
 from modelport.spec.monitor import MonitorConfig, parse_config
+from modelport.spec.monitor_alerts import Webhook
+from modelport.spec.secrets import ScopePermission, parse_reference
 from modelport.spec.table_privileges import TablePrivilege
 from modelport.store import Database
 from modelport.tables.names import split_name, table_uri
@@ -92,8 +102,12 @@ class MonitorService:
         *,
         listings: TableListings | None = None,
         wake: Callable[[], None] = lambda: None,
+        secrets: SecretService | None = None,
     ) -> None:
-        """``wake``: tells the refresh runner a refresh was queued or cancelled."""
+        """``wake``: tells the refresh runner a refresh was queued or cancelled; ``secrets``
+        resolves the webhooks' secret references (None: references are refused)."""
+        self._db = db
+        self.secrets = secrets
         self._access = TableAccess(db, root, listings)
         self.root = root
         self.store = MonitorStore(root)
@@ -195,7 +209,53 @@ class MonitorService:
         series = config.time_series
         if series is not None:
             series = type(series)(series.timestamp_col, granularities)
-        return MonitorConfig(**{**config.__dict__, "inference_log": log, "time_series": series})
+        alerts = check_alerts(config.alerts, config.custom_metrics, granularities, config.profile_type)
+        self._check_references(caller, config)
+        return MonitorConfig(
+            **{**config.__dict__, "inference_log": log, "time_series": series, "alerts": alerts}
+        )
+
+    def _check_references(self, caller: Caller, config: MonitorConfig) -> None:
+        """Every secret reference of the webhooks must exist and be readable by ``caller``."""
+        hooks: list[tuple[str, Webhook]] = [
+            (f"alerts[{i}].webhook", a.webhook) for i, a in enumerate(config.alerts) if a.webhook is not None
+        ]
+        hooks += [
+            (f"notifications.on_failure.webhooks[{i}]", w) for i, w in enumerate(config.failure_webhooks)
+        ]
+        for path, hook in hooks:
+            for where, value in [
+                (f"{path}.url", hook.url),
+                *((f"{path}.headers.{k}", v) for k, v in hook.headers),
+            ]:
+                ref = parse_reference(value)
+                if ref is None:
+                    continue
+                scope, key = ref
+                if self.secrets is None or self._db.secrets.get_scope(scope) is None:
+                    raise InvalidParameterValue(
+                        f"Invalid value for '{where}': secret {value} does not exist (no scope '{scope}')."
+                    )
+                have = self.secrets.permission(caller, scope)
+                if have is None or have < ScopePermission.READ:
+                    raise PermissionDenied(
+                        f"'{caller.name}' does not have READ permission on secret scope '{scope}', "
+                        f"which '{where}' references ({value})."
+                    )
+                if self._db.secrets.get(scope, key) is None:
+                    raise InvalidParameterValue(
+                        f"Invalid value for '{where}': secret {value} does not exist (scope '{scope}' has "
+                        f"no key '{key}')."
+                    )
+
+    def resolve(self, value: str) -> str:
+        """A webhook's URL or header value with its secret reference resolved (runner side)."""
+        ref = parse_reference(value)
+        if ref is None:
+            return value
+        if self.secrets is None:
+            raise InvalidState(f"Secret {value} cannot be resolved: no secret store is set up.")
+        return self.secrets.resolve(*ref)
 
     @staticmethod
     def _check_slices(config: MonitorConfig, fields: pa.Schema) -> None:
@@ -220,6 +280,13 @@ class MonitorService:
         """A stored monitor as Databricks' ``MonitorInfo`` (with modelport's own fields)."""
         state = self.store.state(table)
         out = {k: v for k, v in doc.items() if k not in _PRIVATE}
+        out.pop("alerts", None)
+        config = parse_config(doc, creating=True)
+        shown = config.to_json(redact=True)
+        if "notifications" in shown:
+            out["notifications"] = shown["notifications"]
+        if config.alerts:
+            out["alerts"] = alert_views(config.alerts, state.get("alerts"))
         profile_name, drift_name = metrics_table_names(str(doc["output_schema_name"]), table)
         out.update(
             table_name=table,
@@ -229,6 +296,40 @@ class MonitorService:
         )
         if state.get("failure"):
             out["latest_monitor_failure_msg"] = state["failure"]
+        return out
+
+    def alerts(self, caller: Caller, endpoint: Any = None, table_name: Any = None) -> dict[str, Any]:
+        """The alerts, with their state, of the monitors on ``endpoint``'s inference tables (or
+        on ``table_name``): SELECT on each table (see the ALERTS route of docs/monitoring.md)."""
+        out: dict[str, Any] = {}
+        if endpoint is not None:
+            if not isinstance(endpoint, str) or not endpoint:
+                raise InvalidParameterValue("Invalid value for 'endpoint': must be an endpoint name.")
+            record = self._db.endpoints.get(endpoint)
+            if record is None:
+                raise ResourceDoesNotExist(f"Endpoint '{endpoint}' does not exist.")
+            configs = self._db.endpoints.current_configs([record.id]).values()
+            tables = sorted(inference_table_of(record, configs))
+            out["endpoint_name"] = endpoint
+        elif table_name is not None:
+            tables = [_table_name(table_name)]
+        else:
+            raise InvalidParameterValue("Missing required parameter 'endpoint' (or 'table_name').")
+        monitors = []
+        for table in tables:
+            try:
+                name = self._require(caller, table, TablePrivilege.SELECT)
+                doc = self._stored(name)
+            except ResourceDoesNotExist:
+                if table_name is not None:
+                    raise
+                continue  # an endpoint's table not written yet, or not monitored
+            info = self.info(name, doc)
+            entry = {"table_name": name, "status": info["status"], "alerts": info.get("alerts", [])}
+            if "latest_monitor_failure_msg" in info:
+                entry["latest_monitor_failure_msg"] = info["latest_monitor_failure_msg"]
+            monitors.append(entry)
+        out["monitors"] = monitors
         return out
 
     # ---- monitors --------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ modelport's own fields, which Databricks' clients never send:
   JOINed to the monitored rows at each refresh on ``key_cols`` (default
   ``client_request_id``; an inference table's unpacked rows also carry ``request_row``, the
   record's place in its request, for labels of requests with several records). It must hold
-  the ``inference_log.label_col`` column.
+  the ``inference_log.label_col`` column;
+- ``alerts``: thresholds on the metrics tables, with an optional webhook each, and
+  ``notifications.on_failure.webhooks`` beside Databricks' ``email_addresses``
+  (:mod:`modelport.spec.monitor_alerts`).
 
 What this module cannot check (the table's columns, the granularities' spelling, the cron
 expression's fields) :mod:`modelport.control.monitors` checks against the table and
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelport.errors import InvalidParameterValue
+from modelport.spec.monitor_alerts import AlertDef, Webhook, failure_webhooks, parse_alerts
 
 __all__ = [
     "METRIC_TYPES",
@@ -272,6 +276,8 @@ class MonitorConfig:
     data_classification_config: dict[str, Any] | None = None
     include_traffic: tuple[str, ...] = ()
     labels: Labels | None = None
+    alerts: tuple[AlertDef, ...] = ()
+    failure_webhooks: tuple[Webhook, ...] = ()
 
     @property
     def profile_type(self) -> str:
@@ -290,8 +296,9 @@ class MonitorConfig:
         source = self.inference_log or self.time_series
         return source.granularities if source is not None else ()
 
-    def to_json(self) -> dict[str, Any]:
-        """The fields as ``MonitorInfo`` names them (those not set left out)."""
+    def to_json(self, *, redact: bool = False) -> dict[str, Any]:
+        """The fields as ``MonitorInfo`` names them (those not set left out); ``redact``: plain
+        webhook header values shown as ``[REDACTED]`` (what readers get)."""
         out: dict[str, Any] = {"output_schema_name": self.output_schema_name}
         if self.assets_dir is not None:
             out["assets_dir"] = self.assets_dir
@@ -309,14 +316,21 @@ class MonitorConfig:
             out["slicing_exprs"] = list(self.slicing_exprs)
         if self.schedule is not None:
             out["schedule"] = self.schedule.to_json()
-        if self.notifications is not None:
-            out["notifications"] = self.notifications
+        notifications = dict(self.notifications or {})
+        if self.failure_webhooks:
+            on_failure = dict(notifications.get("on_failure") or {})
+            on_failure["webhooks"] = [w.to_json(redact=redact) for w in self.failure_webhooks]
+            notifications["on_failure"] = on_failure
+        if notifications or self.notifications is not None:
+            out["notifications"] = notifications
         if self.data_classification_config is not None:
             out["data_classification_config"] = self.data_classification_config
         if self.include_traffic:
             out["include_traffic"] = list(self.include_traffic)
         if self.labels is not None:
             out["labels"] = self.labels.to_json()
+        if self.alerts:
+            out["alerts"] = [a.to_json(redact=redact) for a in self.alerts]
         return out
 
 
@@ -325,8 +339,8 @@ def parse_config(body: Any, *, creating: bool, current: MonitorConfig | None = N
 
     An update replaces every Databricks field (one left out is cleared, as Databricks' update
     does) but keeps ``assets_dir`` (not updatable), the profile type when the body names none,
-    and modelport's ``include_traffic`` and ``labels`` when the body leaves them out (Databricks'
-    clients never send them).
+    and modelport's ``include_traffic``, ``labels``, ``alerts`` and failure webhooks when the body
+    leaves them out (Databricks' clients never send them).
     """
     if not isinstance(body, Mapping):
         raise InvalidParameterValue("The request body must be a JSON object.")
@@ -376,6 +390,23 @@ def parse_config(body: Any, *, creating: bool, current: MonitorConfig | None = N
     else:
         labels = Labels.parse(labels_body) if labels_body is not None else None
     notifications = _object(body, "notifications")
+    old_hooks = current.failure_webhooks if current is not None else ()
+    on_failure = (notifications or {}).get("on_failure")
+    if current is not None and not (isinstance(on_failure, Mapping) and "webhooks" in on_failure):
+        hooks = old_hooks
+    else:
+        hooks = failure_webhooks(notifications, old_hooks)
+    if notifications is not None and isinstance(on_failure, Mapping) and "webhooks" in on_failure:
+        rest = {k: v for k, v in on_failure.items() if k != "webhooks"}
+        notifications = (
+            {**notifications, "on_failure": rest}
+            if rest
+            else {k: v for k, v in notifications.items() if k != "on_failure"}
+        )
+    if current is not None and "alerts" not in body:
+        alerts = current.alerts
+    else:
+        alerts = parse_alerts(body.get("alerts"), current.alerts if current is not None else ())
     classification = _object(body, "data_classification_config")
     baseline = _text(body, "baseline_table_name", "baseline_table_name", required=False)
     return MonitorConfig(
@@ -392,4 +423,6 @@ def parse_config(body: Any, *, creating: bool, current: MonitorConfig | None = N
         data_classification_config=dict(classification) if classification is not None else None,
         include_traffic=tuple(dict.fromkeys(traffic)),
         labels=labels,
+        alerts=alerts,
+        failure_webhooks=hooks,
     )

@@ -32,6 +32,7 @@ from tests.serverproc import ADMIN_TOKEN, ServerProcess
 from tests.support.endpoints import KEPT_ENDPOINTS, wait_settled
 from tests.support.models import log_sklearn_model
 from tests.support.principals import create_user, obo_token
+from tests.support.webhooks import webhook_receiver
 
 ENDPOINT = "mon-iris"
 TABLE = "main.mon.iris_payload"
@@ -286,7 +287,9 @@ def test_baseline_drift_and_slices_are_written(world: World, sdk_monitor: dict[s
     ]
 
 
-def test_labels_joined_give_accuracy_per_served_entity(world: World, sdk_monitor: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def labelled(world: World, sdk_monitor: dict[str, Any]) -> dict[str, Any]:
+    """The monitor updated with a labels table and refreshed: that refresh."""
     # Labels for every live record: the truth (f0 > 0.5) for entity a's answers, and the
     # opposite of it for entity b's, so b's accuracy is low and a's high.
     records = _sql(
@@ -321,8 +324,11 @@ def test_labels_joined_give_accuracy_per_served_entity(world: World, sdk_monitor
     assert r.json()["monitor_version"] == 2
     refresh = world.http.post(f"{MONITOR}/refreshes")
     assert refresh.status_code == 200, refresh.text
-    done = _wait_refresh(world.http, TABLE, refresh.json()["refresh_id"])
-    assert done["state"] == "SUCCESS", done
+    return _wait_refresh(world.http, TABLE, refresh.json()["refresh_id"])
+
+
+def test_labels_joined_give_accuracy_per_served_entity(world: World, labelled: dict[str, Any]) -> None:
+    assert labelled["state"] == "SUCCESS", labelled
     quality = _sql(
         world.http,
         f"""SELECT model_id, accuracy_score FROM {PROFILE} WHERE column_name = ':table' AND log_type = 'INPUT'
@@ -363,6 +369,56 @@ def test_labels_joined_give_accuracy_per_served_entity(world: World, sdk_monitor
         ({"output_schema_name": "system.x"}, 400, "INVALID_PARAMETER_VALUE", "system"),
         ({"baseline_table_name": "main.mon.nothing"}, 400, "INVALID_PARAMETER_VALUE", "baseline_table_name"),
         ({"table": "main.mon.nothing"}, 404, "RESOURCE_DOES_NOT_EXIST", "main.mon.nothing"),
+        (
+            {"alerts": [{"name": "x", "metric": "js_dist", "op": ">", "threshold": 0.1}]},
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "'alerts[0].metric': 'js_dist' is not a metric of the drift table",
+        ),
+        (
+            {"alerts": [{"name": "x", "metric": "accuracy_score", "op": "<", "threshold": 0.9}]},
+            400,
+            "INVALID_PARAMETER_VALUE",
+            'set "table": "profile"',
+        ),
+        (
+            {
+                "alerts": [
+                    {
+                        "name": "x",
+                        "metric": "js_distance",
+                        "op": ">",
+                        "threshold": 0.1,
+                        "webhook": {"url": "file:///x"},
+                    }
+                ]
+            },
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "'alerts[0].webhook.url'",
+        ),
+        (
+            {
+                "alerts": [
+                    {
+                        "name": "x",
+                        "metric": "js_distance",
+                        "op": ">",
+                        "threshold": 0.1,
+                        "webhook": {"url": "{{secrets/nope/k}}"},
+                    }
+                ]
+            },
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "no scope 'nope'",
+        ),
+        (
+            {"notifications": {"on_failure": {"webhooks": [{"headers": {}}]}}},
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "notifications.on_failure.webhooks[0].url",
+        ),
         ({}, 409, "RESOURCE_ALREADY_EXISTS", "already exists"),
     ],
 )
@@ -473,3 +529,136 @@ def test_a_refresh_survives_a_server_killed_mid_way(tmp_path: Path) -> None:
         # A scratch server with no endpoint (no child process): killed rather than stopped, as
         # a stop waits for the registry it is still loading (about 20 s).
         server.kill()
+
+
+def _alert(name: str, path: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "op": ">",
+        "threshold": 0.5,
+        "metric": "js_distance",
+        "webhook": {"url": path},
+        **fields,
+    }
+
+
+def test_alerts_notify_their_webhooks_and_show_on_the_endpoint_page(
+    world: World, labelled: dict[str, Any]
+) -> None:
+    with webhook_receiver() as hook:
+        drift = {"drift_type": "CONSECUTIVE", "granularity": "1 hour"}
+        alerts = [
+            _alert("f1-drift", f"{hook.url}/f1", column_name="f1", **drift),
+            _alert("f0-drift", f"{hook.url}/f0", column_name="f0", **drift),
+            _alert(
+                "accuracy-low",
+                f"{hook.url}/acc",
+                table="profile",
+                metric="accuracy_score",
+                op="<",
+                threshold=0.9,
+                column_name=":table",
+                model_id="*",
+                granularity="1 day",
+            ),
+        ]
+        alerts[0]["webhook"]["headers"] = {"X-Token": "t0k"}
+        current = world.http.get(MONITOR).json()
+        r = world.http.put(MONITOR, json={**current, "alerts": alerts})
+        assert r.status_code == 200, r.text
+        assert r.json()["alerts"][0]["webhook"]["headers"] == {"X-Token": "[REDACTED]"}
+        assert {a["state"] for a in r.json()["alerts"]} == {"UNKNOWN"}
+        refresh = world.http.post(f"{MONITOR}/refreshes").json()["refresh_id"]
+        assert _wait_refresh(world.http, TABLE, refresh)["state"] == "SUCCESS"
+        # Sent before the refresh ended: the shifted column's alert and the accuracy one.
+        (f1,) = hook.posts("/f1")
+        assert hook.posts("/f0") == []
+        assert f1["event"] == "monitor.alert.triggered" and f1["state"] == "TRIGGERED"
+        assert (f1["table_name"], f1["alert"]["name"], f1["refresh_id"]) == (TABLE, "f1-drift", refresh)
+        start_ms = int((world.hour - dt.timedelta(hours=2)).timestamp() * 1000)
+        assert {b["column_name"] for b in f1["breaching"]} == {"f1"}
+        assert start_ms in [b["window_start_ms"] for b in f1["breaching"]], f1
+        assert f1["value"] > 0.5
+        assert [r.headers["X-Token"] for r in hook.received if r.path == "/f1"] == ["t0k"]
+        (accuracy,) = hook.posts("/acc")
+        ids = {b["model_id"] for b in accuracy["breaching"]}
+        assert "b" in ids and "a" not in ids, accuracy
+        assert accuracy["value"] < 0.15
+        # The monitor read back and sent back (states and redacted headers included), with
+        # f1's threshold raised: its alert resolves, with the header value kept.
+        current = world.http.get(MONITOR).json()
+        current["alerts"][0]["threshold"] = 5.0
+        assert world.http.put(MONITOR, json=current).status_code == 200
+        refresh = world.http.post(f"{MONITOR}/refreshes").json()["refresh_id"]
+        assert _wait_refresh(world.http, TABLE, refresh)["state"] == "SUCCESS"
+        resolved = hook.posts("/f1")[1:]
+        assert [(b["event"], b["state"], b["breaching"]) for b in resolved] == [
+            ("monitor.alert.resolved", "OK", [])
+        ]
+        assert [r.headers["X-Token"] for r in hook.received if r.path == "/f1"] == ["t0k", "t0k"]
+        assert len(hook.posts("/acc")) == 1  # still TRIGGERED: no second notification
+    got = {a["name"]: a for a in world.http.get(MONITOR).json()["alerts"]}
+    assert (got["f1-drift"]["state"], got["f0-drift"]["state"], got["accuracy-low"]["state"]) == (
+        "OK",
+        "OK",
+        "TRIGGERED",
+    )
+    assert got["f1-drift"]["notification"]["event"] == "RESOLVED"
+    assert got["f1-drift"]["notification"]["delivered"] is True
+    assert got["f0-drift"]["value"] < 0.5 and "notification" not in got["f0-drift"]
+    page = world.http.get("/api/2.0/modelport/monitors/alerts", params={"endpoint": ENDPOINT})
+    assert page.status_code == 200, page.text
+    (monitor,) = page.json()["monitors"]
+    assert monitor["table_name"] == TABLE and monitor["status"] == "MONITOR_STATUS_ACTIVE"
+    assert [(a["name"], a["state"]) for a in monitor["alerts"]] == [
+        ("f1-drift", "OK"),
+        ("f0-drift", "OK"),
+        ("accuracy-low", "TRIGGERED"),
+    ]
+    missing = world.http.get("/api/2.0/modelport/monitors/alerts", params={"endpoint": "no-such-endpoint"})
+    assert (missing.status_code, missing.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_a_failed_refresh_notifies_on_failure_with_its_message(
+    world: World, sdk_monitor: dict[str, Any]
+) -> None:
+    path = f"/api/2.1/unity-catalog/tables/{BASELINE}/monitor"
+    body = {
+        "output_schema_name": OUTPUT,
+        "assets_dir": "/x",
+        "snapshot": {},
+        "custom_metrics": [
+            {
+                "name": "broken",
+                "definition": "no_such_function({{input_column}})",
+                "input_columns": ["f0"],
+                "output_data_type": "double",
+                "type": "CUSTOM_METRIC_TYPE_AGGREGATE",
+            }
+        ],
+    }
+    with webhook_receiver() as hook:
+        body["notifications"] = {
+            "on_failure": {
+                "email_addresses": ["ops@example.com"],
+                "webhooks": [{"url": f"{hook.url}/failed"}],
+            }
+        }
+        r = world.http.post(path, json=body)
+        assert r.status_code == 200, r.text
+        try:
+            refresh = world.http.post(f"{path}/refreshes").json()["refresh_id"]
+            done = _wait_refresh(world.http, BASELINE, refresh)
+            assert done["state"] == "FAILED"
+            (sent,) = hook.posts("/failed")
+            assert sent["event"] == "monitor.refresh.failed" and sent["refresh_id"] == refresh
+            assert sent["message"] == done["message"] and "no_such_function" in sent["message"]
+            info = world.http.get(path).json()
+            assert info["status"] == "MONITOR_STATUS_ERROR"
+            assert info["latest_monitor_failure_msg"] == done["message"]
+            assert info["notifications"]["on_failure"] == {
+                "email_addresses": ["ops@example.com"],
+                "webhooks": [{"url": f"{hook.url}/failed"}],
+            }
+        finally:
+            world.http.delete(path)

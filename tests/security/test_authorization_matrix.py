@@ -229,6 +229,13 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", f"{MON}/refreshes"): Row("table", "SELECT", ok=404),
     ("GET", f"{MON}/refreshes/{{refresh_id}}"): Row("table", "SELECT", ok=404),
     ("POST", f"{MON}/refreshes/{{refresh_id}}/cancel"): Row("table", "MANAGE", ok=404),
+    ("GET", "/api/2.0/modelport/monitors"): Row(USER),
+    ("GET", "/api/2.0/modelport/monitors/metrics"): Row(
+        "table", "SELECT", ok=404, query={"table_name": "{full_name}", "kind": "drift"}
+    ),
+    ("GET", "/api/2.0/modelport/monitors/alerts"): Row(
+        "table", "SELECT", ok=404, query={"table_name": "{full_name}"}
+    ),
     # ---- feature tables: the table is the usage table, which is not a feature table (404) -------
     ("GET", FT): Row(USER),
     ("POST", FT): Row(USER, ok=400, body={"name": "mx.features.none", "primary_keys": ["id"], "columns": []}),

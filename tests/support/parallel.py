@@ -67,7 +67,7 @@ SECONDS: dict[str, float] = {
     "tests/integration/test_upgrade.py": 56,
     "tests/integration/test_auth.py": 53,
     "tests/engines/test_llamacpp_engine.py": 42,
-    "tests/browser/": 150,
+    "tests/browser/": 175,
     "tests/integration/test_secrets_key_rotation.py": 41,
     "tests/foundation/": 50,
     "tests/integration/test_external_registry.py": 38,

@@ -5,7 +5,9 @@
 - ``GET``, ``PUT`` (update: replaces the configuration), ``DELETE`` the same path;
 - ``POST .../monitor/refreshes``: queue a refresh (``MonitorRefreshInfo``, PENDING);
 - ``GET .../monitor/refreshes``: ``{"refreshes": [...]}``, newest first;
-- ``GET .../monitor/refreshes/{refresh_id}``; ``POST .../refreshes/{refresh_id}/cancel``.
+- ``GET .../monitor/refreshes/{refresh_id}``; ``POST .../refreshes/{refresh_id}/cancel``;
+- modelport's ``GET /api/2.0/modelport/monitors/alerts?endpoint=NAME`` (or ``?table_name=``):
+  the alerts, with their state, of the monitors on an endpoint's inference tables.
 
 Rules and privileges: :mod:`modelport.control.monitors`; shapes: :mod:`modelport.spec.monitor`.
 """
@@ -22,9 +24,10 @@ from modelport.api.responses import json_response
 from modelport.api.services import caller_of, services_of
 from modelport.control.monitors import MonitorService
 
-__all__ = ["BASE", "routes"]
+__all__ = ["ALERTS", "BASE", "routes"]
 
 BASE = "/api/2.1/unity-catalog/tables/{table_name}/monitor"
+ALERTS = "/api/2.0/modelport/monitors/alerts"
 
 
 def _service(request: Request) -> MonitorService:
@@ -86,6 +89,13 @@ async def cancel_refresh(request: Request) -> Response:
     return json_response({})
 
 
+async def list_alerts(request: Request) -> Response:
+    caller = caller_of(request)
+    endpoint = request.query_params.get("endpoint")
+    table = request.query_params.get("table_name")
+    return json_response(await run_in_threadpool(_service(request).alerts, caller, endpoint, table))
+
+
 routes = [
     Route(BASE, create_monitor, methods=["POST"]),
     Route(BASE, get_monitor, methods=["GET"]),
@@ -95,4 +105,5 @@ routes = [
     Route(f"{BASE}/refreshes", list_refreshes, methods=["GET"]),
     Route(f"{BASE}/refreshes/{{refresh_id}}", get_refresh, methods=["GET"]),
     Route(f"{BASE}/refreshes/{{refresh_id}}/cancel", cancel_refresh, methods=["POST"]),
+    Route(ALERTS, list_alerts, methods=["GET"]),
 ]

@@ -4,6 +4,7 @@
 
 import { endpointFeatures, featureTablePage, featureTablesPage } from "./features.js";
 import { jobPage, jobsPage, sqlBox } from "./jobs.js";
+import { endpointMonitor, monitorPage, monitorsPage } from "./monitors.js";
 
 const CSRF_COOKIE = "modelport_csrf";
 export const SESSION = "/api/2.0/modelport/session";
@@ -244,6 +245,8 @@ const routes = [
   [/^#\/features\/([^/]+)$/, (name) => featureTablePage(currentView, name)],
   [/^#\/jobs$/, () => jobsPage(currentView)],
   [/^#\/jobs\/([^/]+)$/, (id) => jobPage(currentView, id)],
+  [/^#\/monitors$/, () => monitorsPage(currentView)],
+  [/^#\/monitors\/([^/]+)$/, (table) => monitorPage(currentView, table)],
 ];
 
 // Where to go instead of this UI: MLflow's UI for one of its links, or after signing in there.
@@ -530,10 +533,12 @@ async function endpointPage(name) {
   const snippets = h("section", { class: "card", "aria-labelledby": "snip-title" }, h("h2", { id: "snip-title" }, "Query this endpoint"));
   const perms = h("section", { class: "card", "aria-labelledby": "perm-title" }, h("h2", { id: "perm-title" }, "Permissions"));
   const features = h("section", { class: "card", "aria-labelledby": "features-title", id: "endpoint-features", hidden: true });
+  const monitorBox = h("section", { class: "card", "aria-labelledby": "monitor-title", id: "endpoint-monitor", hidden: true });
   const danger = h("section", { class: "card", "aria-labelledby": "delete-title" }, h("h2", { id: "delete-title" }, "Delete"));
   main.append(header, progress,
     h("section", { class: "card", "aria-labelledby": "cfg-title" }, h("h2", { id: "cfg-title" }, "Configuration"), configBox),
     features,
+    monitorBox,
     charts,
     h("div", { class: "grid2" }, logs, snippets),
     h("section", { class: "card", "aria-labelledby": "gw-title" }, h("h2", { id: "gw-title" }, "AI gateway"), gatewayBox),
@@ -551,6 +556,7 @@ async function endpointPage(name) {
   updateSnippets = setupSnippets(snippets, detail, url);
   setupPermissions(perms, detail);
   endpointFeatures(features, name);
+  endpointMonitor(monitorBox, detail);
   const del = h("button", { type: "button", class: "danger", id: "delete-endpoint" }, `Delete ${name}`);
   del.addEventListener("click", async () => {
     if (!confirm(`Delete endpoint ${name}? Queries to it will fail.`)) return;
