@@ -31,6 +31,7 @@ import orjson
 
 from modelport.batch.files import URL_TASKS, FileStore, InputLine, parse_input
 from modelport.batch.jobs import DONE, Job, JobStore
+from modelport.control.leader_work import LeaderWork
 from modelport.errors import ModelportError
 from modelport.gateway.auth import caller_from
 from modelport.gateway.exchange import Exchange
@@ -91,8 +92,10 @@ class _Answers:
             self._file = None
 
 
-class BatchRunner:
+class BatchRunner(LeaderWork):
     """Runs the jobs of ``jobs`` while ``leading()`` says this process leads."""
+
+    what = "bulk job"
 
     def __init__(
         self,
@@ -104,58 +107,24 @@ class BatchRunner:
         concurrency: int = 16,
         interval: float = 1.0,
     ) -> None:
+        super().__init__(leading=leading, interval=interval, log=log)
         self.jobs = jobs
         self._dataplane = dataplane
         self._db = db
-        self._leading = leading
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
-        self._interval = interval
-        self._running: dict[str, asyncio.Task[None]] = {}
         self._ended: set[str] = set()  # jobs seen ended: not read again
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def files(self) -> FileStore:
         return self.jobs.files
 
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._running.clear()
-
-    def wake(self) -> None:
-        """A job was created or cancelled: look now rather than at the next tick."""
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self._tick()
-            except Exception:
-                log.exception("bulk job scan failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-
-    async def _tick(self) -> None:
-        if not self._leading():
-            for task in self._running.values():
-                task.cancel()
-            return
-        for job in await asyncio.to_thread(self.jobs.load_except, self._ended | set(self._running)):
+    async def scan(self) -> None:
+        for job in await asyncio.to_thread(self.jobs.load_except, self._ended | self.busy()):
             if job.status in DONE:
                 self._ended.add(job.id)
-            elif job.id not in self._running:
-                task = asyncio.get_running_loop().create_task(self._run(job.id))
-                self._running[job.id] = task
-                task.add_done_callback(lambda _t, job_id=job.id: self._running.pop(job_id, None))
+            elif job.id not in self.busy():
+                self.launch(job.id, self._run(job.id))
 
     # ---- one job --------------------------------------------------------------------------------
     def _caller(self, name: str) -> Caller | None:

@@ -50,6 +50,7 @@ from modelport.batch.table_io import (
 )
 from modelport.batch.table_jobs import DONE, RESUMABLE, TOP_ERRORS, TableJob, TableJobStore, now_ms
 from modelport.control.endpoints import EndpointService
+from modelport.control.leader_work import LeaderWork
 from modelport.control.table_acl import OBJECT_TYPE, TableAccess
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.errors import (
@@ -94,8 +95,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class TableJobRunner:
+class TableJobRunner(LeaderWork):
     """Creates table jobs and runs them while ``leading()`` says this process leads."""
+
+    what = "table job"
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class TableJobRunner:
         leading: Callable[[], bool],
         interval: float = 1.0,
     ) -> None:
+        super().__init__(leading=leading, interval=interval, log=log)
         self.jobs = jobs
         self.files = files
         self._dataplane = dataplane
@@ -117,52 +121,19 @@ class TableJobRunner:
         self._endpoints = endpoints
         self._registry = registry
         self._root = tables_root
-        self._leading = leading
-        self._interval = interval
-        self._running: dict[str, asyncio.Task[None]] = {}
         self._ended: dict[str, int] = {}  # jobs seen ended (``TableJobStore.pending``)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._create_lock = threading.Lock()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._scan())
+        await super().start()
 
-    async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._running.clear()
-
-    def wake(self) -> None:
-        """A job was created, reopened or cancelled: look now rather than at the next tick."""
-        self._wake.set()
-
-    async def _scan(self) -> None:
-        while True:
-            try:
-                await self._tick()
-            except Exception:
-                log.exception("table job scan failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-
-    async def _tick(self) -> None:
-        if not self._leading():
-            for task in self._running.values():
-                task.cancel()
-            return
+    async def scan(self) -> None:
         for job in await asyncio.to_thread(self.jobs.pending, self._ended):
-            if job.id in self._running:
-                continue
-            task = asyncio.get_running_loop().create_task(self._run(job.id))
-            self._running[job.id] = task
-            task.add_done_callback(lambda _t, job_id=job.id: self._running.pop(job_id, None))
+            if job.id not in self.busy():
+                self.launch(job.id, self._run(job.id))
 
     # ---- creating -------------------------------------------------------------------------------
     def create(

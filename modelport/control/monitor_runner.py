@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from modelport.clock import now_ms
+from modelport.control.leader_work import LeaderWork
 from modelport.control.monitor_refresh import refresh_monitor
 from modelport.control.monitors import ACTIVE_STATES, MonitorService, next_run
 from modelport.errors import Cancelled, ModelportError, ResourceDoesNotExist
@@ -54,8 +55,10 @@ MAX_ATTEMPTS = 3
 _RECENT = 3
 
 
-class MonitorRunner:
+class MonitorRunner(LeaderWork):
     """Runs the refreshes of ``service``'s monitors while ``leading()`` says this process leads."""
+
+    what = "monitor refresh"
 
     def __init__(
         self,
@@ -65,53 +68,15 @@ class MonitorRunner:
         interval: float = 1.0,
         clock: Callable[[], int] = now_ms,
     ) -> None:
+        super().__init__(leading=leading, interval=interval, log=log)
         self.service = service
         self.store = service.store
-        self._leading = leading
-        self._interval = interval
         self._clock = clock
         self._slots = asyncio.Semaphore(CONCURRENCY)
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._running.clear()
-
-    def wake(self) -> None:
-        """A refresh was queued or cancelled: look now rather than at the next tick (any thread)."""
-        task = self._task
-        if task is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
-            task.get_loop().call_soon_threadsafe(self._wake.set)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self._tick()
-            except Exception:
-                log.exception("monitor refresh scan failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-
-    async def _tick(self) -> None:
-        if not self._leading():
-            for task in self._running.values():
-                task.cancel()
-            return
-        for table, refresh_id in await asyncio.to_thread(self._scan, set(self._running)):
-            task = asyncio.get_running_loop().create_task(self._run(table, refresh_id))
-            self._running[table] = task
-            task.add_done_callback(lambda _t, table=table: self._running.pop(table, None))
+    async def scan(self) -> None:
+        for table, refresh_id in await asyncio.to_thread(self._scan, self.busy()):
+            self.launch(table, self._run(table, refresh_id))
 
     # ---- what to run ----------------------------------------------------------------------------
     def _scan(self, busy: set[str]) -> list[tuple[str, int]]:
