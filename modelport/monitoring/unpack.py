@@ -28,8 +28,15 @@ column named like one of these is renamed ``input_<name>``.
 Which rows are read (:func:`traffic_predicate`): live traffic only, unless the monitor's
 ``include_traffic`` adds shadow, replay, batch or cache-hit rows.
 
-JSON is parsed with orjson, one query at a time, and the columns are built once at the end
-(pyarrow); a column whose values do not share a type is kept as text.
+JSON is parsed with orjson, one query at a time. The common shape of a custom model's query,
+``dataframe_split`` of distinct string columns and rows of their length, answered by as many
+``predictions`` none of which is a list or a dict, takes the fast path: its rows' values are
+kept as the request's lists and turned into columns once at the end (one batch per list of
+columns), without a dict per record. Every other query (another format or shape, a record count
+that differs from the predictions', a dict or list answer) takes the general path, record by
+record. The batches are put back in the payload rows' order, and each column is typed as if all
+its values went through pyarrow at once: a column whose values do not share a type is kept as
+text.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -216,14 +224,17 @@ class _Columns:
 
 
 def _arrow(values: list[Any]) -> pa.Array:
-    if any(isinstance(v, dict | list) for v in values):
-        values = [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values]
+    """The values as one Arrow array: pyarrow's type, or text when they do not share one or hold
+    a dict or a list (pyarrow reads these as a nested type, or refuses them among scalars)."""
     try:
-        return pa.array(values)
+        array = pa.array(values)
+        if not pa.types.is_nested(array.type):
+            return array
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array(
-            [None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode() for v in values]
-        )
+        pass
+    return pa.array(
+        [None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode() for v in values]
+    )
 
 
 def _guardrail_outcome(text: Any) -> str | None:
@@ -289,40 +300,17 @@ def _column(rows: pa.Table, name: str, kind: pa.DataType, indices: pa.Array) -> 
 def unpack(rows: pa.Table, kind: str) -> pa.Table:
     """Unpack payload ``rows`` (at least :data:`READ_COLUMNS`, already filtered) of a ``custom``
     or ``llm`` table into the monitor's rows (see the module docstring)."""
-    n = rows.num_rows
-
-    def texts(name: str) -> list[Any]:
-        return rows.column(name).to_pylist() if name in rows.column_names else [None] * n
-
-    requests, responses, guardrails = texts("request"), texts("response"), texts("guardrails")
-    reserved = set(BOOKKEEPING_COLUMNS) | set(_LLM_COLUMNS)
-    renamed: dict[str, str] = {}  # a request's key -> its column
-    source: list[int] = []  # each unpacked row's payload row
-    positions: list[int] = []  # and its place in its request
-    out = _Columns()
-    for i in range(n):
-        request, response = _loads(requests[i]), _loads(responses[i])
-        if kind == "llm":
-            source.append(i)
-            positions.append(0)
-            out.add(_llm_fields(request, response, guardrails[i]))
-            continue
-        predictions = _predictions(response)
-        for j, record in enumerate(_records(request)):
-            source.append(i)
-            positions.append(j)
-            row = {}
-            for key, value in record.items():
-                column = renamed.get(key)
-                if column is None:
-                    column = f"input_{key}" if key in reserved or key.startswith("prediction") else key
-                    renamed[key] = column
-                row[column] = value
-            row.update(_prediction_fields(predictions[j] if j < len(predictions) else None))
-            out.add(row)
-    if not source:
+    batches = [b for b in _batches(rows, kind) if len(b.source)]
+    if not batches:
         fields = [*BOOKKEEPING_COLUMNS, *(_LLM_COLUMNS if kind == "llm" else ("prediction",))]
         return _empty(fields)
+    source = np.concatenate([b.source for b in batches])
+    positions = np.concatenate([b.positions for b in batches])
+    order = None
+    if len(batches) > 1 or np.any(source[1:] < source[:-1]):  # DuckDB may answer out of order
+        order = np.lexsort((positions, source))
+    if order is not None:
+        source, positions = source[order], positions[order]
     indices = pa.array(source, pa.int64())
     arrays = {
         "timestamp": _column(rows, "timestamp_ms", pa.int64(), indices).cast(pa.timestamp("ms", tz="UTC")),
@@ -333,8 +321,190 @@ def unpack(rows: pa.Table, kind: str) -> pa.Table:
         "status_code": _column(rows, "status_code", pa.int64(), indices),
         "execution_time_ms": _column(rows, "execution_time_ms", pa.int64(), indices),
     }
-    arrays.update((name, _arrow(values)) for name, values in out.values.items())
+    firsts: dict[str, tuple[int, int]] = {}
+    for b in batches:
+        for name, first in b.first.items():
+            firsts[name] = min(first, firsts.get(name, first))
+    for name in sorted(firsts, key=firsts.__getitem__):
+        arrays[name] = _merged(name, batches, order)
     return pa.table(arrays)
+
+
+class _Batch:
+    """Unpacked rows of some payload rows: each row's payload row (``source``) and place in its
+    request, its columns (Arrow arrays, or lists of values for the general path) and where each
+    column first appears ((payload row, rank): the general path's order of columns)."""
+
+    def __init__(
+        self,
+        source: np.ndarray,
+        positions: np.ndarray,
+        columns: dict[str, Any],
+        first: dict[str, tuple[int, int]],
+        *,
+        fast: bool = False,
+    ) -> None:
+        self.source, self.positions, self.columns, self.first = source, positions, columns, first
+        self.fast = fast  #: the fast path's (for the tests)
+
+    def array(self, name: str) -> pa.Array:
+        values = self.columns.get(name)
+        if values is None:
+            return pa.nulls(len(self.source))
+        return _arrow(values) if isinstance(values, list) else values
+
+
+def _merged(name: str, batches: list[_Batch], order: np.ndarray | None) -> pa.Array:
+    """Column ``name`` of all the batches, in the unpacked rows' order, typed as the general path
+    types it over all the values (the batches' own arrays when they share a type, else the
+    values again through :func:`_arrow`)."""
+    if len(batches) == 1:
+        merged = batches[0].array(name)
+        return merged.take(pa.array(order, pa.int64())) if order is not None else merged
+    pieces = [b.array(name) for b in batches]
+    types = {p.type for p in pieces if p.type != pa.null()}
+    if len(types) <= 1:
+        kind = types.pop() if types else pa.null()
+        merged = pa.concat_arrays([p.cast(kind) for p in pieces])
+    else:
+        values: list[Any] = []
+        for b, p in zip(batches, pieces, strict=True):
+            column = b.columns.get(name)
+            values.extend(column if isinstance(column, list) else p.to_pylist())
+        merged = _arrow(values)
+    return merged.take(pa.array(order, pa.int64())) if order is not None else merged
+
+
+def _batches(rows: pa.Table, kind: str) -> list[_Batch]:
+    """The payload ``rows`` unpacked: the general path's batch, then one batch per list of
+    columns of the queries of the common shape (the fast path)."""
+    n = rows.num_rows
+
+    def texts(name: str) -> list[Any]:
+        return rows.column(name).to_pylist() if name in rows.column_names else [None] * n
+
+    requests, responses, guardrails = texts("request"), texts("response"), texts("guardrails")
+    reserved = set(BOOKKEEPING_COLUMNS) | set(_LLM_COLUMNS)
+    renamed: dict[str, str] = {}  # a request's key -> its column
+    source: list[int] = []  # each unpacked row's payload row
+    positions: list[int] = []  # and its place in its request
+    first: dict[str, tuple[int, int]] = {}
+    groups: dict[tuple[Any, ...], _SplitGroup | None] = {}
+    out = _Columns()
+    for i in range(n):
+        request, response = _loads(requests[i]), _loads(responses[i])
+        if kind == "llm":
+            source.append(i)
+            positions.append(0)
+            row = _llm_fields(request, response, guardrails[i])
+            _note_first(first, row, i)
+            out.add(row)
+            continue
+        split = _split_query(request, response)
+        if split is not None:
+            columns, data, predictions = split
+            try:
+                group = groups[columns]
+            except KeyError:
+                group = groups[columns] = _split_group(columns, reserved)
+            except TypeError:  # a column named by a list or a dict
+                group = None
+            if group is not None:
+                group.add(i, data, predictions)
+                continue
+        predictions = _predictions(response)
+        for j, record in enumerate(_records(request)):
+            source.append(i)
+            positions.append(j)
+            row = {}
+            for key, value in record.items():
+                column = renamed.get(key)
+                if column is None:
+                    column = _input_name(key, reserved)
+                    renamed[key] = column
+                row[column] = value
+            row.update(_prediction_fields(predictions[j] if j < len(predictions) else None))
+            _note_first(first, row, i)
+            out.add(row)
+    general = _Batch(np.array(source, np.int64), np.array(positions, np.int64), out.values, first)
+    return [general, *(g.batch() for g in groups.values() if g is not None and g.rows)]
+
+
+def _split_group(columns: tuple[Any, ...], reserved: set[str]) -> _SplitGroup | None:
+    """The fast path's group of the queries with these columns: None (the general path) unless
+    they are distinct strings whose columns are distinct too."""
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        return None
+    outputs = [_input_name(c, reserved) for c in columns]
+    if len(set(outputs)) != len(outputs):
+        return None
+    return _SplitGroup(outputs)
+
+
+def _note_first(first: dict[str, tuple[int, int]], row: dict[str, Any], i: int) -> None:
+    for rank, key in enumerate(row):
+        if key not in first:
+            first[key] = (i, rank)
+
+
+def _input_name(key: str, reserved: set[str]) -> str:
+    return f"input_{key}" if key in reserved or key.startswith("prediction") else key
+
+
+# ---- the fast path: dataframe_split of scalars, a flat list of predictions -------------------------
+def _split_query(request: Any, response: Any) -> tuple[tuple[str, ...], list[Any], list[Any]] | None:
+    """(columns, data, predictions) of a query of the common shape: a ``dataframe_split`` with a
+    list of distinct string columns and rows (lists) of that length, answered by as many
+    predictions, none of them a list or a dict; None for any other query."""
+    if not isinstance(request, dict) or not isinstance(response, dict):
+        return None
+    split = request.get("dataframe_split")
+    predictions = response.get("predictions")
+    if not isinstance(split, dict) or not isinstance(predictions, list):
+        return None
+    columns, data = split.get("columns"), split.get("data")
+    if not isinstance(columns, list) or not isinstance(data, list) or len(data) != len(predictions):
+        return None
+    width = len(columns)
+    if not all(type(row) is list and len(row) == width for row in data):
+        return None
+    if any(type(item) in (dict, list) for item in predictions):
+        return None
+    return tuple(columns), data, predictions
+
+
+class _SplitGroup:
+    """The fast path's rows of the queries with one list of columns: their values kept as the
+    rows' lists (transposed into columns once at the end)."""
+
+    def __init__(self, outputs: list[str]) -> None:
+        self.outputs = outputs
+        self.rows: list[list[Any]] = []
+        self.predictions: list[Any] = []
+        self.queries: list[int] = []  # the payload rows
+        self.counts: list[int] = []  # and their records
+
+    def add(self, i: int, data: list[Any], predictions: list[Any]) -> None:
+        self.rows.extend(data)
+        self.predictions.extend(predictions)
+        self.queries.append(i)
+        self.counts.append(len(data))
+
+    def batch(self) -> _Batch:
+        counts = np.array(self.counts, np.int64)
+        source = np.repeat(np.array(self.queries, np.int64), counts)
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        names = [*self.outputs, "prediction"]
+        columns = [list(c) for c in zip(*self.rows, strict=True)] if self.outputs else []
+        columns.append(self.predictions)
+        first = int(source[0])
+        return _Batch(
+            source,
+            np.arange(len(source), dtype=np.int64) - starts,
+            dict(zip(names, columns, strict=True)),
+            {name: (first, rank) for rank, name in enumerate(names)},
+            fast=True,
+        )
 
 
 def _empty(fields: Sequence[str]) -> pa.Table:

@@ -7,7 +7,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from modelport.monitoring.unpack import is_inference_table, payload_kind, traffic_predicate, unpack
+from modelport.monitoring.unpack import (
+    _batches,
+    is_inference_table,
+    payload_kind,
+    traffic_predicate,
+    unpack,
+)
 from modelport.tables.records import INFERENCE_SCHEMA
 
 
@@ -132,3 +138,99 @@ def test_no_rows_gives_an_empty_table_with_the_fixed_columns() -> None:
     assert out.num_rows == 0
     assert out.column_names[:3] == ["timestamp", "client_request_id", "databricks_request_id"]
     assert "prediction" in out.column_names
+
+
+def _general_only(table: pa.Table) -> pa.Table:
+    """``table`` with every query sent to the general (orjson) path: each request's keys given
+    twice (orjson reads the last; the fast path leaves queries with a repeated key alone)."""
+    fast_free = [
+        f"{text[:-1]}, {text[1:]}" if isinstance(_maybe_json(text), dict) else text
+        for text in table.column("request").to_pylist()
+    ]
+    return table.set_column(table.column_names.index("request"), "request", pa.array(fast_free, pa.string()))
+
+
+def _fast_rows(table: pa.Table) -> list[int]:
+    """The payload rows the fast path unpacked."""
+    return sorted({int(i) for b in _batches(table, "custom") if b.fast for i in b.source})
+
+
+def _maybe_json(text: str | None) -> Any:
+    try:
+        return orjson.loads(text) if text is not None else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _split(data: list[Any], columns: tuple[str, ...] = ("a", "b")) -> dict[str, Any]:
+    return {"dataframe_split": {"columns": list(columns), "data": data}}
+
+
+def test_the_fast_path_reads_the_common_shape_as_the_general_path_does() -> None:
+    table = _payload(
+        *[(_split([[i, i + 0.5], [-i, None]]), {"predictions": [i % 2, None]}) for i in range(40)],
+        (_split([[1, 2.0]], ("x", "timestamp")), {"predictions": ["setosa"]}),
+    )
+    out = unpack(table, "custom")
+    assert out.num_rows == 81
+    assert out.schema.field("a").type == pa.int64() and out.schema.field("b").type == pa.float64()
+    assert out.column("b").to_pylist()[:4] == [0.5, None, 1.5, None]
+    assert out.column("request_row").to_pylist()[:4] == [0, 1, 0, 1]
+    assert out.column("input_timestamp").to_pylist()[-1] == 2.0
+    # the prediction column mixes numbers and text: text, as the general path makes it
+    assert out.column("prediction").to_pylist()[-3:] == ["1", None, "setosa"]
+    assert out.equals(unpack(_general_only(table), "custom"))
+    assert _fast_rows(table) == list(range(41))
+
+
+def test_queries_of_other_shapes_keep_their_place_among_the_fast_ones() -> None:
+    queries: list[tuple[Any, Any]] = [
+        (_split([[1, 2.5], [3, 4.5]]), {"predictions": [0, 1]}),
+        (_split([[True, 6.5]]), {"predictions": [1]}),  # a boolean
+        (_split([[7, 8.5], [9]]), {"predictions": [1, 2]}),  # rows of different lengths
+        (_split([[7, 8.5]]), {"predictions": [1, 2]}),  # more predictions than records
+        (_split([[7, 8.5], [1, 1.5]]), {"predictions": [1]}),  # fewer
+        (_split([[5, "five"]]), {"predictions": [1]}),  # text among numbers
+        (_split([[5, [1]]]), {"predictions": [1]}),  # a list
+        (_split([[5, 6.5]]), {"predictions": [[0.2, 0.8]]}),  # a multi-output prediction
+        (_split([[5, 6.5]]), {"predictions": [{"label": 1, "p": 0.5}]}),
+        (_split([[5, 6.5]]), {"predictions": {"label": [1]}}),
+        ({"dataframe_records": [{"a": 11, "z": 2}]}, {"predictions": [1]}),
+        ({"inputs": [[1, 2]]}, {"predictions": [0]}),
+        ({"instances": [{"a": 12}]}, {"predictions": [0]}),
+        (None, None),  # a failed query's row
+        (_split([[13, 14.5]]), None),
+        (_split([]), {"predictions": []}),
+        (_split([[15, 16.5]], ("a", "a")), {"predictions": [1]}),  # a column named twice
+        (_split([[17, 18.5]]), {"predictions": [0]}),
+    ]
+    table = _payload(*queries)
+    requests = table.column("request").to_pylist()
+    requests[1] = '{"dataframe_split": {"columns": ["a", "b"], "data": [[NaN, 1.5]]}}'  # orjson refuses
+    requests[2] = '{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 1e400]]}}'  # so does it
+    table = table.set_column(5, "request", pa.array(requests, pa.string()))
+    out = unpack(table, "custom")
+    assert out.equals(unpack(_general_only(table), "custom"))
+    rows = _rows(out)
+    got = [(r["client_request_id"], r["request_row"], r["a"], r["prediction"]) for r in rows]
+    assert got[:3] == [("c0", 0, 1, "0"), ("c0", 1, 3, "1"), ("c3", 0, 7, "1")]
+    assert [r["client_request_id"] for r in rows] == sorted(
+        (r["client_request_id"] for r in rows), key=lambda c: int(c[1:])
+    )
+    assert got[-1] == ("c17", 0, 17, "0")
+    assert rows[-2]["a"] == 16.5 and out.schema.field("a").type == pa.float64()  # the last "a"
+    # the fast path read the queries of the common shape (values of any kind; the others took
+    # the general path, and so did the texts orjson refuses)
+    assert _fast_rows(table) == [0, 5, 6, 17]
+
+
+def test_text_and_number_answers_of_the_same_columns_merge_as_text() -> None:
+    table = _payload(
+        (_split([[1, 2.5]]), {"predictions": ["setosa"]}),
+        (_split([[3, 4.5], [5, 6.5]]), {"predictions": [7, None]}),
+    )
+    out = unpack(table, "custom")
+    assert out.column("prediction").to_pylist() == ["setosa", "7", None]
+    assert out.column("a").to_pylist() == [1, 3, 5] and out.schema.field("a").type == pa.int64()
+    assert out.equals(unpack(_general_only(table), "custom"))
+    assert _fast_rows(table) == [0, 1]
