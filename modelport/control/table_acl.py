@@ -123,8 +123,9 @@ class TableListings:
     Guarantees: a table named in ``expected`` (what modelport writes) that a reused listing
     lacks is looked for on its own (one probe of its ``_delta_log``), and when it is there now
     the root is listed again; :meth:`forget` (modelport made a table) makes the next call list
-    again. Any other table appears within ``ttl``, and one removed behind modelport's back may
-    be listed for as long. Thread-safe; listings run outside the lock.
+    again. Any other table appears within ``ttl`` (at once to :meth:`TableAccess.resolve`, which
+    probes a name it does not find), and one removed behind modelport's back may be listed for
+    as long. Thread-safe; listings run outside the lock.
     """
 
     def __init__(
@@ -240,6 +241,11 @@ class TableAccess:
             raise InvalidParameterValue("The table name must be a string.")
         name = ".".join(split_name(full_name))
         known = known or self.known()
+        if name not in known.names and _is_delta_table(self._root, name):
+            # written behind modelport's back since the listing (a table a user just wrote with
+            # deltalake): one probe, then a listing that has it
+            self._listings.forget()
+            known = self.known()
         if name not in known.names:
             raise ResourceDoesNotExist(f"Table '{name}' does not exist.")
         return name, known

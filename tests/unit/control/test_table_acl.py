@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from modelport.control.table_acl import (
     SYSTEM_TABLES,
     KnownTables,
@@ -13,6 +15,7 @@ from modelport.control.table_acl import (
     TableListings,
     inference_table_of,
 )
+from modelport.errors import ResourceDoesNotExist
 from modelport.spec.identity import Caller
 from modelport.spec.table_privileges import TablePrivilege
 from modelport.store import open_database
@@ -117,3 +120,17 @@ def test_known_tables_come_from_the_shared_listing_and_a_new_owned_table_forgets
     assert access.known().on_disk == {}  # not a table modelport writes: listed again within the ttl
     assert access.set_owner("ml.features.clicks", alice.id) is True  # modelport made it
     assert access.known().on_disk == {"ml.features.clicks": made}
+
+
+def test_resolving_a_table_written_behind_modelports_back_finds_it_at_once(tmp_path: Path) -> None:
+    """A user writes a Delta table with deltalake, then names it (a monitor on it, say): the
+    reused listing lacks it, one probe finds it, the root is listed again."""
+    db = open_database(f"sqlite:///{tmp_path / 'store.db'}")
+    root = tmp_path / "tables"
+    access = TableAccess(db, str(root), TableListings(ttl=3600.0, clock=lambda: 0.0))
+    assert access.known().on_disk == {}
+    made = _delta_table(root, "ml.features.clicks")
+    name, known = access.resolve("ML.features.clicks")
+    assert name == "ml.features.clicks" and known.on_disk == {"ml.features.clicks": made}
+    with pytest.raises(ResourceDoesNotExist, match=r"ml\.features\.views"):
+        access.resolve("ml.features.views")
