@@ -33,7 +33,7 @@ from modelport.batch.files import URL_TASKS, FileStore, InputLine, parse_input
 from modelport.batch.jobs import DONE, Job, JobStore
 from modelport.control.leader_work import LeaderWork
 from modelport.errors import ModelportError
-from modelport.gateway.auth import caller_from
+from modelport.gateway.auth import active_caller
 from modelport.gateway.exchange import Exchange
 from modelport.gateway.pipeline import DataPlane
 from modelport.spec.identity import Caller
@@ -127,10 +127,6 @@ class BatchRunner(LeaderWork):
                 self.launch(job.id, self._run(job.id))
 
     # ---- one job --------------------------------------------------------------------------------
-    def _caller(self, name: str) -> Caller | None:
-        record = self._db.principals.get(name)
-        return caller_from(record) if record is not None and record.active else None
-
     async def _run(self, job_id: str) -> None:
         try:
             await self._run_job(job_id)
@@ -144,7 +140,7 @@ class BatchRunner(LeaderWork):
 
     async def _run_job(self, job_id: str) -> None:
         job = await asyncio.to_thread(self.jobs.load, job_id)
-        caller = await asyncio.to_thread(self._caller, job.owner)
+        caller = await asyncio.to_thread(active_caller, self._db, job.owner)
         if caller is None:
             await self._fail(
                 job, "owner_inactive", f"The batch's owner '{job.owner}' is not an active principal."

@@ -60,7 +60,7 @@ from modelport.errors import (
     ResourceConflict,
     ResourceDoesNotExist,
 )
-from modelport.gateway.auth import caller_from
+from modelport.gateway.auth import active_caller
 from modelport.gateway.exchange import Exchange
 from modelport.gateway.pipeline import DataPlane
 from modelport.spec.identity import Caller
@@ -293,10 +293,6 @@ class TableJobRunner(LeaderWork):
                 path.unlink(missing_ok=True)
 
     # ---- running --------------------------------------------------------------------------------
-    def _caller(self, name: str) -> Caller | None:
-        record = self._db.principals.get(name)
-        return caller_from(record) if record is not None and record.active else None
-
     async def _run(self, job_id: str) -> None:
         try:
             await self._run_job(job_id)
@@ -324,7 +320,7 @@ class TableJobRunner(LeaderWork):
 
     async def _run_job(self, job_id: str) -> None:
         job = await asyncio.to_thread(self.jobs.load, job_id)
-        caller = await asyncio.to_thread(self._caller, job.owner)
+        caller = await asyncio.to_thread(active_caller, self._db, job.owner)
         if caller is None:
             await self._fail(job, f"The job's owner '{job.owner}' is not an active principal.")
             return

@@ -27,7 +27,7 @@ from modelport.store import Database
 from modelport.store.connectivity import RETRY_AFTER_SECONDS, is_unreachable
 from modelport.store.records import PrincipalRecord
 
-__all__ = ["Authenticator", "caller_from"]
+__all__ = ["Authenticator", "active_caller", "caller_from"]
 
 log = logging.getLogger("modelport.gateway")
 
@@ -41,6 +41,13 @@ def caller_from(record: PrincipalRecord, token_id: str | None = None) -> Caller:
         principal_ids=frozenset({record.id, *record.group_ids}),
         token_id=token_id,
     )
+
+
+def active_caller(db: Database, name: str) -> Caller | None:
+    """The caller that principal ``name`` is, when it exists and is active (work run on its
+    behalf later, such as a bulk job, stops when it is removed or deactivated)."""
+    record = db.principals.get(name)
+    return caller_from(record) if record is not None and record.active else None
 
 
 def _digest(authorization: str | None) -> str:
