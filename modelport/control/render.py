@@ -66,6 +66,9 @@ def _config(cfg: ConfigRecord, *, pending: bool) -> dict[str, Any]:
         "served_entities": entities,
         "traffic_config": copy.deepcopy(cfg.body["traffic_config"]),
     }
+    for block in ("shadow", "rollout"):  # modelport's extension blocks (spec/extensions.py)
+        if cfg.body.get(block) is not None:
+            out[block] = copy.deepcopy(cfg.body[block])
     if cfg.body.get("legacy_served_models"):
         out["served_models"] = [_served_model(e) for e in entities if "external_model" not in e]
     if cfg.body.get("auto_capture_config") is not None:

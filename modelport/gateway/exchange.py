@@ -107,6 +107,15 @@ class Exchange:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     #: The response cache's verdict (``hit``, ``miss``, ``bypass``); None when the endpoint has none.
     cache: str | None = None
+    #: The served entity asked last: the one that answered or failed (None when none was: a
+    #: refusal by the rate limits or a guardrail). Observers and error records read it.
+    entity: str | None = None
+    #: A shadow copy (``gateway/shadow.py``): the request id of the live query it copies.
+    shadow_of: str | None = None
+    #: A replay (``control/replays.py``): the request id of the logged query it sends again.
+    replay_of: str | None = None
+    #: A replay: the replay's id (``request_metadata["replay_id"]`` of its inference rows).
+    replay_id: str | None = None
     _data: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

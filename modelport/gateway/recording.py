@@ -124,7 +124,11 @@ class Recorder:
                 client_request_id=client_request_id,
                 served_entity_name=served,
                 requester=ex.caller.name,
-                request_metadata={"endpoint_name": route.name},
+                request_metadata=(
+                    {"endpoint_name": route.name}
+                    if ex.replay_id is None
+                    else {"endpoint_name": route.name, "replay_id": ex.replay_id}
+                ),
                 guardrails=list(ex.decisions) or None,
                 fallback_chain=list(ex.chain) or None,
                 error_code=error_code,
@@ -132,4 +136,6 @@ class Recorder:
             )
             if ex.model_input_truncated:
                 record.request_truncated = True
+            record.shadow_of = ex.shadow_of
+            record.replay_of = ex.replay_of
             self.writer.record_inference(self._table(inference, route.name), record)

@@ -101,6 +101,13 @@ class Route:
     #: entries live in: ``<endpoint id>:<digest of the serving version and AI gateway>``.
     cache: CachePolicy | None = None
     cache_group: str = ""
+    #: ``config.shadow`` of the serving config: the entity that gets copies, and the share of
+    #: queries copied (0..1), when it has one (``gateway/shadow.py``).
+    shadow: tuple[str, float] | None = None
+    #: The rollout moving this config's traffic (the endpoint row's ``rollout``, when it is the
+    #: serving version's): its id, step, candidate, incumbents; ``names``/``weights`` are then
+    #: the step's split (``control/rollouts.py`` writes it, ``gateway/rollout_tally.py`` counts).
+    rollout: dict[str, Any] | None = None
 
     @property
     def recorded(self) -> bool:
@@ -154,6 +161,10 @@ def compile_route(endpoint: EndpointRecord, config: ConfigRecord | None, grants:
     entities: dict[str, ServedEntity] = {}
     names: tuple[str, ...] = ()
     weights: tuple[int, ...] = ()
+    shadow: tuple[str, float] | None = None
+    rollout = endpoint.rollout
+    if rollout is not None and (config is None or rollout.get("config_version") != config.version):
+        rollout = None  # a rollout of another version (one being deployed, or rolled back from)
     if config is not None:
         for entity in config.body["served_entities"]:
             external = entity.get("external_model")
@@ -162,6 +173,16 @@ def compile_route(endpoint: EndpointRecord, config: ConfigRecord | None, grants:
         routes = [r for r in config.body["traffic_config"]["routes"] if r["traffic_percentage"] > 0]
         names = tuple(r["served_entity_name"] for r in routes)
         weights = tuple(int(r["traffic_percentage"]) for r in routes)
+        if rollout is not None and rollout.get("traffic"):
+            # The step's split (percentages may be fractions: weights are in basis points).
+            step = [(r["served_entity_name"], r["traffic_percentage"]) for r in rollout["traffic"]]
+            step = [(n, p) for n, p in step if p > 0 and n in entities]
+            if step:
+                names = tuple(n for n, _ in step)
+                weights = tuple(round(p * 100) for _, p in step)
+        if config.body.get("shadow"):
+            block = config.body["shadow"]
+            shadow = (str(block["served_entity_name"]), float(block["percentage"]) / 100)
     gateway = endpoint.ai_gateway or {}
     inference = gateway.get("inference_table_config")
     if not (inference and inference.get("enabled")):
@@ -190,6 +211,8 @@ def compile_route(endpoint: EndpointRecord, config: ConfigRecord | None, grants:
         marker=_marker(endpoint),
         cache=CachePolicy.of(gateway.get("response_cache")),
         cache_group=_cache_group(endpoint, gateway),
+        shadow=shadow,
+        rollout=rollout,
     )
 
 

@@ -29,7 +29,7 @@ from modelport.spec.endpoint import (
     ServedEntityInput,
     WorkloadType,
 )
-from modelport.spec.extensions import ResponseCacheConfig
+from modelport.spec.extensions import ResponseCacheConfig, normalize_rollout, normalize_shadow
 from modelport.spec.secrets import parse_reference
 
 __all__ = [
@@ -467,6 +467,12 @@ def normalize_config(
     _check_external_mix(entities, key)
     _check_feature_spec_mix(entities, key)
     out: dict[str, Any] = {"served_entities": entities, "traffic_config": _normalize_traffic(cfg, names)}
+    shadow = normalize_shadow(cfg.shadow, names, out["traffic_config"])
+    if shadow is not None:
+        out["shadow"] = shadow
+    rollout = normalize_rollout(cfg.rollout, names, out["traffic_config"])
+    if rollout is not None:
+        out["rollout"] = rollout
     capture = _normalize_table(cfg.auto_capture_config, "config.auto_capture_config", endpoint_name)
     if capture is not None:
         out["auto_capture_config"] = capture

@@ -12,11 +12,14 @@ from sqlalchemy.pool import NullPool
 from modelport.store import schema
 from modelport.store.changes import ChangeCounter
 from modelport.store.endpoints import EndpointRepository
+from modelport.store.events import EventRepository
 from modelport.store.grants import DigestRepository, GrantRepository
 from modelport.store.leases import LeaseRepository
 from modelport.store.principals import PrincipalRepository
 from modelport.store.processes import ProcessRepository
+from modelport.store.replays import ReplayRepository
 from modelport.store.replicas import ReplicaRepository
+from modelport.store.rollouts import RolloutRepository
 from modelport.store.secrets import SecretRepository
 
 __all__ = ["SCHEMA_HEAD", "Database", "normalize_url", "open_database"]
@@ -24,7 +27,7 @@ __all__ = ["SCHEMA_HEAD", "Database", "normalize_url", "open_database"]
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration's revision. A test checks it against Alembic's head, so a new
 #: migration must update it; it lets a start-up on a current schema skip importing Alembic.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 
 
 def normalize_url(url: str) -> str:
@@ -60,6 +63,9 @@ class Database:
         self.replicas = ReplicaRepository(engine)
         self.changes = ChangeCounter(engine)
         self.processes = ProcessRepository(engine)
+        self.events = EventRepository(engine)
+        self.rollouts = RolloutRepository(engine)
+        self.replays = ReplayRepository(engine)
 
     @property
     def dialect(self) -> str:

@@ -49,6 +49,8 @@ class EndpointRecord:
     rate_limits: list[dict[str, Any]] | None = None
     email_notifications: dict[str, Any] | None = None
     telemetry_config: dict[str, Any] | None = None
+    #: The rollout in progress as the query path needs it (``control/rollouts.py``), else None.
+    rollout: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

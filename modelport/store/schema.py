@@ -78,6 +78,9 @@ endpoints = Table(
     Column("config_update", String(32), nullable=False),
     Column("active_version", Integer, nullable=True),
     Column("pending_version", Integer, nullable=True),
+    # The rollout in progress as the query path needs it (control/rollouts.py writes it, the
+    # routing table reads it): its id, step, candidate and the traffic of the step; None when none.
+    Column("rollout", JSON, nullable=True),
 )
 
 endpoint_configs = Table(
@@ -228,4 +231,87 @@ processes = Table(
     Column("worker", Integer, nullable=False),
     Column("started_ms", BigInteger, nullable=False),
     Column("seen_ms", BigInteger, nullable=False),
+)
+
+# The endpoint event log (store/events.py): config updates, rollout decisions, replicas started,
+# stopped, crashed and scaled, cold starts; read paged, newest first, by
+# ``GET /api/2.0/serving-endpoints/{name}/events``.
+endpoint_events = Table(
+    "endpoint_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("endpoint_id", String(32), ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("actor", String(255), nullable=True),
+    Column("config_version", Integer, nullable=True),
+    Column("served_entity", String(255), nullable=True),
+    Column("details", JSON, nullable=True),
+    Index("ix_endpoint_events_endpoint", "endpoint_id", "id"),
+)
+
+# Rollouts (store/rollouts.py): a config update with a rollout policy moves traffic to its
+# candidate step by step; the leader evaluates each step and promotes or rolls back.
+endpoint_rollouts = Table(
+    "endpoint_rollouts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("endpoint_id", String(32), ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("config_version", Integer, nullable=False),
+    Column("from_version", Integer, nullable=True),
+    Column("policy", JSON, nullable=False),
+    Column("candidate", String(255), nullable=False),
+    Column("incumbents", JSON, nullable=False),
+    # WAITING (the config deploys) | RUNNING | PAUSED | SUCCEEDED | ROLLED_BACK | CANCELED | FAILED
+    Column("state", String(32), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("step_started_ms", BigInteger, nullable=True),
+    Column("creator", String(255), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("finished_ms", BigInteger, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("last_evaluation", JSON, nullable=True),
+    Index("ix_endpoint_rollouts_endpoint", "endpoint_id", "created_ms"),
+)
+
+# What each server process saw of a rollout step's traffic (store/rollouts.py): one row per
+# process and served entity, rewritten every second; the leader sums them to decide.
+rollout_tallies = Table(
+    "rollout_tallies",
+    metadata,
+    Column(
+        "rollout_id", String(32), ForeignKey("endpoint_rollouts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("step", Integer, primary_key=True),
+    Column("process", String(255), primary_key=True),
+    Column("entity", String(255), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    # Latency histogram: {"bounds_ms": [...], "counts": [...]} (one more count than bounds).
+    Column("latency", JSON, nullable=False),
+    Column("compared", BigInteger, nullable=False),
+    Column("agreed", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Replays (store/replays.py): logged requests of an inference table sent again to a candidate
+# served entity, at a bounded rate, by the leader; the report compares the answers.
+endpoint_replays = Table(
+    "endpoint_replays",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("endpoint_id", String(32), ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("candidate", String(255), nullable=False),
+    Column("spec", JSON, nullable=False),
+    # QUEUED | RUNNING | SUCCEEDED | FAILED | CANCELED
+    Column("state", String(32), nullable=False),
+    Column("progress", JSON, nullable=True),
+    Column("report", JSON, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("creator", String(255), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_endpoint_replays_endpoint", "endpoint_id", "created_ms"),
 )

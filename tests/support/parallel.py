@@ -37,6 +37,8 @@ PACKAGE_UNITS = (
     "tests/ray/",
     # One server with a custom model, chat and embeddings endpoints (tests/batch/world.py).
     "tests/batch/",
+    # One server with the behaving model's versions for the safe-rollouts tests (tests/rollouts/world.py).
+    "tests/rollouts/",
 )
 
 #: Seconds each unit took (setup, call and teardown of its tests, summed from ``--durations=0``)
@@ -52,6 +54,8 @@ SECONDS: dict[str, float] = {
     "tests/integration/test_online_store_servers.py": 72,
     # ai_query, table jobs and the Spark UDF on one server (a local Spark session: 15-60 s).
     "tests/batch/": 110,
+    # Config history, shadows, replay, canaries (steps of a few seconds) and the event log.
+    "tests/rollouts/": 120,
     "tests/integration/test_monitors.py": 50,
     "tests/integration/test_openai_batches.py": 35,
     "tests/integration/test_feature_usage.py": 30,

@@ -49,29 +49,6 @@ def test_config_versions_keep_the_gateway_in_effect_with_them(tmp_path: Path) ->
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(
-    ("where", "block", "path"),
-    [
-        ("config", {"shadow": {"served_entity_name": "v1", "percentage": 25}}, "config.shadow"),
-        ("config", {"rollout": {"steps": [5, 100]}}, "config.rollout"),
-    ],
-)
-def test_extension_blocks_not_available_yet_are_refused(
-    tmp_path: Path, where: str, block: dict[str, Any], path: str
-) -> None:
-    _, _, _, service = setup(tmp_path)
-    body: dict[str, Any] = {"name": "ep", "config": {"served_entities": [ENTITY]}}
-    if where == "config":
-        body["config"].update(block)
-    else:
-        body["ai_gateway"] = block
-    with pytest.raises(InvalidParameterValue) as refused:
-        service.create(ADMIN, CreateEndpoint.model_validate(body))
-    assert (
-        refused.value.message == f"'{path}' is not available on this server yet; remove it from the request."
-    )
-
-
 def test_a_response_cache_is_stored_with_its_defaults_and_bad_values_are_refused(tmp_path: Path) -> None:
     async def main() -> None:
         _, _, reconciler, service = setup(tmp_path)
