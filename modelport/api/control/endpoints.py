@@ -14,6 +14,7 @@ from modelport.api.body import json_object, parse, validate
 from modelport.api.responses import json_response, text_response
 from modelport.api.services import caller_of, services_of
 from modelport.control.openapi import endpoint_openapi, served_model_inputs
+from modelport.errors import InvalidParameterValue
 from modelport.spec.endpoint import (
     AiGatewayConfig,
     CreateEndpoint,
@@ -33,6 +34,17 @@ def _name(request: Request) -> str:
     return str(request.path_params["name"])
 
 
+def _dry_run(request: Request) -> bool:
+    """The ``dry_run`` query parameter: ``true``/``1`` check and report without writing,
+    ``false``/``0`` (or none) do the call."""
+    raw = request.query_params.get("dry_run")
+    if raw is None or raw.lower() in ("false", "0", ""):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    raise InvalidParameterValue(f"Invalid value for 'dry_run': '{raw}' is not true, false, 1 or 0.")
+
+
 async def list_endpoints(request: Request) -> Response:
     caller = caller_of(request)
     items = await run_in_threadpool(services_of(request).endpoints.list, caller)
@@ -41,8 +53,10 @@ async def list_endpoints(request: Request) -> Response:
 
 async def create_endpoint(request: Request) -> Response:
     caller = caller_of(request)
+    dry_run = _dry_run(request)
     body = await parse(request, CreateEndpoint)
-    return json_response(await run_in_threadpool(services_of(request).endpoints.create, caller, body))
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.create, caller, body, dry_run=dry_run))
 
 
 async def get_endpoint(request: Request) -> Response:
@@ -59,9 +73,11 @@ async def delete_endpoint(request: Request) -> Response:
 
 async def update_config(request: Request) -> Response:
     caller = caller_of(request)
+    dry_run = _dry_run(request)
     config = await parse(request, EndpointCoreConfigInput)
     svc = services_of(request).endpoints
-    return json_response(await run_in_threadpool(svc.update_config, caller, _name(request), config))
+    name = _name(request)
+    return json_response(await run_in_threadpool(svc.update_config, caller, name, config, dry_run=dry_run))
 
 
 async def cancel_update(request: Request) -> Response:
@@ -178,6 +194,7 @@ async def endpoint_openapi_route(request: Request) -> Response:
 async def create_pt_endpoint(request: Request) -> Response:
     """``POST /pt``: an endpoint whose entities are sized in model units (foundation models)."""
     caller = caller_of(request)
+    dry_run = _dry_run(request)
     pt = await parse(request, CreatePtEndpoint)
     body = CreateEndpoint(
         name=pt.name,
@@ -187,15 +204,18 @@ async def create_pt_endpoint(request: Request) -> Response:
         email_notifications=pt.email_notifications,
         tags=pt.tags,
     )
-    return json_response(await run_in_threadpool(services_of(request).endpoints.create, caller, body))
+    svc = services_of(request).endpoints
+    return json_response(await run_in_threadpool(svc.create, caller, body, dry_run=dry_run))
 
 
 async def update_pt_config(request: Request) -> Response:
     caller = caller_of(request)
+    dry_run = _dry_run(request)
     pt = await parse(request, UpdatePtConfig)
     config = core_config_of(pt.config)
     svc = services_of(request).endpoints
-    return json_response(await run_in_threadpool(svc.update_config, caller, _name(request), config))
+    name = _name(request)
+    return json_response(await run_in_threadpool(svc.update_config, caller, name, config, dry_run=dry_run))
 
 
 routes = [
