@@ -32,8 +32,11 @@ from modelport.clock import now_ms
 from modelport.control.endpoint_state import with_entity_states
 from modelport.errors import LeaseLost
 from modelport.runtime.base import DeploymentBackend, DeploymentFailed
+from modelport.runtime.event_sink import OnEvent, no_events
 from modelport.runtime.logs import LogStore
+from modelport.spec.extensions import SHADOW_ENTITY_KEY, runtime_entities
 from modelport.store import Database
+from modelport.store.records import ConfigRecord
 
 __all__ = ["Reconciler"]
 
@@ -49,8 +52,11 @@ class Reconciler:
         *,
         max_concurrent: int = 4,
         on_change: Callable[[str], None] = lambda endpoint_id: None,
+        events: OnEvent = no_events,
     ) -> None:
         self._db = db
+        #: The endpoint event log's writer: an update's success or failure (its creator as actor).
+        self.events = events
         self._backend = backend
         self._logs = logs
         self._max_concurrent = max(1, max_concurrent)
@@ -86,7 +92,7 @@ class Reconciler:
         for endpoint in await asyncio.to_thread(self._db.endpoints.list):
             cfg = await asyncio.to_thread(self._db.endpoints.get_config, endpoint.id, endpoint.active_version)
             if cfg is not None:
-                entities = cfg.body["served_entities"]
+                entities = runtime_entities(cfg.body)
                 logs = {e["name"]: self._logs.build_log(endpoint.id, e["name"]) for e in entities}
                 task = asyncio.get_running_loop().create_task(
                     self._backend.restore(endpoint, cfg.version, entities, logs)
@@ -219,6 +225,29 @@ class Reconciler:
             log.warning("config update stopped: %s", exc.message, extra={"config_version": version})
             await self._backend.abort(endpoint_id, version)
 
+    def _finished(
+        self, endpoint_id: str, cfg: ConfigRecord, success: bool, message: str | None, entity: str | None
+    ) -> None:
+        """Record in the event log that config ``cfg`` was promoted or failed (its creator as actor)."""
+        seconds = round(max(0, now_ms() - cfg.created_ms) / 1000, 3)
+        if success:
+            kind = "CONFIG_UPDATE_SUCCEEDED"
+            text = f"Config version {cfg.version} is serving ({seconds:g} s)."
+            details: dict[str, Any] = {"seconds": seconds}
+        else:
+            kind = "CONFIG_UPDATE_FAILED"
+            text = f"Config version {cfg.version} failed (served entity '{entity}'): {message}"
+            details = {"seconds": seconds, "served_entity": entity, "reason": message}
+        self.events(
+            endpoint_id,
+            kind,
+            text,
+            actor=cfg.creator,
+            config_version=cfg.version,
+            served_entity=entity,
+            details=details,
+        )
+
     async def _update(self, endpoint_id: str, version: int) -> None:
         assert self._slots is not None
         db = self._db.endpoints
@@ -234,7 +263,7 @@ class Reconciler:
                 return
             creating = with_entity_states(cfg.body, "DEPLOYMENT_CREATING")
             await asyncio.to_thread(db.save_progress, endpoint_id, version, creating, epoch=self._epoch)
-            entities = cfg.body["served_entities"]
+            entities = runtime_entities(cfg.body)
             build_logs = {e["name"]: self._logs.build_log(endpoint_id, e["name"]) for e in entities}
             for e in entities:
                 build_logs[e["name"]].write(
@@ -242,6 +271,7 @@ class Reconciler:
                 )
             try:
                 deployed = await self._backend.deploy(endpoint, version, entities, build_logs)
+                deployed = [{k: v for k, v in e.items() if k != SHADOW_ENTITY_KEY} for e in deployed]
             except DeploymentFailed as exc:
                 log.warning(
                     "config update failed",
@@ -254,7 +284,7 @@ class Reconciler:
                 )
                 body = with_entity_states(cfg.body, "", failed=exc.entity_name, message=exc.message)
                 await self._backend.abort(endpoint_id, version)
-                await asyncio.to_thread(
+                failed = await asyncio.to_thread(
                     db.finish_update,
                     endpoint_id,
                     version,
@@ -264,6 +294,8 @@ class Reconciler:
                     now_ms=now_ms(),
                     epoch=self._epoch,
                 )
+                if failed:
+                    self._finished(endpoint_id, cfg, False, exc.message, exc.entity_name)
                 await asyncio.to_thread(self.on_change, endpoint_id)
                 return
             except asyncio.CancelledError:
@@ -272,7 +304,7 @@ class Reconciler:
                 log.exception("deployment backend error", extra={"endpoint": endpoint.name})
                 message = f"Internal error while deploying: {type(exc).__name__}: {exc}"
                 body = with_entity_states(cfg.body, "", failed=entities[0]["name"], message=message)
-                await asyncio.to_thread(
+                failed = await asyncio.to_thread(
                     db.finish_update,
                     endpoint_id,
                     version,
@@ -282,6 +314,8 @@ class Reconciler:
                     now_ms=now_ms(),
                     epoch=self._epoch,
                 )
+                if failed:
+                    self._finished(endpoint_id, cfg, False, message, entities[0]["name"])
                 await asyncio.to_thread(self.on_change, endpoint_id)
                 return
             if self.on_deployed is not None:
@@ -299,6 +333,7 @@ class Reconciler:
             )
             await asyncio.to_thread(self.on_change, endpoint_id)
             if promoted:
+                self._finished(endpoint_id, cfg, True, None, None)
                 for e in entities:
                     build_logs[e["name"]].write(f"Config version {version} is serving.")
                 log.info("config update done", extra={"endpoint": endpoint.name, "config_version": version})

@@ -61,7 +61,9 @@ IMPORT_TIME_PREFIXES = (
 #: After the zygote failed to start, replicas start in fresh interpreters for this long.
 RETRY_SECONDS = 60.0
 #: Variables the server itself sets per replica; the child gets them after the fork.
-_PER_REPLICA = frozenset({"PYTHONUNBUFFERED", "CUDA_VISIBLE_DEVICES"})
+#: A replica's niceness (``os.nice``), applied by the worker before the model loads.
+NICE_ENV = "MODELPORT_REPLICA_NICE"
+_PER_REPLICA = frozenset({"PYTHONUNBUFFERED", "CUDA_VISIBLE_DEVICES", NICE_ENV})
 
 
 class ReplicaProcess(Protocol):

@@ -32,8 +32,9 @@ from modelport.runtime.environments import (
     activate,
     env_manager_of,
 )
+from modelport.runtime.event_sink import OnEvent, no_events
 from modelport.runtime.gpus import gpu_ids
-from modelport.runtime.launcher import ZygoteClient
+from modelport.runtime.launcher import NICE_ENV, ZygoteClient
 from modelport.runtime.logs import BuildLog, LogStore
 from modelport.runtime.model_check import ModelCheck
 from modelport.runtime.preflight import check_entity, check_in_gateway
@@ -41,6 +42,7 @@ from modelport.runtime.remote import AttachedReplica
 from modelport.runtime.replica import ReplicaHandle, ReplicaSpec, ReplicaStartFailed
 from modelport.runtime.replica_set import ReplicaSet
 from modelport.spec.endpoint import runs_in_gateway
+from modelport.spec.extensions import SHADOW_ENTITY_KEY
 from modelport.spec.secrets import SecretResolver, parse_reference
 from modelport.store.records import EndpointRecord
 from modelport.store.replicas import ReplicaRecord
@@ -49,6 +51,10 @@ if TYPE_CHECKING:
     from modelport.entities.registry import ModelRegistry
 
 __all__ = ["LocalBackend", "RuntimeOptions"]
+
+#: The niceness of a shadow entity's replicas (``config.shadow``): on a busy machine its copies
+#: yield the CPU to live queries (and are dropped when they fall behind: ``gateway/shadow.py``).
+SHADOW_NICENESS = 10
 
 log = logging.getLogger("modelport.runtime")
 
@@ -104,8 +110,12 @@ class LocalBackend:
         *,
         resolve_secret: SecretResolver = _no_secrets,
         model_check: ModelCheck | None = None,
+        on_event: OnEvent = no_events,
     ) -> None:
+        """``on_event``: where the replicas' events go (the endpoint event log: started,
+        stopped, crashed, scaled, cold starts); it must not block the event loop."""
         self._registry = registry
+        self._on_event = on_event
         self._resolve_secret = resolve_secret
         self._model_check = model_check
         self._logs = logs
@@ -138,7 +148,7 @@ class LocalBackend:
         sets = [
             s for versions in self._sets.values() for entities in versions.values() for s in entities.values()
         ]
-        await asyncio.gather(*(s.close() for s in sets), return_exceptions=True)
+        await asyncio.gather(*(s.close(reason="server stopping") for s in sets), return_exceptions=True)
         self._sets.clear()
         if self._zygote is not None:
             await self._zygote.close()
@@ -229,7 +239,7 @@ class LocalBackend:
         adopt (each is told, and stops by itself unless adopted). The backend stays usable."""
         if self.options.orphan_seconds <= 0:
             for endpoint_id in list(self._sets):
-                await self.remove(endpoint_id)
+                await self.remove(endpoint_id, reason="this server stopped leading")
             return
         sets, self._sets = self.all_sets(), {}
         for _, _, replica_set in sets:
@@ -319,6 +329,8 @@ class LocalBackend:
         env["PYTHONUNBUFFERED"] = "1"
         env["MODELPORT_ENDPOINT"] = endpoint.name
         env["MODELPORT_SERVED_ENTITY"] = entity["name"]
+        if entity.get(SHADOW_ENTITY_KEY):  # a shadow's copies yield the CPU to live queries
+            env[NICE_ENV] = str(SHADOW_NICENESS)
         python = sys.executable
         if env_manager_of(entity, self.options.env_manager) == "uv":
             env_dir = self._envs.env_dir(model_path)
@@ -367,19 +379,75 @@ class LocalBackend:
         )
 
     def _new_set(
-        self, endpoint: EndpointRecord, entity: dict[str, Any], model_path: Path, engine: EngineSpec | None
+        self,
+        endpoint: EndpointRecord,
+        version: int,
+        entity: dict[str, Any],
+        model_path: Path,
+        engine: EngineSpec | None,
     ) -> ReplicaSet:
         opts = self.options
         if engine is not None:
             engine = opts.engines.apply(engine)
         band = self._band(entity, engine, opts.llm_tokens_per_second)
+        spec = self._spec(endpoint, entity, model_path, engine)
+        name = entity["name"]
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            try:
+                self._replica_event(endpoint.id, version, name, spec.log_path, kind, data)
+            except Exception:  # an event must never break the replicas' work
+                log.exception("replica event not recorded", extra={"entity": name, "kind": kind})
+
         return ReplicaSet(
-            entity["name"],
-            self._spec(endpoint, entity, model_path, engine),
+            name,
+            spec,
             band,
             per_replica_in_flight=opts.per_replica_in_flight,
             queue_limit=opts.queue_limit,
             health_seconds=opts.health_seconds,
+            on_event=on_event,
+        )
+
+    def _replica_event(
+        self, endpoint_id: str, version: int, entity: str, log_path: Path, kind: str, data: dict[str, Any]
+    ) -> None:
+        """Record what a replica set reported (``ReplicaSet`` ``on_event``) in the endpoint's event log."""
+        replica = f"Replica {data.get('index')} (pid {data.get('pid')}) of '{entity}'"
+        tail_of: Path | None = None
+        if kind == "replica_started":
+            event, message = "REPLICA_STARTED", f"{replica} started in {data['seconds']:.2f} s."
+            details = {**data, "seconds": round(data["seconds"], 3)}
+        elif kind == "replica_stopped":
+            event, message, details = "REPLICA_STOPPED", f"{replica} stopped ({data['reason']}).", data
+        elif kind == "replica_died":
+            code = data.get("exit")
+            event, tail_of = "REPLICA_CRASHED", log_path
+            details = {"index": data.get("index"), "pid": data.get("pid"), "exit_code": code}
+            status = f"exited with status {code}" if code is not None else "went away"
+            message = f"{replica} {status}; it is replaced."
+        elif kind == "replica_hung":
+            event, details = "REPLICA_CRASHED", {**data, "reason": "hung"}
+            message = (
+                f"{replica} did not answer a health ping within {data['seconds']:g} s; "
+                "it was killed and is replaced."
+            )
+        elif kind == "replica_scaled":
+            event, details = "REPLICA_SCALED", data
+            message = f"Served entity '{entity}' scaled from {data['from']} to {data['to']} replica(s)."
+        elif kind == "cold_start":
+            event, details = "COLD_START", {**data, "seconds": round(data["seconds"], 3)}
+            message = f"Served entity '{entity}' started from zero in {data['seconds']:.2f} s."
+        else:
+            return
+        self._on_event(
+            endpoint_id,
+            event,
+            message,
+            config_version=version,
+            served_entity=entity,
+            details=details,
+            tail_of=tail_of,
         )
 
     async def _bring_up(
@@ -410,7 +478,7 @@ class LocalBackend:
             log_.write(f"FAILED: {message}")
             raise DeploymentFailed(entity["name"], message)
         try:
-            replica_set = self._new_set(endpoint, deployed, path, engine)
+            replica_set = self._new_set(endpoint, version, deployed, path, engine)
         except ModelportError as exc:  # a secret in environment_vars that cannot be resolved
             log_.write(f"FAILED: {exc.message}")
             raise DeploymentFailed(entity["name"], exc.message) from None
@@ -513,12 +581,12 @@ class LocalBackend:
                 logs[entity["name"]].write(f"Restoring after restart failed: {exc.message}")
                 log.error("restore failed", extra={"endpoint": endpoint.name, "entity": entity["name"]})
 
-    async def _close_version(self, endpoint_id: str, version: int) -> None:
+    async def _close_version(self, endpoint_id: str, version: int, reason: str) -> None:
         sets = self._sets.get(endpoint_id, {}).pop(version, {})
-        await asyncio.gather(*(s.close() for s in sets.values()), return_exceptions=True)
+        await asyncio.gather(*(s.close(reason=reason) for s in sets.values()), return_exceptions=True)
 
     async def abort(self, endpoint_id: str, version: int) -> None:
-        await self._close_version(endpoint_id, version)
+        await self._close_version(endpoint_id, version, "update stopped")
 
     async def retire(self, endpoint_id: str, serving_version: int) -> None:
         # Lookups that began before the switch still reach the old sets (in other processes:
@@ -527,9 +595,9 @@ class LocalBackend:
         # Only older versions: a newer one may be coming up meanwhile (an update sent while
         # this one switched), and is not this retirement's to stop.
         for version in [v for v in self._sets.get(endpoint_id, {}) if v < serving_version]:
-            await self._close_version(endpoint_id, version)
+            await self._close_version(endpoint_id, version, f"config version {serving_version} serves")
 
-    async def remove(self, endpoint_id: str) -> None:
+    async def remove(self, endpoint_id: str, *, reason: str = "endpoint deleted") -> None:
         for version in list(self._sets.get(endpoint_id, {})):
-            await self._close_version(endpoint_id, version)
+            await self._close_version(endpoint_id, version, reason)
         self._sets.pop(endpoint_id, None)

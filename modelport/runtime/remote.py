@@ -231,7 +231,7 @@ class RemoteSet(ReplicaSet):
                 await asyncio.wait_for(self._ready.wait(), timeout)
         return self.spec.engine
 
-    async def scale_to(self, target: int) -> None:
+    async def scale_to(self, target: int, *, reason: str = "") -> None:
         """Scaling is the leader's: only a set with no replica asks it for one (a wake)."""
         if target > 0 and not self.ready_replicas:
             await asyncio.to_thread(self._request_wake, self.key)
@@ -282,7 +282,7 @@ class RemoteSet(ReplicaSet):
         self._fail_waiters(SetClosed(self.name))
         await self.attach([])
 
-    async def close(self) -> None:
+    async def close(self, *, reason: str = "") -> None:
         self.closed = True
         await self.attach([])
 

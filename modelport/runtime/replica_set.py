@@ -38,6 +38,11 @@ __all__ = ["ReplicaChunks", "ReplicaSet", "SetClosed"]
 log = logging.getLogger("modelport.runtime")
 
 
+def _who(replica: ReplicaHandle) -> dict[str, Any]:
+    """What an event says of a replica: its index in the set and its pid."""
+    return {"index": getattr(replica, "index", None), "pid": replica.pid}
+
+
 class SetClosed(Exception):
     """The set is being retired; the caller should look the route up again."""
 
@@ -51,6 +56,12 @@ class ReplicaSet:
     ``retry_after``), admission and replica failures as 429, 503 or 504 with ``retry_after``
     where a retry may help, and :class:`SetClosed` once the set is retired. Every request
     admitted holds one slot until it is answered (a stream: until it is closed).
+
+    ``on_event(kind, data)`` is told, on the event loop (it must not block), of ``replica_started``
+    (index, pid, seconds), ``replica_stopped`` (index, pid, reason), ``replica_died`` (index,
+    pid, exit), ``replica_hung`` (index, pid, seconds), ``replica_scaled`` (from, to: the
+    autoscaler's decisions; replacing dead replicas is not scaling) and ``cold_start``
+    (seconds from the first request to a ready replica, replicas).
     """
 
     def __init__(
@@ -110,8 +121,9 @@ class ReplicaSet:
         return len(self._waiters)
 
     # ---- scaling ---------------------------------------------------------------------------
-    async def scale_to(self, target: int) -> None:
-        """Start or stop replicas until ``target`` run. Start failures raise ReplicaStartFailed."""
+    async def scale_to(self, target: int, *, reason: str = "scaled down") -> None:
+        """Start or stop replicas until ``target`` run. Start failures raise ReplicaStartFailed.
+        ``reason``: why replicas stop, as their ``replica_stopped`` events say."""
         async with self._scale_lock:
             live = [r for r in self.replicas if r.alive and not r.closing]
             if target > len(live):
@@ -130,9 +142,8 @@ class ReplicaSet:
                 self.last_request_at = max(self.last_request_at, time.monotonic())
                 for r in new:
                     if r.ready:
-                        self._on_event(
-                            "replica_started", {"pid": r.pid, "seconds": time.monotonic() - r.started_at}
-                        )
+                        seconds = time.monotonic() - r.started_at
+                        self._on_event("replica_started", {**_who(r), "seconds": seconds})
                 self._wake()
                 if failed:
                     raise failed[0][1]
@@ -142,6 +153,9 @@ class ReplicaSet:
                     r.closing = True
                 await asyncio.gather(*(self._drain_and_stop(r) for r in victims))
                 self.replicas = [r for r in self.replicas if r not in victims]
+                for r in victims:
+                    if getattr(r, "was_ready", True):  # one stopped while it started never ran
+                        self._on_event("replica_stopped", {**_who(r), "reason": reason})
             if self.ready_replicas:
                 self._ready.set()
             else:
@@ -182,13 +196,13 @@ class ReplicaSet:
         for r in dead:
             code = r.process.returncode if r.process else None
             log.warning("replica died", extra={"entity": self.name, "pid": r.pid, "exit": code})
-            self._on_event("replica_died", {"pid": r.pid, "exit": code})
+            self._on_event("replica_died", {**_who(r), "exit": code})
         for r in hung:
             log.warning(
                 "replica hung: no answer to a health ping; killing and replacing it",
                 extra={"entity": self.name, "pid": r.pid, "seconds": self.health_seconds},
             )
-            self._on_event("replica_hung", {"pid": r.pid, "seconds": self.health_seconds})
+            self._on_event("replica_hung", {**_who(r), "seconds": self.health_seconds})
         dead += hung
         for r in dead:
             self.replicas.remove(r)
@@ -209,6 +223,10 @@ class ReplicaSet:
                 await self.scale_to(decision.replicas)
             except ReplicaStartFailed as exc:
                 log.error("replica failed to start", extra={"entity": self.name, "reason": exc.message})
+                return
+            before = load.replicas + len(dead)  # replacing dead replicas is not scaling
+            if decision.replicas != before:
+                self._on_event("replica_scaled", {"from": before, "to": decision.replicas})
 
     def _hung(self, now: float) -> list[ReplicaHandle]:
         """Replicas whose last ping failed or got no answer within ``health_seconds``; starts the
@@ -313,7 +331,9 @@ class ReplicaSet:
         started = time.monotonic()
         try:
             await self.scale_to(max(1, self.band.min_replicas))
-            self._on_event("cold_start", {"seconds": time.monotonic() - started})
+            self._on_event(
+                "cold_start", {"seconds": time.monotonic() - started, "replicas": len(self.ready_replicas)}
+            )
         except ReplicaStartFailed as exc:
             log.error("cold start failed", extra={"entity": self.name, "reason": exc.message})
             while self._waiters:
@@ -438,7 +458,8 @@ class ReplicaSet:
         await asyncio.gather(*(r.release() for r in replicas), return_exceptions=True)
         self._ready.clear()
 
-    async def close(self) -> None:
+    async def close(self, *, reason: str = "closed") -> None:
+        """Stop the set's replicas (``reason``: what their ``replica_stopped`` events say)."""
         self.closed = True
         for fut in self._waiters:
             if not fut.done():
@@ -448,5 +469,5 @@ class ReplicaSet:
         self._waiters.clear()
         for r in list(self._pings):
             self._forget_ping(r)
-        await self.scale_to(0)
+        await self.scale_to(0, reason=reason)
         self.closed = True

@@ -31,6 +31,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
+from modelport.runtime.launcher import NICE_ENV
 from modelport.runtime.replica_server import Handler, ReplicaServer
 from modelport.runtime.transport import SECRET_ENV, server_tls
 
@@ -110,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Load, serve, drain; the exit status (0, or :data:`EXIT_LOAD_FAILED`)."""
     args = parse_args(argv)
     secret = os.environ.pop(SECRET_ENV, "")  # read before the model's code runs, and gone for it
+    niceness = os.environ.pop(NICE_ENV, "")
+    if niceness:  # a shadow's replica: lower priority than the live ones (runtime/local.py)
+        os.nice(int(niceness))
     with _runner() as runner:
         started = time.perf_counter()
         try:
