@@ -105,6 +105,11 @@ class Settings:
         "(stopped, hung) is killed and replaced.",
     )
     queue_limit: int = _opt(64, "Requests that may wait per served entity beyond that; more get 429.")
+    shadow_max_in_flight: int = _opt(
+        64,
+        "Shadow copies of live queries (config.shadow) in flight at once in each server process; "
+        "copies beyond are dropped and counted (0: none are sent).",
+    )
     max_replicas: int = _opt(8, "Upper bound on replicas per served entity on this machine.")
     batching: str = _opt(
         "auto", "Adaptive batching in replicas: auto (for flavors that can batch), on or off."
@@ -366,6 +371,8 @@ class Settings:
             raise ValueError(f"--ray-cpus-per-replica must be 0 or more, not {self.ray_cpus_per_replica}.")
         if self.leader_lease_seconds < 1:
             raise ValueError(f"--leader-lease-seconds must be at least 1, not {self.leader_lease_seconds}.")
+        if self.shadow_max_in_flight < 0:
+            raise ValueError(f"--shadow-max-in-flight must be 0 or more, not {self.shadow_max_in_flight}.")
         if self.llm_threads < 0 or self.embed_threads < 0:
             raise ValueError("--llm-threads and --embed-threads must be 0 (half the cores) or more.")
 

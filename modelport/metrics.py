@@ -141,6 +141,14 @@ class Metrics:
             ["endpoint", "table"],
             registry=r,
         )
+        self.shadow_requests = Counter(
+            "modelport_shadow_requests",
+            "Copies of live queries sent to an endpoint's shadow entity (gateway/shadow.py), by "
+            "outcome: sent (answered), error (failed or timed out), dropped (never sent: too many "
+            "copies in flight).",
+            ["endpoint", "served_entity", "outcome"],
+            registry=r,
+        )
 
     def server_text(self) -> bytes:
         return generate_latest(self.registry)
@@ -173,6 +181,7 @@ class Metrics:
             self.endpoint_in_flight,
             self.response_cache,
             self.feature_lookup_missing,
+            self.shadow_requests,
         ):
             for labels in list(metric._metrics):  # prometheus_client keeps children keyed by label tuple
                 names = metric._labelnames

@@ -2,7 +2,8 @@
 
     route (CAN_QUERY) → rate limits → input guardrails → response cache → served entity
       (→ fallbacks) → output guardrails → cache store → token counts
-      → usage + inference-table record → answer
+      → usage + inference-table record → answer → (``config.shadow``) a copy to the shadow
+      entity, in the background (``shadow.py``) → the observers (``observers.py``)
 
 A cache hit (``caching.py``) skips the served entity only: it is admitted by the rate limits
 (tokens are not counted), checked by the output guardrails and recorded like any answer.
@@ -16,7 +17,10 @@ most once (guardrails, token counts and the record share it).
 
 With ``fallback_config.enabled``, a served entity that answers 429 or 5xx is followed by the
 endpoint's other entities in config order (not for ``/served-models/{name}/invocations``); the
-exchange's ``chain`` says who was tried.
+exchange's ``chain`` says who was tried (never the ``config.shadow`` entity, which answers no
+live query).
+
+:meth:`DataPlane.call_entity` sends a request to one served entity and nothing else (replays).
 """
 
 from __future__ import annotations
@@ -28,17 +32,24 @@ from dataclasses import replace
 
 import orjson
 
-from modelport.errors import InvalidParameterValue, ModelportError, TemporarilyUnavailable
+from modelport.errors import (
+    InvalidParameterValue,
+    ModelportError,
+    ResourceDoesNotExist,
+    TemporarilyUnavailable,
+)
 from modelport.gateway.cache_store import CacheStore, LocalCache
 from modelport.gateway.caching import Lookup, ResponseCache
 from modelport.gateway.exchange import Answer, Exchange
 from modelport.gateway.external import ExternalPlane
 from modelport.gateway.feature_serving import FeaturePlane
 from modelport.gateway.guarding import guard_answer, guard_request, guard_stream
+from modelport.gateway.observers import Observed, Observer, notify
 from modelport.gateway.ratelimit import Admission, RateLimiter
 from modelport.gateway.recording import Recorder
 from modelport.gateway.routing import Route, RoutingTable
 from modelport.gateway.served import ReplicaSource, ServedEntities
+from modelport.gateway.shadow import Shadows
 from modelport.gateway.streams import Measured, Recorded
 from modelport.metrics import Metrics
 from modelport.runtime.replica_set import SetClosed
@@ -68,17 +79,25 @@ class DataPlane:
         recorder: Recorder | None = None,
         cache: CacheStore | None = None,
         features: FeaturePlane | None = None,
+        shadow_max_in_flight: int = 64,
     ) -> None:
-        """``features``: answers the feature-spec entities (None: they are refused)."""
+        """``features``: answers the feature-spec entities (None: they are refused);
+        ``shadow_max_in_flight``: the shadow copies in flight at once (``gateway/shadow.py``)."""
         self._external = external
         self._features = features
-        self.cache = ResponseCache(cache or LocalCache(64 * 1024 * 1024), metrics, self._embed)
+        self.cache = ResponseCache(cache or LocalCache(64 * 1024 * 1024), metrics, self.embed)
         self.routes = RoutingTable(db, on_serving=self._retain, on_routes=self.cache.retain)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._served = ServedEntities(replicas, external, metrics, timeout, features)
         self._limiter = limiter or RateLimiter()
         self._recorder = recorder
         self._reloading: dict[str, asyncio.Task[None]] = {}  # endpoint id -> its route's reload
+        #: Shadow copies of live queries (``config.shadow``), and copies asked for by a canary.
+        self.shadows = Shadows(
+            self._direct, metrics, timeout=timeout, max_in_flight=shadow_max_in_flight, recorder=recorder
+        )
+        #: Told how each live query ended (``gateway/observers.py``); append only before serving.
+        self.observers: list[Observer] = []
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -114,6 +133,7 @@ class DataPlane:
 
     async def aclose(self) -> None:
         """Stop following changes; close the providers' HTTP pool and the rate limiter's connections."""
+        await self.shadows.aclose()
         if self._external is not None:
             await self._external.aclose()
         if self._features is not None:
@@ -139,6 +159,39 @@ class DataPlane:
             route = await self._deployed(route)
             route.authorize(ex.caller)
         ex.route = route
+        if route.shadow is None and not self.observers:
+            return await self._recorded(ex, route)
+        return await self._watched(ex, route)
+
+    async def _watched(self, ex: Exchange, route: Route) -> Answer:
+        """:meth:`_recorded`, then (a live query's) the shadow copy and the observers."""
+        observers = self.observers if ex.shadow_of is None and ex.replay_of is None else []
+        try:
+            answer = await self._recorded(ex, route)
+        except ModelportError as exc:
+            if observers:
+                notify(observers, ex, route, exc.status, None)
+            raise
+        except Exception:
+            if observers:
+                notify(observers, ex, route, 500, None)
+            raise
+        if answer.stream is not None:
+            if not observers:
+                return answer
+
+            def ended(status: int, done: Answer | None) -> None:
+                notify(observers, ex, route, status, done)
+
+            return replace(answer, stream=Observed(answer, ended))
+        if route.shadow is not None:
+            self.shadows.after(ex, route)  # scheduled: runs once this answer is on its way
+        if observers:
+            notify(observers, ex, route, 200, answer)
+        return answer
+
+    async def _recorded(self, ex: Exchange, route: Route) -> Answer:
+        """The answer to ``ex``, recorded when ``route`` records queries."""
         if self._recorder is None or not route.recorded:
             return await self._steps(ex, route)
         # A query whose record could be neither written nor kept (the spool's disk is full and
@@ -147,8 +200,7 @@ class DataPlane:
         try:
             answer = await self._steps(ex, route)
         except ModelportError as exc:
-            served = ex.chain[-1]["served_entity"] if ex.chain else None
-            self._record(ex, route, exc.status, served, orjson.dumps(exc.to_body()), None, exc.error_code)
+            self._record(ex, route, exc.status, ex.entity, orjson.dumps(exc.to_body()), None, exc.error_code)
             raise
         if answer.stream is None:
             self._record(ex, route, 200, answer.served, answer.body, answer.tokens, None)
@@ -168,23 +220,27 @@ class DataPlane:
                 route.name, route.limits, ex.caller, fingerprint=route.fingerprint
             )
         if route.guard_in is not None:
-            await guard_request(route.guard_in, ex, self._embed)
+            await guard_request(route.guard_in, ex, self.embed)
         first = route.choose(ex.served)
         found = None
         if route.cache is not None:
             found = await self.cache.lookup(ex, route, first)
-        answer = found if isinstance(found, Answer) else await self._answer(ex, route, first)
+        if isinstance(found, Answer):
+            answer = found
+            ex.entity = found.served
+        else:
+            answer = await self._answer(ex, route, first)
         if admission is not None and admission.token_keys and ex.cache != "hit":
             # The model's tokens, counted before the output guardrails and the cache wrap a stream
             # (and whether a guardrail then blocks the answer or not: they were spent).
             self._count_tokens(admission, answer)
         if route.guard_out is not None:
             if answer.stream is None:
-                answer = await guard_answer(route.guard_out, answer, self._embed, ex.decisions)
+                answer = await guard_answer(route.guard_out, answer, self.embed, ex.decisions)
             else:
                 answer = replace(
                     answer,
-                    stream=await guard_stream(route.guard_out, answer.stream, self._embed, ex.decisions),
+                    stream=await guard_stream(route.guard_out, answer.stream, self.embed, ex.decisions),
                 )
         if isinstance(found, Lookup):
             answer = await self.cache.keep(ex, route, found, answer)
@@ -194,6 +250,8 @@ class DataPlane:
         """The served entity the split picked, then (with fallbacks) the others while the answer is
         a 429 or a 5xx."""
         order = route.order(first, ex.served)
+        if route.shadow is not None and len(order) > 1:  # a shadow never answers a live query
+            order = [e for e in order if e == first or e != route.shadow[0]]
         for i, entity in enumerate(order):
             try:
                 answer = await self._call(ex, route, entity)
@@ -235,6 +293,7 @@ class DataPlane:
         return self.routes.get(route.name)
 
     async def _call(self, ex: Exchange, route: Route, entity: str) -> Answer:
+        ex.entity = entity
         try:
             return await self._served.call(ex, route, route.entities[entity])
         except SetClosed:
@@ -243,8 +302,52 @@ class DataPlane:
             fresh = self.routes.get(route.name)
             fresh.authorize(ex.caller)
             if entity not in fresh.entities:
-                entity = fresh.choose(None)
+                entity = ex.entity = fresh.choose(None)
             return await self._served.call(ex, fresh, fresh.entities[entity])
+
+    # -- one served entity, nothing else on the way (replays, shadow copies) ---------------------
+
+    async def call_entity(self, ex: Exchange, entity: str) -> Answer:
+        """``ex`` answered by served entity ``entity`` of endpoint ``ex.endpoint`` (CAN_QUERY of
+        ``ex.caller``), with no traffic split, fallback, rate limits, guardrails or response cache:
+        a replay's (``ex.replay_of`` set by the caller). Recorded in the inference table when the
+        endpoint has one (not in the usage table); a streamed answer is read whole (its chunks as
+        a JSON array); never shadowed nor observed. A failure is raised (a ModelportError)."""
+        route = await self.routes.lookup(ex.endpoint)
+        route.authorize(ex.caller)
+        ex.route = route
+        recorder = self._recorder if route.inference is not None else None
+        if recorder is not None:
+            recorder.writer.check_room()
+            route = replace(route, usage=False) if route.usage else route
+        try:
+            answer = await self._direct(ex, route, entity)
+            if answer.stream is not None:
+                answer = await _read_whole(answer)
+        except ModelportError as exc:
+            if recorder is not None:
+                self._record(ex, route, exc.status, entity, orjson.dumps(exc.to_body()), None, exc.error_code)
+            raise
+        if recorder is not None:
+            self._record(ex, route, 200, entity, answer.body, answer.tokens, None)
+        return answer
+
+    async def _direct(self, ex: Exchange, route: Route, entity: str) -> Answer:
+        """``ex`` sent to ``entity`` of ``route``, and to nothing else."""
+        found = route.entities.get(entity)
+        if found is None:
+            raise ResourceDoesNotExist(
+                f"Served entity '{entity}' is not part of the serving config of endpoint '{route.name}' "
+                f"(served entities: {', '.join(sorted(route.entities))})."
+            )
+        ex.entity = entity
+        try:
+            return await self._served.call(ex, route, found)
+        except SetClosed:
+            raise TemporarilyUnavailable(
+                f"Endpoint '{route.name}' changed its serving config during the call; try again.",
+                retry_after=1,
+            ) from None
 
     # -- steps' helpers --------------------------------------------------------------------------
 
@@ -290,7 +393,7 @@ class DataPlane:
     def _credit(self, admission: Admission, tokens: int) -> None:
         asyncio.get_running_loop().create_task(self._limiter.add_tokens(admission, tokens))
 
-    async def _embed(self, texts: list[str]) -> list[list[float]]:
+    async def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors from the system embedding endpoint (for ``valid_topics`` guardrails)."""
         route = self.routes.find(EMBEDDING_ENDPOINT)
         replica_set = None
@@ -306,3 +409,15 @@ class DataPlane:
         body = orjson.dumps({"input": texts, "encoding_format": "float"})
         answer = await replica_set.predict(body, self._served.timeout)
         return [item["embedding"] for item in orjson.loads(answer)["data"]]
+
+
+async def _read_whole(answer: Answer) -> Answer:
+    """A streamed answer read to its end: its chunks as one JSON array."""
+    assert answer.stream is not None
+    chunks: list[bytes] = []
+    try:
+        async for chunk in answer.stream:
+            chunks.append(chunk if isinstance(chunk, bytes) else orjson.dumps(chunk))
+    finally:
+        await answer.stream.aclose()
+    return Answer(b"[" + b",".join(chunks) + b"]", answer.served)
