@@ -30,7 +30,10 @@ from modelport.api.auth_throttle import AuthThrottle
 from modelport.api.body_limits import BodyLimits
 from modelport.api.control import batch_jobs as batch_job_routes
 from modelport.api.control import batches as batch_routes
+from modelport.api.control import comparisons as comparison_routes
+from modelport.api.control import config_versions as config_version_routes
 from modelport.api.control import endpoints, permissions, scim, table_permissions, tokens
+from modelport.api.control import events as event_routes
 from modelport.api.control import feature_functions as feature_function_routes
 from modelport.api.control import feature_specs as feature_spec_routes
 from modelport.api.control import feature_usage as feature_usage_routes
@@ -38,6 +41,7 @@ from modelport.api.control import features as feature_routes
 from modelport.api.control import monitor_metrics as monitor_metric_routes
 from modelport.api.control import monitors as monitor_routes
 from modelport.api.control import registry_permissions as registry_permission_routes
+from modelport.api.control import rollouts as rollout_routes
 from modelport.api.control import secrets as secret_routes
 from modelport.api.control import session as session_routes
 from modelport.api.control import status as status_routes
@@ -104,6 +108,10 @@ class ModelportApp:
                 *system.routes,
                 *batch_routes.routes,
                 *batch_job_routes.routes,
+                *config_version_routes.routes,
+                *event_routes.routes,
+                *rollout_routes.routes,
+                *comparison_routes.routes,
                 *endpoints.routes,
                 *permissions.routes,
                 *tokens.routes,
@@ -182,6 +190,12 @@ class ModelportApp:
             await services.monitor_runner.start()  # runs monitor refreshes while this process leads
         if serving and services.table_jobs is not None:
             await services.table_jobs.start()  # runs table jobs while this process leads
+        if serving and services.replay_runner is not None:
+            await services.replay_runner.start()  # runs replays while this process leads
+        if services.rollout_tally is not None:
+            await services.rollout_tally.start()  # writes this process's canary tallies every second
+        if serving and services.rollout_runner is not None:
+            await services.rollout_runner.start()  # drives rollouts while this process leads
         if self.settings.workers > 1:  # /metrics answers for every process of the port
             services.metrics_exchange = MetricsExchange(
                 self.settings.run_path / "metrics",
@@ -209,6 +223,12 @@ class ModelportApp:
                 await services.monitor_runner.stop()
             if services.table_jobs is not None:
                 await services.table_jobs.stop()
+            if services.replay_runner is not None:
+                await services.replay_runner.stop()
+            if services.rollout_runner is not None:
+                await services.rollout_runner.stop()
+            if services.rollout_tally is not None:
+                await services.rollout_tally.aclose()
             await services.cluster.stop()
             await services.reconciler.stop()
             if serving:
@@ -216,6 +236,8 @@ class ModelportApp:
                 await services.backend.stop()
             await services.dataplane.aclose()
             await services.tables.stop()
+            if services.events is not None:  # the replicas' last events, before the store closes
+                await asyncio.to_thread(services.events.close)
             for task in self._background:
                 task.cancel()
             services.db.close()

@@ -10,6 +10,7 @@ embedded registry's ``/api/2.0/mlflow/...`` paths) is MLflow's document, not thi
 from __future__ import annotations
 
 from modelport.api.openapi_batches import batch_operations
+from modelport.api.openapi_config_versions import DRY_RUN, config_version_operations
 from modelport.api.openapi_monitors import monitor_operations
 from modelport.api.openapi_schemas import OBJECT, Operation, Param, Schema, array_of, obj, string
 from modelport.spec import secrets as secret_names
@@ -269,6 +270,52 @@ _REGISTRY_ACL_BODY = obj(
 )
 
 
+_MEASURED: Schema = obj(
+    {
+        "requests": {"type": "integer"},
+        "errors": {"type": "integer"},
+        "error_rate": {"type": ["number", "null"]},
+        "p50_ms": {"type": ["number", "null"]},
+        "p99_ms": {"type": ["number", "null"]},
+        "compared": {"type": "integer"},
+        "agreement": {"type": ["number", "null"]},
+    }
+)
+#: A rollout as ``GET .../rollouts/current`` returns it (``control/rollouts.render``).
+_ROLLOUT: Schema = obj(
+    {
+        "id": string(),
+        "config_version": {"type": "integer"},
+        "from_version": {"type": ["integer", "null"]},
+        "state": {"enum": ["WAITING", "RUNNING", "PAUSED", "SUCCEEDED", "ROLLED_BACK", "CANCELED", "FAILED"]},
+        "step": {"type": "integer"},
+        "steps": array_of({"type": "number"}),
+        "percentage": {"type": "number"},
+        "candidate": string(),
+        "incumbents": array_of(string()),
+        "policy": OBJECT,
+        "step_started_timestamp": {"type": ["integer", "null"]},
+        "created_timestamp": {"type": "integer"},
+        "finished_timestamp": {"type": ["integer", "null"]},
+        "creator": string(),
+        "message": {"type": ["string", "null"]},
+        "last_evaluation": {
+            "type": ["object", "null"],
+            "properties": {
+                "timestamp": {"type": "integer"},
+                "step": {"type": "integer"},
+                "percentage": {"type": "number"},
+                "candidate": _MEASURED,
+                "incumbent": _MEASURED,
+                "verdict": {"enum": ["HOLD", "ADVANCE", "PROMOTE", "ROLL_BACK"]},
+                "reason": string(),
+                "breached": {"type": ["string", "null"]},
+            },
+        },
+    }
+)
+
+
 def _registry_permission_ops() -> list[Operation]:
     """Grants on the embedded registry's registered models (id: the model's name) and
     experiments (id: the experiment's id)."""
@@ -299,6 +346,58 @@ def _registry_permission_ops() -> list[Operation]:
             Operation("GET", f"{base}/permissionLevels", f"The levels a {noun}'s grants take.", _PERMS, read),
         ]
     return out
+
+
+_COMPARED = "/api/2.0/modelport/serving-endpoints/{name}"
+_NUMBER_OR_NULL: Schema = {"type": ["number", "null"]}
+_SIDE = obj(
+    {
+        "requests": {"type": "integer"},
+        "errors": {"type": "integer"},
+        "error_rate": _NUMBER_OR_NULL,
+        "p50_ms": _NUMBER_OR_NULL,
+        "p99_ms": _NUMBER_OR_NULL,
+    }
+)
+_COMPARE_REPORT = obj(
+    {
+        "endpoint": string(),
+        "candidate": string(),
+        "incumbent": array_of(string()),
+        "source": string(enum=["shadow", "replay"]),
+        "kind": {"type": ["string", "null"], "enum": ["labels", "numbers", "text", None]},
+        "pairs": {"type": "integer"},
+        "compared": {"type": "integer"},
+        "agreement": _NUMBER_OR_NULL,
+        "correlation": _NUMBER_OR_NULL,
+        "similarity": _NUMBER_OR_NULL,
+        "similarity_method": {"type": ["string", "null"]},
+        "length": {"type": ["object", "null"]},
+        "live": _SIDE,
+        "candidate_stats": _SIDE,
+        "since": {"type": ["integer", "null"]},
+        "until": {"type": ["integer", "null"]},
+    }
+)
+_REPLAY = obj(
+    {
+        "id": string(),
+        "state": string(enum=["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED"]),
+        "candidate": string(),
+        "spec": OBJECT,
+        "progress": obj(
+            {
+                "sent": {"type": "integer"},
+                "total": {"type": ["integer", "null"]},
+                "errors": {"type": "integer"},
+            }
+        ),
+        "report": {"type": ["object", "null"]},
+        "created_timestamp": {"type": "integer"},
+        "creator": string(),
+        "message": {"type": ["string", "null"]},
+    }
+)
 
 
 def _ops() -> list[Operation]:
@@ -416,6 +515,7 @@ def _ops() -> list[Operation]:
             _TAG,
             ANY_USER,
             body=CreateEndpoint,
+            query=(DRY_RUN,),
             required=("name",),
             fields={"name": _ENDPOINT_NAME},
             links={"GetEndpoint": (get_endpoint, name_link)},
@@ -428,6 +528,7 @@ def _ops() -> list[Operation]:
             ANY_USER,
             body=CreatePtEndpoint,
             required=("name", "config"),
+            query=(DRY_RUN,),
             fields={"name": _ENDPOINT_NAME},
             links={"GetEndpoint": (get_endpoint, name_link)},
         ),
@@ -439,6 +540,7 @@ def _ops() -> list[Operation]:
             MANAGE,
             body=UpdatePtConfig,
             required=("config",),
+            query=(DRY_RUN,),
         ),
         Operation("GET", f"{SE}/{{name}}", "Get an endpoint.", _TAG, VIEW),
         Operation("DELETE", f"{SE}/{{name}}", "Delete an endpoint.", _TAG, MANAGE),
@@ -449,6 +551,7 @@ def _ops() -> list[Operation]:
             _TAG,
             MANAGE,
             body=EndpointCoreConfigInput,
+            query=(DRY_RUN,),
         ),
         Operation(
             "POST",
@@ -512,6 +615,78 @@ def _ops() -> list[Operation]:
         ),
         Operation(
             "GET",
+            f"{SE}/{{name}}/events",
+            "The endpoint's event log, newest first: config updates (who, which version), rollout "
+            "decisions, replicas started, stopped, crashed and scaled, cold starts.",
+            _TAG,
+            VIEW,
+            query=(
+                Param(
+                    "max_results",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                    description="Default 100.",
+                ),
+                Param("page_token", description="The next_page_token of the previous page."),
+                Param("kind", description="Only these kinds (repeatable, or a comma list)."),
+            ),
+            response=obj(
+                {
+                    "events": array_of(
+                        obj(
+                            {
+                                "id": {"type": "integer"},
+                                "timestamp": {"type": "integer"},
+                                "kind": string(),
+                                "message": string(),
+                                "actor": {"type": ["string", "null"]},
+                                "config_version": {"type": ["integer", "null"]},
+                                "served_entity": {"type": ["string", "null"]},
+                                "details": {"type": ["object", "null"]},
+                            }
+                        )
+                    ),
+                    "next_page_token": {"type": ["string", "null"]},
+                }
+            ),
+        ),
+        # ---- canary rollouts (api/control/rollouts.py) ----------------------------------------
+        Operation(
+            "GET",
+            f"{SE}/{{name}}/rollouts",
+            "The endpoint's rollouts (config updates with a `rollout` policy), newest first.",
+            _TAG,
+            VIEW,
+            response=obj({"rollouts": array_of(_ROLLOUT)}),
+        ),
+        Operation(
+            "GET",
+            f"{SE}/{{name}}/rollouts/current",
+            "The endpoint's newest rollout: state, step, policy and the last evaluation (404 when none).",
+            _TAG,
+            VIEW,
+            response=_ROLLOUT,
+        ),
+        *(
+            Operation(
+                "POST",
+                f"{SE}/{{name}}/rollouts/current/{verb}",
+                summary,
+                _TAG,
+                MANAGE,
+                response=_ROLLOUT,
+            )
+            for verb, summary in (
+                ("pause", "Pause the running rollout: the traffic stays at its step, no evaluation."),
+                ("resume", "Resume a paused rollout: its step goes on for the time it had left."),
+                (
+                    "cancel",
+                    "Cancel the rollout: a running or paused one rolls back (traffic to the incumbents "
+                    "at once, then the previous config restored as a new version).",
+                ),
+            )
+        ),
+        Operation(
+            "GET",
             f"{SE}/{{name}}/metrics",
             "The endpoint's metrics in Prometheus text.",
             _TAG,
@@ -562,6 +737,68 @@ def _ops() -> list[Operation]:
         *_registry_permission_ops(),
         *batch_operations(),
         *monitor_operations(),
+        *config_version_operations(),
+        # ---- comparisons and replays (safe rollouts; api/control/comparisons.py) ------------
+        Operation(
+            "GET",
+            f"{_COMPARED}/compare",
+            "Compare a candidate served entity with live traffic, from the inference table: "
+            "agreement, correlation or similarity, errors and latency side by side.",
+            _TAG,
+            f"{VIEW}, and SELECT on its inference table",
+            query=(
+                Param("candidate", required=True, description="The served entity to compare."),
+                Param("source", string(enum=["shadow", "replay"]), description="Default shadow."),
+                Param("since", description="ISO-8601, epoch ms or a time ago (1h); default 24 h ago."),
+                Param("until", description="As since; default now."),
+                Param("replay_id", description="With source=replay: one replay's rows."),
+            ),
+            response=_COMPARE_REPORT,
+        ),
+        Operation(
+            "POST",
+            f"{_COMPARED}/replays",
+            "Replay logged requests (newest first) against a candidate served entity at a bounded "
+            "rate, then compare.",
+            _TAG,
+            MANAGE,
+            body=obj(
+                {
+                    "candidate": string("A served entity of the serving config."),
+                    "since": {"type": ["string", "integer"]},
+                    "until": {"type": ["string", "integer"]},
+                    "filter": obj({"served_entity_name": string(), "status_code": {"type": "integer"}}),
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    "rate_per_second": {"type": "number", "minimum": 0.1, "maximum": 1000},
+                },
+                ("candidate",),
+            ),
+            response=_REPLAY,
+            links={
+                "GetReplay": (
+                    "get_api_2_0_modelport_serving_endpoints_by_name_replays_by_replay_id",
+                    {"name": "$request.path.name", "replay_id": "$response.body#/id"},
+                )
+            },
+        ),
+        Operation(
+            "GET",
+            f"{_COMPARED}/replays",
+            "The endpoint's replays, newest first.",
+            _TAG,
+            VIEW,
+            response=obj({"replays": array_of(_REPLAY)}),
+        ),
+        Operation("GET", f"{_COMPARED}/replays/{{replay_id}}", "One replay.", _TAG, VIEW, response=_REPLAY),
+        Operation(
+            "POST",
+            f"{_COMPARED}/replays/{{replay_id}}/cancel",
+            "Cancel a replay.",
+            _TAG,
+            MANAGE,
+            body_required=False,
+            response=_REPLAY,
+        ),
         # ---- secrets -----------------------------------------------------------------------
         Operation(
             "POST",

@@ -7,10 +7,12 @@ from typing import Any
 
 from starlette.requests import Request
 
+from modelport.batch.replay_runner import ReplayRunner
 from modelport.batch.runner import BatchRunner
 from modelport.batch.table_runner import TableJobRunner
 from modelport.config import Settings
 from modelport.control.cluster import Cluster
+from modelport.control.comparisons import ComparisonService
 from modelport.control.endpoints import EndpointService
 from modelport.control.feature_functions import FeatureFunctionService
 from modelport.control.feature_specs import FeatureSpecService
@@ -20,12 +22,17 @@ from modelport.control.identity import IdentityService
 from modelport.control.monitor_runner import MonitorRunner
 from modelport.control.monitors import MonitorService
 from modelport.control.reconciler import Reconciler
+from modelport.control.replays import ReplayService
+from modelport.control.rollout_runner import RolloutRunner
+from modelport.control.rollouts import RolloutService
 from modelport.control.secrets import SecretService
 from modelport.entities.registry_handle import RegistryHandle
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.pipeline import DataPlane
+from modelport.gateway.rollout_tally import RolloutTally
 from modelport.metrics import Metrics
 from modelport.metrics_exchange import MetricsExchange
+from modelport.runtime.event_sink import EventSink
 from modelport.runtime.local import LocalBackend
 from modelport.spec.identity import Caller
 from modelport.store import Database
@@ -65,6 +72,18 @@ class Services:
     monitor_runner: MonitorRunner | None = None
     #: Bulk jobs on tables (``modelport batch run``, ``batch/table_runner.py``).
     table_jobs: TableJobRunner | None = None
+    #: Comparison reports of a candidate against live traffic (``control/comparisons.py``), and
+    #: replays of logged traffic against it (``control/replays.py``) with their runner.
+    comparisons: ComparisonService | None = None
+    replays: ReplayService | None = None
+    replay_runner: ReplayRunner | None = None
+    #: Canary rollouts (``control/rollouts.py``), the leader's runner of them, and this
+    #: process's tallies of their steps (a data-plane observer, ``gateway/rollout_tally.py``).
+    rollouts: RolloutService | None = None
+    rollout_runner: RolloutRunner | None = None
+    rollout_tally: RolloutTally | None = None
+    #: The writer of the endpoint event log for the leader's work (``runtime/event_sink.py``).
+    events: EventSink | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -6,17 +6,21 @@ service with its collaborators; nothing is started here (``api/app.py`` starts t
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Callable
 
 from modelport.api.services import Services
 from modelport.batch.files import FileStore
 from modelport.batch.jobs import JobStore
+from modelport.batch.replay_runner import ReplayRunner
 from modelport.batch.runner import BatchRunner
 from modelport.batch.table_jobs import TableJobStore
 from modelport.batch.table_runner import TableJobRunner
 from modelport.config import Settings, inherited_environment
 from modelport.control.cipher import load_cipher
 from modelport.control.cluster import Cluster, Role
+from modelport.control.comparisons import ComparisonService
 from modelport.control.endpoints import EndpointService
 from modelport.control.feature_functions import FeatureFunctionService
 from modelport.control.feature_specs import FeatureSpecService
@@ -28,6 +32,9 @@ from modelport.control.monitors import MonitorService
 from modelport.control.permissions import AccessControl
 from modelport.control.reconciler import Reconciler
 from modelport.control.registry_acl import RegistryAccess
+from modelport.control.replays import ReplayService
+from modelport.control.rollout_runner import RolloutRunner
+from modelport.control.rollouts import RolloutService
 from modelport.control.secrets import SecretService
 from modelport.entities.foundation.detect import EngineDefaults
 from modelport.entities.registry_handle import RegistryHandle
@@ -38,7 +45,9 @@ from modelport.gateway.feature_serving import FeaturePlane
 from modelport.gateway.pipeline import DataPlane
 from modelport.gateway.ratelimit import LocalCounters, RateLimiter, RedisCounters
 from modelport.gateway.recording import Recorder
+from modelport.gateway.rollout_tally import RolloutTally
 from modelport.metrics import Metrics
+from modelport.runtime.event_sink import EventSink
 from modelport.runtime.local import LocalBackend, RuntimeOptions
 from modelport.runtime.logs import LogStore
 from modelport.runtime.model_check import ModelCheck
@@ -103,9 +112,12 @@ def build_services(
     # Replicas of models that look their features up read the online store (Ray replicas too).
     base_env = {**inherited_environment(), "MODELPORT_ONLINE_STORE": settings.online_store_location}
     backend_args = (registry, logs, options, base_env)
+    # The endpoint event log of the leader's work (updates, replicas): written off the event loop.
+    events = EventSink(db.events.add, prune=db.events.prune)
     backend_kwargs = {
         "resolve_secret": secret_service.resolve,
         "model_check": ModelCheck(db.digests, embedded=settings.embedded_registry),
+        "on_event": events,
     }
     if keys is not None:
         backend: LocalBackend = RayBackend(
@@ -137,7 +149,9 @@ def build_services(
         memory_records=settings.tables_memory_records,
     )
     _watch_faults(metrics, limiter, tables)
-    reconciler = Reconciler(db, backend, logs, max_concurrent=settings.max_concurrent_deployments)
+    reconciler = Reconciler(
+        db, backend, logs, max_concurrent=settings.max_concurrent_deployments, events=events
+    )
     cluster = Cluster(
         db,
         backend,
@@ -160,6 +174,7 @@ def build_services(
         cache=RedisCache(settings.redis) if settings.redis else LocalCache(settings.response_cache_bytes),
         # Feature-spec endpoints read the online store the replicas read.
         features=FeaturePlane(settings.online_store_location, metrics),
+        shadow_max_in_flight=settings.shadow_max_in_flight,
     )
     reconciler.on_change = dataplane.invalidate
     store = dataplane.cache.store
@@ -215,6 +230,7 @@ def build_services(
         feature_functions=feature_functions,
         # the online store's state of a table, whoever may read it: the endpoint page's problems
         feature_usage=FeatureUsage(endpoint_service, registry, features.tables, features.online_state),
+        events=events,
     )
     batch_root = settings.data_path / "batch"  # bulk jobs: files and job state (batch/jobs.py)
     files = FileStore(batch_root)
@@ -234,7 +250,48 @@ def build_services(
     services.monitors = MonitorService(db, settings.tables_location, secrets=secret_service)
     services.monitor_runner = MonitorRunner(services.monitors, leading=lambda: cluster.leading)
     services.monitors.wake = services.monitor_runner.wake
+    # Comparisons and replays (the leader sends the replays' requests).
+    services.comparisons = ComparisonService(
+        db,
+        endpoint_service,
+        settings.tables_location,
+        embed=_embedder(dataplane, float(settings.request_timeout)),
+    )
+    services.replay_runner = ReplayRunner(
+        db,
+        dataplane,
+        services.comparisons,
+        leading=leading,
+        flush_seconds=float(settings.tables_flush_seconds),
+    )
+    services.replays = ReplayService(db, endpoint_service, services.comparisons, services.replay_runner.wake)
+    # Canary rollouts: begun by config updates, driven by the leader, counted by every process.
+    services.rollouts = RolloutService(db, access, on_change=dataplane.invalidate)
+    services.rollouts.endpoints = endpoint_service
+    endpoint_service.rollouts = services.rollouts
+    services.rollout_runner = RolloutRunner(services.rollouts, leading=leading)
+    services.rollouts.wake = services.rollout_runner.wake
+    services.rollout_tally = RolloutTally(db, cluster.holder, dataplane.shadows)
+    dataplane.observers.append(services.rollout_tally)
     return services, new_token
+
+
+def _embedder(dataplane: DataPlane, timeout: float) -> Callable[[list[str]], list[list[float]]]:
+    """Texts to vectors through the system embeddings endpoint, from a worker thread (comparison
+    reports' similarity of LLM answers; raises when the endpoint does not serve here)."""
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        loop = dataplane.cache.loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the data plane is not running")
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), 64):
+            batch = [t[:2000] for t in texts[start : start + 64]]
+            future = asyncio.run_coroutine_threadsafe(dataplane.embed(batch), loop)
+            vectors.extend(future.result(timeout))
+        return vectors
+
+    return embed
 
 
 def _replica_keys(settings: Settings, db: Database) -> ReplicaKeys:

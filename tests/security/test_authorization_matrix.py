@@ -38,6 +38,7 @@ FF = "/api/2.0/feature-engineering/functions"
 FS = "/api/2.0/feature-engineering/feature-specs"
 MON = "/api/2.1/unity-catalog/tables/{table_name}/monitor"
 MISSING_ID = "0" * 32
+CMP = "/api/2.0/modelport/serving-endpoints/{name}"
 #: The levels of each kind of object, lowest first.
 LEVELS = {
     "endpoint": ("CAN_VIEW", "CAN_QUERY", "CAN_MANAGE"),
@@ -123,6 +124,25 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", f"{SE}/{{name}}/served-models/{{served}}/build-logs"): Row("endpoint", "CAN_VIEW", ok=404),
     ("GET", f"{SE}/{{name}}/metrics"): Row("endpoint", "CAN_VIEW"),
     ("GET", f"{SE}/{{name}}/openapi"): Row("endpoint", "CAN_VIEW"),
+    # config history: the matrix's endpoints have no config, so version 1 is missing (404)
+    ("GET", f"{SE}/{{name}}/config-versions"): Row("endpoint", "CAN_VIEW"),
+    ("GET", f"{SE}/{{name}}/config-versions/{{version}}"): Row("endpoint", "CAN_VIEW", ok=404),
+    ("POST", f"{SE}/{{name}}/config-versions/{{version}}/rollback"): Row(
+        "endpoint", "CAN_MANAGE", ok=404, body={}
+    ),
+    ("GET", f"{SE}/{{name}}/events"): Row("endpoint", "CAN_VIEW"),
+    # rollouts: the matrix's endpoints have none (the current one is missing: 404)
+    ("GET", f"{SE}/{{name}}/rollouts"): Row("endpoint", "CAN_VIEW"),
+    ("GET", f"{SE}/{{name}}/rollouts/current"): Row("endpoint", "CAN_VIEW", ok=404),
+    ("POST", f"{SE}/{{name}}/rollouts/current/pause"): Row("endpoint", "CAN_MANAGE", ok=404, body={}),
+    ("POST", f"{SE}/{{name}}/rollouts/current/resume"): Row("endpoint", "CAN_MANAGE", ok=404, body={}),
+    ("POST", f"{SE}/{{name}}/rollouts/current/cancel"): Row("endpoint", "CAN_MANAGE", ok=404, body={}),
+    # comparisons and replays: the candidate is no served entity of a config-less endpoint (400)
+    ("GET", f"{CMP}/compare"): Row("endpoint", "CAN_VIEW", ok=400, query={"candidate": "absent"}),
+    ("POST", f"{CMP}/replays"): Row("endpoint", "CAN_MANAGE", ok=400, body={}),
+    ("GET", f"{CMP}/replays"): Row("endpoint", "CAN_VIEW"),
+    ("GET", f"{CMP}/replays/{{replay_id}}"): Row("endpoint", "CAN_VIEW", ok=404),
+    ("POST", f"{CMP}/replays/{{replay_id}}/cancel"): Row("endpoint", "CAN_MANAGE", ok=404, body={}),
     ("GET", "/api/2.0/permissions/serving-endpoints/{endpoint_id}"): Row("endpoint", "CAN_VIEW"),
     ("PUT", "/api/2.0/permissions/serving-endpoints/{endpoint_id}"): Row(
         "endpoint", "CAN_MANAGE", ok=400, body=_acl_with_unknown_user("CAN_VIEW")
@@ -330,7 +350,13 @@ class World:
                     json={"access_control_list": self._acl(kind)},
                 )
             )
-            return {"name": created["name"], "endpoint_id": created["id"], "served": "absent"}
+            return {
+                "name": created["name"],
+                "endpoint_id": created["id"],
+                "served": "absent",
+                "version": "1",
+                "replay_id": MISSING_ID,
+            }
         if kind == "scope":
             scope = unique("mx-scope")
             self._ok(a.post("/api/2.0/secrets/scopes/create", json={"scope": scope}))
