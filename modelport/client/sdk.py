@@ -348,6 +348,73 @@ class ModelportClient:
     def cancel_monitor_refresh(self, table: str, refresh_id: int) -> dict[str, Any]:
         return dict(self._json("POST", f"{self._monitor(table)}/refreshes/{int(refresh_id)}/cancel"))
 
+    # ---- comparisons and replays (safe rollouts) ------------------------------------------------
+    @staticmethod
+    def _compared(name: str) -> str:
+        return f"/api/2.0/modelport/serving-endpoints/{_segment(name)}"
+
+    def compare(
+        self,
+        name: str,
+        candidate: str,
+        *,
+        source: str = "shadow",
+        since: str | int | None = None,
+        until: str | int | None = None,
+        replay_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The comparison report of served entity ``candidate`` against live traffic (``since``,
+        ``until``: ISO-8601, epoch ms or a time ago such as ``1h``)."""
+        params = {
+            "candidate": candidate,
+            "source": source,
+            "since": since,
+            "until": until,
+            "replay_id": replay_id,
+        }
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        return dict(self._json("GET", f"{self._compared(name)}/compare?{query}"))
+
+    def create_replay(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replay logged requests against a candidate (``{"candidate", "since", "until", "filter",
+        "limit", "rate_per_second"}``); the replay, QUEUED."""
+        return dict(self._json("POST", f"{self._compared(name)}/replays", body))
+
+    def list_replays(self, name: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"{self._compared(name)}/replays").get("replays", []))
+
+    def get_replay(self, name: str, replay_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"{self._compared(name)}/replays/{_segment(replay_id)}"))
+
+    def cancel_replay(self, name: str, replay_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"{self._compared(name)}/replays/{_segment(replay_id)}/cancel"))
+
+    # ---- canary rollouts ------------------------------------------------------------------------
+    @staticmethod
+    def _rollouts(name: str) -> str:
+        return f"/api/2.0/serving-endpoints/{_segment(name)}/rollouts"
+
+    def list_rollouts(self, name: str) -> list[dict[str, Any]]:
+        """The endpoint's rollouts (config updates with a ``rollout`` policy), newest first."""
+        return list(self._json("GET", self._rollouts(name)).get("rollouts", []))
+
+    def current_rollout(self, name: str) -> dict[str, Any]:
+        """The endpoint's newest rollout: ``{"id", "state", "step", "steps", "percentage",
+        "candidate", "incumbents", "policy", "last_evaluation", ...}`` (404 when none)."""
+        return dict(self._json("GET", f"{self._rollouts(name)}/current"))
+
+    def pause_rollout(self, name: str) -> dict[str, Any]:
+        """Pause the running rollout (its traffic stays at the step); the rollout."""
+        return dict(self._json("POST", f"{self._rollouts(name)}/current/pause"))
+
+    def resume_rollout(self, name: str) -> dict[str, Any]:
+        """Resume a paused rollout; the rollout."""
+        return dict(self._json("POST", f"{self._rollouts(name)}/current/resume"))
+
+    def cancel_rollout(self, name: str) -> dict[str, Any]:
+        """Cancel the rollout: a running or paused one rolls back; the rollout."""
+        return dict(self._json("POST", f"{self._rollouts(name)}/current/cancel"))
+
     # ---- feature specs ---------------------------------------------------------------------
     def create_feature_spec(self, name: str, feature_spec: dict[str, Any]) -> dict[str, Any]:
         """Store a feature spec (its ``feature_spec.yaml`` document as JSON) for feature-serving
@@ -394,17 +461,54 @@ class ModelportClient:
         """One endpoint in full (ServingEndpointDetailed)."""
         return dict(self._json("GET", f"/api/2.0/serving-endpoints/{_segment(name)}"))
 
-    def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Create an endpoint from a CreateEndpoint body; returns at once (the update runs on)."""
-        return dict(self._json("POST", "/api/2.0/serving-endpoints", body))
+    def create_endpoint(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Create an endpoint from a CreateEndpoint body; returns at once (the update runs on).
+        ``dry_run``: check it all and return the dry-run report (``diff``, ``resolved``); nothing
+        is created."""
+        path = "/api/2.0/serving-endpoints" + ("?dry_run=true" if dry_run else "")
+        return dict(self._json("POST", path, body))
 
     def delete_endpoint(self, name: str) -> dict[str, Any]:
         """Delete an endpoint and stop its replicas; returns ``{}``."""
         return dict(self._json("DELETE", f"/api/2.0/serving-endpoints/{_segment(name)}"))
 
-    def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        """Start a config update (EndpointCoreConfigInput); refused with 409 while one runs."""
-        return dict(self._json("PUT", f"/api/2.0/serving-endpoints/{_segment(name)}/config", config))
+    def update_config(self, name: str, config: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Start a config update (EndpointCoreConfigInput); refused with 409 while one runs.
+        ``dry_run``: check it all and return the dry-run report (the ``diff`` against the current
+        config); nothing changes."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/config" + ("?dry_run=true" if dry_run else "")
+        return dict(self._json("PUT", path, config))
+
+    def config_versions(
+        self, name: str, *, max_results: int | None = None, page_token: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the endpoint's config versions, newest first: ``{"config_versions",
+        "next_page_token"}`` (modelport extension)."""
+        params = {k: v for k, v in (("max_results", max_results), ("page_token", page_token)) if v}
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/config-versions"
+        return dict(self._json("GET", path + (f"?{urlencode(params)}" if params else "")))
+
+    def list_config_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every config version of the endpoint, newest first (all pages)."""
+        out: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = self.config_versions(name, max_results=500, page_token=token)
+            out.extend(page.get("config_versions") or [])
+            token = page.get("next_page_token")
+            if not token:
+                return out
+
+    def get_config_version(self, name: str, version: int) -> dict[str, Any]:
+        """One config version in full: its ``config`` (credentials masked) and ``ai_gateway``."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/config-versions/{int(version)}"
+        return dict(self._json("GET", path))
+
+    def rollback(self, name: str, version: int, reason: str | None = None) -> dict[str, Any]:
+        """Serve config ``version`` again as a new version (its AI-gateway settings too); the
+        endpoint plus ``rollback: {"to_version", "new_version", "restored", "diff"}``."""
+        path = f"/api/2.0/serving-endpoints/{_segment(name)}/config-versions/{int(version)}/rollback"
+        return dict(self._json("POST", path, {"reason": reason} if reason else {}))
 
     def cancel_update(self, name: str) -> dict[str, Any]:
         """Cancel the update in progress; the previous config keeps serving (modelport extension)."""
@@ -443,6 +547,27 @@ class ModelportClient:
         """Log of building one served entity's environment."""
         path = f"/api/2.0/serving-endpoints/{_segment(name)}/served-models/{_segment(served)}/build-logs"
         return str(self._json("GET", path).get("logs", ""))
+
+    def events(
+        self,
+        name: str,
+        *,
+        kinds: list[str] | None = None,
+        max_results: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of the endpoint's event log, newest first: ``{"events": [{"id", "timestamp",
+        "kind", "message", "actor", "config_version", "served_entity", "details"}],
+        "next_page_token"}`` (null on the last page); ``kinds``: only these kinds."""
+        params: dict[str, Any] = {}
+        if kinds:
+            params["kind"] = ",".join(kinds)
+        if max_results is not None:
+            params["max_results"] = max_results
+        if page_token:
+            params["page_token"] = page_token
+        response = self._send("GET", f"/api/2.0/serving-endpoints/{_segment(name)}/events", params=params)
+        return dict(response.json())
 
     def metrics(self, name: str) -> str:
         """The endpoint's metrics as Prometheus text."""

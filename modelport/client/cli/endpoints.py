@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ from modelport.client.cli.output import EMPTY, format_ms, render_fields, render_
 from modelport.client.sdk import ModelportClient
 from modelport.errors import DeadlineExceeded, InvalidParameterValue
 
-__all__ = ["app", "endpoint_detail", "endpoints_table"]
+__all__ = ["app", "dry_run_text", "endpoint_detail", "endpoints_table", "history_table"]
 
 app = typer.Typer(
     help="Create, update, inspect and query serving endpoints.",
@@ -49,6 +50,16 @@ WaitOption = Annotated[
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", help="Seconds --wait waits before giving up.", min=0)
 ]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Check everything (models, secrets, permissions) and print what would change; change nothing.",
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the server's JSON (same as -o json).")]
+#: Widest value a dry-run or rollback diff prints in a table cell.
+_CELL = 60
 
 
 # ---- rendering ---------------------------------------------------------------------------
@@ -133,6 +144,126 @@ def endpoint_detail(endpoint: dict[str, Any]) -> str:
     return "\n\n".join(blocks)
 
 
+def _compact(value: Any) -> str:
+    if value is None:
+        return EMPTY
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= _CELL else text[: _CELL - 3] + "..."
+
+
+def diff_table(changes: list[dict[str, Any]]) -> str:
+    """Config changes (a dry run's or a rollback's ``diff``) one per line."""
+    if not changes:
+        return "No changes."
+    rows = [
+        [
+            str(c.get("change", EMPTY)),
+            str(c.get("path", EMPTY)),
+            _compact(c.get("before")),
+            _compact(c.get("after")),
+        ]
+        for c in changes
+    ]
+    return render_table(["CHANGE", "PATH", "BEFORE", "AFTER"], rows)
+
+
+def dry_run_text(report: dict[str, Any], name: str) -> str:
+    """A dry-run report: what would change, what the entities resolve to, and the rollout plan."""
+    current = report.get("config_version")
+    target = report.get("next_config_version")
+    serving = f"config version {current} serves" if current else "no config serves yet"
+    lines = [
+        f"Dry run: nothing was changed. Endpoint {name}: {serving}; this would be config version {target}."
+    ]
+    blocks = ["\n".join(lines), diff_table(list(report.get("diff") or []))]
+    resolved = report.get("resolved") or {}
+    if resolved:
+        rows = [[entity, _resolved(what)] for entity, what in resolved.items()]
+        blocks.append(render_table(["SERVED ENTITY", "RESOLVES TO"], rows))
+    plan = report.get("rollout")
+    if plan:
+        steps = " -> ".join(f"{float(p):g}%" for p in plan.get("steps") or [])
+        first = ", ".join(
+            f"{r.get('served_entity_name')} {float(r.get('traffic_percentage', 0)):g}%"
+            for r in plan.get("first_traffic") or []
+        )
+        blocks.append(f"ROLLOUT  candidate {plan.get('candidate')}: {steps} (first step: {first})")
+    return "\n\n".join(blocks)
+
+
+def _resolved(what: dict[str, Any]) -> str:
+    external = what.get("external_model")
+    if external:
+        return f"{external.get('provider')}:{external.get('name')}"
+    if what.get("feature_spec"):
+        return f"feature spec {what['feature_spec']}"
+    text = f"{what.get('entity_name')} version {what.get('entity_version')}"
+    return text + (f" ({what['alias']})" if what.get("alias") else "")
+
+
+def _entity_label(entity: dict[str, Any]) -> str:
+    external = entity.get("external_model")
+    if external:
+        return f"{entity.get('name')}={external.get('provider')}:{external.get('name')}"
+    version = entity.get("entity_version")
+    return f"{entity.get('name')}={entity.get('entity_name')}" + (f"/{version}" if version else "")
+
+
+def _traffic_label(traffic: dict[str, Any] | None) -> str:
+    routes = (traffic or {}).get("routes") or []
+    return ", ".join(
+        f"{r.get('served_entity_name')} {float(r.get('traffic_percentage', 0)):g}%" for r in routes
+    )
+
+
+def history_table(versions: list[dict[str, Any]]) -> str:
+    """The ``endpoints history`` table: one line per config version, newest first; the version
+    that serves is marked ``serving``, a rollback says which version it restored."""
+    rows = []
+    for v in versions:
+        notes = ["serving"] if v.get("status") == "ACTIVE" else []
+        if v.get("rolled_back_from") is not None:
+            notes.append(f"rollback to {v['rolled_back_from']}")
+        if v.get("rollout"):
+            notes.append("rollout")
+        if v.get("shadow"):
+            shadow = v["shadow"]
+            notes.append(f"shadow {shadow.get('served_entity_name')} {float(shadow.get('percentage', 0)):g}%")
+        rows.append(
+            [
+                str(v.get("config_version", EMPTY)),
+                str(v.get("status", EMPTY)),
+                str(v.get("creator") or EMPTY),
+                format_ms(v.get("creation_timestamp")),
+                " ".join(_entity_label(e) for e in v.get("served_entities") or []) or EMPTY,
+                _traffic_label(v.get("traffic_config")) or EMPTY,
+                ", ".join(notes),
+            ]
+        )
+    return render_table(["VERSION", "STATUS", "CREATOR", "CREATED", "ENTITIES", "TRAFFIC", "NOTE"], rows)
+
+
+def version_text(version: dict[str, Any]) -> str:
+    """One config version (``history NAME --version N``): its fields, config and AI gateway."""
+    fields = [
+        ("VERSION", str(version.get("config_version", EMPTY))),
+        ("STATUS", str(version.get("status", EMPTY))),
+        ("CREATOR", str(version.get("creator") or EMPTY)),
+        ("CREATED", format_ms(version.get("creation_timestamp"))),
+        ("FINISHED", format_ms(version.get("finished_timestamp"))),
+        ("MESSAGE", str(version.get("message") or EMPTY)),
+    ]
+    if version.get("rolled_back_from") is not None:
+        fields.append(("ROLLBACK TO", str(version["rolled_back_from"])))
+    config = version.get("config") or {}
+    for key in ("shadow", "rollout", "auto_capture_config"):
+        if config.get(key):
+            fields.append((key.upper(), _compact(config[key])))
+    gateway = version.get("ai_gateway") or {}
+    fields.append(("AI GATEWAY", ", ".join(k for k, v in gateway.items() if v) or EMPTY))
+    return "\n\n".join([render_fields(fields), _config_block("CONFIG", config)])
+
+
 def _print_endpoint(endpoint: dict[str, Any], output: OutputFormat) -> None:
     typer.echo(render_json(endpoint) if output is OutputFormat.json else endpoint_detail(endpoint))
 
@@ -198,6 +329,7 @@ def create_endpoint(
     file: FileOption,
     wait: WaitOption = False,
     timeout: TimeoutOption = 1200.0,
+    dry_run: DryRunOption = False,
     host: HostOption = None,
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
@@ -208,6 +340,11 @@ def create_endpoint(
     """
     body = read_document(file)
     with open_client(ctx, host, token) as client:
+        if dry_run:
+            report = client.create_endpoint(body, dry_run=True)
+            name = str(body.get("name") or EMPTY)
+            typer.echo(render_json(report) if output is OutputFormat.json else dry_run_text(report, name))
+            return
         endpoint = client.create_endpoint(body)
         if wait:
             endpoint = _wait(client, str(endpoint.get("name") or body.get("name")), timeout)
@@ -221,6 +358,7 @@ def update_config(
     file: FileOption,
     wait: WaitOption = False,
     timeout: TimeoutOption = 1200.0,
+    dry_run: DryRunOption = False,
     host: HostOption = None,
     token: TokenOption = None,
     output: OutputOption = OutputFormat.table,
@@ -231,9 +369,78 @@ def update_config(
     """
     config = read_document(file)
     with open_client(ctx, host, token) as client:
+        if dry_run:
+            report = client.update_config(name, config, dry_run=True)
+            typer.echo(render_json(report) if output is OutputFormat.json else dry_run_text(report, name))
+            return
         endpoint = client.update_config(name, config)
         if wait:
             endpoint = _wait(client, name, timeout)
+    _print_endpoint(endpoint, output)
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    name: NameArgument,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", help="Show this config version in full.", min=1, show_default=False),
+    ] = None,
+    as_json: JsonFlag = False,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List an endpoint's config versions, newest first.
+
+    Each with its status, who made it and when, its served entities and traffic; the version
+    that serves is marked "serving". --version N shows one version in full.
+    """
+    json_out = as_json or output is OutputFormat.json
+    with open_client(ctx, host, token) as client:
+        if version is not None:
+            detail = client.get_config_version(name, version)
+            typer.echo(render_json(detail) if json_out else version_text(detail))
+            return
+        versions = client.list_config_versions(name)
+    typer.echo(render_json({"config_versions": versions}) if json_out else history_table(versions))
+
+
+@app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    name: NameArgument,
+    to: Annotated[
+        int, typer.Option("--to", help="The config version to serve again.", min=1, show_default=False)
+    ],
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why (kept in the endpoint's event log).", show_default=False),
+    ] = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 1200.0,
+    host: HostOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Serve an earlier config version again.
+
+    The version's served entities, traffic and AI-gateway settings become a new config version,
+    deployed as any update is (the current one serves until it is ready).
+    """
+    with open_client(ctx, host, token) as client:
+        endpoint = client.rollback(name, to, reason)
+        done = dict(endpoint.get("rollback") or {})
+        if output is not OutputFormat.json:
+            restored = ", ".join(done.get("restored") or [])
+            typer.echo(
+                f"Rolling back {name} to config version {done.get('to_version')} as version "
+                f"{done.get('new_version')} (restores {restored}).\n"
+            )
+            typer.echo(diff_table(list(done.get("diff") or [])) + "\n")
+        if wait:
+            endpoint = {**_wait(client, name, timeout), "rollback": done}
     _print_endpoint(endpoint, output)
 
 

@@ -24,8 +24,11 @@ from typer.core import TyperGroup
 
 from modelport.client.cli import batch, endpoints, features, principals, secrets, tables, tokens
 from modelport.client.cli import monitors as monitor_commands
+from modelport.client.cli import rollouts as rollout_commands
+from modelport.client.cli.endpoint_events import events as endpoint_events
 from modelport.client.cli.migrate import migrate
 from modelport.client.cli.options import OutputFormat
+from modelport.client.cli.rollouts_compare import compare, replay
 from modelport.client.cli.serve import serve
 from modelport.client.cli.status import status
 from modelport.errors import InvalidParameterValue, ModelportError, TemporarilyUnavailable
@@ -123,6 +126,9 @@ def _root(
     ``options.ROOT_OUTPUT``), where every command's ``-o`` option looks for it."""
 
 
+endpoints.app.command("events", short_help="An endpoint's event log (updates, rollouts, replicas).")(
+    endpoint_events
+)
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(secrets.app, name="secrets")
@@ -133,7 +139,14 @@ app.add_typer(tables.app, name="tables")
 app.add_typer(features.app, name="features")
 app.add_typer(batch.app, name="batch")
 app.add_typer(monitor_commands.app, name="monitors")
+app.add_typer(rollout_commands.app, name="rollouts")
 app.command("usage")(tables.usage)
+app.command("compare", short_help="A candidate served entity against live traffic (inference table).")(
+    compare
+)
+app.command("replay", short_help="Replay logged requests against a candidate served entity, then compare.")(
+    replay
+)
 app.command("status", short_help="The server processes, the leader and the replicas.")(status)
 app.command("serve", short_help="Start the modelport server.")(serve)
 app.command("migrate", short_help="Move this installation to PostgreSQL and a shared artifacts folder.")(
