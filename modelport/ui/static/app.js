@@ -5,6 +5,7 @@
 import { endpointFeatures, featureTablePage, featureTablesPage } from "./features.js";
 import { jobPage, jobsPage, sqlBox } from "./jobs.js";
 import { endpointMonitor, monitorPage, monitorsPage } from "./monitors.js";
+import { endpointRollouts } from "./rollouts.js";
 
 const CSRF_COOKIE = "modelport_csrf";
 export const SESSION = "/api/2.0/modelport/session";
@@ -479,6 +480,7 @@ async function endpointPage(name) {
   let cacheCounts = null; // the response cache's lookups, from the metrics the charts poll
   let updateLogs = () => {};
   let updateSnippets = () => {};
+  let updateRollouts = () => {};
 
   const drawHeader = () => {
     header.replaceChildren(
@@ -511,6 +513,7 @@ async function endpointPage(name) {
     detail = await api(url);
     drawHeader();
     drawProgress();
+    updateRollouts(detail);
     const key = `${(detail.config || {}).config_version}/${detail.state.config_update}`;
     const gatewayKey = JSON.stringify(detail.ai_gateway || {});
     if (key !== lastVersionKey) {
@@ -534,9 +537,11 @@ async function endpointPage(name) {
   const perms = h("section", { class: "card", "aria-labelledby": "perm-title" }, h("h2", { id: "perm-title" }, "Permissions"));
   const features = h("section", { class: "card", "aria-labelledby": "features-title", id: "endpoint-features", hidden: true });
   const monitorBox = h("section", { class: "card", "aria-labelledby": "monitor-title", id: "endpoint-monitor", hidden: true });
+  const rollouts = h("div", { id: "endpoint-rollouts" });
   const danger = h("section", { class: "card", "aria-labelledby": "delete-title" }, h("h2", { id: "delete-title" }, "Delete"));
   main.append(header, progress,
     h("section", { class: "card", "aria-labelledby": "cfg-title" }, h("h2", { id: "cfg-title" }, "Configuration"), configBox),
+    rollouts,
     features,
     monitorBox,
     charts,
@@ -557,6 +562,7 @@ async function endpointPage(name) {
   setupPermissions(perms, detail);
   endpointFeatures(features, name);
   endpointMonitor(monitorBox, detail);
+  updateRollouts = endpointRollouts(rollouts, detail);
   const del = h("button", { type: "button", class: "danger", id: "delete-endpoint" }, `Delete ${name}`);
   del.addEventListener("click", async () => {
     if (!confirm(`Delete endpoint ${name}? Queries to it will fail.`)) return;
