@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring bench-batch-llm bench-batch-resume
+.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring bench-batch-llm bench-batch-resume bench-rollout
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -128,6 +128,16 @@ bench-cache: bench-install
 # of 1 million rows; appends to bench/RESULTS.md.
 bench-features: bench-install
 	$(BIN)/python bench/features.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Shadow traffic (issue 21): two endpoints identical but for a 25 % shadow, interleaved rounds of
+# closed-loop clients at c=1 and c=16 (req/s, p50, p99, the on/off ratio); appends to bench/RESULTS.md.
+bench-shadow: bench-install
+	$(BIN)/python bench/shadow.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Canary rollback (issue 21): a rollout whose candidate starts failing 20 % of its queries mid-step;
+# time to the rollback decision and failed live queries against the targets; appends to bench/RESULTS.md.
+bench-rollout: bench-install
+	$(BIN)/python bench/rollout.py --out bench/RESULTS.md $(BENCH_ARGS)
 
 # Feature-spec endpoints vs Feast's Python feature server (Redis and SQLite stores, Feast in a venv
 # of its own under bench/.venvs/feast): 1 key, 10 features, c=1 and c=64; appends to bench/RESULTS.md.
