@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring bench-batch-llm bench-batch-resume bench-rollout
+.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring bench-batch-llm bench-batch-resume bench-rollout bench-shadow
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
