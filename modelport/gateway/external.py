@@ -32,6 +32,7 @@ from modelport.errors import NotImplementedByServer
 from modelport.gateway.transport import PooledTransport
 from modelport.spec.endpoint import PROVIDER_CONFIG_KEY
 from modelport.spec.endpoint import Provider as ProviderName
+from modelport.spec.images import ImageLimits
 from modelport.spec.llm import CHAT, COMPLETIONS, base64_embeddings, check_request
 from modelport.spec.secrets import SecretResolver, references_of
 
@@ -121,7 +122,9 @@ class ExternalPlane:
     and the provider gets the values so found (``resolve``, which may block, only answers a
     reference that is not in the provider's block). ``timeout`` bounds each wait on a
     provider (connect, each read, each write). ``base_urls`` replace providers' default
-    URLs (``Settings.provider_base_urls``; see ``ProviderContext.base_url``).
+    URLs (``Settings.provider_base_urls``; see ``ProviderContext.base_url``). ``images``
+    bounds the image parts of chat queries (``Settings.max_image_bytes``,
+    ``max_images_per_request``).
     """
 
     def __init__(
@@ -133,8 +136,10 @@ class ExternalPlane:
         providers: Mapping[str, type[Provider]] | None = None,
         http: httpx.AsyncClient | None = None,
         base_urls: Mapping[str, str] | None = None,
+        images: ImageLimits | None = None,
     ) -> None:
         self._resolve = resolve
+        self._images = images or ImageLimits()
         self._resolve_async = resolve_async
         # The latest value each reference resolved to (by a query of this plane); pruned by retain().
         self._values: dict[tuple[str, str], str] = {}
@@ -205,7 +210,7 @@ class ExternalPlane:
         ``body`` is left as it is (providers only read it): a fallback hands the same body to
         the next served entity when this one fails."""
         ctx = provider.ctx
-        request = check_request(body, ctx.task, endpoint=ctx.endpoint)
+        request = check_request(body, ctx.task, endpoint=ctx.endpoint, images=self._images)
         if self._resolve_async is not None:
             await self._resolve_references(provider)
         if ctx.task == CHAT:

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from modelport.errors import BadGateway, InvalidParameterValue, MalformedRequest
+from modelport.spec.images import ImageLimits, check_images
 
 __all__ = [
     "CHAT",
@@ -106,12 +107,15 @@ def _flag(body: Mapping[str, Any], key: str) -> bool:
     return value
 
 
-def check_request(body: Mapping[str, Any], task: str, *, endpoint: str | None = None) -> LlmRequest:
+def check_request(
+    body: Mapping[str, Any], task: str, *, endpoint: str | None = None, images: ImageLimits | None = None
+) -> LlmRequest:
     """Check that ``body`` is a query for ``task``: it has the task's input field, and
     ``stream``, ``stream_options`` and ``encoding_format`` are what they may be (embeddings
     are never streamed). The input field's content is read by :func:`messages_of`,
     :func:`prompts_of` or :func:`inputs_of`. ``endpoint`` names the endpoint in the message
-    about a missing input field."""
+    about a missing input field. With ``images``, the image parts of a chat request are
+    checked against those limits (``spec/images.py``: well formed, how many, how big)."""
     kind = Task(task)
     field, shape = _NEEDS[kind]
     if field not in body:
@@ -129,6 +133,8 @@ def check_request(body: Mapping[str, Any], task: str, *, endpoint: str | None = 
     encoding = body.get("encoding_format") if kind == EMBEDDINGS else None
     if encoding not in (None, "float", "base64"):
         raise InvalidParameterValue(f"'encoding_format' must be 'float' or 'base64'; got {encoding!r}.")
+    if images is not None and kind == CHAT:
+        check_images(body, images)
     return LlmRequest(kind, stream, include_usage, encoding == "base64")
 
 

@@ -2,20 +2,25 @@
 
 It checks what Anthropic checks (``x-api-key``, ``anthropic-version``, the body's shape:
 roles, ``max_tokens``, tool results that answer the previous turn's tool calls, unknown
-fields) and answers in Anthropic's shapes: a message, server-sent events (``message_start``
-... ``message_stop``, ``ping``, mid-stream ``error``), and error bodies
+fields, ``image`` blocks: a ``base64`` source whose data is base64 of an image of its
+``media_type``, or an https ``url`` source, which Bedrock refuses) and answers in
+Anthropic's shapes: a message, server-sent events (``message_start`` ... ``message_stop``,
+``ping``, mid-stream ``error``), and error bodies
 ``{"type": "error", "error": {"type", "message"}}``.
 
 What the model says is deterministic: a queued :meth:`FakeAnthropic.reply`, else a call
 of the first tool when tools are offered, else an echo of the last user message
-(``"You said: ..."``). Tokens are whitespace-separated words; ``max_tokens`` and
-``stop_sequences`` cut the answer as Anthropic would. The Bedrock double reuses
-:func:`check_body`, :func:`make_message` and :func:`stream_events` for Claude on Bedrock.
+(``"You said: ..."``, an image block said as ``[image base64]`` or ``[image url]``;
+:func:`image_blocks` lists a body's images). Tokens are whitespace-separated words;
+``max_tokens`` and ``stop_sequences`` cut the answer as Anthropic would. The Bedrock double
+reuses :func:`check_body`, :func:`make_message` and :func:`stream_events` for Claude on Bedrock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import threading
 import uuid
@@ -75,7 +80,60 @@ class Invalid(Exception):
     """A request Anthropic would refuse with 400 ``invalid_request_error``."""
 
 
-def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
+#: The first bytes of each image media type the Messages API takes.
+IMAGE_MAGIC = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
+
+
+def _image(block: dict[str, Any], where: str, *, bedrock: bool) -> None:
+    """Refuse an ``image`` block as Anthropic (or Bedrock, which takes base64 sources only) does."""
+    source = block.get("source")
+    kinds = ("base64",) if bedrock else ("base64", "url")
+    if not isinstance(source, dict) or source.get("type") not in kinds:
+        found = source.get("type") if isinstance(source, dict) else source
+        raise Invalid(
+            f"{where}.image.source: Input tag '{found}' found using 'type' does not match any of the "
+            f"expected tags: {', '.join(repr(k) for k in kinds)}"
+        )
+    if source["type"] == "url":
+        url = source.get("url")
+        if set(source) != {"type", "url"} or not isinstance(url, str) or not url.startswith("https://"):
+            raise Invalid(f"{where}.image.source.url: must be an https URL")
+        return
+    if set(source) != {"type", "media_type", "data"}:
+        raise Invalid(f"{where}.image.source.base64: needs exactly type, media_type and data")
+    media_type = source["media_type"]
+    if media_type not in IMAGE_MAGIC:
+        raise Invalid(
+            f"{where}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+            "'image/gif' or 'image/webp'"
+        )
+    try:
+        data = base64.b64decode(source["data"], validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise Invalid(f"{where}.image.source.base64.data: invalid base64 data") from None
+    if not data.startswith(IMAGE_MAGIC[media_type]):
+        raise Invalid(
+            f"{where}.image.source.base64.data: Image does not match the provided media type {media_type}"
+        )
+
+
+def image_blocks(body: Any) -> list[dict[str, Any]]:
+    """The ``image`` blocks of every message of a Messages API body, in order."""
+    return [
+        block
+        for m in body.get("messages") or []
+        if isinstance(m.get("content"), list)
+        for block in m["content"]
+        if isinstance(block, dict) and block.get("type") == "image"
+    ]
+
+
+def _blocks(content: Any, where: str, *, bedrock: bool = False) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
@@ -88,6 +146,8 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
             )
         if block["type"] == "text" and not isinstance(block.get("text"), str):
             raise Invalid(f"{where}.{j}.text: Field required")
+        if block["type"] == "image":
+            _image(block, f"{where}.{j}", bedrock=bedrock)
         if block["type"] == "tool_use" and not isinstance(block.get("input"), dict):
             raise Invalid(f"{where}.{j}.tool_use.input: Input should be a valid dictionary")
     return content
@@ -147,7 +207,7 @@ def check_body(body: Any, *, bedrock: bool = False) -> None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
             raise Invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
-        blocks = _blocks(m.get("content"), f"messages.{i}.content")
+        blocks = _blocks(m.get("content"), f"messages.{i}.content", bedrock=bedrock)
         results = {b.get("tool_use_id") for b in blocks if b["type"] == "tool_result"}
         if m["role"] == "assistant" and results:
             raise Invalid(f"messages.{i}.content: tool_result blocks are only allowed in user messages")
@@ -179,6 +239,8 @@ def _text(content: Any) -> str:
     for b in content:
         if b["type"] == "text":
             parts.append(b["text"])
+        elif b["type"] == "image":
+            parts.append(f"[image {b['source']['type']}]")
         elif b["type"] == "tool_result":
             parts.append(_text(b.get("content") or ""))
     return " ".join(parts)

@@ -15,8 +15,9 @@ package's types in ``tests/fakes/test_openai_server.py``:
 - errors as OpenAI sends them: ``{"error": {"message", "type", "param", "code"}}``.
 
 Answers are deterministic: a chat answer is ``"You said: <last user text>"`` (one token per
-word, ``max_tokens`` cuts it with ``finish_reason: "length"``), an embedding is derived
-from a hash of its input. With ``tools`` the model calls the first tool; with
+word, ``max_tokens`` cuts it with ``finish_reason: "length"``; an image part is said as
+``[image_url]``, after it is checked as OpenAI checks it; :func:`image_urls` lists a
+body's), an embedding is derived from a hash of its input. With ``tools`` the model calls the first tool; with
 ``response_format: {"type": "json_object"}`` it answers JSON. Knobs: :attr:`faults`
 (error statuses, ``Retry-After``, slow answers) and :attr:`break_stream_after`.
 
@@ -41,7 +42,7 @@ import orjson
 
 from tests.fakes.http_fixture import Faults, LoopbackServer
 
-__all__ = ["API_KEY", "AZURE_KEY", "ENTRA", "FakeOpenAI", "Recorded", "openai_error_body"]
+__all__ = ["API_KEY", "AZURE_KEY", "ENTRA", "FakeOpenAI", "Recorded", "image_urls", "openai_error_body"]
 
 API_KEY = "sk-fake-openai"
 AZURE_KEY = "azure-fake-key"
@@ -98,8 +99,63 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return " ".join(
+            "[image_url]" if p.get("type") == "image_url" else str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict)
+        )
     return ""
+
+
+def image_urls(body: Any) -> list[dict[str, Any]]:
+    """The ``image_url`` objects (``{"url", "detail"?}``) of every message of a chat body."""
+    return [
+        part["image_url"]
+        for m in body.get("messages") or []
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for part in m["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    ]
+
+
+def _check_images(messages: list[Any]) -> None:
+    """Refuse ``image_url`` parts as OpenAI does: in user messages only, an object with an
+    http(s) URL or a base64 image data URL, ``detail`` auto, low or high."""
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            where = f"messages[{i}].content[{j}].image_url"
+            if m.get("role") != "user":
+                raise _bad(
+                    f"Image URLs are only allowed for messages with role 'user', but this message with "
+                    f"role '{m.get('role')}' contains an image URL.",
+                    f"messages[{i}].content[{j}]",
+                )
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                raise _bad(f"Missing required parameter: '{where}.url'.", f"{where}.url")
+            if isinstance(image, dict) and image.get("detail", "auto") not in ("auto", "low", "high"):
+                raise _bad(f"Invalid value: '{image['detail']}'.", f"{where}.detail")
+            if url.startswith("data:"):
+                head, _, data = url.partition(",")
+                try:
+                    base64.b64decode(data, validate=True)
+                except ValueError:
+                    data = ""
+                if not head.startswith("data:image/") or not head.endswith(";base64") or not data:
+                    raise _bad(
+                        "Invalid image URL: expected a base64-encoded data URL with an image MIME type "
+                        "(e.g. 'data:image/png;base64,...').",
+                        f"{where}.url",
+                        "invalid_image_url",
+                    )
+            elif not url.startswith(("https://", "http://")):
+                raise _bad(f"Invalid image URL: '{url[:40]}'.", f"{where}.url", "invalid_image_url")
 
 
 def _vector(text: str, dims: int) -> list[float]:
@@ -286,6 +342,7 @@ class FakeOpenAI:
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or "role" not in m:
                 raise _bad(f"Missing required parameter: 'messages[{i}].role'.", f"messages[{i}].role")
+        _check_images(messages)
         prompt = " ".join(_text_of(m.get("content")) for m in messages)
         last = next((_text_of(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
         tools = body.get("tools")

@@ -20,8 +20,12 @@ is strict where Google is: unknown request fields, roles and schema keywords are
   ``x-goog-api-key``; a wrong key is 400 ``API_KEY_INVALID``, as Google answers it.
 - Errors: ``{"error": {"code", "message", "status"}}``.
 
-The reply is ``echo: <last user text>`` unless a test sets :attr:`FakeGoogle.reply_text`,
-or :attr:`FakeGoogle.function_call` (with tools in the request). Tokens are words.
+``inlineData`` parts must hold an image ``mimeType`` and base64 ``data``, ``fileData``
+parts an image ``mimeType`` and an https (or, on Vertex AI, ``gs://``) ``fileUri``
+(:func:`image_parts` lists a body's). The reply is ``echo: <last user text>`` (a last image
+part heard as ``[inlineData <mime>]`` or ``[fileData <mime> <uri>]``) unless a test sets
+:attr:`FakeGoogle.reply_text`, or :attr:`FakeGoogle.function_call` (with tools in the
+request). Tokens are words.
 """
 
 from __future__ import annotations
@@ -158,6 +162,39 @@ def embedding_of(text: str, dimension: int = EMBED_DIMENSION) -> list[float]:
     """The fake's deterministic vector for ``text``."""
     base = [float(len(text)), float(_words(text)), float(sum(map(ord, text)) % 89), 0.5]
     return [base[i % len(base)] + i // len(base) for i in range(dimension)]
+
+
+def image_parts(body: Any) -> list[dict[str, Any]]:
+    """The ``inlineData`` and ``fileData`` parts of every content of a generateContent body."""
+    return [
+        part
+        for content in body.get("contents") or []
+        for part in content.get("parts") or []
+        if "inlineData" in part or "fileData" in part
+    ]
+
+
+def _media_problem(part: dict[str, Any], where: str, vertex: bool) -> str | None:
+    """What Google says of a malformed ``inlineData`` (``mimeType`` and base64 ``data``) or
+    ``fileData`` (``mimeType`` and a ``fileUri``: https, or gs:// on Vertex AI) part."""
+    if "inlineData" in part:
+        blob = part["inlineData"]
+        if not isinstance(blob, dict) or set(blob) != {"mimeType", "data"}:
+            return f"{where}.inline_data must hold exactly mime_type and data"
+        if not str(blob["mimeType"]).startswith("image/"):
+            return f"Unsupported MIME type: {blob['mimeType']}"
+        try:
+            base64.b64decode(blob["data"], validate=True)
+        except (ValueError, TypeError):
+            return f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+    if "fileData" in part:
+        ref = part["fileData"]
+        if not isinstance(ref, dict) or set(ref) != {"mimeType", "fileUri"}:
+            return f"{where}.file_data must hold exactly mime_type and file_uri"
+        schemes = ("https://", "gs://") if vertex else ("https://",)
+        if not str(ref["fileUri"]).startswith(schemes) or not str(ref["mimeType"]).startswith("image/"):
+            return f"Invalid or unsupported file uri: {ref['fileUri']}"
+    return None
 
 
 class FakeGoogle:
@@ -388,7 +425,7 @@ class FakeGoogle:
                     return problem
         return None
 
-    def _invalid(self, body: dict[str, Any]) -> str | None:
+    def _invalid(self, body: dict[str, Any], vertex: bool) -> str | None:
         for key in body:
             if _camel(key) not in _REQUEST_FIELDS:
                 return f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
@@ -405,6 +442,9 @@ class FakeGoogle:
                 fields = {_camel(k) for k in part} - {"thought", "thoughtSignature"}
                 if len(fields) != 1 or not fields <= _PART_FIELDS:
                     return f"contents[{i}].parts[{j}] must hold exactly one of {sorted(_PART_FIELDS)}"
+                media = _media_problem(part, f"contents[{i}].parts[{j}]", vertex)
+                if media:
+                    return media
                 if "functionCall" in part:
                     call, value = part["functionCall"], part["functionCall"].get("args", {})
                 elif "functionResponse" in part:
@@ -466,6 +506,10 @@ class FakeGoogle:
         else:
             if "functionResponse" in last:
                 heard = json.dumps(last["functionResponse"]["response"], sort_keys=True)
+            elif "inlineData" in last:
+                heard = f"[inlineData {last['inlineData']['mimeType']}]"
+            elif "fileData" in last:
+                heard = f"[fileData {last['fileData']['mimeType']} {last['fileData']['fileUri']}]"
             else:
                 heard = str(last.get("text", ""))
             text = self.reply_text if self.reply_text is not None else f"echo: {heard}"
@@ -494,7 +538,7 @@ class FakeGoogle:
         }
 
     def _generate(self, body: dict[str, Any], model: str, vertex: bool) -> Response:
-        problem = self._invalid(body)
+        problem = self._invalid(body, vertex)
         if problem:
             return _error(400, problem)
         return JSONResponse(self._answer(body, model, vertex))
@@ -527,7 +571,7 @@ class FakeGoogle:
         return events
 
     def _stream(self, body: dict[str, Any], model: str, *, sse: bool, vertex: bool) -> Response:
-        problem = self._invalid(body)
+        problem = self._invalid(body, vertex)
         if problem:
             # Vertex answers a streaming call's errors as a one-element JSON array.
             return Response(b"[" + error_body(400, problem) + b"]", 400, media_type="application/json")

@@ -153,13 +153,18 @@ def _content(i: int, content: Any) -> str:
         return content
     if isinstance(content, list):
         texts = []
-        for part in content:
+        for j, part in enumerate(content):
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
+            elif isinstance(part, dict) and part.get("type") == "image_url":
+                raise InvalidParameterValue(
+                    f"messages[{i}].content[{j}] is an image, but this model reads text only "
+                    "(it takes no images: it runs here without a vision projector)."
+                )
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise InvalidParameterValue(
-                    f"messages[{i}].content has a part of type {kind!r}: this model reads text only."
+                    f"messages[{i}].content[{j}] is a part of type {kind!r}: this model reads text only."
                 )
         return "".join(texts)
     raise InvalidParameterValue(f"messages[{i}].content must be a string or a list of text parts.")

@@ -33,6 +33,7 @@ from modelport.entities.providers.via_chat import (
     text_of,
 )
 from modelport.errors import BadGateway, InvalidParameterValue, PermissionDenied
+from modelport.spec.images import refuse_images
 from modelport.spec.llm import (
     CHAT,
     COMPLETIONS,
@@ -73,6 +74,7 @@ def _message_to_ai21(message: dict[str, Any]) -> dict[str, Any]:
 
 def chat_to_ai21(body: dict[str, Any], model: str, *, stream: bool = False) -> dict[str, Any]:
     """The Jamba chat body for an OpenAI-shaped chat body."""
+    refuse_images(body, f"AI21 model '{model}'")
     out: dict[str, Any] = {"model": model, "messages": [_message_to_ai21(m) for m in messages_of(body)]}
     if body.get("max_completion_tokens") is not None and body.get("max_tokens") is None:
         out["max_tokens"] = body["max_completion_tokens"]

@@ -34,6 +34,7 @@ from modelport.entities.providers.base import Provider, ProviderContext, credent
 from modelport.entities.providers.http import iter_sse, json_of, provider_error, send
 from modelport.entities.providers.via_chat import complete_via_chat, stream_completion_via_chat, text_of
 from modelport.errors import BadGateway, InvalidParameterValue, ModelportError, PermissionDenied
+from modelport.spec.images import image_of
 from modelport.spec.llm import CHAT, COMPLETIONS, chat_chunk, chat_response, messages_of, new_id, usage
 
 __all__ = [
@@ -83,38 +84,51 @@ _UNSUPPORTED_FIELDS = (
 
 
 # ---- unified request -> Messages API body ------------------------------------------------------
-def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str) or not url:
-        raise InvalidParameterValue("An 'image_url' content part needs 'image_url.url'.")
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        media_type = head[len("data:") :].split(";")[0]
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    return {"type": "image", "source": {"type": "url", "url": url}}
+#: The image media types the Messages API takes.
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    """``content`` as Anthropic content blocks (text and images; native blocks kept as given)."""
+def _image_block(part: Mapping[str, Any], where: str, urls: bool) -> dict[str, Any]:
+    """The ``image`` block of an ``image_url`` part: a ``base64`` source for a data URL, a
+    ``url`` source for an https URL (refused when not ``urls``: Bedrock fetches none)."""
+    image = image_of(part, where)
+    if image.data is not None:
+        if image.media_type not in IMAGE_MEDIA_TYPES:
+            raise InvalidParameterValue(
+                f"{where} is an image of type {image.media_type}: Anthropic models take "
+                f"{', '.join(IMAGE_MEDIA_TYPES)}."
+            )
+        source = {"type": "base64", "media_type": image.media_type, "data": image.data}
+        return {"type": "image", "source": source}
+    if not urls:
+        raise InvalidParameterValue(
+            f"{where} is an image URL, but Anthropic models on Bedrock do not fetch URLs (and this "
+            "server fetches none for them): send the image as a data URL (data:image/png;base64,...)."
+        )
+    return {"type": "image", "source": {"type": "url", "url": image.url}}
+
+
+def _blocks(content: Any, where: str = "content", *, urls: bool = True) -> list[dict[str, Any]]:
+    """``content`` (at ``where``, for messages) as Anthropic content blocks (text and
+    images; native blocks kept as given)."""
     if content is None or content == "":
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
-        raise InvalidParameterValue("A message's 'content' must be a string or a list of content parts.")
+        raise InvalidParameterValue(f"{where} must be a string or a list of content parts.")
     out: list[dict[str, Any]] = []
-    for part in content:
+    for j, part in enumerate(content):
         if isinstance(part, str):
             out.append({"type": "text", "text": part})
         elif isinstance(part, dict) and part.get("type") == "image_url":
-            out.append(_image_block(part))
+            out.append(_image_block(part, f"{where}[{j}]", urls))
         elif isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
             out.append({"type": "text", "text": str(part.get("text", ""))})
         elif isinstance(part, dict):
             out.append(dict(part))
         else:
-            raise InvalidParameterValue("Content parts must be objects with a 'type'.")
+            raise InvalidParameterValue(f"{where}[{j}] must be an object with a 'type'.")
     return out
 
 
@@ -132,8 +146,9 @@ def _tool_use(call: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": parsed}
 
 
-def _turns(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """(system, turns): system messages hoisted, tool messages as tool results, roles merged."""
+def _turns(messages: list[dict[str, Any]], *, urls: bool = True) -> tuple[str | None, list[dict[str, Any]]]:
+    """(system, turns): system messages hoisted, tool messages as tool results, roles merged;
+    image URLs become ``url`` sources when ``urls``, else are refused."""
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
@@ -141,15 +156,16 @@ def _turns(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, A
         if role in ("system", "developer"):
             system.append(text_of(m.get("content")))
             continue
+        where = f"messages[{i}].content"
         if role == "user":
-            turn_role, blocks = "user", _blocks(m.get("content"))
+            turn_role, blocks = "user", _blocks(m.get("content"), where, urls=urls)
         elif role == "assistant":
-            turn_role, blocks = "assistant", _blocks(m.get("content"))
+            turn_role, blocks = "assistant", _blocks(m.get("content"), where, urls=urls)
             blocks += [_tool_use(c) for c in m.get("tool_calls") or []]
         elif role == "tool":
             if not m.get("tool_call_id"):
                 raise InvalidParameterValue(f"messages[{i}] (role 'tool') needs 'tool_call_id'.")
-            result = _blocks(m.get("content"))
+            result = _blocks(m.get("content"), where, urls=urls)
             turn_role = "user"
             blocks = [{"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": result}]
         else:
@@ -202,9 +218,11 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
     raise InvalidParameterValue(f"'tool_choice' {choice!r} is not auto, none, required or a function.")
 
 
-def messages_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The Messages API body (without ``model`` and ``stream``) for a unified chat body."""
-    system, turns = _turns(messages_of(body))
+def messages_request(body: Mapping[str, Any], *, image_urls: bool = True) -> dict[str, Any]:
+    """The Messages API body (without ``model`` and ``stream``) for a unified chat body;
+    ``image_urls``: whether an https image URL may be sent as a ``url`` source (Bedrock's
+    Claude takes ``base64`` sources only)."""
+    system, turns = _turns(messages_of(body), urls=image_urls)
     if not turns:
         raise InvalidParameterValue("A chat request needs at least one user or assistant message.")
     n = body.get("n")

@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Protocol
 from modelport.entities.providers import anthropic
 from modelport.entities.providers.via_chat import chat_body_for_prompt
 from modelport.errors import BadGateway, InvalidParameterValue, NotImplementedByServer
+from modelport.spec.images import refuse_images
 from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS, chat_chunk, messages_of, new_id, usage, usage_of
 
 __all__ = ["FAMILIES", "ChunkStream", "EventTranslator", "Family", "family_for"]
@@ -221,6 +222,10 @@ class Family:
     def chat_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
         raise self._unsupported("chat")
 
+    def _text_only(self, body: Mapping[str, Any]) -> None:
+        """The 400 for image parts: only Claude's bodies carry images here."""
+        refuse_images(body, f"Bedrock model '{self.model_id}' ({self.name} family) through this server")
+
     def prompt_body(self, body: Mapping[str, Any], prompt: str) -> dict[str, Any]:
         """The body for one completions prompt; by default a chat with the prompt as the user message."""
         return self.chat_body(chat_body_for_prompt(dict(body), prompt))
@@ -249,7 +254,7 @@ class AnthropicFamily(Family):
     name = "anthropic"
 
     def chat_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        out = {"anthropic_version": ANTHROPIC_VERSION, **anthropic.messages_request(body)}
+        out = {"anthropic_version": ANTHROPIC_VERSION, **anthropic.messages_request(body, image_urls=False)}
         if "metadata" not in _extra(body):
             out.pop("metadata", None)  # Bedrock refuses the key that ``user`` becomes
         return out
@@ -304,6 +309,7 @@ class AmazonFamily(Family):
         return {**out, **_extra(body)}
 
     def chat_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._text_only(body)
         if self.embedder:
             raise self._unsupported("chat")
         messages = messages_of(body)
@@ -447,6 +453,7 @@ class CohereFamily(Family):
         ) | _extra(body)
 
     def chat_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._text_only(body)
         if self.embedder:
             raise self._unsupported("chat")
         messages = messages_of(body)
@@ -554,6 +561,7 @@ class AI21Family(Family):
     name = "ai21labs"
 
     def chat_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._text_only(body)
         messages = []
         for m in messages_of(body):
             message = dict(m)

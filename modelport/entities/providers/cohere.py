@@ -34,6 +34,7 @@ from modelport.entities.providers.via_chat import (
     text_of,
 )
 from modelport.errors import BadGateway, InvalidParameterValue, PermissionDenied
+from modelport.spec.images import refuse_images
 from modelport.spec.llm import (
     CHAT,
     COMPLETIONS,
@@ -144,7 +145,11 @@ def _tools_to_cohere(tools: Any) -> list[dict[str, Any]]:
 
 
 def chat_to_cohere(body: dict[str, Any], model: str, *, stream: bool = False) -> dict[str, Any]:
-    """The ``/v2/chat`` body for an OpenAI-shaped chat body (``n`` is the caller's business)."""
+    """The ``/v2/chat`` body for an OpenAI-shaped chat body (``n`` is the caller's business).
+    ``image_url`` parts pass as they are (Cohere's shape too) to vision models (a name with
+    ``vision``: ``command-a-vision-07-2025``); other Cohere models take no images (400)."""
+    if "vision" not in model.lower():
+        refuse_images(body, f"Cohere model '{model}'")
     out: dict[str, Any] = {"model": model, "messages": [_message_to_cohere(m) for m in messages_of(body)]}
     for ours, theirs in _RENAMED.items():
         if body.get(ours) is not None:

@@ -11,6 +11,9 @@ OpenAI                                     Gemini
 ``user`` / ``assistant``                   ``contents[]`` with role ``user`` / ``model``
 ``assistant.tool_calls``                   ``model`` parts ``functionCall {name, args}``
 ``tool`` message                           ``user`` part ``functionResponse {name, response}``
+``image_url`` part: data URL / https URL   ``inlineData {mimeType, data}`` / ``fileData
+                                           {mimeType, fileUri}`` (media type of the URL's
+                                           extension, else ``image/jpeg``)
 ``max_tokens``, ``temperature``, ``top_p``  ``generationConfig.maxOutputTokens``,
 ``top_k``, ``stop``, ``n``, ``seed``...     ``temperature``, ``topP``, ``topK``,
                                            ``stopSequences``, ``candidateCount``, ``seed``
@@ -39,6 +42,7 @@ from modelport.entities.providers.via_chat import (
     text_of,
 )
 from modelport.errors import BadGateway, InvalidParameterValue
+from modelport.spec.images import image_of
 from modelport.spec.llm import chat_chunk, chat_response, messages_of, new_id, usage
 
 __all__ = [
@@ -132,30 +136,31 @@ def schema_for_gemini(schema: Any) -> Any:
     return out
 
 
-def _image_part(url: str) -> dict[str, Any]:
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        mime = head[len("data:") :].split(";")[0] or "application/octet-stream"
-        return {"inlineData": {"mimeType": mime, "data": data}}
-    mime = "image/png" if url.lower().endswith(".png") else "image/jpeg"
-    return {"fileData": {"mimeType": mime, "fileUri": url}}
+def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    """An ``image_url`` part as a Gemini part: ``inlineData`` for a data URL, ``fileData``
+    (the URL itself, fetched by Google) for an https URL or a ``gs://`` URI, with the media
+    type its extension says."""
+    image = image_of(part, where, schemes=("https", "gs"))
+    if image.data is not None:
+        return {"inlineData": {"mimeType": image.media_type, "data": image.data}}
+    return {"fileData": {"mimeType": image.media_type, "fileUri": image.url}}
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
+def _parts(content: Any, where: str = "content") -> list[dict[str, Any]]:
     if not isinstance(content, list):
         text = text_of(content)
         return [{"text": text}] if text else []
     parts: list[dict[str, Any]] = []
-    for part in content:
+    for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("text", "input_text", "output_text"):
             parts.append({"text": str(part.get("text") or "")})
         elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            parts.append(_image_part(str(url)))
+            parts.append(_image_part(part, f"{where}[{j}]"))
         else:
-            raise InvalidParameterValue(f"Gemini takes text and image_url content parts, not {kind!r}.")
+            raise InvalidParameterValue(
+                f"{where}[{j}] is a part of type {kind!r}: Gemini takes text and image_url content parts."
+            )
     return parts
 
 
@@ -194,14 +199,15 @@ def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         else:
             contents.append({"role": role, "parts": parts})
 
-    for message in messages:
+    for i, message in enumerate(messages):
         role, content = message["role"], message.get("content")
+        where = f"messages[{i}].content"
         if role in ("system", "developer"):
-            system.extend(_parts(content))
+            system.extend(_parts(content, where))
         elif role == "user":
-            add("user", _parts(content))
+            add("user", _parts(content, where))
         elif role == "assistant":
-            parts = _parts(content)
+            parts = _parts(content, where)
             for call in message.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 call_names[str(call.get("id"))] = fn.get("name", "")
