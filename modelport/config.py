@@ -87,10 +87,24 @@ class Settings:
         4, "How many endpoint config updates the reconciler works on at once."
     )
     request_timeout: int = _opt(120, "Seconds a query may take before it is answered 504.")
+    agent_max_depth: int = _opt(
+        5,
+        "How deeply agents may call endpoints through each other: a tool call of an agent queried "
+        "by a client is depth 1; a call deeper than this is answered 400.",
+    )
     external_timeout: int = _opt(
         120,
         "Seconds an external model's provider may take to answer (or between two streamed chunks) "
         "before the query is answered 504 DEADLINE_EXCEEDED.",
+    )
+    max_image_bytes: int = _opt(
+        20 * 1024 * 1024,
+        "Largest image (bytes, once decoded) an image_url part of a chat request to an external "
+        "model may hold as a data URL; a bigger one is answered 400. (A query's body is at most "
+        "16 MiB, about 12 MiB of base64-encoded image.)",
+    )
+    max_images_per_request: int = _opt(
+        20, "Most image_url parts one chat request to an external model may hold; more are answered 400."
     )
     scale_to_zero_seconds: int = _opt(
         1800, "Idle seconds after which a scale-to-zero entity stops its replicas."
@@ -340,6 +354,8 @@ class Settings:
             raise ValueError(f"--env-manager must be local or uv, not {self.env_manager!r}.")
         if self.llm_parallel < 1:
             raise ValueError(f"--llm-parallel must be at least 1, not {self.llm_parallel}.")
+        if self.agent_max_depth < 1:
+            raise ValueError(f"--agent-max-depth must be at least 1, not {self.agent_max_depth}.")
         if self.llm_context < 16:
             raise ValueError(f"--llm-context must be at least 16, not {self.llm_context}.")
         if min(self.auth_failure_limit, self.max_upload_mb) < 0 or self.auth_failure_window < 1:
@@ -375,6 +391,8 @@ class Settings:
             raise ValueError(f"--shadow-max-in-flight must be 0 or more, not {self.shadow_max_in_flight}.")
         if self.llm_threads < 0 or self.embed_threads < 0:
             raise ValueError("--llm-threads and --embed-threads must be 0 (half the cores) or more.")
+        if self.max_image_bytes < 1 or self.max_images_per_request < 0:
+            raise ValueError("--max-image-bytes must be at least 1, --max-images-per-request 0 or more.")
 
     # ---- derived values -------------------------------------------------------------
     @property

@@ -178,6 +178,8 @@ class ModelportApp:
         await asyncio.to_thread(_open_tables, services.tables)
         await services.tables.start()
         await services.dataplane.start()
+        if services.agent_traces is not None:
+            services.agent_traces.start()  # writes agents' traces into the MLflow tracking store
         serving = self.role == "server"
         if serving:
             await services.backend.start()
@@ -235,6 +237,8 @@ class ModelportApp:
                 await services.features.stop()
                 await services.backend.stop()
             await services.dataplane.aclose()
+            if services.agent_traces is not None:  # what waits, written for a few seconds
+                await asyncio.to_thread(services.agent_traces.stop)
             await services.tables.stop()
             if services.events is not None:  # the replicas' last events, before the store closes
                 await asyncio.to_thread(services.events.close)

@@ -1384,6 +1384,29 @@ def _ops() -> list[Operation]:
                 ("model", "input"),
             ),
         ),
+        Operation(
+            "POST",
+            "/serving-endpoints/responses",
+            "OpenAI Responses API for agent/v1/responses agents (MLflow ResponsesAgent); model: the "
+            "endpoint's name; stream: Responses events (event: and data: lines).",
+            _DATA,
+            QUERY,
+            body=obj(
+                {
+                    "model": string("The endpoint's name."),
+                    "input": {
+                        "type": ["string", "array"],
+                        "description": "A user message, or the conversation's items.",
+                    },
+                    "instructions": string("A system message put before the input."),
+                    "stream": {"type": "boolean"},
+                    "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "custom_inputs": {"type": "object", "description": "Passed to the agent as it is."},
+                    "context": obj({"conversation_id": string(), "user_id": string()}),
+                },
+                ("model", "input"),
+            ),
+        ),
     ]
 
 

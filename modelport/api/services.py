@@ -27,6 +27,7 @@ from modelport.control.rollout_runner import RolloutRunner
 from modelport.control.rollouts import RolloutService
 from modelport.control.secrets import SecretService
 from modelport.entities.registry_handle import RegistryHandle
+from modelport.gateway.agent_traces import AgentTraces
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.pipeline import DataPlane
 from modelport.gateway.rollout_tally import RolloutTally
@@ -84,6 +85,9 @@ class Services:
     rollout_tally: RolloutTally | None = None
     #: The writer of the endpoint event log for the leader's work (``runtime/event_sink.py``).
     events: EventSink | None = None
+    #: Agents' traces logged into the MLflow tracking store (a data-plane observer with its
+    #: writer thread, ``gateway/agent_traces.py``).
+    agent_traces: AgentTraces | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

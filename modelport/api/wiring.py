@@ -38,6 +38,8 @@ from modelport.control.rollouts import RolloutService
 from modelport.control.secrets import SecretService
 from modelport.entities.foundation.detect import EngineDefaults
 from modelport.entities.registry_handle import RegistryHandle
+from modelport.gateway.agent_tokens import AgentTokens
+from modelport.gateway.agent_traces import AgentTraces, registry_tracking_store
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.cache_store import LocalCache, RedisCache
 from modelport.gateway.external import ExternalPlane
@@ -53,6 +55,7 @@ from modelport.runtime.logs import LogStore
 from modelport.runtime.model_check import ModelCheck
 from modelport.runtime.ray_backend import RayBackend, RayOptions
 from modelport.runtime.transport import ReplicaKeys, client_tls
+from modelport.spec.images import ImageLimits
 from modelport.store import Database, open_database
 from modelport.tables.writer import TableWriter
 
@@ -71,7 +74,8 @@ def build_services(
     db = open_database(settings.store_url)
     workspace_id = db.meta_setdefault("workspace_id", str(secrets.randbelow(9 * 10**15) + 10**15))
     secret_service = SecretService(db, load_cipher(settings.secrets_key, settings.data_path, db))
-    auth = Authenticator(db)
+    agent_tokens = AgentTokens.for_store(db, settings)  # agents' tool calls (on-behalf-of tokens)
+    auth = Authenticator(db, agents=agent_tokens)
     identity = IdentityService(db, auth.forget)
     new_token = (
         identity.bootstrap(settings.admin_user, settings.admin_token or None, settings.data_path)
@@ -138,6 +142,7 @@ def build_services(
         resolve_async=secret_service.resolve_async,
         timeout=float(settings.external_timeout),
         base_urls=settings.provider_base_urls,
+        images=ImageLimits(settings.max_image_bytes, settings.max_images_per_request),
     )
     limiter = RateLimiter(RedisCounters(settings.redis) if settings.redis else LocalCounters())
     tables = TableWriter(
@@ -175,6 +180,7 @@ def build_services(
         # Feature-spec endpoints read the online store the replicas read.
         features=FeaturePlane(settings.online_store_location, metrics),
         shadow_max_in_flight=settings.shadow_max_in_flight,
+        agent_context=agent_tokens.context_for,  # each agent request's token for its tools
     )
     reconciler.on_change = dataplane.invalidate
     store = dataplane.cache.store
@@ -273,6 +279,12 @@ def build_services(
     services.rollouts.wake = services.rollout_runner.wake
     services.rollout_tally = RolloutTally(db, cluster.holder, dataplane.shadows)
     dataplane.observers.append(services.rollout_tally)
+    # Agents' traces, logged into the MLflow tracking store from one thread.
+    services.agent_traces = AgentTraces(
+        registry_tracking_store(registry, embedded=settings.embedded_registry)
+    )
+    dataplane.observers.append(services.agent_traces)
+    _watch_traces(metrics, services.agent_traces)
     return services, new_token
 
 
@@ -308,6 +320,28 @@ def _tls_pem(settings: Settings) -> tuple[str, str] | None:
         return None
     with open(settings.tls_certfile) as cert, open(settings.tls_keyfile) as key:
         return cert.read(), key.read()
+
+
+def _watch_traces(metrics: Metrics, traces: AgentTraces) -> None:
+    """Counters of agents' traces logged into the MLflow tracking store (``gateway/agent_traces.py``)."""
+    metrics.watch(
+        "modelport_agent_traces_written",
+        "Agents' traces written into the MLflow tracking store.",
+        lambda: float(traces.written),
+        "counter",
+    )
+    metrics.watch(
+        "modelport_agent_traces_failed",
+        "Agents' traces the MLflow tracking store did not take (logged; the queries were answered).",
+        lambda: float(traces.failed),
+        "counter",
+    )
+    metrics.watch(
+        "modelport_agent_traces_dropped",
+        "Agents' traces dropped because too many waited to be written.",
+        lambda: float(traces.dropped),
+        "counter",
+    )
 
 
 def _watch_faults(metrics: Metrics, limiter: RateLimiter, tables: TableWriter) -> None:

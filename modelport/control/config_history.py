@@ -25,6 +25,7 @@ import json
 from typing import Any
 
 from modelport.control.render import MASK, mask_credentials, render_detailed
+from modelport.entities.agents import AGENT_TASK_KEY
 from modelport.errors import InvalidParameterValue
 from modelport.spec.endpoint import FEATURE_SPEC_KEY
 from modelport.store.records import ConfigRecord, EndpointRecord
@@ -54,7 +55,7 @@ ROLLED_BACK_FROM = "rolled_back_from"
 #: Entity fields a deployment writes (not part of the config a user gives): left out of diffs
 #: and of a restored body. A served feature spec's copy (FEATURE_SPEC_KEY) is left out of diffs
 #: only, as GET leaves it out (it is the feature-specs API's to show).
-_DEPLOYED_KEYS = ("state", "foundation_model")
+_DEPLOYED_KEYS = ("state", "foundation_model", AGENT_TASK_KEY)
 _NOT_DIFFED_ENTITY_KEYS = (*_DEPLOYED_KEYS, FEATURE_SPEC_KEY)
 #: Top-level body keys that are not config a change is made of.
 _NOT_DIFFED_KEYS = (ROLLED_BACK_FROM, "legacy_served_models")

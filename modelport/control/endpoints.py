@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from modelport.clock import now_ms
 from modelport.control import config_history
+from modelport.control.agent_config import check_run_as
 from modelport.control.endpoint_state import with_entity_states
 from modelport.control.feature_specs import FeatureSpecService
 from modelport.control.permissions import AccessControl
@@ -286,6 +287,7 @@ class EndpointService:
             )
         body = normalize_config(config, name, feature_serving=feature_serving)
         _check_tasks(body)
+        check_run_as(self._db, caller, body)  # agents acting as a service principal
         self._copy_feature_specs(caller, body, named=bool(feature_serving))
         return body, self._check_registry(caller, body)
 
@@ -542,6 +544,7 @@ class EndpointService:
         body = config_history.restored_body(target)
         _check_external_kept(endpoint.name, current, body)
         _check_tasks(body)
+        check_run_as(self._db, caller, body)
         self._check_registry(caller, body)
         self._check_restored_secrets(body, version)
         before, gateway = endpoint.ai_gateway, target.ai_gateway

@@ -19,6 +19,7 @@ from typing import Any
 
 from modelport.control.endpoint_state import endpoint_state
 from modelport.control.system_endpoints import is_system
+from modelport.entities.agents import AGENT_TASK_KEY
 from modelport.spec.endpoint import FEATURE_SPEC_KEY
 from modelport.spec.permissions import PermissionLevel
 from modelport.spec.secrets import MASK
@@ -50,6 +51,15 @@ def _entity(entity: dict[str, Any], cfg: ConfigRecord) -> dict[str, Any]:
     out.setdefault("creation_timestamp", cfg.created_ms)
     out.setdefault("state", {"deployment": "DEPLOYMENT_CREATING", "deployment_state_message": "Creating"})
     return dict(out)
+
+
+def _agent_task(active: ConfigRecord | None) -> str | None:
+    """An agent endpoint's task: that of the serving config's agents (``entities/agents.py``),
+    when they all serve one."""
+    if active is None:
+        return None
+    tasks = {e.get(AGENT_TASK_KEY) for e in active.body["served_entities"]}
+    return str(next(iter(tasks))) if len(tasks) == 1 and None not in tasks else None
 
 
 def _served_model(entity: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +119,7 @@ def render_detailed(
     if pending is not None:
         out["pending_config"] = _config(pending, pending=True)
     optional = {
-        "task": endpoint.task,
+        "task": endpoint.task or _agent_task(active),
         "ai_gateway": endpoint.ai_gateway,
         "rate_limits": endpoint.rate_limits,
         "description": endpoint.description,
@@ -156,7 +166,7 @@ def render_summary(
                 if "external_model" not in e
             ]
     for key in ("task", "ai_gateway", "description", "budget_policy_id", "telemetry_config"):
-        value = getattr(endpoint, key)
+        value = getattr(endpoint, key) if key != "task" else endpoint.task or _agent_task(active)
         if value is not None:
             out[key] = copy.deepcopy(value)
     return out

@@ -116,6 +116,11 @@ class Exchange:
     replay_of: str | None = None
     #: A replay: the replay's id (``request_metadata["replay_id"]`` of its inference rows).
     replay_id: str | None = None
+    #: An agent's answer: the MLflow trace of the request as JSON (``Trace.to_json()``), from the
+    #: replica's trailer (set by ``gateway/served.py``; a stream's once its last chunk is read).
+    #: The inference row's ``trace`` (``gateway/recording.py``) and the MLflow tracking store
+    #: (``gateway/agent_traces.py``) get it.
+    trace: bytes | None = None
     _data: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

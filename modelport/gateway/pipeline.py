@@ -48,7 +48,7 @@ from modelport.gateway.observers import Observed, Observer, notify
 from modelport.gateway.ratelimit import Admission, RateLimiter
 from modelport.gateway.recording import Recorder
 from modelport.gateway.routing import Route, RoutingTable
-from modelport.gateway.served import ReplicaSource, ServedEntities
+from modelport.gateway.served import AgentContextOf, ReplicaSource, ServedEntities
 from modelport.gateway.shadow import Shadows
 from modelport.gateway.streams import Measured, Recorded
 from modelport.metrics import Metrics
@@ -80,15 +80,20 @@ class DataPlane:
         cache: CacheStore | None = None,
         features: FeaturePlane | None = None,
         shadow_max_in_flight: int = 64,
+        agent_context: AgentContextOf | None = None,
     ) -> None:
         """``features``: answers the feature-spec entities (None: they are refused);
-        ``shadow_max_in_flight``: the shadow copies in flight at once (``gateway/shadow.py``)."""
+        ``shadow_max_in_flight``: the shadow copies in flight at once (``gateway/shadow.py``);
+        ``agent_context``: the context an agent's request carries for its tools
+        (``gateway/served.py``; None: agents get none)."""
         self._external = external
         self._features = features
         self.cache = ResponseCache(cache or LocalCache(64 * 1024 * 1024), metrics, self.embed)
         self.routes = RoutingTable(db, on_serving=self._retain, on_routes=self.cache.retain)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._served = ServedEntities(replicas, external, metrics, timeout, features)
+        self._served = ServedEntities(
+            replicas, external, metrics, timeout, features, agent_context=agent_context
+        )
         self._limiter = limiter or RateLimiter()
         self._recorder = recorder
         self._reloading: dict[str, asyncio.Task[None]] = {}  # endpoint id -> its route's reload
@@ -152,6 +157,8 @@ class DataPlane:
                     "Missing required field 'model': the name of the serving endpoint to query."
                 )
             ex.endpoint = name
+        if ex.caller.agent is not None:  # an agent's tool call: its chain and allowed endpoints
+            ex.caller.agent.admit(ex.endpoint)
         route = await self.routes.lookup(ex.endpoint)
         try:
             route.authorize(ex.caller)

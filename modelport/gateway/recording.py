@@ -19,14 +19,25 @@ when its last chunk has been read, before ``[DONE]`` goes out.
   rows its raw model received, the looked-up features in them (``{"dataframe_records": [...]}``,
   cut at 1 MB by the replica), and ``received_request`` the request as sent (the keys; as the
   guardrails left it, unless ``record_raw_request``). A cached answer keeps the request as sent.
+- An agent's tool call (an agent token, ``agent_tokens.py``): the usage row's requester is the
+  principal the agent acts for, and its ``usage_context`` holds ``parent_request_id`` (the
+  agent endpoint's query) and ``agent_endpoint`` (over what the request body says).
 - A response-cache hit (``caching.py``) is recorded with zero tokens (nothing was asked of the
   model or provider) and ``cache_hit`` true; a miss of an endpoint with a cache, ``cache_hit`` false.
+- An agent's answer (``Exchange.trace``): its MLflow trace (``Trace.to_json()``) in the row's
+  ``trace`` column, as the replica sent it, up to :data:`MAX_TRACE_BYTES` (1 MiB). A longer one
+  is replaced by a stub that says so: ``{"truncated": true, "trace_id": "tr-...", "spans": <its
+  span count>, "size_bytes": <its size>}`` (``trace_id`` null when the trace does not name one);
+  the whole trace is in the MLflow tracking store (``agent_traces.py``), under that trace id.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
+
+import orjson
 
 from modelport.gateway.exchange import Exchange, Tokens
 from modelport.gateway.routing import Route
@@ -34,7 +45,31 @@ from modelport.tables.names import TableRef, default_prefix
 from modelport.tables.records import InferenceRecord, UsageRecord
 from modelport.tables.writer import TableWriter
 
-__all__ = ["Recorder"]
+__all__ = ["MAX_TRACE_BYTES", "Recorder", "trace_column"]
+
+#: The largest trace kept whole in an inference row's ``trace`` column (bytes of its JSON).
+MAX_TRACE_BYTES = 1024 * 1024
+
+#: The trace id of a trace's JSON: ``info`` comes first in ``Trace.to_json()``.
+_TRACE_ID = re.compile(rb'"trace_id"\s*:\s*"([^"\\]{1,200})"')
+
+
+def trace_column(trace: bytes) -> str:
+    """The ``trace`` column of an agent's row: the trace's JSON text, or past
+    :data:`MAX_TRACE_BYTES` the stub that says it was cut (the module docstring shows it). The
+    stub is made without parsing the trace: its id is the first ``"trace_id"`` of its first
+    64 KiB, its span count the number of ``"span_id"`` keys (an attribute's text has its quotes
+    escaped, so it adds none)."""
+    if len(trace) <= MAX_TRACE_BYTES:
+        return trace.decode("utf-8", "replace")
+    found = _TRACE_ID.search(trace, 0, 65536)
+    stub = {
+        "truncated": True,
+        "trace_id": found.group(1).decode("utf-8", "replace") if found else None,
+        "spans": trace.count(b'"span_id"'),
+        "size_bytes": len(trace),
+    }
+    return orjson.dumps(stub).decode()
 
 
 def _request_fields(ex: Exchange) -> tuple[str | None, dict[str, str] | None]:
@@ -83,6 +118,8 @@ class Recorder:
         """Append the usage row and the inference row of ``ex``, as ``route`` asks."""
         latency_ms = int((time.perf_counter() - ex.started) * 1000)
         client_request_id, usage_context = _request_fields(ex)
+        if ex.caller.agent is not None:  # an agent's tool call: which query of which agent made it
+            usage_context = {**(usage_context or {}), **ex.caller.agent.usage_context}
         if ex.cache == "hit":
             tokens = (0, 0, 0)  # no model or provider work
         if route.usage:
@@ -133,6 +170,7 @@ class Recorder:
                 fallback_chain=list(ex.chain) or None,
                 error_code=error_code,
                 cache_hit=None if ex.cache is None else ex.cache == "hit",
+                trace=None if ex.trace is None else trace_column(ex.trace),
             )
             if ex.model_input_truncated:
                 record.request_truncated = True

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from modelport.entities.agents import AGENT_TASK_KEY, agent_task_of
 from modelport.entities.foundation.catalog import EngineSpec, system_model
 from modelport.entities.foundation.detect import EngineDefaults, detect, engine_options
 from modelport.entities.registry_handle import RegistryHandle
@@ -301,6 +302,11 @@ class LocalBackend:
                 },
             }
             return deployed, local, engine
+        deployed = {k: v for k, v in deployed.items() if k != AGENT_TASK_KEY}
+        agent_task = agent_task_of(local)
+        if agent_task is not None:
+            log_.write(f"MLflow agent: serving {agent_task} (replicas run --kind agent).")
+            deployed[AGENT_TASK_KEY] = agent_task
         self._prepare_environment(deployed, local, log_)
         return deployed, local, None
 
@@ -355,6 +361,8 @@ class LocalBackend:
             zygote=self._zygote,
             engine=engine,
             model_name=endpoint.name,
+            agent_task=entity.get(AGENT_TASK_KEY) if engine is None else None,
+            agent_concurrency=opts.per_replica_concurrency,
             orphan_seconds=opts.orphan_seconds,
         )
 

@@ -65,6 +65,10 @@ class ReplicaSpec:
     engine: EngineSpec | None = None
     #: What a foundation model's answers carry as ``model`` (the endpoint's name).
     model_name: str = ""
+    #: An agent (``entities/agents.py``): its task; the replica runs ``--kind agent``.
+    agent_task: str | None = None
+    #: An agent's requests that run at once in one replica (each in a thread).
+    agent_concurrency: int = 4
     #: Several servers share the store: the replica outlives its server this long, for the
     #: next leader to adopt it (``runtime/stopping.py``); 0: it stops with its server.
     orphan_seconds: float = 0.0
@@ -102,6 +106,20 @@ class ReplicaSpec:
                 self.model_name,
                 "--engine-options",
                 orjson.dumps(e.options).decode(),
+                *self._watch_args(),
+            ]
+        if self.agent_task is not None:
+            return [
+                "--socket",
+                str(socket_path),
+                "--kind",
+                "agent",
+                "--model-path",
+                str(self.model_path),
+                "--task",
+                self.agent_task,
+                "--concurrency",
+                str(self.agent_concurrency),
                 *self._watch_args(),
             ]
         return [
@@ -297,16 +315,18 @@ class ReplicaHandle:
                 return await fut
             return await asyncio.wait_for(fut, timeout)
         except (asyncio.CancelledError, TimeoutError):
-            # The client went away or gave up: a foundation model stops generating for it.
-            if self.spec.engine is not None and self._writer is not None and not self._writer.is_closing():
+            # The client went away or gave up: a foundation model stops generating for it, an
+            # agent's request task is cancelled (its thread finishes what it runs).
+            cancels = self.spec.engine is not None or kind == protocol.AGENT_PREDICT
+            if cancels and self._writer is not None and not self._writer.is_closing():
                 self._writer.write(protocol.encode(request_id, protocol.CANCEL))
             raise
         finally:
             self.in_flight -= 1
             self._pending.pop(request_id, None)
 
-    def open_stream(self, payload: bytes) -> ReplicaStream:
-        """Send a STREAM request; its frames arrive on the returned stream."""
+    def open_stream(self, payload: bytes, kind: int = protocol.STREAM) -> ReplicaStream:
+        """Send a STREAM (or AGENT_STREAM) request; its frames arrive on the returned stream."""
         if self._writer is None or self._lost:
             raise ReplicaDied(f"replica {self.index} is not connected")
         request_id = next(_ids)
@@ -314,7 +334,7 @@ class ReplicaHandle:
         self._streams[request_id] = queue
         self.in_flight += 1
         self.sent += 1
-        self._writer.write(protocol.encode(request_id, protocol.STREAM, payload))
+        self._writer.write(protocol.encode(request_id, kind, payload))
         return ReplicaStream(self, request_id, queue)
 
     def _end_stream(self, request_id: int, *, cancel: bool) -> None:

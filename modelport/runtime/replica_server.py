@@ -89,6 +89,20 @@ class Handler(abc.ABC):
         also when the request is cancelled, so what the answer holds is freed at once."""
         raise BadRequest("This model does not stream its answers.")
 
+    async def predict_agent(
+        self, payload: bytes, context: protocol.AgentContext | None
+    ) -> tuple[bytes, protocol.Trailer | None]:
+        """An agent's answer to ``payload`` (an AGENT_PREDICT) and its trailer (the trace);
+        ``context``: what its tools call other endpoints with."""
+        raise BadRequest("This model is not an agent.")
+
+    def stream_agent(
+        self, payload: bytes, context: protocol.AgentContext | None
+    ) -> AsyncGenerator[bytes | protocol.Trailer, None]:
+        """An agent's streamed answer (an AGENT_STREAM): chunks, then at most one trailer, last.
+        Closed by the server like :meth:`stream`."""
+        raise BadRequest("This model is not an agent.")
+
     def stats(self) -> dict[str, Any]:
         """The handler's counters, sent in PONG after the server's."""
         return {}
@@ -225,7 +239,7 @@ class ReplicaServer:
                     request_id, kind, payload = await protocol.read_frame(reader)
                 except (asyncio.IncompleteReadError, ConnectionError, ValueError):
                     return  # closed, or a frame we cannot skip: the stream is lost
-                if kind == protocol.PREDICT or kind == protocol.STREAM or kind == protocol.PREDICT_RECORDED:
+                if kind in _REQUESTS:
                     self._start(writer, conn, request_id, kind, payload)
                 elif kind == protocol.PING:
                     writer.write(protocol.encode(request_id, protocol.PONG, orjson.dumps(self.stats())))
@@ -272,6 +286,20 @@ class ReplicaServer:
                     async for chunk in chunks:
                         send(protocol.encode(request_id, protocol.CHUNK, chunk))
                 send(protocol.encode(request_id, protocol.END))
+            elif kind == protocol.AGENT_STREAM:
+                context, body = _unwrap(payload)
+                trailer: protocol.Trailer | None = None
+                async with contextlib.aclosing(self.handler.stream_agent(body, context)) as events:
+                    async for event in events:
+                        if isinstance(event, protocol.Trailer):
+                            trailer = event
+                        else:
+                            send(protocol.encode(request_id, protocol.CHUNK, event))
+                send(protocol.end_frame(request_id, trailer))
+            elif kind == protocol.AGENT_PREDICT:
+                context, body = _unwrap(payload)
+                answer, trailer = await self.handler.predict_agent(body, context)
+                send(protocol.ok_frame(request_id, answer, trailer))
             else:
                 recorded = kind == protocol.PREDICT_RECORDED
                 body, trailer = await self.handler.predict_with_trailer(payload, recorded)
@@ -294,6 +322,25 @@ class ReplicaServer:
         if error.status >= 500 and cause is not None and error.message != self._last_error:
             self._last_error = error.message
             traceback.print_exception(cause, file=sys.stderr)
+
+
+#: The frames that are requests, each answered in a task of its own.
+_REQUESTS = frozenset(
+    {
+        protocol.PREDICT,
+        protocol.STREAM,
+        protocol.PREDICT_RECORDED,
+        protocol.AGENT_PREDICT,
+        protocol.AGENT_STREAM,
+    }
+)
+
+
+def _unwrap(payload: bytes) -> tuple[protocol.AgentContext | None, bytes]:
+    try:
+        return protocol.unwrap_agent(payload)
+    except ValueError as exc:
+        raise BadRequest(f"Unreadable agent request: {exc}.") from None
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -373,6 +373,22 @@ class ReplicaSet:
         kind = protocol.PREDICT_RECORDED if recorded else protocol.PREDICT
         return protocol.answer_of(*await self.submit(kind, body, timeout))
 
+    async def predict_agent(
+        self, body: bytes, context: protocol.AgentContext | None, timeout: float
+    ) -> tuple[bytes, protocol.Trailer | None]:
+        """An agent's answer to ``body`` (as :meth:`predict`), sent with the request's agent
+        ``context``, and its trailer (``Trailer.trace``: the request's MLflow trace)."""
+        payload = protocol.agent_payload(context, body)
+        return protocol.answer_of(*await self.submit(protocol.AGENT_PREDICT, payload, timeout))
+
+    async def open_agent_stream(
+        self, body: bytes, context: protocol.AgentContext | None, timeout: float
+    ) -> ReplicaChunks:
+        """An agent's streamed answer (as :meth:`open_stream`); once iterated to its end, its
+        ``trailer`` holds what the replica sent with the END (the trace)."""
+        payload = protocol.agent_payload(context, body)
+        return await ReplicaChunks.open(await self.stream(payload, timeout, kind=protocol.AGENT_STREAM))
+
     async def open_stream(self, body: bytes, timeout: float) -> ReplicaChunks:
         """A streamed answer from the least busy replica, its first chunk already read: an
         error before any chunk (or no chunk within ``timeout``) is raised from here, as by
@@ -409,9 +425,9 @@ class ReplicaSet:
         finally:
             self._release()
 
-    async def stream(self, body: bytes, timeout: float) -> AdmittedFrames:
-        """Send a STREAM request to the least busy replica and wait for its first frame
-        (an error before any chunk is raised from here). The admission slot is held until
+    async def stream(self, body: bytes, timeout: float, *, kind: int = protocol.STREAM) -> AdmittedFrames:
+        """Send a STREAM (or AGENT_STREAM: ``kind``) request to the least busy replica and wait
+        for its first frame (an error before any chunk is raised from here). The admission slot is held until
         the stream is closed, which the caller must do (:meth:`open_stream` decodes its frames)."""
         if self.closed:
             raise SetClosed(self.name)
@@ -421,7 +437,7 @@ class ReplicaSet:
         await self._admit(deadline)
         try:
             replica = self._pick()
-            frames = replica.open_stream(body)
+            frames = replica.open_stream(body) if kind == protocol.STREAM else replica.open_stream(body, kind)
         except BaseException:
             self._release()
             raise

@@ -80,6 +80,8 @@ class ReplicaChunks:
         self._frames = frames
         self._first: bytes | None = None
         self._done = False
+        #: What the replica's END carried (an agent's trace), once the answer has ended.
+        self.trailer: protocol.Trailer | None = None
 
     @classmethod
     async def open(cls, frames: AdmittedFrames) -> ReplicaChunks:
@@ -102,6 +104,7 @@ class ReplicaChunks:
             return payload
         self._done = True
         if kind == protocol.END:
+            self.trailer = protocol.end_trailer(payload)
             raise StopAsyncIteration
         raise protocol.error_of(kind, payload)
 

@@ -2,17 +2,17 @@
 
 Started by ``runtime/replica.py`` (through ``runtime/launcher.py``) as::
 
-    python -m modelport.runtime.worker --socket PATH [--kind custom|engine] [--parent-pid PID]
+    python -m modelport.runtime.worker --socket PATH [--kind custom|engine|agent] [--parent-pid PID]
         <the handler's options>
 
 or, on a Ray node (``runtime/ray_actor.py``), ``--listen tcp://NODE_IP:0/NAME --address-file
 FILE`` instead of ``--socket`` (the secret in ``$MODELPORT_REPLICA_SECRET``).
 
 ``--kind`` picks the handler (``custom``, the default: ``runtime/custom_handler.py``;
-``engine``: ``runtime/engine_handler.py``), and ``--help`` after it lists that handler's
-options. The process keeps this module's name so that ``ps`` and ``pgrep -f`` find every
-replica as ``modelport.runtime.worker --socket <path>`` (the socket's name holds the
-endpoint id); the zygote gives forked replicas the same title.
+``engine``: ``runtime/engine_handler.py``; ``agent``: ``runtime/agent_handler.py``), and
+``--help`` after it lists that handler's options. The process keeps this module's name so
+that ``ps`` and ``pgrep -f`` find every replica as ``modelport.runtime.worker --socket <path>``
+(the socket's name holds the endpoint id); the zygote gives forked replicas the same title.
 
 It loads the model first (a failure prints the traceback to stderr and exits with status
 :data:`EXIT_LOAD_FAILED`), prints ``modelport-worker: loaded <what> in <s>s`` to stderr,
@@ -38,7 +38,7 @@ from modelport.runtime.transport import SECRET_ENV, server_tls
 __all__ = ["EXIT_LOAD_FAILED", "KINDS", "main", "parse_args"]
 
 EXIT_LOAD_FAILED = 3
-KINDS = ("custom", "engine")
+KINDS = ("custom", "engine", "agent")
 
 
 def handler_class(kind: str) -> type[Handler]:
@@ -47,6 +47,10 @@ def handler_class(kind: str) -> type[Handler]:
         from modelport.runtime.engine_handler import EngineHandler
 
         return EngineHandler
+    if kind == "agent":
+        from modelport.runtime.agent_handler import AgentHandler
+
+        return AgentHandler
     from modelport.runtime.custom_handler import CustomHandler
 
     return CustomHandler
@@ -74,7 +78,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-certfile", default="", help="Serve TCP with TLS: PEM certificate.")
     parser.add_argument("--tls-keyfile", default="", help="PEM private key for --tls-certfile.")
     parser.add_argument(
-        "--kind", choices=KINDS, default="custom", help="An MLflow pyfunc model, or an LLM/embedding engine."
+        "--kind",
+        choices=KINDS,
+        default="custom",
+        help="An MLflow pyfunc model, an LLM/embedding engine, or an MLflow agent.",
     )
     parser.add_argument(
         "--parent-pid",

@@ -89,6 +89,8 @@ PROVIDER_CREDENTIAL_PAIRS: dict[str, tuple[str, ...]] = {
 }
 
 TASKS = ("llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings")
+#: ``agent_config.run_as`` of an agent whose tool calls act as the caller of its endpoint.
+RUN_AS_CALLER = "caller"
 BEDROCK_PROVIDERS = ("anthropic", "cohere", "ai21labs", "amazon")
 
 #: Key of a stored served entity that serves a feature spec: the spec itself (its
@@ -127,6 +129,11 @@ class ServedEntityInput(Wire):
     environment_vars: dict[str, str] | None = None
     instance_profile_arn: str | None = None
     external_model: ExternalModel | None = None
+    #: modelport extension for agents (a registered model served as an agent): who its tool
+    #: calls act as and which endpoints they may call, ``{"run_as": "caller" | "<service
+    #: principal>", "allowed_endpoints": [...]}`` (``spec/validation.py``; absent: as the caller,
+    #: any endpoint the caller may query).
+    agent_config: dict[str, Any] | None = None
 
 
 class ServedModelInput(Wire):

@@ -20,6 +20,7 @@ from modelport.spec.endpoint import (
     PROVIDER_CONFIG_KEY,
     PROVIDER_CREDENTIAL_PAIRS,
     PROVIDER_REQUIRED_FIELDS,
+    RUN_AS_CALLER,
     TASKS,
     AiGatewayConfig,
     EndpointCoreConfigInput,
@@ -37,6 +38,7 @@ __all__ = [
     "WORKLOAD_SIZES",
     "default_entity_name",
     "names_feature_spec",
+    "normalize_agent_config",
     "normalize_ai_gateway",
     "normalize_config",
     "normalize_legacy_rate_limits",
@@ -338,6 +340,58 @@ def _normalize_entity(
         out["environment_vars"] = dict(entity.environment_vars)
     if entity.instance_profile_arn:
         out["instance_profile_arn"] = entity.instance_profile_arn
+    if entity.agent_config is not None:
+        if "entity_version" not in out:
+            raise _bad(
+                f"{path}.agent_config",
+                "applies to a registered model served as an agent, not to an external model or a "
+                "feature spec.",
+            )
+        out["agent_config"] = normalize_agent_config(entity.agent_config, f"{path}.agent_config")
+    return out
+
+
+_AGENT_CONFIG_KEYS = ("run_as", "allowed_endpoints")
+#: Most endpoints an agent's ``allowed_endpoints`` may name (its tokens carry them).
+MAX_ALLOWED_ENDPOINTS = 50
+
+
+def normalize_agent_config(raw: Any, path: str) -> dict[str, Any]:
+    """An agent's ``agent_config``: ``run_as`` (``caller``, the default, or the name of a
+    service principal, whose existence the control plane checks) and ``allowed_endpoints``
+    (endpoint names, which need not exist yet: an endpoint created later under a name listed is
+    callable; absent: any endpoint the principal may query; ``[]``: none)."""
+    if not isinstance(raw, dict):
+        raise _bad(path, 'must be an object such as {"run_as": "caller", "allowed_endpoints": ["my-llm"]}.')
+    unknown = sorted(set(raw) - set(_AGENT_CONFIG_KEYS))
+    if unknown:
+        raise _bad(path, f"unknown field(s) {', '.join(unknown)}; it takes {', '.join(_AGENT_CONFIG_KEYS)}.")
+    run_as = raw.get("run_as", RUN_AS_CALLER)
+    if run_as is None:
+        run_as = RUN_AS_CALLER
+    if not isinstance(run_as, str) or not run_as.strip():
+        raise _bad(
+            f"{path}.run_as",
+            f"must be '{RUN_AS_CALLER}' or the name of a service principal (got {run_as!r}).",
+        )
+    out: dict[str, Any] = {"run_as": run_as.strip()}
+    allowed = raw.get("allowed_endpoints")
+    if allowed is not None:
+        if not isinstance(allowed, list):
+            raise _bad(f"{path}.allowed_endpoints", "must be a list of endpoint names.")
+        if len(allowed) > MAX_ALLOWED_ENDPOINTS:
+            raise _bad(
+                f"{path}.allowed_endpoints",
+                f"names {len(allowed)} endpoints; the limit is {MAX_ALLOWED_ENDPOINTS}.",
+            )
+        names: list[str] = []
+        for i, name in enumerate(allowed):
+            if not isinstance(name, str):
+                raise _bad(f"{path}.allowed_endpoints[{i}]", f"must be an endpoint name (got {name!r}).")
+            validate_endpoint_name(name, f"{path}.allowed_endpoints[{i}]")
+            if name not in names:
+                names.append(name)
+        out["allowed_endpoints"] = names
     return out
 
 

@@ -172,6 +172,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/serving-endpoints/embeddings"): Row(
         "endpoint", "CAN_QUERY", ok=400, body=lambda v: {"model": v["name"], "input": "hi"}
     ),
+    # The matrix's endpoint is no agent: the Responses route refuses it after the permission check.
+    ("POST", "/serving-endpoints/responses"): Row(
+        "endpoint", "CAN_QUERY", ok=400, body=lambda v: {"model": v["name"], "input": "hi"}
+    ),
     # ---- bulk jobs (OpenAI's Files and Batch APIs): each caller's own; others' are 404 -----------
     ("POST", "/serving-endpoints/files"): Row(USER, ok=400),  # not multipart
     ("GET", "/serving-endpoints/files"): Row(USER),

@@ -39,6 +39,8 @@ PACKAGE_UNITS = (
     "tests/batch/",
     # One server with the behaving model's versions for the safe-rollouts tests (tests/rollouts/world.py).
     "tests/rollouts/",
+    # One server with a ResponsesAgent, a ChatAgent and the LLM they call (tests/agents/world.py).
+    "tests/agents/",
 )
 
 #: Seconds each unit took (setup, call and teardown of its tests, summed from ``--durations=0``)
@@ -56,6 +58,8 @@ SECONDS: dict[str, float] = {
     "tests/batch/": 110,
     # Config history, shadows, replay, canaries (steps of a few seconds) and the event log.
     "tests/rollouts/": 120,
+    # Two agents (MLflow pyfunc replicas) and an external LLM on one server; tools, traces.
+    "tests/agents/": 90,
     "tests/integration/test_monitors.py": 50,
     "tests/integration/test_openai_batches.py": 35,
     "tests/integration/test_feature_usage.py": 30,

@@ -4,7 +4,9 @@
   ``POST /serving-endpoints/{name}/served-models/{served}/invocations`` (the per-entity route);
 - ``POST /serving-endpoints/chat/completions``, ``/completions`` and ``/embeddings``, the
   OpenAI-compatible routes, for ``OpenAI(base_url=f"{host}/serving-endpoints", api_key=<token>)``
-  with the endpoint's name as ``model``.
+  with the endpoint's name as ``model``;
+- ``POST /serving-endpoints/responses``, the OpenAI Responses route of ``agent/v1/responses``
+  agents (``responses.py``: its request, answer and events).
 
 Another method on these paths is a 405. A query is authenticated once, its body read once
 (``api/body.py``), then handed to the data plane as an :class:`Exchange`; the answer is sent as
@@ -23,9 +25,12 @@ from dataclasses import dataclass
 from starlette.types import Receive, Scope, Send
 
 from modelport.api.body import MAX_BODY, read_body
+from modelport.api.data.responses import PATH as RESPONSES_PATH
+from modelport.api.data.responses import serve_responses
 from modelport.api.data.streaming import send_events
 from modelport.api.errors import send_error
 from modelport.api.services import Services
+from modelport.entities.agents import RESPONSES_AGENT
 from modelport.errors import MalformedRequest, MethodNotAllowed
 from modelport.gateway.exchange import Exchange
 from modelport.spec.llm import CHAT, COMPLETIONS, EMBEDDINGS, OPENAI_ROUTES
@@ -42,6 +47,7 @@ PATHS = (
     "/serving-endpoints/{name}/invocations",
     "/serving-endpoints/{name}/served-models/{served}/invocations",
     *_OPENAI,
+    RESPONSES_PATH,
 )
 
 
@@ -60,6 +66,8 @@ def match(path: str) -> Query | None:
     task = _OPENAI.get(path)
     if task is not None:
         return Query(_LABELS[task], task=task)
+    if path == RESPONSES_PATH:
+        return Query("responses", task=RESPONSES_AGENT)
     found = _INVOCATIONS.match(path)
     if found is None:
         return None
@@ -80,13 +88,17 @@ async def serve_query(services: Services, query: Query, scope: Scope, receive: R
         await send_error(send, refused, scope["path"], headers={"Allow": "POST"})
         return
     try:
-        caller = await services.auth.authenticate_async(_authorization(scope))
+        # agent=True: an agent's tool calls come here with its agent token (gateway/agent_tokens.py)
+        caller = await services.auth.authenticate_async(_authorization(scope), agent=True)
         scope["modelport.caller"] = caller  # for the audit log of a refusal (api/middleware.py)
         body = await read_body(scope, receive, MAX_BODY, what="a query")
         if not body.strip():
             raise MalformedRequest(
                 'Request body is empty; send a JSON object such as {"dataframe_split": ...}.'
             )
+        if query.task == RESPONSES_AGENT:
+            await serve_responses(services, caller, body, scope, receive, send)
+            return
         exchange = Exchange(caller, query.endpoint, body, served=query.served, task=query.task)
         answer = await services.dataplane.query(exchange)
     except Exception as exc:

@@ -18,7 +18,8 @@ CALLER = Caller(id=1, name="admin", kind="user", groups=(), principal_ids=frozen
 
 
 class Auth:
-    async def authenticate_async(self, authorization: str | None) -> Caller:
+    async def authenticate_async(self, authorization: str | None, *, agent: bool = False) -> Caller:
+        assert agent  # the query routes accept agent tokens (gateway/agent_tokens.py)
         return CALLER
 
 
