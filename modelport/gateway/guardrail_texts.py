@@ -1,7 +1,8 @@
 """The texts of request and answer bodies that guardrails check, and writing masked texts back.
 
 :func:`input_texts` and :func:`output_texts` find the texts of each body shape (chat,
-completions, embeddings, custom models' records; see ``guardrails.py`` for the list) as
+completions, embeddings, custom models' records, agents' Responses items and ChatAgent messages;
+see ``guardrails.py`` for the list) as
 :class:`TextSlots`, which can replace them with masked ones; :func:`chunk_text` gives the text
 of one streamed chunk.
 """
@@ -132,6 +133,15 @@ def _input_slots(body: Any) -> Iterator[tuple[Path, str, str | None]]:
             yield path, text, None
         return
     if "input" in body:
+        if isinstance(body["input"], list):  # the Responses API's items (agents): messages too
+            for i, item in enumerate(body["input"]):
+                if isinstance(item, str):
+                    yield ("input", i), item, None
+                elif isinstance(item, dict) and item.get("role") not in ("assistant", None):
+                    role = item["role"] if isinstance(item["role"], str) else None
+                    for path, text in _content_slots(item.get("content"), ("input", i, "content")):
+                        yield path, text, role
+            return
         for path, text in _string_or_list(body["input"], ("input",)):
             yield path, text, None
         return
@@ -160,26 +170,45 @@ def _output_slots(body: Any) -> Iterator[tuple[Path, str, str | None]]:
             elif isinstance(choice.get("text"), str):
                 yield ("choices", i, "text"), choice["text"], None
         return
+    if isinstance(body, dict) and isinstance(body.get("output"), list):  # a Responses agent's items
+        for i, item in enumerate(body["output"]):
+            if isinstance(item, dict) and item.get("type", "message") == "message":
+                for path, text in _content_slots(item.get("content"), ("output", i, "content")):
+                    yield path, text, "assistant"
+        return
+    if isinstance(body, dict) and isinstance(body.get("messages"), list):  # a ChatAgent's answer
+        for i, message in enumerate(body["messages"]):
+            if isinstance(message, dict) and message.get("role", "assistant") == "assistant":
+                for path, text in _content_slots(message.get("content"), ("messages", i, "content")):
+                    yield path, text, "assistant"
+        return
     if isinstance(body, dict) and "predictions" in body:
         for path, text in _strings_in(body["predictions"], ("predictions",)):
             yield path, text, None
 
 
 def input_texts(body: Any) -> TextSlots:
-    """The texts of a request body (chat, completions, embeddings or custom model)."""
+    """The texts of a request body (chat, completions, embeddings, agent or custom model)."""
     return _slots(body, _input_slots(body))
 
 
 def output_texts(body: Any) -> TextSlots:
-    """The texts of an answer body (chat, completions or custom model ``predictions``)."""
+    """The texts of an answer body (chat, completions, a Responses agent's ``output``, a ChatAgent's
+    ``messages`` or a custom model's ``predictions``)."""
     return _slots(body, _output_slots(body))
 
 
 def chunk_text(chunk: Any) -> str:
-    """The text of one streamed chunk: ``choices[*].delta.content`` (chat) or ``choices[*].text``.
+    """The text of one streamed chunk: ``choices[*].delta.content`` (chat), ``choices[*].text``,
+    an agent's ``response.output_text.delta`` event's ``delta`` or a ChatAgent chunk's
+    ``delta.content``.
 
     Output guardrails on streams work on buffered text (module docstring).
     """
+    if isinstance(chunk, dict) and chunk.get("type") == "response.output_text.delta":
+        return chunk["delta"] if isinstance(chunk.get("delta"), str) else ""
+    if isinstance(chunk, dict) and isinstance(chunk.get("delta"), dict) and "choices" not in chunk:
+        return "".join(text for _, text in _content_slots(chunk["delta"].get("content"), ()))
     if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
         return ""
     parts: list[str] = []

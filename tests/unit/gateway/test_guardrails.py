@@ -621,3 +621,34 @@ def test_check_body_masks_a_chat_request_and_blocks_an_answer() -> None:
     )
     untouched, outcome = asyncio.run(check_body({"prompt": "fine"}, inp))
     assert untouched == {"prompt": "fine"} and outcome.allowed and not outcome.masked
+
+
+def test_agent_bodies_have_their_texts_found_and_masked_in_place() -> None:
+    request = {
+        "input": [
+            {"role": "system", "content": "be brief"},
+            {"role": "assistant", "content": "earlier answer"},  # history: not the caller's text
+            {"role": "user", "content": [{"type": "input_text", "text": "mail bob@example.com"}]},
+        ],
+        "custom_inputs": {"use_tool": True},
+    }
+    slots = input_texts(request)
+    assert slots.texts == ["be brief", "mail bob@example.com"]
+    assert slots.roles == ["system", "user"]
+    masked = slots.replace(["be brief", "mail [EMAIL]"])
+    assert masked["input"][2]["content"][0]["text"] == "mail [EMAIL]"
+    assert request["input"][2]["content"][0]["text"] == "mail bob@example.com"  # a copy
+
+    answer = {
+        "object": "response",
+        "output": [
+            {"type": "function_call", "name": "lookup", "arguments": "{}"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]},
+        ],
+    }
+    assert output_texts(answer).texts == ["hi"]
+    chat_agent = {"messages": [{"role": "tool", "content": "raw"}, {"role": "assistant", "content": "done"}]}
+    assert output_texts(chat_agent).texts == ["done"]
+    assert chunk_text({"type": "response.output_text.delta", "item_id": "m1", "delta": "he"}) == "he"
+    assert chunk_text({"type": "response.output_item.done", "item": {}}) == ""
+    assert chunk_text({"delta": {"role": "assistant", "content": "llo", "id": "m1"}}) == "llo"
