@@ -3,7 +3,7 @@
 Each answer of an agent endpoint carries the MLflow trace of its request (``Exchange.trace``,
 ``Trace.to_json()`` made in the replica). :class:`AgentTraces`, a data-plane observer
 (``gateway/observers.py``), queues it when the query ends and one thread writes it with
-MLflow's own tracking-store API (``start_trace`` then ``log_spans``: the spans are kept in the
+MLflow's own tracking-store API (``log_spans`` then ``start_trace``: the spans are kept in the
 store's database, no artifact is written): the embedded registry's store in this process, or
 the remote tracking server of ``--registry-uri``.
 
@@ -249,8 +249,11 @@ class AgentTraces:
             metadata[_USER_METADATA] = item.requester
         info.trace_metadata = {**info.trace_metadata, **metadata}
         try:
-            store.start_trace(info)
+            # Spans first: log_spans makes the trace's row when it is missing, and start_trace then
+            # completes it (MLflow's store takes either order). The other order let a search that
+            # came between the two find a trace without spans ("Failed to download trace data").
             store.log_spans(experiment_id, trace.data.spans)
+            store.start_trace(info)
         except Exception:
             self._experiments.pop(item.endpoint, None)  # deleted or renamed meanwhile: look again
             raise
