@@ -6,6 +6,7 @@ import { endpointFeatures, featureTablePage, featureTablesPage } from "./feature
 import { jobPage, jobsPage, sqlBox } from "./jobs.js";
 import { endpointMonitor, monitorPage, monitorsPage } from "./monitors.js";
 import { endpointRollouts } from "./rollouts.js";
+import { agentPlayground, imageAttach, isAgentTask, userContent } from "./agents.js";
 
 const CSRF_COOKIE = "modelport_csrf";
 export const SESSION = "/api/2.0/modelport/session";
@@ -121,7 +122,7 @@ function csrfToken() {
   return found ? decodeURIComponent(found.slice(CSRF_COOKIE.length + 1)) : "";
 }
 
-async function rawFetch(path, { method = "GET", body, headers = {}, signal } = {}) {
+export async function rawFetch(path, { method = "GET", body, headers = {}, signal } = {}) {
   const init = { method, headers: { ...headers }, signal, credentials: "same-origin" };
   if (method !== "GET" && method !== "HEAD") init.headers["X-CSRF-Token"] = csrfToken();
   if (body !== undefined) {
@@ -1000,9 +1001,11 @@ export function snippetsFor(name, req, origin) {
     `    f"{os.environ['MODELPORT_HOST']}/serving-endpoints/${name}/invocations",\n` +
     `    headers={"Authorization": f"Bearer {os.environ['MODELPORT_TOKEN']}"},\n    json=${pyLiteral(body)},\n)\nprint(response.json())`;
   const snippets = [["curl", curl], ["Python (databricks-sdk)", sdk], ["Python (requests)", requests]];
-  const call = { "llm/v1/chat": "chat.completions", "llm/v1/completions": "completions", "llm/v1/embeddings": "embeddings" }[task];
+  const call = { "llm/v1/chat": "chat.completions", "llm/v1/completions": "completions", "llm/v1/embeddings": "embeddings", "agent/v1/responses": "responses" }[task];
   if (call) {
-    const args = [`model=${JSON.stringify(name)}`, ...Object.entries(body).map(([k, v]) => `${k}=${pyLiteral(v)}`)];
+    // the Responses route takes the agent's input, not its custom_inputs or context
+    const fields = Object.entries(body).filter(([k]) => call !== "responses" || k === "input");
+    const args = [`model=${JSON.stringify(name)}`, ...fields.map(([k, v]) => `${k}=${pyLiteral(v)}`)];
     snippets.push(["Python (openai)", `${env}import os\n\nfrom openai import OpenAI\n\n` +
       `client = OpenAI(base_url=os.environ["MODELPORT_HOST"] + "/serving-endpoints", api_key=os.environ["MODELPORT_TOKEN"])\n` +
       `response = client.${call}.create(\n${kwargs(args)}\n)\nprint(response)`]);
@@ -1024,7 +1027,7 @@ function setupSnippets(section, detail, url) {
       return;
     }
     if (mine !== drawn) return;
-    const snippets = snippetsFor(detail.name, req, location.origin);
+    const snippets = snippetsFor(detail.name, { ...req, task: req.task || detail.task || null }, location.origin);
     const shown = box.querySelector("[data-snippet][aria-selected=true]");
     const tabs = h("div", { class: "tabs", role: "tablist", "aria-label": "Snippet language" });
     const pre = h("pre", { id: "snippet", tabindex: "0", role: "tabpanel" });
@@ -1312,19 +1315,20 @@ async function playgroundPage() {
   const eps = ((await api(EP)).endpoints || []).sort((a, b) => a.name.localeCompare(b.name));
   const chatEps = eps.filter((e) => taskOf(e) === "llm/v1/chat");
   const customEps = eps.filter((e) => !taskOf(e));
+  const agentEps = eps.filter((e) => isAgentTask(taskOf(e)));
   const tabChat = h("button", { type: "button", role: "tab", id: "tab-chat", "aria-selected": "true" }, "Chat");
+  const tabAgents = h("button", { type: "button", role: "tab", id: "tab-agents", "aria-selected": "false" }, "Agents");
   const tabCustom = h("button", { type: "button", role: "tab", id: "tab-custom", "aria-selected": "false" }, "Custom models");
   const chatPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-chat" });
+  const agentPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-agents", hidden: true });
   const customPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-custom", hidden: true });
-  const show = (chat) => {
-    tabChat.setAttribute("aria-selected", String(chat)); tabCustom.setAttribute("aria-selected", String(!chat));
-    chatPanel.hidden = !chat; customPanel.hidden = chat;
-  };
-  tabChat.addEventListener("click", () => show(true));
-  tabCustom.addEventListener("click", () => show(false));
-  arrowTabs([tabChat, tabCustom]);
-  main.append(h("h1", {}, "AI playground"), h("div", { class: "tabs", role: "tablist", "aria-label": "Playground mode" }, tabChat, tabCustom), chatPanel, customPanel);
+  const tabs = [[tabChat, chatPanel], [tabCustom, customPanel], [tabAgents, agentPanel]];
+  const show = (tab) => { for (const [t, p] of tabs) { t.setAttribute("aria-selected", String(t === tab)); p.hidden = t !== tab; } };
+  for (const [t] of tabs) t.addEventListener("click", () => show(t));
+  arrowTabs(tabs.map(([t]) => t));
+  main.append(h("h1", {}, "AI playground"), h("div", { class: "tabs", role: "tablist", "aria-label": "Playground mode" }, tabChat, tabCustom, tabAgents), chatPanel, customPanel, agentPanel);
   chatPlayground(chatPanel, chatEps);
+  agentPlayground(agentPanel, agentEps);
   customPlayground(customPanel, customEps);
 }
 
@@ -1344,12 +1348,13 @@ function chatPlayground(panel, chatEps) {
   const clear = h("button", { type: "button", class: "secondary", id: "pg-clear" }, "New conversation");
   const columns = h("div", { class: "compare", id: "pg-answers" });
   const err = h("div");
+  const attach = imageAttach("pg");
   const histories = new Map();
   const form = h("form", { class: "card", id: "pg-form" },
     h("div", { class: "row" }, field("Endpoint", sels[0]).wrap, field("Compare with", sels[1]).wrap, field("And with", sels[2]).wrap),
     field("System prompt", system).wrap,
     h("div", { class: "row" }, field("Temperature", temp).wrap, field("Max tokens", maxTok).wrap, field("Stop sequences", stop).wrap),
-    field("Message", prompt).wrap, err,
+    field("Message", prompt).wrap, attach.wrap, err,
     h("div", { class: "actions" }, send, clear));
   if (!chatEps.length) panel.append(h("p", { class: "notice" }, "No chat endpoints yet: create one (a foundation model or an external chat model)."));
   panel.append(form, columns);
@@ -1375,6 +1380,8 @@ function chatPlayground(panel, chatEps) {
     const text = prompt.value.trim();
     if (!text) { err.append(errorBox("Type a message.")); return; }
     ensureColumns(names);
+    const content = attach.content(text);
+    attach.clear();
     prompt.value = "";
     send.disabled = true;
     const params = { temperature: Number(temp.value), max_tokens: Number(maxTok.value) };
@@ -1382,7 +1389,7 @@ function chatPlayground(panel, chatEps) {
     if (stops.length) params.stop = stops;
     await Promise.all(names.map((n) => {
       const hist = histories.get(n) || [];
-      hist.push({ role: "user", content: text });
+      hist.push({ role: "user", content });
       histories.set(n, hist);
       const messages = [...(system.value.trim() ? [{ role: "system", content: system.value.trim() }] : []), ...hist];
       return streamChat(n, messages, params, colFor.get(n).querySelector(".log")).then((answer) => { if (answer !== null) hist.push({ role: "assistant", content: answer }); else hist.pop(); });
@@ -1394,7 +1401,7 @@ function chatPlayground(panel, chatEps) {
 
 /** POST /serving-endpoints/chat/completions with stream: true, read the SSE with a ReadableStream. */
 async function streamChat(name, messages, params, log) {
-  log.append(h("div", { class: "msg user" }, h("strong", {}, "You: "), messages[messages.length - 1].content));
+  log.append(h("div", { class: "msg user" }, h("strong", {}, "You: "), userContent(messages[messages.length - 1].content)));
   const out = h("span", { class: "content" });
   const stats = h("div", { class: "stats" }, "waiting…");
   const msg = h("div", { class: "msg assistant", "aria-live": "polite" }, h("strong", {}, "Assistant: "), out, stats);
