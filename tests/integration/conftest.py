@@ -100,7 +100,7 @@ def _clean_endpoints(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def iris_model(server: ServerProcess, _registered: set[tuple[str, str]]) -> str:
     """Registered model 'iris' with versions 1 and 2 and alias @champion → 2 (registered
     once per server)."""
