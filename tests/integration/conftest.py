@@ -100,19 +100,24 @@ def _clean_endpoints(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
-@pytest.fixture(scope="session")
-def iris_model(server: ServerProcess, _registered: set[tuple[str, str]]) -> str:
-    """Registered model 'iris' with versions 1 and 2 and alias @champion → 2 (registered
-    once per server)."""
-    if (server.url, "iris") in _registered:
+def register_iris(server: ServerProcess, registered: set[tuple[str, str]]) -> str:
+    """Registered model 'iris' with versions 1 and 2 and alias @champion → 2, once per server
+    (``registered`` remembers which servers have it)."""
+    if (server.url, "iris") in registered:
         return "iris"
     log_sklearn_model(server.url, ADMIN_TOKEN, "iris")
     log_sklearn_model(server.url, ADMIN_TOKEN, "iris")
     from mlflow import MlflowClient
 
     MlflowClient(server.url).set_registered_model_alias("iris", "champion", "2")
-    _registered.add((server.url, "iris"))
+    registered.add((server.url, "iris"))
     return "iris"
+
+
+@pytest.fixture
+def iris_model(server: ServerProcess, _registered: set[tuple[str, str]]) -> str:
+    """Registered model 'iris' (:func:`register_iris`)."""
+    return register_iris(server, _registered)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from deltalake import write_deltalake
 
 from modelport.tables.names import table_uri
 from modelport.tables.records import INFERENCE_SCHEMA
+from tests.integration.conftest import register_iris
 from tests.serverproc import ADMIN_TOKEN, ServerProcess
 from tests.support.endpoints import KEPT_ENDPOINTS, wait_settled
 from tests.support.principals import create_user, obo_token
@@ -109,9 +110,10 @@ def _wait_refresh(http: httpx.Client, table: str, refresh_id: int, timeout: floa
 
 
 @pytest.fixture(scope="module")
-def world(server: ServerProcess, iris_model: str) -> Iterator[World]:
+def world(server: ServerProcess, _registered: set[tuple[str, str]]) -> Iterator[World]:
     # 'iris' as every module of the session server has it (versions 1 and 2, @champion on 2): a
     # copy registered here without the alias broke later modules that name @champion.
+    register_iris(server, _registered)
     http = httpx.Client(base_url=server.url, headers=HEADERS, timeout=60)
     body = {
         "name": ENDPOINT,
