@@ -409,7 +409,14 @@ def test_inference_table_row(page: Any) -> None:
     assert "400" in page.locator("#inference-rows tbody tr").first.inner_text()
     page.select_option("#tables-status", "ok")
     page.click("#tables-run")
-    wait_until(page, "!document.querySelector('#tables-form p').textContent.startsWith('Querying')")
+    # The rows of the "ok" query, not the error rows still shown until it answers (under load the
+    # "Querying" line may not have appeared yet when the wait above is first checked).
+    wait_until(
+        page,
+        "(() => { const cells = [...document.querySelectorAll("
+        "'#inference-rows tbody td[data-label=\"Status\"]')]; "
+        "return cells.length > 0 && cells.every((td) => td.textContent.trim().startsWith('2')); })()",
+    )
     page.locator("#inference-rows tbody tr button").first.click()
     assert "dataframe_records" in page.locator("#row-request").inner_text()
     assert "predictions" in page.locator("#row-response").inner_text()
