@@ -23,20 +23,20 @@ raises it as ``APIError``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import time
+from functools import partial
 from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from modelport.api.data.streaming import send_events
 from modelport.api.errors import error_event_body, send_error
 from modelport.api.services import Services
 from modelport.entities.agents import RESPONSES_AGENT
 from modelport.errors import InvalidParameterValue, MalformedRequest
-from modelport.gateway.exchange import Answer, Chunks, Exchange
+from modelport.gateway.exchange import Chunks, Exchange
 from modelport.spec.identity import Caller
 
 __all__ = ["PATH", "ResponsesEvents", "agent_request", "response_object", "serve_responses"]
@@ -358,7 +358,9 @@ async def serve_responses(
     extra = [] if exchange.cache is None else [(b"x-modelport-cache", exchange.cache.encode())]
     if answer.stream is not None:
         events = ResponsesEvents(response_id=response_id, model=model, created_at=created_at, request=request)
-        await _send_stream(receive, send, answer, events, extra)
+        # The agent's events as Responses events; the stream is closed at once when the client goes
+        # away (the agent's generator with it).
+        await send_events(receive, send, answer, extra, pump=partial(_pump, events=events))
         return
     agent_answer = answer.data if isinstance(answer.data, dict) else {}
     out = orjson.dumps(
@@ -399,45 +401,3 @@ async def _pump(send: Send, chunks: Chunks, events: ResponsesEvents) -> None:
     else:
         await emit(events.finish())
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _send_stream(
-    receive: Receive, send: Send, answer: Answer, events: ResponsesEvents, headers: list[tuple[bytes, bytes]]
-) -> None:
-    """Send the agent's streamed answer as Responses events; close the stream (always), at once
-    when the client goes away (the agent's generator is closed with it)."""
-    chunks = answer.stream
-    assert chunks is not None
-    try:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                    (b"served-model-name", answer.served.encode()),
-                    *headers,
-                ],
-            }
-        )
-        pump = asyncio.ensure_future(_pump(send, chunks, events))
-        watch = asyncio.ensure_future(_disconnected(receive))
-        try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (pump, watch):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        if pump.done() and not pump.cancelled():
-            pump.result()
-    finally:
-        await chunks.aclose()

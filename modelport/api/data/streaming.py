@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from starlette.types import Receive, Send
 from modelport.api.errors import error_event_body
 from modelport.gateway.exchange import Answer, Chunks
 
-__all__ = ["send_events"]
+__all__ = ["Pump", "send_events"]
 
 DONE = b"data: [DONE]\n\n"
 
@@ -45,10 +46,19 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+#: Sends a stream's events and ends the response body (:func:`_pump`; the Responses route has its own).
+Pump = Callable[[Send, Chunks], Awaitable[None]]
+
+
 async def send_events(
-    receive: Receive, send: Send, answer: Answer, headers: list[tuple[bytes, bytes]] | None = None
+    receive: Receive,
+    send: Send,
+    answer: Answer,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    pump: Pump = _pump,
 ) -> None:
-    """Send ``answer.stream`` as the response (with ``headers`` added), and close it (always)."""
+    """Send ``answer.stream`` as the response (with ``headers`` added) through ``pump``, and close
+    it (always), at once when the client goes away."""
     chunks = answer.stream
     assert chunks is not None
     try:
@@ -65,17 +75,17 @@ async def send_events(
                 ],
             }
         )
-        pump = asyncio.ensure_future(_pump(send, chunks))
+        pumping = asyncio.ensure_future(pump(send, chunks))
         watch = asyncio.ensure_future(_disconnected(receive))
         try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((pumping, watch), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, watch):
+            for task in (pumping, watch):
                 if not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-        if pump.done() and not pump.cancelled():
-            pump.result()  # a failure to send, if any
+        if pumping.done() and not pumping.cancelled():
+            pumping.result()  # a failure to send, if any
     finally:
         await chunks.aclose()
