@@ -29,7 +29,6 @@ The server flushes its tables every second (``--tables-flush-seconds 1``).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,22 +287,9 @@ class World:
 
     def wait_rows(self, name: str, count: int, timeout: float = 30.0, **where: Any) -> list[dict[str, Any]]:
         """The inference rows of ``name`` once at least ``count`` match ``where`` (column == value)."""
-        from tests.support.tables import read_table
+        from tests.support.tables import wait_rows
 
-        deadline = time.monotonic() + timeout
-        rows: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            path = self.payload_table(name)
-            if (path / "_delta_log").exists():
-                rows = [
-                    r
-                    for r in read_table(str(path)).to_pylist()
-                    if all(r.get(k) == v for k, v in where.items())
-                ]
-                if len(rows) >= count:
-                    return rows
-            time.sleep(0.3)
-        raise AssertionError(f"{len(rows)} rows of {name} match {where} after {timeout} s, not {count}")
+        return wait_rows(self.payload_table(name), count, timeout, **where)
 
 
 def _gateway(name: str) -> dict[str, Any]:

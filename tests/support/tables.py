@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
 
-__all__ = ["id_counts", "read_table", "recorder"]
+__all__ = ["id_counts", "read_table", "recorder", "wait_rows"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +30,22 @@ def id_counts(uri: str, column: str) -> Counter[str]:
     if table.num_columns == 0:
         return Counter()
     return Counter(table[column].to_pylist())
+
+
+def wait_rows(path: Path, count: int, timeout: float = 30.0, **where: Any) -> list[dict[str, Any]]:
+    """The rows of the Delta table at ``path`` once at least ``count`` match ``where`` (column ==
+    value), polled until ``timeout`` seconds (an AssertionError then)."""
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if (path / "_delta_log").exists():
+            rows = [
+                r for r in read_table(str(path)).to_pylist() if all(r.get(k) == v for k, v in where.items())
+            ]
+            if len(rows) >= count:
+                return rows
+        time.sleep(0.3)
+    raise AssertionError(f"{len(rows)} rows of {path.name} match {where} after {timeout} s, not {count}")
 
 
 def recorder(root: str, spool: str, *args: str) -> subprocess.Popen[str]:
