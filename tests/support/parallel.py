@@ -31,6 +31,8 @@ PACKAGE_UNITS = (
     "tests/foundation/",
     # One server and one chromium page; the tests build on each other in file order.
     "tests/browser/",
+    # The console pages (issue 23): one server and one chromium page of their own, beside tests/browser/.
+    "tests/console/",
     # One private PostgreSQL, Redis and server (spool on a tmpfs) for the package's fault tests.
     "tests/faults/",
     # Ray clusters in network namespaces: one at a time (each runs a dozen processes).
@@ -76,6 +78,7 @@ SECONDS: dict[str, float] = {
     "tests/integration/test_auth.py": 53,
     "tests/engines/test_llamacpp_engine.py": 42,
     "tests/browser/": 175,
+    "tests/console/": 150,
     "tests/integration/test_secrets_key_rotation.py": 41,
     "tests/foundation/": 50,
     "tests/integration/test_external_registry.py": 38,

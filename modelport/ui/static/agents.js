@@ -12,7 +12,7 @@
 // app.js calls these after both modules have run, so the helpers imported from it (a module
 // cycle, as rollouts.js) are defined by then.
 
-import { api, enc, errorBox, field, h, rawFetch, select } from "./app.js";
+import { api, enc, errorBox, field, h, rawFetch, select } from "./core.js";
 
 export const AGENT_TASKS = ["agent/v1/responses", "agent/v2/chat", "agent/v1/chat"];
 const TASK_TEXT = {

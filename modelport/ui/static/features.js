@@ -3,7 +3,7 @@
 // app.js imports these pages and calls them only after both modules have run, so the helpers
 // imported from it (a module cycle) are defined by then.
 
-import { SESSION, api, enc, errorBox, every, field, fmtTime, h, select, toast } from "./app.js";
+import { SESSION, api, enc, errorBox, every, field, fmtTime, h, select, toast } from "./core.js";
 
 const FT = "/api/2.0/feature-engineering/tables";
 const PUBLISH_MODES = ["snapshot", "triggered", "continuous"];

@@ -3,7 +3,7 @@
 // table jobs of `modelport batch run` (/api/2.0/modelport/batch/jobs). Like features.js, app.js
 // imports these pages and calls them only after both modules have run.
 
-import { api, enc, errorBox, every, fmtTime, h, toast } from "./app.js";
+import { api, enc, errorBox, every, fmtTime, h, toast } from "./core.js";
 
 const BATCHES = "/serving-endpoints/batches";
 const TABLE_JOBS = "/api/2.0/modelport/batch/jobs";

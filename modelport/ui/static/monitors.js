@@ -3,7 +3,7 @@
 // "Monitor" section. app.js imports these pages and calls them only after both modules have run,
 // so the helpers imported from it (a module cycle) are defined by then.
 
-import { SESSION, api, enc, errorBox, every, field, fmtTime, h, select, toast } from "./app.js";
+import { SESSION, api, enc, errorBox, every, field, fmtTime, h, select, toast } from "./core.js";
 
 const LIST = "/api/2.0/modelport/monitors";
 const METRICS = `${LIST}/metrics`;

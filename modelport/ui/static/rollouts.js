@@ -8,7 +8,7 @@
 // app.js calls endpointRollouts() after both modules have run, so the helpers imported from it
 // (a module cycle, as monitors.js) are defined by then.
 
-import { api, enc, errorBox, every, field, fmtTime, h, select, toast } from "./app.js";
+import { api, enc, errorBox, every, field, fmtTime, h, select, toast } from "./core.js";
 
 const EP = "/api/2.0/serving-endpoints";
 const MP = "/api/2.0/modelport/serving-endpoints";

@@ -1,0 +1,55 @@
+"""The console pages of issue 23 in chromium: one real ``modelport serve`` (system endpoints on),
+one loopback OpenAI fake and one chromium page for the whole package, as ``tests/browser``, but
+a package of its own so that it runs on another pytest worker beside the browser suite.
+
+The fixtures are ``tests/browser/conftest.py``'s (imported here, so each package gets its own
+server and page); :func:`sign_in` opens a page signed in as the admin, whichever module runs
+first. Each module creates its own endpoints, tokens and principals under names of its own."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import (  # noqa: F401  (fixtures, registered by being imported here)
+    CHROMIUM,
+    api,
+    csp_violations,
+    fake_openai,
+    page,
+    page_errors,
+    pytest_runtest_makereport,
+    registered_model,
+    ui_server,
+)
+from tests.serverproc import ADMIN_TOKEN
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not CHROMIUM.exists():
+        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+    elif importlib.util.find_spec("playwright") is None:
+        reason = "browser tests need playwright (pip install -e '.[dev]')"
+    else:
+        return
+    here = Path(__file__).parent
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(skip)
+
+
+def sign_in(page: Any, path: str) -> None:
+    """Open ``path`` (``/ui/#/...``) signed in as the admin, signing in first when the page is not."""
+    page.goto(path)
+    page.wait_for_selector("main h1")
+    if page.url.endswith("#/login"):
+        page.fill("#token", ADMIN_TOKEN)
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(r"#/endpoints$"))
+        page.goto(path)
+        page.wait_for_selector("main h1")
