@@ -43,13 +43,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def sign_in(page: Any, path: str) -> None:
+def sign_in(pg: Any, path: str) -> None:
     """Open ``path`` (``/ui/#/...``) signed in as the admin, signing in first when the page is not."""
-    page.goto(path)
-    page.wait_for_selector("main h1")
-    if page.url.endswith("#/login"):
-        page.fill("#token", ADMIN_TOKEN)
-        page.keyboard.press("Enter")
-        page.wait_for_url(re.compile(r"#/endpoints$"))
-        page.goto(path)
-        page.wait_for_selector("main h1")
+    pg.goto(path)
+    pg.wait_for_selector("main h1")
+    if pg.url.endswith("#/login"):
+        pg.fill("#token", ADMIN_TOKEN)
+        pg.keyboard.press("Enter")
+        pg.wait_for_url(re.compile(r"#/endpoints$"))
+        pg.goto(path)
+        pg.wait_for_selector("main h1")
