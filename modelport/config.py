@@ -124,6 +124,16 @@ class Settings:
         "Shadow copies of live queries (config.shadow) in flight at once in each server process; "
         "copies beyond are dropped and counted (0: none are sent).",
     )
+    refusal_burst_quiet_seconds: float = _opt(
+        30.0,
+        "Rate-limit and guardrail refusals are written to the endpoint event log as one event per "
+        "burst: a burst ends this many seconds after its last refusal.",
+    )
+    refusal_burst_max_seconds: float = _opt(
+        60.0,
+        "A burst of refusals open this long is written even while refusals go on (so a long storm "
+        "shows as it lasts); the next refusal opens the next burst.",
+    )
     max_replicas: int = _opt(8, "Upper bound on replicas per served entity on this machine.")
     batching: str = _opt(
         "auto", "Adaptive batching in replicas: auto (for flavors that can batch), on or off."
@@ -226,6 +236,27 @@ class Settings:
         10_000,
         "Table records kept in memory while the spool's disk refuses writes (full); they are written "
         "when it has room again. Beyond them, queries to endpoints with tables are answered 503.",
+    )
+    metric_history_flush_seconds: float = _opt(
+        10.0,
+        "How often each server process writes its endpoints' metrics history (request counts, "
+        "latency histogram, replicas) to the store: the history's figures of the last seconds "
+        "appear this much later.",
+    )
+    metric_history_days: int = _opt(
+        14, "Days of endpoint metrics history kept (older rows are deleted by the leader).", flag=False
+    )
+    metric_history_minute_hours: int = _opt(
+        48,
+        "Hours of endpoint metrics history kept at one-minute resolution; older minutes are "
+        "summed into hours by the leader.",
+        flag=False,
+    )
+    metric_history_downsample_seconds: float = _opt(
+        300.0,
+        "How often the leader turns old minute rows of the metrics history into hour rows and "
+        "deletes rows past the retention.",
+        flag=False,
     )
     system_endpoints: bool = _opt(
         True,
@@ -342,6 +373,13 @@ class Settings:
             raise ValueError(f"--batching must be auto, on or off, not {self.batching!r}.")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"--log-format must be json or text, not {self.log_format!r}.")
+        if self.metric_history_flush_seconds <= 0 or self.metric_history_downsample_seconds <= 0:
+            raise ValueError("--metric-history-flush-seconds and the downsampling interval must be positive.")
+        days, hours = self.metric_history_days, self.metric_history_minute_hours
+        if days < 1 or not 1 <= hours <= 24 * days:
+            raise ValueError(
+                "metric_history_days must be at least 1, metric_history_minute_hours 1 to 24 x days."
+            )
         if self.tables_flush_seconds < 1:
             raise ValueError(f"--tables-flush-seconds must be at least 1, not {self.tables_flush_seconds}.")
         if self.tables_fsync not in ("never", "interval", "always"):
@@ -387,6 +425,8 @@ class Settings:
             raise ValueError(f"--ray-cpus-per-replica must be 0 or more, not {self.ray_cpus_per_replica}.")
         if self.leader_lease_seconds < 1:
             raise ValueError(f"--leader-lease-seconds must be at least 1, not {self.leader_lease_seconds}.")
+        if self.refusal_burst_quiet_seconds <= 0 or self.refusal_burst_max_seconds <= 0:
+            raise ValueError("--refusal-burst-quiet-seconds and --refusal-burst-max-seconds must be above 0.")
         if self.shadow_max_in_flight < 0:
             raise ValueError(f"--shadow-max-in-flight must be 0 or more, not {self.shadow_max_in_flight}.")
         if self.llm_threads < 0 or self.embed_threads < 0:

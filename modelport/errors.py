@@ -170,9 +170,15 @@ class HeadersTooLarge(RequestTooLarge):
 
 
 class RequestLimitExceeded(ModelportError):
-    """Too many requests; ``retry_after`` says when to come back."""
+    """Too many requests; ``retry_after`` says when to come back. ``limit`` describes what
+    refused the request where the refuser knows it (the gateway's rate limiter sets a
+    ``gateway.refusal_bursts.RefusedLimit``, for the event log); it is never sent to the client."""
 
     error_code, status = "REQUEST_LIMIT_EXCEEDED", 429
+
+    def __init__(self, message: str, *, retry_after: int | None = None, limit: object = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.limit = limit
 
 
 class Cancelled(ModelportError):

@@ -38,6 +38,7 @@ from modelport.api.control import feature_functions as feature_function_routes
 from modelport.api.control import feature_specs as feature_spec_routes
 from modelport.api.control import feature_usage as feature_usage_routes
 from modelport.api.control import features as feature_routes
+from modelport.api.control import metric_history as metric_history_routes
 from modelport.api.control import monitor_metrics as monitor_metric_routes
 from modelport.api.control import monitors as monitor_routes
 from modelport.api.control import registry_permissions as registry_permission_routes
@@ -110,6 +111,7 @@ class ModelportApp:
                 *batch_job_routes.routes,
                 *config_version_routes.routes,
                 *event_routes.routes,
+                *metric_history_routes.routes,
                 *rollout_routes.routes,
                 *comparison_routes.routes,
                 *endpoints.routes,
@@ -194,6 +196,10 @@ class ModelportApp:
             await services.table_jobs.start()  # runs table jobs while this process leads
         if serving and services.replay_runner is not None:
             await services.replay_runner.start()  # runs replays while this process leads
+        if services.history_recorder is not None:
+            await services.history_recorder.start()  # this process's metrics history rows
+        if serving and services.history_keeper is not None:
+            await services.history_keeper.start()  # downsamples the history while this process leads
         if services.rollout_tally is not None:
             await services.rollout_tally.start()  # writes this process's canary tallies every second
         if serving and services.rollout_runner is not None:
@@ -237,6 +243,10 @@ class ModelportApp:
                 await services.features.stop()
                 await services.backend.stop()
             await services.dataplane.aclose()
+            if services.history_keeper is not None:
+                await services.history_keeper.stop()
+            if services.history_recorder is not None:  # the last seconds' counts, before the store closes
+                await services.history_recorder.stop()
             if services.agent_traces is not None:  # what waits, written for a few seconds
                 await asyncio.to_thread(services.agent_traces.stop)
             await services.tables.stop()

@@ -28,6 +28,27 @@ from modelport.tables.online_store import PUBLISH_MODES
 
 __all__ = ["OPERATIONS"]
 
+#: ``group_by`` of the usage route: one or more keys, comma-separated.
+_USAGE_KEY = "endpoint|user|group|principal_type|served_entity|day|hour"
+_USAGE_KEYS = rf"^({_USAGE_KEY})(,({_USAGE_KEY}))*$"
+
+#: One point of an endpoint's metrics history (api/control/metric_history.py).
+_HISTORY_POINT = obj(
+    {
+        "time_ms": {"type": "integer"},
+        "requests": {"type": "integer"},
+        "requests_per_second": {"type": "number"},
+        "errors_4xx": {"type": "integer"},
+        "errors_5xx": {"type": "integer"},
+        "errors": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "latency_p50_ms": {"type": ["number", "null"]},
+        "latency_p99_ms": {"type": ["number", "null"]},
+        "latency_mean_ms": {"type": ["number", "null"]},
+        "replicas": {"type": ["number", "null"]},
+        "concurrency": {"type": "number"},
+    }
+)
+
 SE = "/api/2.0/serving-endpoints"
 SCIM = "/api/2.0/preview/scim/v2"
 ANY_USER = "any authenticated principal"
@@ -617,7 +638,8 @@ def _ops() -> list[Operation]:
             "GET",
             f"{SE}/{{name}}/events",
             "The endpoint's event log, newest first: config updates (who, which version), rollout "
-            "decisions, replicas started, stopped, crashed and scaled, cold starts.",
+            "decisions, replicas started, stopped, crashed and scaled, cold starts, and rate-limit and "
+            "guardrail refusals (RATE_LIMITED, GUARDRAIL_BLOCKED: one event per burst).",
             _TAG,
             VIEW,
             query=(
@@ -646,6 +668,44 @@ def _ops() -> list[Operation]:
                         )
                     ),
                     "next_page_token": {"type": ["string", "null"]},
+                }
+            ),
+        ),
+        # ---- metrics history (api/control/metric_history.py) -----------------------------------
+        Operation(
+            "GET",
+            f"{SE}/{{name}}/metrics/history",
+            "The endpoint's metrics history (14 days: per minute for 48 hours, then per hour), one "
+            "point per step overall and per served entity: requests, requests per second, errors by "
+            "status, latency p50/p99/mean, most replicas and mean concurrency.",
+            _TAG,
+            VIEW,
+            query=(
+                Param(
+                    "since",
+                    {"type": "integer", "minimum": 0},
+                    description="Milliseconds since the epoch; default an hour before until.",
+                ),
+                Param(
+                    "until",
+                    {"type": "integer", "minimum": 0},
+                    description="Milliseconds since the epoch; default now.",
+                ),
+                Param(
+                    "step",
+                    {"type": "integer", "minimum": 60, "multipleOf": 60},
+                    description="Seconds per point; default 60 up to 2 h, 300 up to 48 h, 3600 beyond.",
+                ),
+                Param("served_entity", description="Only this served entity's figures."),
+            ),
+            response=obj(
+                {
+                    "endpoint_name": string(),
+                    "since": {"type": "integer"},
+                    "until": {"type": "integer"},
+                    "step": {"type": "integer"},
+                    "points": array_of(_HISTORY_POINT),
+                    "served_entities": array_of(obj({"name": string(), "points": array_of(_HISTORY_POINT)})),
                 }
             ),
         ),
@@ -1033,7 +1093,20 @@ def _ops() -> list[Operation]:
             ANY_USER,
             query=(
                 Param("by", string(enum=["user", "endpoint", "day"])),
+                Param(
+                    "group_by",
+                    string(pattern=_USAGE_KEYS),
+                    description="Keys, comma-separated: endpoint, user, group, principal_type, "
+                    "served_entity, day, hour.",
+                ),
                 Param("since", string(format="date"), description="First day counted (YYYY-MM-DD)."),
+                Param("until", string(format="date"), description="Last day counted (YYYY-MM-DD)."),
+                Param("endpoint", description="Only this endpoint's requests."),
+                Param("user", description="Only this requester's requests."),
+                Param("served_entity", description="Only this served entity's requests."),
+                Param("group", description="Only requests of this group's members."),
+                Param("series", string(enum=["day", "hour"]), description="Also totals by day or hour."),
+                Param("format", string(enum=["json", "csv"]), description="csv: text/csv rows."),
             ),
         ),
         Operation(

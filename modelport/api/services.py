@@ -19,6 +19,7 @@ from modelport.control.feature_specs import FeatureSpecService
 from modelport.control.feature_usage import FeatureUsage
 from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
+from modelport.control.metric_history import HistoryKeeper, HistoryRecorder
 from modelport.control.monitor_runner import MonitorRunner
 from modelport.control.monitors import MonitorService
 from modelport.control.reconciler import Reconciler
@@ -37,6 +38,7 @@ from modelport.runtime.event_sink import EventSink
 from modelport.runtime.local import LocalBackend
 from modelport.spec.identity import Caller
 from modelport.store import Database
+from modelport.store.metric_history import MetricHistoryRepository
 from modelport.tables.writer import TableWriter
 
 __all__ = ["Services", "caller_of", "services_of"]
@@ -88,6 +90,11 @@ class Services:
     #: Agents' traces logged into the MLflow tracking store (a data-plane observer with its
     #: writer thread, ``gateway/agent_traces.py``).
     agent_traces: AgentTraces | None = None
+    #: Metrics history (``control/metric_history.py``): its rows, this process's recorder of
+    #: them and the leader's downsampling.
+    metric_history: MetricHistoryRepository | None = None
+    history_recorder: HistoryRecorder | None = None
+    history_keeper: HistoryKeeper | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -27,6 +27,7 @@ from modelport.control.feature_specs import FeatureSpecService
 from modelport.control.feature_usage import FeatureUsage
 from modelport.control.features import FeatureService
 from modelport.control.identity import IdentityService
+from modelport.control.metric_history import HistoryKeeper, HistoryRecorder
 from modelport.control.monitor_runner import MonitorRunner
 from modelport.control.monitors import MonitorService
 from modelport.control.permissions import AccessControl
@@ -47,6 +48,7 @@ from modelport.gateway.feature_serving import FeaturePlane
 from modelport.gateway.pipeline import DataPlane
 from modelport.gateway.ratelimit import LocalCounters, RateLimiter, RedisCounters
 from modelport.gateway.recording import Recorder
+from modelport.gateway.refusal_bursts import RefusalBursts
 from modelport.gateway.rollout_tally import RolloutTally
 from modelport.metrics import Metrics
 from modelport.runtime.event_sink import EventSink
@@ -57,6 +59,7 @@ from modelport.runtime.ray_backend import RayBackend, RayOptions
 from modelport.runtime.transport import ReplicaKeys, client_tls
 from modelport.spec.images import ImageLimits
 from modelport.store import Database, open_database
+from modelport.store.metric_history import MetricHistoryRepository
 from modelport.tables.writer import TableWriter
 
 __all__ = ["build_services"]
@@ -181,6 +184,12 @@ def build_services(
         features=FeaturePlane(settings.online_store_location, metrics),
         shadow_max_in_flight=settings.shadow_max_in_flight,
         agent_context=agent_tokens.context_for,  # each agent request's token for its tools
+        # rate-limit and guardrail refusals, one event per burst in the endpoint event log
+        refusals=RefusalBursts(
+            events,
+            quiet_seconds=settings.refusal_burst_quiet_seconds,
+            max_open_seconds=settings.refusal_burst_max_seconds,
+        ),
     )
     reconciler.on_change = dataplane.invalidate
     store = dataplane.cache.store
@@ -285,6 +294,22 @@ def build_services(
     )
     dataplane.observers.append(services.agent_traces)
     _watch_traces(metrics, services.agent_traces)
+    # Metrics history: every process writes its own minute rows; the leader downsamples them.
+    services.metric_history = MetricHistoryRepository(db.engine)
+    services.history_recorder = HistoryRecorder(
+        services.metric_history,
+        metrics,
+        cluster.holder,
+        replicas=backend if role == "server" else None,
+        interval=settings.metric_history_flush_seconds,
+    )
+    services.history_keeper = HistoryKeeper(
+        services.metric_history,
+        leading=leading,
+        interval=settings.metric_history_downsample_seconds,
+        days=settings.metric_history_days,
+        minute_hours=settings.metric_history_minute_hours,
+    )
     return services, new_token
 
 

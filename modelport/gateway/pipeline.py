@@ -21,6 +21,10 @@ exchange's ``chain`` says who was tried (never the ``config.shadow`` entity, whi
 live query).
 
 :meth:`DataPlane.call_entity` sends a request to one served entity and nothing else (replays).
+
+A query refused by a rate limit (429) or blocked by a guardrail (400) is counted, from the
+``except`` of that step only, into the refusal bursts of the endpoint event log
+(``refusal_bursts.py``): an accepted query pays nothing for it.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from dataclasses import replace
 import orjson
 
 from modelport.errors import (
+    BadRequest,
     InvalidParameterValue,
     ModelportError,
+    RequestLimitExceeded,
     ResourceDoesNotExist,
     TemporarilyUnavailable,
 )
@@ -47,6 +53,7 @@ from modelport.gateway.guarding import guard_answer, guard_request, guard_stream
 from modelport.gateway.observers import Observed, Observer, notify
 from modelport.gateway.ratelimit import Admission, RateLimiter
 from modelport.gateway.recording import Recorder
+from modelport.gateway.refusal_bursts import RefusalBursts, RefusedLimit
 from modelport.gateway.routing import Route, RoutingTable
 from modelport.gateway.served import AgentContextOf, ReplicaSource, ServedEntities
 from modelport.gateway.shadow import Shadows
@@ -81,11 +88,13 @@ class DataPlane:
         features: FeaturePlane | None = None,
         shadow_max_in_flight: int = 64,
         agent_context: AgentContextOf | None = None,
+        refusals: RefusalBursts | None = None,
     ) -> None:
         """``features``: answers the feature-spec entities (None: they are refused);
         ``shadow_max_in_flight``: the shadow copies in flight at once (``gateway/shadow.py``);
         ``agent_context``: the context an agent's request carries for its tools
-        (``gateway/served.py``; None: agents get none)."""
+        (``gateway/served.py``; None: agents get none); ``refusals``: counts rate-limit and
+        guardrail refusals into bursts of the event log (``refusal_bursts.py``; None: not logged)."""
         self._external = external
         self._features = features
         self.cache = ResponseCache(cache or LocalCache(64 * 1024 * 1024), metrics, self.embed)
@@ -103,6 +112,8 @@ class DataPlane:
         )
         #: Told how each live query ended (``gateway/observers.py``); append only before serving.
         self.observers: list[Observer] = []
+        #: Rate-limit and guardrail refusals, summarised in bursts in the endpoint event log.
+        self.refusals = refusals
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -118,6 +129,8 @@ class DataPlane:
         """Load the routing table (before the first query). Other processes' changes are
         followed by the change feed (``control/changes.py``), which calls ``routes.sync``."""
         self._loop = self.cache.loop = asyncio.get_running_loop()
+        if self.refusals is not None:
+            self.refusals.attach(self._loop)
         await asyncio.to_thread(self.routes.load)
 
     def invalidate(self, endpoint_id: str) -> None:
@@ -137,7 +150,10 @@ class DataPlane:
             asyncio.run_coroutine_threadsafe(self.cache.drop_endpoint(endpoint_id, keep), self._loop)
 
     async def aclose(self) -> None:
-        """Stop following changes; close the providers' HTTP pool and the rate limiter's connections."""
+        """Stop following changes; close the providers' HTTP pool and the rate limiter's connections.
+        The open refusal bursts go to the event sink (which the app closes after this)."""
+        if self.refusals is not None:
+            self.refusals.close()
         await self.shadows.aclose()
         if self._external is not None:
             await self._external.aclose()
@@ -223,11 +239,20 @@ class DataPlane:
     async def _steps(self, ex: Exchange, route: Route) -> Answer:
         admission = None
         if route.limits:
-            admission = await self._limiter.admit(
-                route.name, route.limits, ex.caller, fingerprint=route.fingerprint
-            )
+            try:
+                admission = await self._limiter.admit(
+                    route.name, route.limits, ex.caller, fingerprint=route.fingerprint
+                )
+            except RequestLimitExceeded as exc:
+                if self.refusals is not None and isinstance(exc.limit, RefusedLimit):
+                    self.refusals.rate_limited(route.endpoint_id, route.name, ex.caller, exc.limit)
+                raise
         if route.guard_in is not None:
-            await guard_request(route.guard_in, ex, self.embed)
+            try:
+                await guard_request(route.guard_in, ex, self.embed)
+            except BadRequest:
+                self._blocked(ex, route)
+                raise
         first = route.choose(ex.served)
         found = None
         if route.cache is not None:
@@ -242,13 +267,17 @@ class DataPlane:
             # (and whether a guardrail then blocks the answer or not: they were spent).
             self._count_tokens(admission, answer)
         if route.guard_out is not None:
-            if answer.stream is None:
-                answer = await guard_answer(route.guard_out, answer, self.embed, ex.decisions)
-            else:
-                answer = replace(
-                    answer,
-                    stream=await guard_stream(route.guard_out, answer.stream, self.embed, ex.decisions),
-                )
+            try:
+                if answer.stream is None:
+                    answer = await guard_answer(route.guard_out, answer, self.embed, ex.decisions)
+                else:
+                    answer = replace(
+                        answer,
+                        stream=await guard_stream(route.guard_out, answer.stream, self.embed, ex.decisions),
+                    )
+            except BadRequest:
+                self._blocked(ex, route)
+                raise
         if isinstance(found, Lookup):
             answer = await self.cache.keep(ex, route, found, answer)
         return answer
@@ -357,6 +386,11 @@ class DataPlane:
             ) from None
 
     # -- steps' helpers --------------------------------------------------------------------------
+
+    def _blocked(self, ex: Exchange, route: Route) -> None:
+        """A 400 on a guardrail step: a refusal burst's when a guardrail blocked (not a bad request)."""
+        if self.refusals is not None:
+            self.refusals.guardrail_blocked(route.endpoint_id, route.name, ex.caller, ex.decisions)
 
     def _record(
         self,

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelport.errors import RequestLimitExceeded, TemporarilyUnavailable
+from modelport.gateway.refusal_bursts import RefusedLimit
 from modelport.spec.identity import Caller
 
 if TYPE_CHECKING:
@@ -556,8 +557,10 @@ class RateLimiter:
 def _refusal(endpoint_name: str, check: _Check, window: int, now: float) -> RequestLimitExceeded:
     retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
     scope = f"for {check.who}" if check.who else "for the endpoint"
+    group = check.who[len("group '") : -1] if check.rule_key == "user_group" else None
     return RequestLimitExceeded(
         f"Rate limit exceeded for endpoint '{endpoint_name}': {check.limit} {check.measure} per minute "
         f"{scope} (key {check.rule_key}). Retry after {retry_after} s.",
         retry_after=retry_after,
+        limit=RefusedLimit(check.rule_key, check.measure, check.limit, group),
     )

@@ -43,6 +43,9 @@ KINDS: tuple[str, ...] = (
     "REPLICA_CRASHED",
     "REPLICA_SCALED",
     "COLD_START",
+    # refusals, one event per burst (gateway/refusal_bursts.py)
+    "RATE_LIMITED",
+    "GUARDRAIL_BLOCKED",
 )
 
 

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -314,4 +315,27 @@ endpoint_replays = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_endpoint_replays_endpoint", "endpoint_id", "created_ms"),
+)
+
+# Metrics history (store/metric_history.py): per endpoint, served entity and period, the request
+# counts, latency histogram and replicas; minute rows (step_s 60) are each server process's own
+# (``process``), hour rows (step_s 3600, process "") the leader's sums of them after 48 hours.
+metric_history = Table(
+    "metric_history",
+    metadata,
+    Column("endpoint_id", String(32), ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True),
+    Column("served_entity", String(255), primary_key=True),
+    Column("step_s", Integer, primary_key=True),
+    Column("start_ms", BigInteger, primary_key=True),
+    Column("process", String(255), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors_4xx", BigInteger, nullable=False),
+    Column("errors_5xx", BigInteger, nullable=False),
+    Column("statuses", JSON, nullable=False),  # {"200": n, "404": m, ...}
+    Column("latency_counts", JSON, nullable=False),  # per bucket of metrics._LATENCY_BUCKETS, +Inf last
+    Column("latency_sum_s", Float, nullable=False),
+    Column("replicas", Float, nullable=True),  # most ready replicas seen in the period
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_metric_history_range", "endpoint_id", "start_ms"),
+    Index("ix_metric_history_age", "step_s", "start_ms"),
 )

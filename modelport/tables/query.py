@@ -57,6 +57,7 @@ __all__ = [
     "discover_tables",
     "json_cell",
     "query",
+    "referenced_names",
     "rewrite_table_names",
     "unresolved_tables",
     "usage_summary",
@@ -160,6 +161,18 @@ def rewrite_table_names(sql: str, names: Sequence[str] | set[str]) -> str:
     return "".join(out)
 
 
+def referenced_names(sql: str) -> set[str]:
+    """The lower-case names a statement may read a table by: each ``catalog.schema.table``
+    (quoted or not) and each quoted identifier, outside string literals and comments."""
+    out: set[str] = set()
+    for m in _TOKEN.finditer(sql):
+        if m.lastgroup == "name":
+            out.add(".".join(_unquote(p) for p in re.findall(_IDENT, m.group(0))))
+        elif m.lastgroup == "ident" and m.group(0).startswith('"'):
+            out.add(_unquote(m.group(0)))
+    return out
+
+
 def connect(
     root: str,
     *,
@@ -236,12 +249,18 @@ def query(
 
     Tables are named by their three-part names (``system.serving.endpoint_usage``,
     ``main.default.chat_payload``). ``params`` binds ``?``/``$name`` placeholders. ``tables``
-    and ``row_filters``: see :func:`connect`. When DuckDB cannot resolve a table, ``missing``
+    and ``row_filters``: see :func:`connect`; of those, only the tables the SQL names
+    (:func:`referenced_names`) are registered. When DuckDB cannot resolve a table, ``missing``
     (if given) is called first with :func:`unresolved_tables` and may raise. Raises
     :class:`~modelport.errors.InvalidParameterValue` when DuckDB rejects the SQL (the message says why).
     ``prepare``: see the module docstring.
     """
-    con, names = connect(root, tables=tables, storage_options=storage_options, row_filters=row_filters)
+    found = dict(tables) if tables is not None else discover_tables(root)
+    # Only the tables the SQL names are opened: opening a large table's Delta log costs time
+    # (the audit page's query need not pay for the usage table's million rows).
+    named = referenced_names(sql)
+    found = {name: uri for name, uri in found.items() if name.lower() in named}
+    con, names = connect(root, tables=found, storage_options=storage_options, row_filters=row_filters)
     failure: Callable[[], Exception | None] = lambda: None  # noqa: E731
     try:
         if prepare is not None:

@@ -131,6 +131,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         "endpoint", "CAN_MANAGE", ok=404, body={}
     ),
     ("GET", f"{SE}/{{name}}/events"): Row("endpoint", "CAN_VIEW"),
+    ("GET", f"{SE}/{{name}}/metrics/history"): Row("endpoint", "CAN_VIEW"),
     # rollouts: the matrix's endpoints have none (the current one is missing: 404)
     ("GET", f"{SE}/{{name}}/rollouts"): Row("endpoint", "CAN_VIEW"),
     ("GET", f"{SE}/{{name}}/rollouts/current"): Row("endpoint", "CAN_VIEW", ok=404),

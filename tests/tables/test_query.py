@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from modelport.errors import InvalidParameterValue
-from modelport.tables.query import discover_tables, query, rewrite_table_names, usage_summary
+from modelport.tables.query import (
+    discover_tables,
+    query,
+    referenced_names,
+    rewrite_table_names,
+    usage_summary,
+)
 from modelport.tables.records import InferenceRecord, UsageRecord
 from modelport.tables.writer import TableWriter
 
@@ -193,3 +199,18 @@ def test_missing_is_told_the_unregistered_three_part_names(root: str) -> None:
     with pytest.raises(InvalidParameterValue):
         query("SELEC 1", root, tables=only_usage, missing=seen.append)
     assert seen == []
+
+
+def test_only_the_tables_the_sql_names_are_opened(root: str, tmp_path: Path) -> None:
+    """A query opens only the tables it names: a broken table it does not name costs nothing."""
+    assert referenced_names(
+        "SELECT 'x.y.z' FROM system.serving.endpoint_usage u -- a.b.c\n"
+        'JOIN "Main"."default".chat_payload ON true JOIN "ml.prod.fraud_payload" ON true'
+    ) == {"system.serving.endpoint_usage", "main.default.chat_payload", "ml.prod.fraud_payload"}
+    broken = tmp_path / "broken"
+    (broken / "_delta_log").mkdir(parents=True)  # no commit: DeltaTable() cannot open it
+    tables = {**discover_tables(root), "main.broken.table": str(broken)}
+    _, rows = query("SELECT count(*) FROM system.serving.endpoint_usage", root, tables=tables)
+    assert rows == [(5,)]
+    with pytest.raises(Exception):  # noqa: B017 (deltalake's own error: the table is opened)
+        query("SELECT count(*) FROM main.broken.table", root, tables=tables)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import platform
 import socket
 import subprocess
 from typing import Any
 
 import pytest
+
+# The interpreter's own processor lookup runs `uname -p` once and caches it; importing mlflow (which
+# a unit test may do first) asks for it. Ask here, before the guard below refuses processes.
+platform.uname().processor  # noqa: B018
 
 
 @pytest.fixture(autouse=True)

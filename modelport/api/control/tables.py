@@ -3,6 +3,17 @@
 - ``GET /api/2.0/modelport/usage?by=user|endpoint|day[&since=YYYY-MM-DD]``: totals of
   ``system.serving.endpoint_usage`` (requests, input/output/total tokens, errors, estimated);
   the caller's own requests unless they hold SELECT on the table (admins hold it).
+
+  The usage dashboard's form (``tables/usage_report.py``): ``group_by=`` one or more of
+  endpoint, user, group, principal_type, served_entity, day, hour (comma-separated; ``by=`` is
+  one key); filters ``endpoint``, ``user``, ``served_entity``, ``group``, ``since`` (inclusive)
+  and ``until`` (exclusive; a bare date counts that whole day), ISO dates or date-times in UTC;
+  ``series=day|hour`` adds the same rows totalled by day or hour (a chart). Answers
+  ``{"group_by", "columns", "rows", "totals", "truncated", "scope"[, "series_by", "series"]}``
+  (``scope``: ``all``, or ``own`` when only the caller's requests are counted), or with
+  ``format=csv`` the rows as ``text/csv`` (a header line; an attachment). Any other parameter,
+  key or a date that does not parse is 400 ``INVALID_PARAMETER_VALUE``. Only ``by`` and
+  ``since`` given: the original answer ``{"by", "rows"}``.
 - ``POST /api/2.0/modelport/tables/query`` ``{"sql": "..."}``: a read-only SQL query over the
   Delta tables with DuckDB, tables named ``catalog.schema.table``; answers
   ``{"columns": [...], "rows": [[...], ...]}``. Every user may query the tables they hold
@@ -51,6 +62,7 @@ from modelport.batch.served import served_endpoints
 from modelport.control.table_acl import TableAccess
 from modelport.errors import InvalidParameterValue
 from modelport.tables.query import json_cell, query, usage_summary
+from modelport.tables.usage_report import Principals, UsageQuery, parse_keys, parse_time, to_csv, usage_report
 
 __all__ = ["routes"]
 
@@ -68,14 +80,66 @@ async def _flushed(request: Request) -> None:
     await run_in_threadpool(tables.flush_now, time.monotonic() + FLUSH_SECONDS)
 
 
+#: The parameters of the original usage totals (``by``, ``since``): its answer is kept for them.
+_LEGACY_PARAMS = frozenset({"by", "since"})
+#: Every parameter of the usage route.
+_USAGE_PARAMS = frozenset(
+    {"by", "group_by", "since", "until", "endpoint", "user", "served_entity", "group", "series", "format"}
+)
+#: Keys and filters that need the store's principals (groups and principal types).
+_NEEDS_PRINCIPALS = frozenset({"group", "principal_type"})
+
+
+def _usage_query(params: Any) -> tuple[UsageQuery, str | None, str]:
+    """The dashboard's query from the request's parameters: (query, series, format)."""
+    unknown = sorted(set(params) - _USAGE_PARAMS)
+    if unknown:
+        raise InvalidParameterValue(
+            f"Unknown parameter {unknown[0]!r} for the usage report: use {', '.join(sorted(_USAGE_PARAMS))}."
+        )
+    for name in params:
+        if len(params.getlist(name)) > 1:
+            raise InvalidParameterValue(f"Parameter {name!r} is given more than once.")
+    if "by" in params and "group_by" in params:
+        raise InvalidParameterValue("Give 'group_by' or 'by', not both.")
+    keys_text = params.get("group_by", params.get("by", ""))
+    keys = parse_keys(keys_text) if keys_text else ()
+    fmt = params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidParameterValue(f"'format' must be json or csv; got {fmt!r}.")
+
+    def value(name: str) -> str | None:
+        return params.get(name) or None
+
+    q = UsageQuery(
+        group_by=keys,
+        since=parse_time("since", value("since")),
+        until=parse_time("until", value("until"), end=True),
+        endpoint=value("endpoint"),
+        user=value("user"),
+        served_entity=value("served_entity"),
+        group=value("group"),
+    )
+    return q, value("series"), fmt
+
+
+def _principals(services: Any) -> Principals:
+    records = services.db.principals.list()
+    return Principals(
+        kinds={r.name: r.kind for r in records if r.kind != "group"},
+        groups={r.name: tuple(r.groups) for r in records if r.groups},
+    )
+
+
 async def usage(request: Request) -> Response:
     caller = caller_of(request)
     services = services_of(request)
     root = services.settings.tables_location
-    by = request.query_params.get("by", "user")
-    if by not in ("user", "endpoint", "day"):
-        raise InvalidParameterValue(f"'by' must be user, endpoint or day; got {by!r}.")
-    since = request.query_params.get("since") or None
+    params = request.query_params
+    if not set(params) <= _LEGACY_PARAMS or params.get("by", "user") not in ("user", "endpoint", "day"):
+        return await _usage_report(request)
+    by = params.get("by", "user")  # any other key: the report above (an unknown one is 400 there)
+    since = params.get("since") or None
     await _flushed(request)
 
     def work() -> list[dict[str, Any]]:
@@ -84,6 +148,33 @@ async def usage(request: Request) -> Response:
 
     rows = await run_in_threadpool(work)
     return json_response({"by": by, "rows": json_cell(rows)})
+
+
+async def _usage_report(request: Request) -> Response:
+    caller = caller_of(request)
+    services = services_of(request)
+    root = services.settings.tables_location
+    q, series, fmt = _usage_query(request.query_params)
+    await _flushed(request)
+
+    def work() -> tuple[dict[str, Any], str | None, bool]:
+        row_filter = TableAccess(services.db, root).usage_filter(caller)
+        needs = _NEEDS_PRINCIPALS & {*q.group_by, *(["group"] if q.group else [])}
+        principals = _principals(services) if needs else None
+        report = usage_report(root, q, principals, row_filter=row_filter, series=series)
+        text = to_csv(report) if fmt == "csv" else None
+        return report.answer(), text, row_filter is None
+
+    answer, text, everyone = await run_in_threadpool(work)
+    if text is not None:
+        name = "usage-" + ("-".join(q.group_by) or "totals") + ".csv"
+        return Response(
+            text,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    answer["scope"] = "all" if everyone else "own"
+    return json_response(answer)
 
 
 class _Statement:
