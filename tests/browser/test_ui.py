@@ -485,11 +485,14 @@ def test_system_endpoint_offers_only_what_it_allows(page: Any) -> None:
     notice.wait_for()
     assert "managed by modelport" in notice.inner_text()
     assert sorted(principals(page)) == ["admins group", "users group"]  # admins once, not twice
-    for name in ("Save traffic", "Validate and update", "Grant", f"Delete {SYSTEM}", "Cancel update"):
+    buttons = ("Save traffic", "Validate and update", "Check (dry run)", "Apply", "Grant", f"Delete {SYSTEM}")
+    for name in (*buttons, "Cancel update"):
         assert page.get_by_role("button", name=name).count() == 0, name
     assert page.get_by_text("Edit the whole config").count() == 0
     assert page.get_by_role("heading", name="Delete").count() == 0
-    assert page.get_by_text("Edit the AI gateway (JSON)").count() == 1  # its AI gateway may change
+    # its AI gateway may change: the form and its advanced JSON view
+    assert page.get_by_role("button", name="Save AI gateway").count() == 1
+    assert page.get_by_text("Advanced: JSON").count() == 1
     assert_accessible(page)
     screenshot(page, "system-endpoint")
 
@@ -573,15 +576,13 @@ def test_response_cache_setting_hit_rate_and_edit(page: Any, api: httpx.Client, 
     assert_accessible(page)
     screenshot(page, "endpoint-cache")
 
-    # edited in the AI gateway's JSON, whose help names the cache's fields
-    section = page.locator("section[aria-labelledby=gw-title]")
-    section.get_by_text("Edit the AI gateway (JSON)").click()
-    assert "semantic_similarity" in section.locator("p.muted").inner_text()
-    editor = section.locator("textarea")
-    gateway = json.loads(editor.input_value())
-    assert gateway["response_cache"]["ttl_seconds"] == 600
-    gateway["response_cache"].update(ttl_seconds=60, scope="user")
-    editor.fill(json.dumps(gateway))
+    # edited in the AI gateway form (gateway_form.js), which shows the stored cache settings
+    assert page.locator("#gw-cache-enabled").is_checked()
+    assert page.locator("#gw-cache-ttl").input_value() == "600"
+    assert page.locator("#gw-cache-scope").input_value() == "endpoint"
+    assert page.locator("#gw-cache-similarity").input_value() == ""  # exact matches only
+    page.fill("#gw-cache-ttl", "60")
+    page.select_option("#gw-cache-scope", "user")
     page.click("#save-gateway")
     wait_until(page, "document.querySelector('#response-cache').textContent.includes('per user, TTL 60 s')")
     stored = api.get(f"/api/2.0/serving-endpoints/{CACHED}").json()["ai_gateway"]["response_cache"]

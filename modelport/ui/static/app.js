@@ -14,6 +14,11 @@ import { jobPage, jobsPage } from "./jobs.js";
 import { monitorPage, monitorsPage } from "./monitors.js";
 import { playgroundPage } from "./playground.js";
 import { tablesPage } from "./tables.js";
+import { usagePage } from "./usage.js";
+import { identitiesPage } from "./identities.js";
+import { modelPage, modelsPage } from "./models.js";
+import { secretsPage } from "./secrets.js";
+import { tokensPage } from "./tokens.js";
 
 // MLflow's own UI routes (its run links are <server>/#/experiments/...): shown by /mlflow/.
 const MLFLOW_HASH = /^#\/(experiments|models|compare-runs|compare-experiments|metric|prompts|logged-models)(\/|\?|$)/;
@@ -30,6 +35,13 @@ const routes = [
   [/^#\/tables$/, tablesPage],
   [/^#\/tables\/([^/]+)$/, tablesPage],
   [/^#\/audit$/, auditPage],
+  [/^#\/usage$/, usagePage],
+  [/^#\/tokens$/, tokensPage],
+  [/^#\/admin$/, identitiesPage],
+  [/^#\/secrets$/, () => secretsPage()],
+  [/^#\/secrets\/([^/]+)$/, secretsPage],
+  [/^#\/registry$/, modelsPage],
+  [/^#\/registry\/([^/]+)$/, modelPage],
   [/^#\/features$/, () => featureTablesPage(ui.view)],
   [/^#\/features\/([^/]+)$/, (name) => featureTablePage(ui.view, name)],
   [/^#\/jobs$/, () => jobsPage(ui.view)],
@@ -67,6 +79,8 @@ async function render() {
     return;
   }
   document.getElementById("nav").hidden = !ui.signedIn;
+  document.getElementById("menu-toggle").hidden = !ui.signedIn;
+  closeMenu();
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (hash.startsWith(`#/${a.dataset.nav}`)) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -139,6 +153,16 @@ document.getElementById("logout").addEventListener("click", async () => {
     ui.signedIn = false;
     location.hash = "#/login";
   }
+});
+// At narrow widths (app.css) the navigation folds behind a "Menu" button; a page change folds it.
+const menuToggle = document.getElementById("menu-toggle");
+function closeMenu() {
+  document.querySelector("header.top").classList.remove("menu-open");
+  menuToggle.setAttribute("aria-expanded", "false");
+}
+menuToggle.addEventListener("click", () => {
+  const open = document.querySelector("header.top").classList.toggle("menu-open");
+  menuToggle.setAttribute("aria-expanded", String(open));
 });
 window.addEventListener("hashchange", render);
 render();

@@ -71,7 +71,7 @@ export function quantile(prevBuckets, buckets, q) {
   return prevLe;
 }
 
-function lineChart(series, colors) {
+export function lineChart(series, colors) {
   const W = 300, H = 60;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
@@ -95,7 +95,7 @@ function lineChart(series, colors) {
   return svg;
 }
 
-function fmtNum(v, unit = "") {
+export function fmtNum(v, unit = "") {
   if (v === null || v === undefined || !Number.isFinite(v)) return "–";
   if (unit === "ms") return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ms`;
   return `${Math.abs(v) >= 10 ? v.toFixed(0) : v.toFixed(2).replace(/\.?0+$/, "")}${unit}`;

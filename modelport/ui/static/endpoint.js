@@ -5,8 +5,12 @@
 import { cacheText, setupCharts } from "./charts.js";
 import { api, enc, entityDesc, EP, errorBox, every, fmtTime, h, stateBadge, toast, ui, uid } from "./core.js";
 import { setupLogs, setupOpenapi, setupPermissions, setupSnippets } from "./endpoint_cards.js";
+import { extensionForm } from "./extension_form.js";
 import { endpointFeatures } from "./features.js";
+import { gatewayForm, putGateway } from "./gateway_form.js";
+import { endpointHistory } from "./history.js";
 import { endpointMonitor } from "./monitors.js";
+import { endpointEvents } from "./events.js";
 import { endpointRollouts } from "./rollouts.js";
 
 // ---------- endpoint page ----------
@@ -18,12 +22,17 @@ function cleanEntity(e) {
   return out;
 }
 
+/** The config as PUT .../config takes it: served entities, traffic and the shadow (kept, so
+ * that a traffic change does not drop it; a rollout policy is per update: the extension form
+ * sends one when asked). */
 function editableConfig(detail) {
   const cfg = detail.config || detail.pending_config || {};
-  return {
+  const out = {
     served_entities: (cfg.served_entities || []).map(cleanEntity),
     traffic_config: { routes: ((cfg.traffic_config || {}).routes || []).map((r) => ({ served_entity_name: r.served_entity_name || r.served_model_name, traffic_percentage: r.traffic_percentage })) },
   };
+  if (cfg.shadow) out.shadow = { ...cfg.shadow };
+  return out;
 }
 
 function entityName(e) {
@@ -85,6 +94,7 @@ export async function endpointPage(name) {
   let updateLogs = () => {};
   let updateSnippets = () => {};
   let updateRollouts = () => {};
+  let updateEvents = () => {};
 
   const drawHeader = () => {
     header.replaceChildren(
@@ -118,6 +128,7 @@ export async function endpointPage(name) {
     drawHeader();
     drawProgress();
     updateRollouts(detail);
+    updateEvents(detail);
     const key = `${(detail.config || {}).config_version}/${detail.state.config_update}`;
     const gatewayKey = JSON.stringify(detail.ai_gateway || {});
     if (key !== lastVersionKey) {
@@ -135,6 +146,7 @@ export async function endpointPage(name) {
   drawHeader();
   drawProgress();
   const charts = h("section", { class: "card", "aria-labelledby": "charts-title" }, h("h2", { id: "charts-title" }, "Live metrics"));
+  const historyCard = h("section", { class: "card", "aria-labelledby": "history-title", id: "endpoint-history" }, h("h2", { id: "history-title" }, "Metrics history"));
   const logs = h("section", { class: "card", "aria-labelledby": "logs-title" }, h("h2", { id: "logs-title" }, "Logs"));
   const openapi = h("section", { class: "card", "aria-labelledby": "openapi-title" }, h("h2", { id: "openapi-title" }, "OpenAPI"));
   const snippets = h("section", { class: "card", "aria-labelledby": "snip-title" }, h("h2", { id: "snip-title" }, "Query this endpoint"));
@@ -149,6 +161,7 @@ export async function endpointPage(name) {
     features,
     monitorBox,
     charts,
+    historyCard,
     h("div", { class: "grid2" }, logs, snippets),
     h("section", { class: "card", "aria-labelledby": "gw-title" }, h("h2", { id: "gw-title" }, "AI gateway"), gatewayBox),
     perms, openapi, allowed(detail).reconfigure ? danger : "");
@@ -160,6 +173,7 @@ export async function endpointPage(name) {
     const out = gatewayBox.querySelector("#cache-hit-rate");
     if (out) out.textContent = cacheText(cacheCounts);
   });
+  endpointHistory(historyCard, detail);
   updateLogs = setupLogs(logs, detail, url);
   setupOpenapi(openapi, url);
   updateSnippets = setupSnippets(snippets, detail, url);
@@ -167,6 +181,7 @@ export async function endpointPage(name) {
   endpointFeatures(features, name);
   endpointMonitor(monitorBox, detail);
   updateRollouts = endpointRollouts(rollouts, detail);
+  updateEvents = endpointEvents(rollouts, detail); // the Events card, after the rollout cards
   const del = h("button", { type: "button", class: "danger", id: "delete-endpoint" }, `Delete ${name}`);
   del.addEventListener("click", async () => {
     if (!confirm(`Delete endpoint ${name}? Queries to it will fail.`)) return;
@@ -201,7 +216,8 @@ function drawConfig(box, detail, url, refresh) {
   const totalOut = h("span", { class: "muted", id: "traffic-total" });
   const sumTraffic = () => Object.values(inputs).reduce((a, i) => a + Number(i.value || 0), 0);
   const showTotal = () => { totalOut.textContent = `Total ${sumTraffic()}%`; };
-  Object.values(inputs).forEach((i) => i.addEventListener("input", showTotal));
+  let ext = null; // the shadow and rollout form, whose shadow choices follow the traffic
+  Object.values(inputs).forEach((i) => i.addEventListener("input", () => { showTotal(); if (ext) ext.onTraffic(); }));
   showTotal();
   const saveTraffic = h("button", { type: "button", id: "save-traffic" }, "Save traffic");
   const send = async (newCfg) => {
@@ -239,6 +255,13 @@ function drawConfig(box, detail, url, refresh) {
   });
   const busy = detail.state.config_update === "IN_PROGRESS";
   if (busy) { saveTraffic.disabled = true; saveJson.disabled = true; }
+  const extBox = h("div", { id: "config-extensions" });
+  const trafficNow = () => {
+    const base = editableConfig(detail);
+    delete base.shadow;
+    base.traffic_config = { routes: served.map((e) => ({ served_entity_name: e.name, traffic_percentage: Number(inputs[e.name].value) })) };
+    return base;
+  };
   const table = h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "served-entities" },
     h("thead", {}, h("tr", {}, ["Served entity", "Model", "Size", "Deployment", "Traffic %"].map((t) => h("th", { scope: "col" }, t)))), tbody));
   if (!editable) {
@@ -247,9 +270,11 @@ function drawConfig(box, detail, url, refresh) {
   }
   box.append(table,
     h("div", { class: "actions" }, totalOut, saveTraffic),
-    h("details", { id: "config-editor" }, h("summary", {}, "Edit the whole config (JSON: served_entities and traffic_config)"),
+    h("details", { id: "config-editor" }, h("summary", {}, "Advanced: edit the whole config as JSON (served_entities, traffic_config, shadow, rollout)"),
       h("label", { for: text.id }, "Config JSON"), text, h("div", { class: "actions" }, saveJson)),
-    err);
+    err, extBox);
+  ext = extensionForm(extBox, { cfg: detail.config || detail.pending_config || {}, baseConfig: trafficNow, problemsOf: validateConfig, trafficInputs: inputs, url, refresh });
+  if (busy) ext.buttons.forEach((b) => { b.disabled = true; });
 }
 
 function fmtBytes(n) {
@@ -272,35 +297,20 @@ function describeCache(rc) {
 
 function drawGateway(box, detail, url, refresh, cacheCounts) {
   const gw = detail.ai_gateway || {};
-  const helpId = uid("gw-help");
-  const text = h("textarea", { id: uid("gw"), rows: 10, spellcheck: "false", "aria-describedby": helpId });
-  text.value = JSON.stringify(gw, null, 2);
-  const err = h("div");
-  const save = h("button", { type: "button", class: "secondary", id: "save-gateway" }, "Save AI gateway");
-  save.addEventListener("click", async () => {
-    err.replaceChildren();
-    let body;
-    try { body = JSON.parse(text.value || "{}"); } catch (e) { err.append(errorBox(`Not sent: not valid JSON (${e.message}).`)); return; }
-    try { await api(`${url}/ai-gateway`, { method: "PUT", body }); toast("AI gateway saved"); await refresh(); } catch (e) { err.append(errorBox(e)); }
-  });
   const itc = gw.inference_table_config;
   const summary = [];
   if (itc && itc.enabled) summary.push(h("li", {}, "Inference table ", h("a", { href: `#/tables/${enc(detail.name)}` }, `${itc.catalog_name}.${itc.schema_name}.${itc.table_name_prefix}_payload`)));
   if ((gw.usage_tracking_config || {}).enabled) summary.push(h("li", {}, "Usage tracking on"));
-  if ((gw.rate_limits || []).length) summary.push(h("li", {}, `${gw.rate_limits.length} rate limit(s): `, gw.rate_limits.map((r) => `${r.calls ?? r.tokens} ${r.calls !== undefined ? "calls" : "tokens"}/${r.renewal_period} per ${r.key || "endpoint"}`).join("; ")));
-  if (gw.guardrails) summary.push(h("li", {}, "Guardrails: ", Object.keys(gw.guardrails).join(", ")));
+  if ((gw.rate_limits || []).length) summary.push(h("li", {}, `${gw.rate_limits.length} rate limit(s): `, gw.rate_limits.map((r) => `${r.calls ?? r.tokens} ${r.calls !== undefined ? "calls" : "tokens"}/${r.renewal_period} per ${r.key || "endpoint"}${r.principal ? ` ${r.principal}` : ""}`).join("; ")));
+  if (gw.guardrails) summary.push(h("li", {}, "Guardrails: ", Object.entries(gw.guardrails).map(([side, g]) => `${side} (${Object.keys(g || {}).join(", ")})`).join("; ")));
   if ((gw.fallback_config || {}).enabled) summary.push(h("li", {}, "Fallbacks on"));
   const rc = gw.response_cache;
   if (rc && rc.enabled) {
     summary.push(h("li", { id: "response-cache" }, `Response cache: ${describeCache(rc)} · `,
       h("span", { id: "cache-hit-rate", title: "hits / (hits + misses) since the server started; not cacheable: non-deterministic requests" }, cacheText(cacheCounts))));
   }
-  const help = h("p", { class: "muted", id: helpId },
-    "The whole ai_gateway, replaced on save: usage_tracking_config, inference_table_config, rate_limits, guardrails, fallback_config and modelport's response_cache, e.g. ",
-    h("code", {}, '"response_cache": {"enabled": true, "ttl_seconds": 300, "scope": "user", "semantic_similarity": 0.95, "max_entry_bytes": 1048576, "cache_non_deterministic": false}'),
-    ". Cache fields: ttl_seconds 1 to 604800 (default 300); scope user (each caller their own answers, the default) or endpoint (shared by every caller); semantic_similarity above 0 and at most 1 (absent: exact matches only); max_entry_bytes up to 67108864 (default 1 MiB); cache_non_deterministic (default false). Any change starts the cache afresh. See docs/cache.md.");
-  box.replaceChildren(
-    summary.length ? h("ul", {}, summary) : h("p", { class: "muted" }, "No AI gateway features are enabled."),
-    allowed(detail).manage ? h("details", {}, h("summary", {}, "Edit the AI gateway (JSON)"), h("label", { for: text.id }, "AI gateway JSON"), help, text, h("div", { class: "actions" }, save)) : "",
-    err);
+  box.replaceChildren(summary.length ? h("ul", { id: "gateway-summary" }, summary) : h("p", { class: "muted" }, "No AI gateway features are enabled."));
+  if (allowed(detail).manage) {
+    gatewayForm(box, gw, async (body) => { await putGateway(url, body); await refresh(); });
+  }
 }

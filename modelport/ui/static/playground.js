@@ -1,9 +1,16 @@
-// The AI playground (#/playground): chat with up to three endpoints side by side, agents
-// (agents.js) and custom models through a form built from their OpenAPI document.
+// The AI playground (#/playground): chat with up to three endpoints side by side (with tools),
+// completions and embeddings (playground_modes.js), agents (agents.js) and custom models through
+// a form built from their OpenAPI document. "View code" (playground_code.js) shows the current
+// request as code; the mode, the parameters and the chat conversations are kept in this browser
+// (playground_store.js) until Log out.
 
 import { agentPlayground, imageAttach, isAgentTask, userContent } from "./agents.js";
 import { api, arrowTabs, enc, EP, errorBox, field, h, rawFetch, select, taskOf, ui } from "./core.js";
 import { formColumns, invocationRequest, recordsOf } from "./endpoint_cards.js";
+import { codePanel } from "./playground_code.js";
+import { completionsPlayground, embeddingsPlayground } from "./playground_modes.js";
+import { keep, keepConversation, recall, recallConversation } from "./playground_store.js";
+import { mergeToolCalls, toolAnswerForm, toolCallsView, toolsEditor } from "./playground_tools.js";
 
 // ---------- playground ----------
 
@@ -11,24 +18,33 @@ export async function playgroundPage() {
   const main = ui.view;
   document.title = "Playground · modelport";
   const eps = ((await api(EP)).endpoints || []).sort((a, b) => a.name.localeCompare(b.name));
-  const chatEps = eps.filter((e) => taskOf(e) === "llm/v1/chat");
+  const ofTask = (t) => eps.filter((e) => taskOf(e) === t);
   const customEps = eps.filter((e) => !taskOf(e));
   const agentEps = eps.filter((e) => isAgentTask(taskOf(e)));
-  const tabChat = h("button", { type: "button", role: "tab", id: "tab-chat", "aria-selected": "true" }, "Chat");
-  const tabAgents = h("button", { type: "button", role: "tab", id: "tab-agents", "aria-selected": "false" }, "Agents");
-  const tabCustom = h("button", { type: "button", role: "tab", id: "tab-custom", "aria-selected": "false" }, "Custom models");
-  const chatPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-chat" });
-  const agentPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-agents", hidden: true });
-  const customPanel = h("div", { role: "tabpanel", "aria-labelledby": "tab-custom", hidden: true });
-  const tabs = [[tabChat, chatPanel], [tabCustom, customPanel], [tabAgents, agentPanel]];
+  // Chat and Custom models first, Agents last: the arrow keys go round the tabs in this order
+  const modes = [["chat", "Chat"], ["custom", "Custom models"], ["completions", "Completions"], ["embeddings", "Embeddings"], ["agents", "Agents"]];
+  const tabs = modes.map(([m, label], i) => {
+    const t = h("button", { type: "button", role: "tab", id: `tab-${m}`, "aria-selected": String(i === 0), "aria-controls": `panel-${m}`, "data-mode": m }, label);
+    const p = h("div", { role: "tabpanel", id: `panel-${m}`, "aria-labelledby": `tab-${m}`, hidden: i !== 0 });
+    return [t, p];
+  });
   const show = (tab) => { for (const [t, p] of tabs) { t.setAttribute("aria-selected", String(t === tab)); p.hidden = t !== tab; } };
-  for (const [t] of tabs) t.addEventListener("click", () => show(t));
+  for (const [t] of tabs) t.addEventListener("click", () => { show(t); keep("mode", t.dataset.mode); });
   arrowTabs(tabs.map(([t]) => t));
-  main.append(h("h1", {}, "AI playground"), h("div", { class: "tabs", role: "tablist", "aria-label": "Playground mode" }, tabChat, tabCustom, tabAgents), chatPanel, customPanel, agentPanel);
-  chatPlayground(chatPanel, chatEps);
-  agentPlayground(agentPanel, agentEps);
-  customPlayground(customPanel, customEps);
+  const panel = (m) => tabs.find(([t]) => t.dataset.mode === m)[1];
+  main.append(h("h1", {}, "AI playground"), h("div", { class: "tabs", role: "tablist", "aria-label": "Playground mode" }, tabs.map(([t]) => t)), ...tabs.map(([, p]) => p));
+  chatPlayground(panel("chat"), ofTask("llm/v1/chat"));
+  agentPlayground(panel("agents"), agentEps);
+  customPlayground(panel("custom"), customEps);
+  completionsPlayground(panel("completions"), ofTask("llm/v1/completions"));
+  embeddingsPlayground(panel("embeddings"), ofTask("llm/v1/embeddings"));
+  const mode = recall("mode");
+  const kept = tabs.find(([t]) => t.dataset.mode === mode);
+  if (kept) show(kept[0]);
 }
+
+/** A conversation is kept per endpoint selection: the names in the order of the selects. */
+const selectionKey = (names) => names.join("\n");
 
 function chatPlayground(panel, chatEps) {
   const opts = chatEps.map((e) => e.name);
@@ -47,17 +63,35 @@ function chatPlayground(panel, chatEps) {
   const columns = h("div", { class: "compare", id: "pg-answers" });
   const err = h("div");
   const attach = imageAttach("pg");
-  const histories = new Map();
+  const tools = toolsEditor("pg", () => refreshCode());
+  const toolsBox = h("details", { class: "tools-box", id: "pg-tools-box" }, h("summary", {}, "Tools (function calling)"), tools.wrap);
+  const code = codePanel("pg", () => requests());
+  const refreshCode = () => code.refresh();
   const form = h("form", { class: "card", id: "pg-form" },
     h("div", { class: "row" }, field("Endpoint", sels[0]).wrap, field("Compare with", sels[1]).wrap, field("And with", sels[2]).wrap),
     field("System prompt", system).wrap,
     h("div", { class: "row" }, field("Temperature", temp).wrap, field("Max tokens", maxTok).wrap, field("Stop sequences", stop).wrap),
+    toolsBox,
     field("Message", prompt).wrap, attach.wrap, err,
-    h("div", { class: "actions" }, send, clear));
+    h("div", { class: "actions" }, send, clear, code.button));
   if (!chatEps.length) panel.append(h("p", { class: "notice" }, "No chat endpoints yet: create one (a foundation model or an external chat model)."));
-  panel.append(form, columns);
+  panel.append(form, code.panel, columns);
+
+  // ----- what this browser keeps: the settings, and one conversation per selection -----
+  const settings = recall("chat") || {};
+  if (Array.isArray(settings.endpoints)) sels.forEach((s, i) => { const v = settings.endpoints[i] ?? ""; if (v === "" || opts.includes(v)) s.value = v; });
+  for (const [k, inp] of [["system", system], ["temperature", temp], ["max_tokens", maxTok], ["stop", stop]]) if (typeof settings[k] === "string") inp.value = settings[k];
+  tools.restore(settings.tools);
+  if (settings.tools && settings.tools.tools && settings.tools.tools.length) toolsBox.open = true;
+  const saveSettings = () => keep("chat", {
+    endpoints: sels.map((s) => s.value), system: system.value, temperature: temp.value, max_tokens: maxTok.value, stop: stop.value, tools: tools.state(),
+  });
+  const selected = () => [...new Set(sels.map((s) => s.value).filter(Boolean))];
+  let key = selectionKey(selected());
+  let histories = {}; // endpoint name → messages (without the system prompt)
 
   const colFor = new Map();
+  const logOf = (n) => colFor.get(n).querySelector(".log");
   const ensureColumns = (names) => {
     for (const [n, c] of colFor) if (!names.includes(n)) { c.remove(); colFor.delete(n); }
     for (const n of names) {
@@ -68,38 +102,141 @@ function chatPlayground(panel, chatEps) {
       columns.append(colFor.get(n));
     }
   };
-  clear.addEventListener("click", () => { histories.clear(); for (const c of colFor.values()) c.querySelector(".log").replaceChildren(); });
+  const persist = () => keepConversation(key, histories);
+
+  /** Draw a kept conversation: its messages, and the tool-answer form of a last, unanswered tool call. */
+  const drawConversation = () => {
+    const names = Object.keys(histories).filter((n) => histories[n].length);
+    ensureColumns(names.length ? selected() : []);
+    for (const n of colFor.keys()) {
+      const log = logOf(n);
+      log.replaceChildren();
+      const hist = histories[n] || [];
+      for (const m of hist) log.append(messageView(m, hist));
+      const last = hist[hist.length - 1];
+      if (last && last.role === "assistant" && last.tool_calls && last.tool_calls.length) log.append(answerTools(n, last.tool_calls));
+    }
+  };
+  const load = () => {
+    key = selectionKey(selected());
+    histories = structuredClone(recallConversation(key));
+    for (const n of selected()) if (!histories[n]) histories[n] = [];
+    drawConversation();
+  };
+
+  const readParams = () => {
+    const params = { temperature: Number(temp.value), max_tokens: Number(maxTok.value) };
+    const stops = stop.value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (stops.length) params.stop = stops;
+    return { ...params, ...tools.value() };
+  };
+  const withSystem = (msgs) => [...(system.value.trim() ? [{ role: "system", content: system.value.trim() }] : []), ...msgs];
+  /** The request of each chosen endpoint as it would go now: its conversation, and the typed message. */
+  const requests = () => {
+    const names = selected();
+    if (!names.length) throw new Error("Choose an endpoint.");
+    const params = readParams();
+    const typed = prompt.value.trim() ? [{ role: "user", content: prompt.value.trim() }] : [];
+    return names.map((n) => {
+      const messages = withSystem([...(histories[n] || []), ...typed]);
+      if (!messages.some((m) => m.role !== "system")) throw new Error("Type a message: the code shows the request that sending it makes.");
+      return { endpoint: n, task: "llm/v1/chat", body: { messages, ...params } };
+    });
+  };
+
+  /** One turn of endpoint n: stream its answer to the conversation so far; `added` messages
+   * (the user's, or tool results) are taken back when the query fails. */
+  const turn = async (n, added, params) => {
+    const hist = histories[n];
+    const r = await streamChat(n, withSystem(hist), params, logOf(n));
+    if (r === null) hist.splice(hist.length - added, added);
+    else {
+      const msg = { role: "assistant", content: r.calls.length ? r.text || null : r.text };
+      if (r.calls.length) {
+        msg.tool_calls = r.calls;
+        r.view.append(toolCallsView(r.calls));
+        logOf(n).append(answerTools(n, r.calls));
+      }
+      hist.push(msg);
+    }
+    persist();
+    refreshCode();
+  };
+  function answerTools(n, calls) {
+    return toolAnswerForm("pg", calls, (toolMsgs) => {
+      err.replaceChildren();
+      let params;
+      try { params = readParams(); } catch (e) {
+        err.append(errorBox(e));
+        if (e.field) { toolsBox.open = true; e.field.focus(); }
+        return false;
+      }
+      const hist = histories[n];
+      for (const m of toolMsgs) { hist.push(m); logOf(n).append(messageView(m, hist)); }
+      persist();
+      turn(n, toolMsgs.length, params);
+      return true;
+    });
+  }
+
+  for (const s of sels) s.addEventListener("change", load);
+  form.addEventListener("change", saveSettings);
+  form.addEventListener("input", refreshCode);
+  form.addEventListener("change", refreshCode);
+  clear.addEventListener("click", () => {
+    for (const n of Object.keys(histories)) histories[n] = [];
+    persist();
+    for (const c of colFor.values()) c.querySelector(".log").replaceChildren();
+    refreshCode();
+  });
   prompt.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); } });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     err.replaceChildren();
-    const names = [...new Set(sels.map((s) => s.value).filter(Boolean))];
+    const names = selected();
     if (!names.length) { err.append(errorBox("Choose an endpoint.")); return; }
     const text = prompt.value.trim();
     if (!text) { err.append(errorBox("Type a message.")); return; }
+    let params;
+    try { params = readParams(); } catch (e) {
+      err.append(errorBox(e));
+      if (e.field) { toolsBox.open = true; e.field.focus(); }
+      return;
+    }
+    saveSettings();
     ensureColumns(names);
     const content = attach.content(text);
     attach.clear();
     prompt.value = "";
     send.disabled = true;
-    const params = { temperature: Number(temp.value), max_tokens: Number(maxTok.value) };
-    const stops = stop.value.split(",").map((s) => s.trim()).filter(Boolean);
-    if (stops.length) params.stop = stops;
     await Promise.all(names.map((n) => {
-      const hist = histories.get(n) || [];
-      hist.push({ role: "user", content });
-      histories.set(n, hist);
-      const messages = [...(system.value.trim() ? [{ role: "system", content: system.value.trim() }] : []), ...hist];
-      return streamChat(n, messages, params, colFor.get(n).querySelector(".log")).then((answer) => { if (answer !== null) hist.push({ role: "assistant", content: answer }); else hist.pop(); });
+      const hist = histories[n] || (histories[n] = []);
+      const m = { role: "user", content };
+      hist.push(m);
+      logOf(n).append(messageView(m, hist));
+      return turn(n, 1, params);
     }));
     send.disabled = false;
     prompt.focus();
   });
+  load();
 }
 
-/** POST /serving-endpoints/chat/completions with stream: true, read the SSE with a ReadableStream. */
+/** A message of a conversation as the log shows it. */
+function messageView(m, hist) {
+  if (m.role === "user") return h("div", { class: "msg user" }, h("strong", {}, "You: "), userContent(m.content));
+  if (m.role === "tool") {
+    const call = hist.flatMap((x) => x.tool_calls || []).find((c) => c.id === m.tool_call_id);
+    return h("div", { class: "msg tool" }, h("strong", {}, `Tool result${call ? ` (${call.function.name})` : ""}: `), String(m.content));
+  }
+  const view = h("div", { class: "msg assistant", "data-restored": "true" }, h("strong", {}, "Assistant: "), h("span", { class: "content" }, m.content || ""));
+  if (m.tool_calls && m.tool_calls.length) view.append(toolCallsView(m.tool_calls));
+  return view;
+}
+
+/** POST /serving-endpoints/chat/completions with stream: true, read the SSE with a ReadableStream.
+ * Returns {text, calls, view} (the tool calls merged from their deltas), or null when it failed. */
 async function streamChat(name, messages, params, log) {
-  log.append(h("div", { class: "msg user" }, h("strong", {}, "You: "), userContent(messages[messages.length - 1].content)));
   const out = h("span", { class: "content" });
   const stats = h("div", { class: "stats" }, "waiting…");
   const msg = h("div", { class: "msg assistant", "aria-live": "polite" }, h("strong", {}, "Assistant: "), out, stats);
@@ -108,6 +245,7 @@ async function streamChat(name, messages, params, log) {
   let first = null;
   let usage = null;
   let text = "";
+  const calls = [];
   try {
     const res = await rawFetch("/serving-endpoints/chat/completions", { method: "POST", body: { model: name, messages, stream: true, stream_options: { include_usage: true }, ...params } });
     const reader = res.body.getReader();
@@ -129,7 +267,12 @@ async function streamChat(name, messages, params, log) {
         if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
         if (chunk.usage) usage = chunk.usage;
         for (const c of chunk.choices || []) {
-          const d = (c.delta && c.delta.content) || "";
+          const delta = c.delta || {};
+          if (delta.tool_calls) {
+            if (first === null) first = performance.now() - t0;
+            mergeToolCalls(calls, delta.tool_calls);
+          }
+          const d = delta.content || "";
           if (d) {
             if (first === null) first = performance.now() - t0;
             text += d;
@@ -144,7 +287,9 @@ async function streamChat(name, messages, params, log) {
     msg.dataset.done = "true";
     msg.dataset.latencyMs = String(Math.round(total));
     if (usage) msg.dataset.completionTokens = String(usage.completion_tokens);
-    return text;
+    const filled = calls.filter(Boolean);
+    if (filled.length) msg.dataset.toolCalls = String(filled.length);
+    return { text, calls: filled, view: msg };
   } catch (e) {
     stats.replaceChildren(errorBox(e));
     msg.dataset.done = "error";

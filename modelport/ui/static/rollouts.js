@@ -1,25 +1,20 @@
-// Safe rollouts on the endpoint page (issue 21, docs/rollouts.md): four cards that read the
-// routes of the config history, the rollout, the comparison and replay, and the event log.
+// Safe rollouts on the endpoint page (issue 21, docs/rollouts.md): three cards that read the
+// routes of the config history, the rollout, and the comparison and replay.
 //   "Config history": versions newest first, one version's config and what rolling back to it
 //     would change (computed here from the two versions), rollback (CAN_MANAGE).
 //   "Rollout": the newest rollout (state, step, time left, the last evaluation), pause/resume/cancel.
 //   "Shadow comparison": live vs candidate from the inference table, and a replay form.
-//   "Events": the endpoint's event log, paged, filtered by kind.
+// The "Events" card (the event log) is events.js's: after a rollback or a rollout action this
+// module tells it to reload by dispatching EVENTS_CHANGED on the box both cards are mounted in.
 // app.js calls endpointRollouts() after both modules have run, so the helpers imported from it
 // (a module cycle, as monitors.js) are defined by then.
 
 import { api, enc, errorBox, every, field, fmtTime, h, select, toast } from "./core.js";
+import { EVENTS_CHANGED } from "./events.js";
 
 const EP = "/api/2.0/serving-endpoints";
 const MP = "/api/2.0/modelport/serving-endpoints";
-const EVENT_PAGE = 15;
 const VERSION_PAGE = 20;
-export const EVENT_KINDS = [
-  "CONFIG_UPDATE_STARTED", "CONFIG_UPDATE_SUCCEEDED", "CONFIG_UPDATE_FAILED", "CONFIG_UPDATE_CANCELED",
-  "CONFIG_ROLLBACK", "AI_GATEWAY_UPDATED", "ROLLOUT_STARTED", "ROLLOUT_STEP", "ROLLOUT_PROMOTED",
-  "ROLLOUT_ROLLED_BACK", "ROLLOUT_PAUSED", "ROLLOUT_RESUMED", "ROLLOUT_CANCELED", "REPLICA_STARTED",
-  "REPLICA_STOPPED", "REPLICA_CRASHED", "REPLICA_SCALED", "COLD_START",
-];
 const ROLLOUT_ACTIVE = ["WAITING", "RUNNING", "PAUSED"];
 const REPLAY_ACTIVE = ["PENDING", "QUEUED", "RUNNING"];
 const WINDOWS = [["3600000", "Last hour"], ["86400000", "Last 24 hours"]];
@@ -87,13 +82,6 @@ function keepFocus(el, draw) {
 }
 
 const badge = (text, cls, attrs = {}) => h("span", { class: `badge state-${cls}`, ...attrs }, text);
-
-function kindClass(kind) {
-  if (/FAILED|ROLLED_BACK|CRASHED|CANCELED/.test(kind)) return "failed";
-  if (/SUCCEEDED|PROMOTED|RESUMED/.test(kind)) return "ready";
-  if (/STARTED|STEP|ROLLBACK|PAUSED|SCALED|COLD_START/.test(kind)) return "updating";
-  return "notready";
-}
 
 // ---------- the diff of two versions ----------
 
@@ -197,10 +185,10 @@ export function endpointRollouts(box, detail) {
   const history = card("ro-history", "Config history");
   const rollout = card("ro-rollout", "Rollout");
   const compare = card("ro-compare", "Shadow comparison");
-  const events = card("ro-events", "Events");
   rollout.el.hidden = true;
   compare.el.hidden = true;
-  box.append(rollout.el, history.el, compare.el, events.el);
+  box.append(rollout.el, history.el, compare.el);
+  const eventsChanged = () => box.dispatchEvent(new CustomEvent(EVENTS_CHANGED));
 
   let current = detail;
   let versions = [];
@@ -336,7 +324,7 @@ export function endpointRollouts(box, detail) {
           h("span", { id: "ro-restored" }, (rb.restored || []).join(", ") || "nothing")));
         toast(`Rollback to version ${n} started`);
         await loadVersions();
-        events.reload();
+        eventsChanged();
         rollbackOut.querySelector("p").setAttribute("tabindex", "-1");
         rollbackOut.querySelector("p").focus();
       } catch (e) {
@@ -383,7 +371,7 @@ export function endpointRollouts(box, detail) {
         if (!ro || !ro.state) ro = await api(`${url}/rollouts/current`);
         toast(`Rollout ${verb === "cancel" ? "canceled" : verb === "pause" ? "paused" : "resumed"}`);
         drawRollout();
-        events.reload();
+        eventsChanged();
       } catch (e) {
         put(roErr, errorBox(e));
       } finally {
@@ -619,74 +607,6 @@ export function endpointRollouts(box, detail) {
     }, progress);
   };
 
-  // ---------- events ----------
-  const kind = select([["", "All kinds"], ...EVENT_KINDS.map((k) => [k, k])], "");
-  kind.id = "ro-events-kind";
-  const evBody = h("tbody");
-  const evOlder = h("button", { type: "button", class: "secondary", id: "ro-events-older", hidden: true }, "Older");
-  const evErr = h("div");
-  const evStatus = h("p", { class: "muted", id: "ro-events-status", "aria-live": "polite", tabindex: "-1" });
-  let evToken = null;
-  let evPages = 0;
-  let evShown = "";
-  events.body.append(
-    h("div", { class: "row" }, field("Kind", kind).wrap),
-    evStatus,
-    h("div", { class: "table-wrap" }, h("table", { class: "responsive", id: "ro-event-list" },
-      h("thead", {}, h("tr", {}, ["Time", "Kind", "Served entity", "Version", "Message"].map((c) => h("th", { scope: "col" }, c)))),
-      evBody)),
-    h("div", { class: "actions" }, evOlder), evErr);
-  const detailsText = (d) => (d && typeof d === "object" && Object.keys(d).length)
-    ? Object.entries(d).map(([k, v]) => `${k}: ${short(v)}`).join("; ") : "";
-  const eventRow = (e) => h("tr", { "data-event": e.id, "data-kind": e.kind },
-    h("td", { "data-label": "Time" }, fmtTime(e.timestamp)),
-    h("td", { "data-label": "Kind" }, badge(e.kind, kindClass(e.kind), { "data-kind-badge": e.kind })),
-    h("td", { "data-label": "Served entity" }, e.served_entity || "–"),
-    h("td", { "data-label": "Version" }, e.config_version ?? "–"),
-    h("td", { "data-label": "Message" }, e.message || "", e.actor ? h("div", { class: "muted" }, `by ${e.actor}`) : null,
-      detailsText(e.details) ? h("div", { class: "muted ro-details" }, detailsText(e.details)) : null));
-  const eventsQuery = (token) => `${url}/events?max_results=${EVENT_PAGE}${kind.value ? `&kind=${enc(kind.value)}` : ""}${token ? `&page_token=${enc(token)}` : ""}`;
-  const loadEvents = async () => {
-    put(evErr);
-    const filter = kind.value;
-    try {
-      const got = await api(eventsQuery(null));
-      if (kind.value !== filter) return;
-      const list = got.events || [];
-      const text = stable(list);
-      evToken = got.next_page_token || null;
-      evOlder.hidden = !evToken;
-      evPages = 1;
-      if (text === evShown) return;
-      evShown = text;
-      put(evBody, ...list.map(eventRow));
-      evStatus.textContent = list.length ? `${list.length}${evToken ? "+" : ""} event(s)${filter ? ` of kind ${filter}` : ""}, newest first.` : `No event${filter ? ` of kind ${filter}` : ""} yet.`;
-    } catch (e) {
-      put(evErr, errorBox(e));
-    }
-  };
-  evOlder.addEventListener("click", async () => {
-    evOlder.disabled = true;
-    try {
-      const got = await api(eventsQuery(evToken));
-      const list = got.events || [];
-      evBody.append(...list.map(eventRow));
-      evToken = got.next_page_token || null;
-      evOlder.hidden = !evToken;
-      evPages += 1;
-      evStatus.textContent = `${evBody.children.length}${evToken ? "+" : ""} event(s)${kind.value ? ` of kind ${kind.value}` : ""}, newest first.`;
-      if (!evToken) evStatus.focus();
-    } catch (e) {
-      put(evErr, errorBox(e));
-    } finally {
-      evOlder.disabled = false;
-    }
-  });
-  kind.addEventListener("change", () => { evShown = ""; loadEvents(); });
-  events.reload = () => { evShown = ""; loadEvents(); };
-  // new events show up while only the newest page is on screen
-  every(5000, async () => { if (evPages <= 1) await loadEvents(); }, box);
-
   // ---------- the endpoint's updates ----------
   let lastKey = "";
   const update = (d) => {
@@ -697,7 +617,6 @@ export function endpointRollouts(box, detail) {
     lastKey = key;
     roForce = true;
     loadVersions().then(() => { if (selected !== null && !first) showVersion(selected); });
-    if (!first) events.reload();
   };
   update(detail);
   return update;
