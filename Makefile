@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 PORT   ?= 8080
 DATA   ?= $(HOME)/.modelport
 
-.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring bench-batch-llm bench-batch-resume bench-rollout bench-shadow
+.PHONY: browser-deps java-deps pgbouncer-deps install run test lint unit fuzz docs bench bench-external bench-foundation bench-install format clean bench-monitoring bench-batch-llm bench-batch-resume bench-rollout bench-shadow bench-console
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -138,6 +138,12 @@ bench-shadow: bench-install
 # time to the rollback decision and failed live queries against the targets; appends to bench/RESULTS.md.
 bench-rollout: bench-install
 	$(BIN)/python bench/rollout.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# Console first paint (issue 23): each console page in chromium (playwright) with 200 endpoints and
+# 1 million usage rows (generated in a temporary folder); median of 7 loads against the 300 ms
+# target; appends to bench/RESULTS.md.
+bench-console: bench-install browser-deps
+	$(BIN)/python bench/console.py --out bench/RESULTS.md $(BENCH_ARGS)
 
 # Feature-spec endpoints vs Feast's Python feature server (Redis and SQLite stores, Feast in a venv
 # of its own under bench/.venvs/feast): 1 key, 10 features, c=1 and c=64; appends to bench/RESULTS.md.
