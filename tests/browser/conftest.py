@@ -21,6 +21,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 WIDTHS = (1280, 390)
 MODEL = "ui-iris-model"
+#: The suite's server: system endpoints on; refusal bursts written 3 s after their last refusal
+#: (30 by default) and metrics history rows every 2 s (10), so the console's tests wait less.
+UI_SERVER_ENV = {
+    "MODELPORT_SYSTEM_ENDPOINTS": "true",
+    "MODELPORT_REFUSAL_BURST_QUIET_SECONDS": "3",
+    "MODELPORT_METRIC_HISTORY_FLUSH_SECONDS": "2",
+}
 #: Registered under this plain name and served as ``main.default.<it>``, as the README does.
 CATALOG_MODEL = "ui_fraud_detector"
 
@@ -41,9 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="package")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("ui-data"), env={"MODELPORT_SYSTEM_ENDPOINTS": "true"}
-    ).start()
+    proc = ServerProcess(tmp_path_factory.mktemp("ui-data"), env=dict(UI_SERVER_ENV)).start()
     yield proc
     try:
         proc.stop()
