@@ -243,6 +243,15 @@ _GROUP_PATCH = obj(
     },
     ("Operations",),
 )
+_PRINCIPAL_PATCH = obj(
+    {
+        "schemas": array_of(string()),
+        "Operations": array_of(
+            obj({"op": string(enum=["replace"]), "path": string(enum=["active"]), "value": {}}, ("op",))
+        ),
+    },
+    ("Operations",),
+)
 _CHAT_MESSAGE = obj({"role": string(), "content": {"type": ["string", "array", "null"]}}, ("role",))
 _QUERY_BODY = obj(
     {
@@ -1083,6 +1092,16 @@ def _ops() -> list[Operation]:
         ),
         Operation(
             "PATCH", f"{SCIM}/Groups/{{id}}", "Add or remove group members.", _SCIM, ADMIN, body=_GROUP_PATCH
+        ),
+        Operation(
+            "PATCH",
+            f"{SCIM}/{{kind}}/{{id}}",
+            "Deactivate or reactivate a user or service principal (replace 'active'); a deactivated "
+            "principal's tokens are refused until it is active again. On Groups: members, as above.",
+            _SCIM,
+            ADMIN,
+            path_params={"kind": _SCIM_KINDS},
+            body=_PRINCIPAL_PATCH,
         ),
         # ---- tables ------------------------------------------------------------------------
         Operation(

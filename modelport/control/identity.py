@@ -178,6 +178,20 @@ class IdentityService:
         self._forget(None)
         return group
 
+    def set_active(self, caller: Caller, ref: str, kind: str, active: bool) -> PrincipalRecord:
+        """Deactivate (or reactivate) a user or service principal: a deactivated one keeps its
+        tokens, grants and groups, but every token of it is refused (401) until it is active
+        again (other processes follow within the authenticator's cache time)."""
+        self.require_admin(caller, f"deactivate or activate a {kind.replace('_', ' ')}")
+        if kind == "group":
+            raise InvalidParameterValue("Groups have no 'active' attribute.")
+        record = self.find(ref, kind)
+        if record.id == caller.id and not active:
+            raise InvalidParameterValue("You cannot deactivate yourself.")
+        self._db.principals.set_active(record.id, active)
+        self._forget(None)
+        return self.find(str(record.id), kind)
+
     def delete_principal(self, caller: Caller, ref: str, kind: str) -> None:
         self.require_admin(caller, f"delete a {kind.replace('_', ' ')}")
         record = self.find(ref, kind)

@@ -108,6 +108,10 @@ class PrincipalRepository:
         with changing(self._engine) as conn:
             conn.execute(update(P).where(P.c.id == principal_id).values(is_admin=is_admin))
 
+    def set_active(self, principal_id: int, active: bool) -> None:
+        with changing(self._engine) as conn:
+            conn.execute(update(P).where(P.c.id == principal_id).values(active=active))
+
     def delete(self, principal_id: int) -> None:
         with changing(self._engine) as conn:
             conn.execute(delete(T).where(T.c.principal_id == principal_id))

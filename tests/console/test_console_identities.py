@@ -4,6 +4,8 @@ form; a user who is not an admin gets a clear message and no forms."""
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import httpx
@@ -129,6 +131,42 @@ def test_create_a_service_principal_in_a_group(page: Any, api: httpx.Client) -> 
     assert row.get_attribute("data-principal") == application_id
     assert group in [g["display"] for g in listed[0]["groups"]]
     assert group in row.locator("td[data-label=Groups]").inner_text()
+
+
+def test_deactivate_then_activate_a_user(page: Any, api: httpx.Client, ui_server: Any) -> None:
+    """Deactivate on the page: the user's token is refused (401) until Activate on the page."""
+    user = create_user(api, unique("ui-paused") + "@example.com")["userName"]
+    token = obo_token(api, user_name=user)["token_value"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def me() -> httpx.Response:
+        return httpx.get(f"{ui_server.url}{SCIM}/Me", headers=headers, timeout=30)
+
+    def until(status: int) -> httpx.Response:
+        deadline = time.monotonic() + 15  # the server caches a token's caller for a few seconds
+        while (resp := me()).status_code != status and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return resp
+
+    assert me().status_code == 200
+    sign_in(page, "/ui/#/admin")
+    page.wait_for_selector(f"#users-table tr[data-principal='{user}']")
+    seen: list[str] = []
+    accept_next_dialog(page, seen)
+    page.locator(f"#users-table [data-active-toggle='{user}']").click()
+    row = page.locator(f"#users-table tr[data-principal='{user}']")
+    row.locator("td[data-label=Status]", has_text="Inactive").wait_for()
+    assert seen and user in seen[0]
+    assert _get(api, "Users", user)["active"] is False  # type: ignore[index]
+    refused = until(401)
+    assert refused.status_code == 401 and "deactivated" in refused.json()["message"]
+    toggle = row.locator(f"[data-active-toggle='{user}']")
+    assert toggle.inner_text() == "Activate"
+    toggle.focus()
+    page.keyboard.press("Enter")  # no confirmation to activate
+    row.locator("td[data-label=Status] .badge", has_text=re.compile(r"^Active$")).wait_for()
+    assert _get(api, "Users", user)["active"] is True  # type: ignore[index]
+    assert until(200).json()["userName"] == user
 
 
 def test_a_user_who_is_not_an_admin_is_told_so(page: Any, api: httpx.Client) -> None:

@@ -357,3 +357,52 @@ def test_request_id_is_echoed_or_generated(server: ServerProcess, http: httpx.Cl
     error = httpx.get(f"{server.url}{API}", headers={"x-request-id": "err-7"}, timeout=30)
     assert error.status_code == 401
     assert error.headers["x-request-id"] == "err-7"
+
+
+def _set_active(client: httpx.Client, kind: str, pid: str, active: Any) -> httpx.Response:
+    body = {"Operations": [{"op": "replace", "path": "active", "value": active}]}
+    return client.patch(f"{SCIM}/{kind}/{pid}", json=body)
+
+
+def test_a_deactivated_user_is_refused_until_reactivated(
+    server: ServerProcess, http: httpx.Client, alice: tuple[str, httpx.Client]
+) -> None:
+    name, client = alice
+    pid = http.get(f"{SCIM}/Users/{name}").json()["id"]
+    assert client.get(f"{SCIM}/Me").status_code == 200
+    # only admins may, and not on themselves
+    assert_error(_set_active(client, "Users", pid, False), 403, "PERMISSION_DENIED")
+    me = http.get(f"{SCIM}/Me").json()["id"]
+    assert "yourself" in assert_error(_set_active(http, "Users", me, False), 400, "INVALID_PARAMETER_VALUE")
+    # SCIM's other shape: a value object without a path
+    off = http.patch(
+        f"{SCIM}/Users/{pid}", json={"Operations": [{"op": "replace", "value": {"active": False}}]}
+    )
+    assert off.status_code == 200, off.text
+    assert off.json()["active"] is False
+    assert http.get(f"{SCIM}/Users/{pid}").json()["active"] is False
+    deadline = time.monotonic() + 10  # the authenticator caches a token for a few seconds
+    while (resp := client.get(f"{SCIM}/Me")).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "deactivated" in assert_error(resp, 401, "UNAUTHENTICATED")
+    on = _set_active(http, "Users", pid, True)
+    assert on.status_code == 200 and on.json()["active"] is True
+    deadline = time.monotonic() + 10
+    while (resp := client.get(f"{SCIM}/Me")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert resp.status_code == 200 and resp.json()["userName"] == name
+
+
+def test_patching_a_principal_takes_only_active(http: httpx.Client, alice: tuple[str, httpx.Client]) -> None:
+    name, _ = alice
+    pid = http.get(f"{SCIM}/Users/{name}").json()["id"]
+    assert_error(_set_active(http, "Users", pid, "maybe"), 400, "INVALID_PARAMETER_VALUE")
+    renamed = {"Operations": [{"op": "replace", "path": "displayName", "value": "Eve"}]}
+    assert "active" in assert_error(
+        http.patch(f"{SCIM}/Users/{pid}", json=renamed), 400, "INVALID_PARAMETER_VALUE"
+    )
+    assert_error(http.patch(f"{SCIM}/Users/{pid}", json={"Operations": []}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(
+        _set_active(http, "Users", "no-such-user@example.com", False), 404, "RESOURCE_DOES_NOT_EXIST"
+    )
+    assert http.get(f"{SCIM}/Users/{pid}").json()["active"] is True

@@ -230,6 +230,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("PATCH", f"{SCIM}/Groups/{{id}}"): Row(
         ADMIN, body=lambda v: {"Operations": [{"op": "add", "value": [{"value": v["member"]}]}]}
     ),
+    ("PATCH", f"{SCIM}/{{kind}}/{{id}}"): Row(
+        ADMIN, fresh=True, body={"Operations": [{"op": "replace", "path": "active", "value": True}]}
+    ),
     # ---- tables ------------------------------------------------------------------------------
     ("GET", "/api/2.0/modelport/usage"): Row(USER),
     ("POST", "/api/2.0/modelport/tables/query"): Row(USER, body={"sql": "SELECT 1 AS one"}),

@@ -181,6 +181,58 @@ async def patch_group(request: Request) -> Response:
     return json_response(await run_in_threadpool(work))
 
 
+def _active_of(operations: Any) -> bool:
+    """The ``active`` value a PATCH of a user or service principal sets, in either of SCIM's
+    shapes: ``{"op": "replace", "path": "active", "value": false}`` or
+    ``{"op": "replace", "value": {"active": false}}``. Nothing else may be patched."""
+    if not isinstance(operations, list) or not operations:
+        raise InvalidParameterValue("Invalid value for 'Operations': must be a non-empty list of operations.")
+    found: bool | None = None
+    for i, op in enumerate(operations):
+        if not isinstance(op, dict) or str(op.get("op", "")).lower() not in ("replace", "add"):
+            raise InvalidParameterValue(
+                f"Invalid value for 'Operations[{i}]': only replace of 'active' is supported on users "
+                "and service principals."
+            )
+        value = op.get("value")
+        if str(op.get("path") or "").lower() == "active":
+            pass
+        elif not op.get("path") and isinstance(value, dict) and set(value) == {"active"}:
+            value = value["active"]
+        else:
+            raise InvalidParameterValue(
+                f"Invalid value for 'Operations[{i}]': only replace of 'active' is supported on users "
+                "and service principals."
+            )
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            raise InvalidParameterValue(
+                f"Invalid value for 'Operations[{i}].value': 'active' must be true or false."
+            )
+        found = value
+    assert found is not None
+    return found
+
+
+async def patch_principal(request: Request) -> Response:
+    """``PATCH .../Users/{id}`` and ``.../ServicePrincipals/{id}``: deactivate or reactivate
+    (admins). ``.../Groups/{id}`` changes members (:func:`patch_group`)."""
+    kind = _kind(request)
+    if kind == "group":
+        return await patch_group(request)
+    caller = caller_of(request)
+    data = await json_object(request)
+    active = _active_of(data.get("Operations"))
+    identity = services_of(request).identity
+    ref = str(request.path_params["id"])
+
+    def work() -> dict[str, Any]:
+        return render(identity, identity.set_active(caller, ref, kind, active))
+
+    return json_response(await run_in_threadpool(work))
+
+
 class _KindConvertor(Convertor[str]):
     """Only the three kinds match ``{kind}``: ``POST /Me`` is then a 405 (``/Me`` takes GET), not
     a create request read before its kind was checked."""
@@ -203,4 +255,5 @@ routes = [
     Route(f"{BASE}/{_KIND_PATH}", create_principal, methods=["POST"]),
     Route(f"{BASE}/{_KIND_PATH}/{{id}}", get_principal, methods=["GET"]),
     Route(f"{BASE}/{_KIND_PATH}/{{id}}", delete_principal, methods=["DELETE"]),
+    Route(f"{BASE}/{_KIND_PATH}/{{id}}", patch_principal, methods=["PATCH"]),
 ]

@@ -75,7 +75,26 @@ export async function identitiesPage() {
     } catch (e) { err.append(errorBox(e)); }
   };
 
+  /** Deactivate or reactivate a user or service principal (SCIM PATCH of 'active'): a deactivated
+   * principal keeps its tokens, groups and grants, but every request with its tokens is refused. */
+  const setActive = async (kind, p, active, err) => {
+    if (!active && !confirm(`Deactivate ${kind.one} ${nameOf(p)}? Every request with their tokens is refused until they are activated again.`)) return;
+    err.replaceChildren();
+    try {
+      await api(`${SCIM}/${kind.path}/${enc(p.id)}`, { method: "PATCH", body: { schemas: ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], Operations: [{ op: "replace", path: "active", value: active }] } });
+      toast(`${active ? "Activated" : "Deactivated"} ${nameOf(p)}`);
+      await refresh();
+    } catch (e) { err.append(errorBox(e)); }
+  };
+
   const groupsCell = (p) => (p.groups || []).length ? p.groups.map((g) => g.display).join(", ") : h("span", { class: "muted" }, "none");
+
+  const toggle = (kind, p, err) => {
+    const active = p.active !== false;
+    const b = h("button", { type: "button", class: "secondary", "data-active-toggle": nameOf(p), "aria-label": `${active ? "Deactivate" : "Activate"} ${kind.one} ${nameOf(p)}` }, active ? "Deactivate" : "Activate");
+    b.addEventListener("click", () => setActive(kind, p, !active, err));
+    return b;
+  };
 
   const draw = () => {
     const kind = KINDS.find((k) => k.key === current);
@@ -103,7 +122,7 @@ export async function identitiesPage() {
         h("td", { "data-label": "Display name" }, p.displayName || "–"),
         h("td", { "data-label": "Groups" }, groupsCell(p)),
         h("td", { "data-label": "Status" }, p.active === false ? h("span", { class: "badge state-notready" }, "Inactive") : h("span", { class: "badge state-ready" }, "Active")),
-        h("td", {}, del));
+        h("td", {}, h("div", { class: "actions" }, toggle(kind, p, err), del)));
     });
     const columns = kind.key === "groups" ? ["Group", "Members", ""] :
       [kind.key === "users" ? "User name" : "Application id", "Display name", "Groups", "Status", ""];
