@@ -7,7 +7,7 @@ returns. The data plane (replicas, providers) records its requests here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -70,6 +70,26 @@ def render_endpoint_text(
             labels = f'endpoint="{_label(name)}",served_entity="{_label(entity)}"'
             lines.append(f"{metric}{{{labels}}} {_fmt(value)}")
     return "\n".join(lines) + "\n"
+
+
+def histogram_quantile(bounds: Sequence[float], counts: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0 to 1) of a histogram (``counts``: one per bucket, the bucket above
+    every bound last, not cumulative), in the bounds' unit: linear within the bucket where it
+    falls, as Prometheus' ``histogram_quantile``; the largest bound when it falls above every
+    bound; None when the histogram is empty. The metrics history and the rollout tallies use it."""
+    total = sum(counts)
+    if total <= 0 or not bounds:
+        return None
+    rank = q * total
+    seen = 0.0
+    for i, n in enumerate(counts):
+        if n and seen + n >= rank:
+            if i >= len(bounds):
+                return float(bounds[-1])
+            lower = 0.0 if i == 0 else float(bounds[i - 1])
+            return lower + (float(bounds[i]) - lower) * max(0.0, rank - seen) / n
+        seen += n
+    return float(bounds[-1])
 
 
 class _Read(Collector):

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from modelport.clock import now_ms
 from modelport.control.leader_work import LeaderWork
 from modelport.errors import InvalidParameterValue
-from modelport.metrics import Metrics
+from modelport.metrics import Metrics, histogram_quantile
 from modelport.store.metric_history import HOUR, MINUTE, Counts, FlatRow, MetricHistoryRepository
 
 __all__ = [
@@ -70,19 +70,7 @@ def quantile(counts: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_
     """The ``q`` quantile (0 to 1) of a histogram (``counts``: one per bucket, ``+Inf`` last, not
     cumulative), in the bounds' unit: linear within the bucket where it falls, as Prometheus'
     ``histogram_quantile``; the largest bound when it falls in ``+Inf``; None when empty."""
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = q * total
-    seen = 0.0
-    for i, n in enumerate(counts):
-        if n and seen + n >= rank:
-            if i >= len(bounds):
-                return float(bounds[-1])
-            lower = 0.0 if i == 0 else float(bounds[i - 1])
-            return lower + (float(bounds[i]) - lower) * max(0.0, rank - seen) / n
-        seen += n
-    return float(bounds[-1])
+    return histogram_quantile(bounds, counts, q)
 
 
 def choose_step(range_s: float) -> int:

@@ -25,6 +25,7 @@ from modelport.errors import (
     ResourceConflict,
     ResourceDoesNotExist,
 )
+from modelport.metrics import histogram_quantile
 from modelport.monitoring.webhooks import Post, deliver
 from modelport.spec.identity import Caller
 from modelport.spec.permissions import PermissionLevel
@@ -167,19 +168,8 @@ HOLD, ADVANCE, PROMOTE, ROLL_BACK = "HOLD", "ADVANCE", "PROMOTE", "ROLL_BACK"
 def quantile(bounds_ms: list[float], counts: list[int], q: float) -> float | None:
     """The ``q`` quantile (0..1) of a latency histogram, interpolated inside its bucket; None
     when empty. The bucket above every bound reports the last bound."""
-    total = sum(counts)
-    if total == 0 or not bounds_ms:
-        return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(counts):
-        if count and seen + count >= rank:
-            if i >= len(bounds_ms):
-                return float(bounds_ms[-1])
-            lower = 0.0 if i == 0 else float(bounds_ms[i - 1])
-            return round(lower + (float(bounds_ms[i]) - lower) * max(0.0, rank - seen) / count, 3)
-        seen += count
-    return float(bounds_ms[-1])
+    value = histogram_quantile(bounds_ms, counts, q)
+    return None if value is None else round(value, 3)
 
 
 def above(tally: Tally, limit_ms: float) -> int:
