@@ -32,18 +32,22 @@ UI_SERVER_ENV = {
 CATALOG_MODEL = "ui_fraud_detector"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def skip_browser_tests(items: list[pytest.Item], here: Path) -> None:
+    """Skip the tests under ``here`` when chromium or playwright is missing (saying which)."""
     if not CHROMIUM.exists():
         reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
     elif importlib.util.find_spec("playwright") is None:
         reason = "browser tests need playwright (pip install -e '.[dev]')"
     else:
         return
-    here = Path(__file__).parent
     skip = pytest.mark.skip(reason=reason)
     for item in items:
         if here in Path(item.path).parents:
             item.add_marker(skip)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_browser_tests(items, Path(__file__).parent)
 
 
 @pytest.fixture(scope="package")
@@ -177,6 +181,17 @@ def screenshot(page: Any, name: str) -> None:
         # readable at this width: nothing wider than the window (tables and code scroll inside)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name} is {overflow} px wider than {width} px"
+    page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
+def card_screenshot(page: Any, selector: str, name: str) -> None:
+    """``screenshots/<name>-<width>.png`` of the element ``selector`` alone, at each width: the
+    docs show one card, not a whole endpoint page."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(150)
+        page.locator(selector).screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"))
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
 
 

@@ -8,7 +8,6 @@ first. Each module creates its own endpoints, tokens and principals under names 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import (  # noqa: F401  (fixtures, registered by being imported here)
-    CHROMIUM,
     api,
     csp_violations,
     fake_openai,
@@ -24,23 +22,14 @@ from tests.browser.conftest import (  # noqa: F401  (fixtures, registered by bei
     page_errors,
     pytest_runtest_makereport,
     registered_model,
+    skip_browser_tests,
     ui_server,
 )
 from tests.serverproc import ADMIN_TOKEN
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not CHROMIUM.exists():
-        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-    elif importlib.util.find_spec("playwright") is None:
-        reason = "browser tests need playwright (pip install -e '.[dev]')"
-    else:
-        return
-    here = Path(__file__).parent
-    skip = pytest.mark.skip(reason=reason)
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(skip)
+    skip_browser_tests(items, Path(__file__).parent)
 
 
 def sign_in(pg: Any, path: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import assert_accessible, screenshot, wait_until
+from tests.browser.conftest import assert_accessible, card_screenshot, screenshot, wait_until
 from tests.console.conftest import sign_in
 from tests.support.names import unique
 
@@ -122,6 +122,7 @@ def test_a_rate_limit_and_a_keyword_guardrail_set_through_the_form(
     assert page.locator("#gw-input-pii").input_value() == ""
     assert_accessible(page)
     screenshot(page, "ui-gateway-form")
+    card_screenshot(page, "#gateway-form", "ui-gateway-form-card")
 
 
 def test_the_guardrail_blocks_a_request_in_the_playground(

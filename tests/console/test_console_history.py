@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import assert_accessible, screenshot, wait_until
+from tests.browser.conftest import assert_accessible, card_screenshot, screenshot, wait_until
 from tests.console.conftest import sign_in
 from tests.serverproc import ServerProcess
 from tests.support.endpoints import wait_settled
@@ -85,6 +85,7 @@ def test_the_card_charts_the_queries_sent_over_each_range(
     assert sum(cells) == SENT and all(c > 0 for c in cells)
     assert_accessible(page)
     screenshot(page, "console-history")
+    card_screenshot(page, CARD, "console-history-card")
     # the range buttons, by keyboard: one pressed at a time; longer ranges, larger steps
     for key, step in (("24h", "300"), ("7d", "3600"), ("14d", "3600"), ("1h", "60")):
         page.focus(f"{CARD} button[data-range='{key}']")

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import assert_accessible, screenshot, wait_until
+from tests.browser.conftest import assert_accessible, card_screenshot, screenshot, wait_until
 from tests.console.conftest import sign_in
 from tests.support.endpoints import wait_settled
 from tests.support.names import unique
@@ -163,6 +163,7 @@ def test_a_rollout_policy_checked_then_applied(page: Any, api: httpx.Client, end
     assert version(api) == before
     assert_accessible(page)
     screenshot(page, "ui-rollout-form")
+    card_screenshot(page, "#extension-form", "ui-rollout-form-card")
     page.click("#apply-config")
     deadline = time.monotonic() + 60
     while api.get(f"{URL}/rollouts/current").status_code != 200:
