@@ -7,6 +7,7 @@ merging of overlapping bursts of several processes, 390 px, no page errors."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -98,10 +99,6 @@ def test_the_timeline_shows_refusal_bursts_beside_the_config_events(
         "[...document.querySelectorAll('#ro-event-list tr.ev-day th')].map((th) => th.innerText)"
     )
     assert len(days) == 1 and str(time.localtime().tm_year) in days[0], days
-    # the API's events, newest first, one row each (no burst yet)
-    listed = api.get(f"{API}/{name}/events").json()["events"]
-    ids = page.evaluate(f"[...document.querySelectorAll('{ROWS}')].map((tr) => Number(tr.dataset.event))")
-    assert ids == [e["id"] for e in listed]
     # the burst is written once quiet for UI_SERVER_ENV's 3 s; the page refreshes itself every 5 s
     burst = page.locator(f"{ROWS}[data-kind='RATE_LIMITED']")
     burst.wait_for(timeout=75_000)
@@ -118,6 +115,10 @@ def test_the_timeline_shows_refusal_bursts_beside_the_config_events(
     assert burst.get_attribute("data-category") == "refusal"
     blocked = page.locator(f"{ROWS}[data-kind='GUARDRAIL_BLOCKED']")
     blocked.wait_for()
+    # the API's events, newest first, one row each (the two bursts are of two kinds: not merged)
+    listed = json.dumps([e["id"] for e in api.get(f"{API}/{name}/events").json()["events"]])
+    page_ids = f"JSON.stringify([...document.querySelectorAll('{ROWS}')].map((tr) => +tr.dataset.event))"
+    wait_until(page, f"{page_ids}.replaceAll(',', ', ') === {json.dumps(listed)}")
     assert (
         blocked.locator(".ev-burst")
         .inner_text()

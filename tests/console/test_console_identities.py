@@ -149,7 +149,9 @@ def test_deactivate_then_activate_a_user(page: Any, api: httpx.Client, ui_server
         return resp
 
     assert me().status_code == 200
-    sign_in(page, "/ui/#/admin")
+    sign_in(page, "/ui/#/endpoints")  # then a fresh #/admin: it lists the user made above
+    page.goto("/ui/#/admin")
+    page.click("#tab-users")
     page.wait_for_selector(f"#users-table tr[data-principal='{user}']")
     seen: list[str] = []
     accept_next_dialog(page, seen)
