@@ -649,6 +649,10 @@ def test_a_failed_refresh_notifies_on_failure_with_its_message(
             refresh = world.http.post(f"{path}/refreshes").json()["refresh_id"]
             done = _wait_refresh(world.http, BASELINE, refresh)
             assert done["state"] == "FAILED"
+            # the failure is notified once the refresh is marked FAILED: wait for the delivery
+            deadline = time.monotonic() + 15
+            while not hook.posts("/failed") and time.monotonic() < deadline:
+                time.sleep(0.1)
             (sent,) = hook.posts("/failed")
             assert sent["event"] == "monitor.refresh.failed" and sent["refresh_id"] == refresh
             assert sent["message"] == done["message"] and "no_such_function" in sent["message"]
