@@ -57,9 +57,15 @@ export function completionsPlayground(panel, eps) {
     err, h("div", { class: "actions" }, send, code.button));
   if (!eps.length) panel.append(h("p", { class: "notice" }, "No completions endpoints yet: create one (an external model with the task llm/v1/completions)."));
   panel.append(form, code.panel, out);
+  prompt.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); } });
+  wireForm(form, { code, err, send, request, save }, (body) => complete(sel.value, body, out));
+}
+
+/** The code view follows the form; a submit builds the request (its error shown in ``err``),
+ * saves the settings and runs ``run(body)`` with the button disabled. */
+function wireForm(form, { code, err, send, request, save }, run) {
   form.addEventListener("input", code.refresh);
   form.addEventListener("change", code.refresh);
-  prompt.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); } });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     err.replaceChildren();
@@ -67,7 +73,7 @@ export function completionsPlayground(panel, eps) {
     try { body = request(); } catch (e) { err.append(errorBox(e)); return; }
     save();
     send.disabled = true;
-    await complete(sel.value, body, out);
+    await run(body);
     send.disabled = false;
   });
 }
@@ -156,15 +162,7 @@ export function embeddingsPlayground(panel, eps) {
     err, h("div", { class: "actions" }, send, code.button));
   if (!eps.length) panel.append(h("p", { class: "notice" }, "No embeddings endpoints yet: create one (an external model with the task llm/v1/embeddings), or turn on the system endpoints."));
   panel.append(form, code.panel, out);
-  form.addEventListener("input", code.refresh);
-  form.addEventListener("change", code.refresh);
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    err.replaceChildren();
-    let body;
-    try { body = request(); } catch (e) { err.append(errorBox(e)); return; }
-    save();
-    send.disabled = true;
+  wireForm(form, { code, err, send, request, save }, async (body) => {
     out.replaceChildren(h("p", { class: "muted" }, "Embedding…"));
     try {
       const t0 = performance.now();
@@ -174,7 +172,6 @@ export function embeddingsPlayground(panel, eps) {
       if (vectors.length !== body.input.length || vectors.some((v) => !Array.isArray(v))) throw new Error("The endpoint did not answer one vector per input.");
       out.replaceChildren(embeddingsView(body.input, vectors, ms, res.usage));
     } catch (e) { out.replaceChildren(errorBox(e)); }
-    send.disabled = false;
   });
 }
 
